@@ -1,0 +1,136 @@
+"""The decision log: every agent step, appended to the hash chain of :mod:`driftpilot.memory.audit`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from driftpilot.memory.audit import HASHED_FIELDS, decision_hash, to_jsonable
+from driftpilot.memory.db import committing
+from driftpilot.memory.tables import Decision
+from driftpilot.memory.times import to_naive_utc, utcnow
+
+
+def record_decision(
+    *,
+    session: Session,
+    model_id: int | None,
+    run_id: str,
+    agent: str,
+    time: datetime,
+    trigger: Any,
+    evidence: Any,
+    diagnosis: Any,
+    policy_verdicts: Any,
+    action: str,
+    outcome: str,
+    rationale: str,
+    approvals: Any = None,
+) -> Decision:
+    """Append a decision to the log, chained to the last one by ``prev_hash``.
+
+    ``time`` is the decision's logical (possibly simulated) time; ``created_at`` is set to the
+    wall clock. JSON fields may hold numpy values: they are stored as plain JSON.
+    """
+    content: dict[str, Any] = {
+        "model_id": model_id,
+        "run_id": str(run_id),
+        "agent": str(agent),
+        "time": to_naive_utc(time),
+        "created_at": utcnow(),
+        "trigger": to_jsonable(trigger),
+        "evidence": to_jsonable(evidence),
+        "diagnosis": to_jsonable(diagnosis),
+        "policy_verdicts": to_jsonable(policy_verdicts),
+        "action": str(action),
+        "outcome": str(outcome),
+        "rationale": str(rationale),
+        "approvals": to_jsonable(approvals),
+    }
+    with committing(session):
+        if session.get_bind().dialect.name == "postgresql":
+            # Two writers must not both chain to the same last decision.
+            session.execute(sa.text("LOCK TABLE decision IN SHARE ROW EXCLUSIVE MODE"))
+        decision = Decision(**content, prev_hash="", hash="")
+        session.add(decision)
+        # On SQLite this first write takes the database's write lock, so the previous
+        # decision read next is final.
+        session.flush()
+        previous = session.scalar(
+            sa.select(Decision.hash)
+            .where(Decision.id < decision.id)
+            .order_by(Decision.id.desc())
+            .limit(1)
+        )
+        decision.prev_hash = previous or ""
+        decision.hash = decision_hash({**content, "prev_hash": decision.prev_hash})
+    return decision
+
+
+def list_decisions(
+    *,
+    session: Session,
+    model_id: int | None = None,
+    agent: str | None = None,
+    action: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[Decision]:
+    """Decisions in log order, filtered by model, agent, action and ``since <= time < until``."""
+    stmt = sa.select(Decision).order_by(Decision.id)
+    if model_id is not None:
+        stmt = stmt.where(Decision.model_id == model_id)
+    if agent is not None:
+        stmt = stmt.where(Decision.agent == agent)
+    if action is not None:
+        stmt = stmt.where(Decision.action == action)
+    if since is not None:
+        stmt = stmt.where(Decision.time >= since)
+    if until is not None:
+        stmt = stmt.where(Decision.time < until)
+    return list(session.scalars(stmt))
+
+
+def count_decisions(
+    *,
+    session: Session,
+    model_id: int | None,
+    action: str | Sequence[str],
+    outcome: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> int:
+    """How many decisions of a model took ``action`` (one of several) with ``since <= time < until``."""
+    actions = [action] if isinstance(action, str) else list(action)
+    stmt = (
+        sa.select(sa.func.count())
+        .select_from(Decision)
+        .where(Decision.action.in_(actions))
+    )
+    if model_id is not None:
+        stmt = stmt.where(Decision.model_id == model_id)
+    if outcome is not None:
+        stmt = stmt.where(Decision.outcome == outcome)
+    if since is not None:
+        stmt = stmt.where(Decision.time >= since)
+    if until is not None:
+        stmt = stmt.where(Decision.time < until)
+    return int(session.scalar(stmt) or 0)
+
+
+def get_decision(*, session: Session, decision_id: int) -> Decision:
+    """The decision with this id; LookupError if there is none."""
+    decision = session.get(Decision, decision_id)
+    if decision is None:
+        raise LookupError(f"no decision with id {decision_id}")
+    return decision
+
+
+def decision_as_dict(decision: Decision) -> dict[str, Any]:
+    """A decision as plain JSON values (times as ISO 8601), e.g. for ``decisions.jsonl``."""
+    fields = ("id", *HASHED_FIELDS, "hash")
+    return to_jsonable({name: getattr(decision, name) for name in fields})

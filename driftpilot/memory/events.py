@@ -1,0 +1,250 @@
+"""Reading events back as DataFrames: windows of time, chosen ids, with visible labels."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from driftpilot.memory.db import chunks
+from driftpilot.memory.models import get_model_by_id, model_schema
+from driftpilot.memory.schemas import ModelSchema
+from driftpilot.memory.tables import LABEL_SOURCES, Event, Label, Quarantine
+
+FRAME_COLUMNS = (
+    "id",
+    "key",
+    "time",
+    "entity",
+    "group",
+    "served_version",
+    "prediction",
+    "label",
+    "label_source",
+)
+"""The leading columns of every event frame; one column per schema feature follows."""
+
+# The order of trust: a person's label beats an oracle's, a system's, a pseudo-label.
+_SOURCE_RANK = sa.case(
+    {source: rank for rank, source in enumerate(LABEL_SOURCES)},
+    value=Label.source,
+    else_=len(LABEL_SOURCES),
+)
+
+# Times and features come back as the stored text where the database keeps text (SQLite):
+# parsing a whole column at once in event_frame is many times faster than per value.
+_EVENT_COLUMNS = (
+    Event.id,
+    Event.key,
+    sa.type_coerce(Event.time, sa.String).label("time"),
+    Event.entity,
+    Event.group_key,
+    Event.served_version,
+    Event.prediction,
+    sa.cast(Event.features, sa.Text).label("features"),
+)
+
+
+def window(
+    *,
+    session: Session,
+    model_id: int,
+    start: datetime | None,
+    end: datetime | None,
+    visible_at: datetime | None = None,
+    labelled_only: bool = False,
+    exclude_quarantined: bool = True,
+    limit: int | None = None,
+) -> pd.DataFrame:
+    """The events of a model with ``start <= time < end``, oldest first, as a DataFrame.
+
+    Columns are :data:`FRAME_COLUMNS` then one per feature (numbers float, categories str).
+    ``label`` is the most trustworthy label (person > oracle > system > pseudo) known at
+    ``visible_at`` (its ``time <= visible_at``; every label when ``visible_at`` is None), or
+    None: this is what keeps labels from leaking before they exist.
+
+    Parameters
+    ----------
+    labelled_only
+        Keep only events with a visible label.
+    exclude_quarantined
+        Drop events inside a quarantine of the model (time in its [start, end], group in its
+        groups, or any group when the quarantine names none).
+    limit
+        Keep only the ``limit`` most recent events (still returned oldest first).
+    """
+    schema = model_schema(get_model_by_id(session=session, model_id=model_id))
+    conditions: list[sa.ColumnElement[bool]] = [Event.model_id == model_id]
+    if start is not None:
+        conditions.append(Event.time >= start)
+    if end is not None:
+        conditions.append(Event.time < end)
+    if exclude_quarantined:
+        conditions.extend(_outside_quarantines(session, model_id))
+    label_join = _visible_label(visible_at)
+    if limit is not None:
+        newest = sa.select(Event.id).where(*conditions)
+        if labelled_only:
+            newest = newest.where(sa.exists().where(label_join))
+        newest = newest.order_by(Event.time.desc(), Event.id.desc()).limit(limit)
+        conditions = [Event.id.in_(newest)]
+    stmt = (
+        sa.select(*_EVENT_COLUMNS, Label.value, Label.source)
+        .join(Label, label_join, isouter=not labelled_only)
+        .where(*conditions)
+        .order_by(Event.time, Event.id, _SOURCE_RANK)
+    )
+    return event_frame(session.connection().execute(stmt).all(), schema)
+
+
+def events_by_ids(
+    *, session: Session, ids: Sequence[int], visible_at: datetime | None = None
+) -> pd.DataFrame:
+    """The events with these ids (all of one model), oldest first, in the :func:`window` form.
+
+    Raises
+    ------
+    LookupError
+        If some ids are not stored.
+    ValueError
+        If the ids belong to more than one model.
+    """
+    wanted = sorted({int(i) for i in ids})
+    rows: list[Any] = []
+    model_ids: set[int] = set()
+    for part in chunks(wanted):
+        stmt = (
+            sa.select(*_EVENT_COLUMNS, Label.value, Label.source, Event.model_id)
+            .join(Label, _visible_label(visible_at), isouter=True)
+            .where(Event.id.in_(part))
+            .order_by(Event.time, Event.id, _SOURCE_RANK)
+        )
+        for row in session.connection().execute(stmt):
+            fields = tuple(row)
+            rows.append(fields[:-1])
+            model_ids.add(int(fields[-1]))
+    missing = sorted(set(wanted) - {row[0] for row in rows})
+    if missing:
+        raise LookupError(
+            f"no events with ids {missing[:10]}{' …' if len(missing) > 10 else ''}"
+        )
+    if not wanted:
+        return pd.DataFrame({name: pd.Series(dtype=object) for name in FRAME_COLUMNS})
+    if len(model_ids) > 1:
+        raise ValueError(
+            f"events_by_ids needs events of one model, got models {sorted(model_ids)}"
+        )
+    rows.sort(
+        key=lambda row: (row[2], row[0])
+    )  # stable: keeps the label order per event
+    schema = model_schema(get_model_by_id(session=session, model_id=model_ids.pop()))
+    return event_frame(rows, schema)
+
+
+def count_events(
+    *,
+    session: Session,
+    model_id: int,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> int:
+    """How many events a model has with ``start <= time < end``."""
+    stmt = (
+        sa.select(sa.func.count()).select_from(Event).where(Event.model_id == model_id)
+    )
+    if start is not None:
+        stmt = stmt.where(Event.time >= start)
+    if end is not None:
+        stmt = stmt.where(Event.time < end)
+    return int(session.scalar(stmt) or 0)
+
+
+def _visible_label(visible_at: datetime | None) -> sa.ColumnElement[bool]:
+    if visible_at is None:
+        return Label.event_id == Event.id
+    return sa.and_(Label.event_id == Event.id, Label.time <= visible_at)
+
+
+def _outside_quarantines(
+    session: Session, model_id: int
+) -> list[sa.ColumnElement[bool]]:
+    conditions: list[sa.ColumnElement[bool]] = []
+    for quarantine in session.scalars(
+        sa.select(Quarantine).where(Quarantine.model_id == model_id)
+    ):
+        inside: list[sa.ColumnElement[bool]] = [Event.time >= quarantine.start]
+        if quarantine.end is not None:
+            inside.append(Event.time <= quarantine.end)
+        if quarantine.groups is not None:
+            # IS NOT NULL first: NULL IN (...) is NULL, and NOT NULL would drop the row.
+            inside.extend(
+                [Event.group_key.is_not(None), Event.group_key.in_(quarantine.groups)]
+            )
+        conditions.append(sa.not_(sa.and_(*inside)))
+    return conditions
+
+
+def event_frame(rows: Sequence[Sequence[Any]], schema: ModelSchema) -> pd.DataFrame:
+    """Build the event DataFrame from rows ``(id, key, time, entity, group, served_version,
+    prediction, features, label, label_source)`` ordered by event, best label first."""
+    names = (
+        "id",
+        "key",
+        "time",
+        "entity",
+        "group",
+        "served_version",
+        "prediction",
+        "features",
+        "label",
+        "label_source",
+    )
+    columns: dict[str, Sequence[Any]] = (
+        dict(zip(names, zip(*rows, strict=True), strict=True))
+        if rows
+        else {n: () for n in names}
+    )
+    ids = np.asarray(columns["id"], dtype=np.int64)
+    # An event joined to several visible labels comes back once per label, best first.
+    first = np.ones(len(ids), dtype=bool)
+    first[1:] = ids[1:] != ids[:-1]
+    if not first.all():
+        columns = {
+            name: [v for v, keep in zip(values, first, strict=True) if keep]
+            for name, values in columns.items()
+        }
+        ids = ids[first]
+    data: dict[str, Any] = {
+        "id": ids,
+        "key": _objects(columns["key"]),
+        "time": np.asarray(
+            pd.to_datetime(pd.Index(columns["time"], dtype=object), format="ISO8601"),
+            dtype="datetime64[us]",
+        ),
+        "entity": _objects(columns["entity"]),
+        "group": _objects(columns["group"]),
+        "served_version": pd.array(columns["served_version"], dtype="Int64"),
+        "prediction": _objects(columns["prediction"]),
+        "label": _objects(columns["label"]),
+        "label_source": _objects(columns["label_source"]),
+    }
+    # One parse of a JSON array of all rows: less overhead than json.loads per row.
+    parsed = json.loads("[" + ",".join(columns["features"]) + "]")
+    for spec in schema.features:
+        values = [row.get(spec.name) for row in parsed]
+        if spec.kind == "number":
+            data[spec.name] = np.asarray(values, dtype=np.float64)
+        else:
+            data[spec.name] = _objects(values)
+    return pd.DataFrame(data)
+
+
+def _objects(values: Sequence[Any]) -> pd.Series:
+    # object dtype keeps None as None; pandas 3 would otherwise infer its str dtype (NaN).
+    return pd.Series(np.asarray(values, dtype=object), dtype=object)

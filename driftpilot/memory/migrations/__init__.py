@@ -1,0 +1,1 @@
+"""Alembic migrations of driftpilot's memory (run by :func:`driftpilot.memory.db.migrate`)."""

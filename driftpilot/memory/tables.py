@@ -1,0 +1,306 @@
+"""The tables of driftpilot's memory, one per noun of the design.
+
+Every time is a naive UTC datetime (see :mod:`driftpilot.memory.times`). JSON columns hold plain
+JSON values only (see :func:`driftpilot.memory.audit.to_jsonable`). Schema changes go through
+Alembic (``migrations/versions``); the migration test checks the two agree.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from driftpilot.memory.times import to_naive_utc, utcnow
+
+LABEL_SOURCES = ("person", "oracle", "system", "pseudo")
+"""Label sources, most trustworthy first."""
+ALARM_STATUSES = ("firing", "resolved")
+VERSION_STAGES = (
+    "candidate",
+    "canary",
+    "champion",
+    "archived",
+    "rolled_back",
+    "rejected",
+)
+LABEL_REQUEST_STATUSES = ("open", "answered", "expired")
+
+# Constraint names must be stable so that later migrations can refer to them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    quoted = ", ".join(f"'{v}'" for v in values)
+    return f"{column} IN ({quoted})"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A ``DateTime`` that stores naive UTC, converting aware values on the way in."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None or (type(value) is datetime and value.tzinfo is None):
+            return value
+        return to_naive_utc(value)
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Core ``Table`` of a mapped class (typed, unlike ``__table__``)."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the memory tables."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class ManagedModel(Base):
+    """A model driftpilot keeps healthy: name, task, schema, family and policy."""
+
+    __tablename__ = "managed_model"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String, unique=True)
+    task: Mapped[str] = mapped_column(String)
+    family: Mapped[str] = mapped_column(String)
+    schema: Mapped[dict[str, Any]] = mapped_column(JSON)
+    policy: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Event(Base):
+    """One inference record, unique per (model, client key)."""
+
+    __tablename__ = "event"
+    __table_args__ = (
+        UniqueConstraint("model_id", "key"),
+        Index("ix_event_model_id_time", "model_id", "time"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("managed_model.id"))
+    key: Mapped[str] = mapped_column(String)
+    time: Mapped[datetime] = mapped_column(UTCDateTime)
+    entity: Mapped[str] = mapped_column(String)
+    group_key: Mapped[str | None] = mapped_column(String, nullable=True)
+    features: Mapped[dict[str, Any]] = mapped_column(JSON)
+    served_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    prediction: Mapped[str | None] = mapped_column(String, nullable=True)
+    probabilities: Mapped[dict[str, float] | None] = mapped_column(
+        JSON(none_as_null=True), nullable=True
+    )
+    ingested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Label(Base):
+    """Ground truth or feedback for an event; ``time`` is when it became known."""
+
+    __tablename__ = "label"
+    __table_args__ = (
+        UniqueConstraint("event_id", "source"),
+        Index("ix_label_model_id_time", "model_id", "time"),
+        CheckConstraint(_one_of("source", LABEL_SOURCES), name="source"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("event.id"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("managed_model.id"))
+    value: Mapped[str] = mapped_column(String)
+    source: Mapped[str] = mapped_column(String)
+    confidence: Mapped[float] = mapped_column(Float)
+    time: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Alarm(Base):
+    """An external alarm, unique by its key (the Alertmanager fingerprint)."""
+
+    __tablename__ = "alarm"
+    __table_args__ = (
+        Index("ix_alarm_starts_at", "starts_at"),
+        CheckConstraint(_one_of("status", ALARM_STATUSES), name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String, unique=True)
+    name: Mapped[str] = mapped_column(String)
+    severity: Mapped[str] = mapped_column(String)
+    status: Mapped[str] = mapped_column(String)
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    groups: Mapped[list[str]] = mapped_column(JSON)
+    labels: Mapped[dict[str, str]] = mapped_column(JSON)
+    model_id: Mapped[int | None] = mapped_column(
+        ForeignKey("managed_model.id"), nullable=True
+    )
+
+
+class Snapshot(Base):
+    """An immutable set of (event, label) pairs a version was trained on."""
+
+    __tablename__ = "snapshot"
+    __table_args__ = (Index("ix_snapshot_model_id", "model_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("managed_model.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    time: Mapped[datetime] = mapped_column(UTCDateTime)
+    content_hash: Mapped[str] = mapped_column(String)
+    n_rows: Mapped[int] = mapped_column(Integer)
+    stats: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class SnapshotItem(Base):
+    """One (event, label) pair of a snapshot."""
+
+    __tablename__ = "snapshot_item"
+
+    snapshot_id: Mapped[int] = mapped_column(
+        ForeignKey("snapshot.id"), primary_key=True
+    )
+    event_id: Mapped[int] = mapped_column(ForeignKey("event.id"), primary_key=True)
+    label: Mapped[str] = mapped_column(String)
+
+
+class Decision(Base):
+    """One agent step, chained to the previous decision by ``prev_hash``."""
+
+    __tablename__ = "decision"
+    __table_args__ = (
+        Index("ix_decision_model_id_time", "model_id", "time"),
+        Index("ix_decision_run_id", "run_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int | None] = mapped_column(
+        ForeignKey("managed_model.id"), nullable=True
+    )
+    run_id: Mapped[str] = mapped_column(String)
+    agent: Mapped[str] = mapped_column(String)
+    time: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    trigger: Mapped[Any] = mapped_column(JSON)
+    evidence: Mapped[Any] = mapped_column(JSON)
+    diagnosis: Mapped[Any] = mapped_column(JSON)
+    policy_verdicts: Mapped[Any] = mapped_column(JSON)
+    action: Mapped[str] = mapped_column(String)
+    outcome: Mapped[str] = mapped_column(String)
+    rationale: Mapped[str] = mapped_column(Text)
+    approvals: Mapped[Any] = mapped_column(JSON)
+    prev_hash: Mapped[str] = mapped_column(String)
+    hash: Mapped[str] = mapped_column(String)
+
+
+class Version(Base):
+    """A trained model version; ``number`` counts from 1 per model."""
+
+    __tablename__ = "version"
+    __table_args__ = (
+        UniqueConstraint("model_id", "number"),
+        CheckConstraint(_one_of("stage", VERSION_STAGES), name="stage"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("managed_model.id"))
+    number: Mapped[int] = mapped_column(Integer)
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("version.id"), nullable=True
+    )
+    stage: Mapped[str] = mapped_column(String)
+    artifacts: Mapped[dict[str, dict[str, str]]] = mapped_column(JSON)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    snapshot_id: Mapped[int | None] = mapped_column(
+        ForeignKey("snapshot.id"), nullable=True
+    )
+    decision_id: Mapped[int | None] = mapped_column(
+        ForeignKey("decision.id"), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    time: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Release(Base):
+    """A version's exposure to a share of traffic, with its evidence and verdict."""
+
+    __tablename__ = "release"
+    __table_args__ = (Index("ix_release_model_id", "model_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("managed_model.id"))
+    version_id: Mapped[int] = mapped_column(ForeignKey("version.id"))
+    baseline_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("version.id"), nullable=True
+    )
+    share: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON)
+    verdict: Mapped[str | None] = mapped_column(String, nullable=True)
+
+
+class LabelRequest(Base):
+    """An event the curator asks a person to label, and why."""
+
+    __tablename__ = "label_request"
+    __table_args__ = (
+        Index("ix_label_request_model_id_status", "model_id", "status"),
+        Index("ix_label_request_event_id", "event_id"),
+        CheckConstraint(_one_of("status", LABEL_REQUEST_STATUSES), name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("managed_model.id"))
+    event_id: Mapped[int] = mapped_column(ForeignKey("event.id"))
+    reason: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    time: Mapped[datetime] = mapped_column(UTCDateTime)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Quarantine(Base):
+    """A window of events kept out of training and monitoring (``groups`` None = all)."""
+
+    __tablename__ = "quarantine"
+    __table_args__ = (Index("ix_quarantine_model_id", "model_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("managed_model.id"))
+    start: Mapped[datetime] = mapped_column(UTCDateTime)
+    end: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # SQL NULL (not JSON null) so that "all groups" reads unambiguously.
+    groups: Mapped[list[str] | None] = mapped_column(
+        JSON(none_as_null=True), nullable=True
+    )
+    reason: Mapped[str] = mapped_column(Text)
+    decision_id: Mapped[int | None] = mapped_column(
+        ForeignKey("decision.id"), nullable=True
+    )

@@ -1,0 +1,105 @@
+"""Version registry: a version's artifacts on disk, its row in memory, checked on load."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from driftpilot.memory import versions
+from driftpilot.memory.tables import Version
+from driftpilot.models.tabular_mlp import TabularMLP
+
+
+class ArtifactError(RuntimeError):
+    """An artifact is missing or does not match the checksum recorded with its version."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Registry:
+    """Stores every version's artifacts under ``root/<model>/<token>/``.
+
+    A version's row records each artifact's path and sha256; :meth:`load` refuses an
+    artifact whose bytes no longer match. Loaded models are kept per registry instance, so a
+    loop that serves the same version for days loads it once.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._loaded: dict[tuple[int, int], TabularMLP] = {}
+
+    def register(
+        self,
+        *,
+        session: Session,
+        model_id: int,
+        model_name: str,
+        model: TabularMLP,
+        time: datetime,
+        parent_id: int | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        snapshot_id: int | None = None,
+        decision_id: int | None = None,
+        stage: str = "candidate",
+    ) -> Version:
+        """Save ``model``'s artifacts (weights, config, ONNX), then record the version.
+
+        The files are written first, into a fresh folder: if recording fails, the folder is
+        removed and nothing refers to it.
+        """
+        folder = self.root / model_name / uuid.uuid4().hex[:16]
+        try:
+            paths = model.save(folder)
+            artifacts = {
+                name: {"path": str(path), "sha256": sha256_of(path)} for name, path in paths.items()
+            }
+            version = versions.add_version(
+                session=session,
+                model_id=model_id,
+                time=time,
+                parent_id=parent_id,
+                artifacts=artifacts,
+                metrics=dict(metrics or {}),
+                snapshot_id=snapshot_id,
+                decision_id=decision_id,
+                stage=stage,
+            )
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        self._loaded[(model_id, version.number)] = model
+        return version
+
+    def verify(self, version: Version) -> None:
+        """Raise :class:`ArtifactError` unless every artifact exists with its recorded sha256."""
+        for name, meta in (version.artifacts or {}).items():
+            path = Path(meta["path"])
+            if not path.exists():
+                raise ArtifactError(f"version {version.number}: artifact '{name}' is missing at {path}")
+            actual = sha256_of(path)
+            if actual != meta["sha256"]:
+                raise ArtifactError(
+                    f"version {version.number}: artifact '{name}' at {path} has sha256 {actual}, "
+                    f"expected {meta['sha256']}"
+                )
+
+    def load(self, version: Version) -> TabularMLP:
+        key = (version.model_id, version.number)
+        if key not in self._loaded:
+            self.verify(version)
+            folder = Path(version.artifacts["weights"]["path"]).parent
+            self._loaded[key] = TabularMLP.load(folder)
+        return self._loaded[key]

@@ -1,0 +1,398 @@
+"""The policy engine: may this action happen now, and why or why not.
+
+Each action is checked against a fixed list of rules: first the autonomy level, then
+the action's guardrails (budgets, evidence gates). Every rule checked is reported with
+the value observed and the limit it was compared with, passing or not, so a decision
+records the whole reasoning and not only what failed.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Mapping
+from typing import Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from driftpilot.policies.loader import policy_from_mapping
+from driftpilot.policies.schema import Policy
+
+__all__ = [
+    "Action",
+    "PolicyEngine",
+    "PolicyVerdict",
+    "RuleVerdict",
+    "Usage",
+    "evaluate",
+]
+
+Action = Literal[
+    "retrain",
+    "request_labels",
+    "start_canary",
+    "promote",
+    "rollback",
+    "quarantine",
+    "alert",
+]
+ACTIONS: tuple[str, ...] = get_args(Action)
+
+#: At L3 a person approves these before they happen (TM Forum AN level 3: the system
+#: acts, people confirm the decisions that change what is served in production).
+_APPROVED_AT_L3 = frozenset({"promote", "rollback"})
+
+Fact = float | int | str | None
+
+
+class RuleVerdict(BaseModel):
+    """One rule checked: what was observed, the limit, and a sentence comparing them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rule: str
+    passed: bool
+    observed: float | str | None
+    limit: float | str | None
+    reason: str
+
+
+class PolicyVerdict(BaseModel):
+    """The answer for one action: allowed or not, whether a person approves, and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    action: str
+    allowed: bool
+    needs_approval: bool
+    verdicts: list[RuleVerdict]
+
+    @property
+    def reasons(self) -> list[str]:
+        """The failing rules' reasons; all reasons when the action is allowed."""
+        if self.allowed:
+            return [verdict.reason for verdict in self.verdicts]
+        return [verdict.reason for verdict in self.verdicts if not verdict.passed]
+
+
+class Usage(BaseModel):
+    """Budgets used so far today, counted by the caller (from memory)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    retrains_today: int = Field(default=0, ge=0)
+    labels_requested_today: int = Field(default=0, ge=0)
+
+
+def _fmt(value: float | str | None) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _number(facts: Mapping[str, Fact], name: str) -> float | str:
+    """The fact as a number, or the reason it cannot be used."""
+    value = facts.get(name)
+    if value is None:
+        return f"fact '{name}' missing"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"fact '{name}' must be a number, got {value!r}"
+    if math.isnan(value) or math.isinf(value):
+        return f"fact '{name}' must be a finite number, got {value!r}"
+    return value
+
+
+def _autonomy(policy: Policy, action: str) -> RuleVerdict:
+    # The limit is the lowest level at which driftpilot executes actions itself.
+    level = policy.autonomy
+    if level in ("L0", "L1"):
+        return RuleVerdict(
+            rule="autonomy",
+            passed=False,
+            observed=level,
+            limit="L3",
+            reason=f"autonomy {level} is manual: '{action}' is left to a person",
+        )
+    if level == "L2":
+        return RuleVerdict(
+            rule="autonomy",
+            passed=False,
+            observed=level,
+            limit="L3",
+            reason=f"autonomy L2 is recommend only: '{action}' may be proposed, "
+            "not executed",
+        )
+    if level == "L3" and action in _APPROVED_AT_L3:
+        reason = f"autonomy L3 acts, but '{action}' waits for a person's approval"
+    else:
+        reason = f"autonomy {level} may '{action}' within the guardrails"
+    return RuleVerdict(
+        rule="autonomy", passed=True, observed=level, limit="L3", reason=reason
+    )
+
+
+def _missing(rule: str, problem: str, limit: float | str | None) -> RuleVerdict:
+    return RuleVerdict(
+        rule=rule, passed=False, observed=None, limit=limit, reason=problem
+    )
+
+
+def _at_least(rule: str, what: str, value: float, limit: float) -> RuleVerdict:
+    passed = value >= limit
+    relation = "at least" if passed else "below"
+    return RuleVerdict(
+        rule=rule,
+        passed=passed,
+        observed=value,
+        limit=limit,
+        reason=f"{what}: {_fmt(value)}, {relation} the minimum of {_fmt(limit)}",
+    )
+
+
+def _no_worse(
+    rule: str,
+    facts: Mapping[str, Fact],
+    new: str,
+    old: str,
+    max_regression: float,
+) -> RuleVerdict:
+    limit = -max_regression
+    new_score = _number(facts, new)
+    if isinstance(new_score, str):
+        return _missing(rule, new_score, limit)
+    old_score = _number(facts, old)
+    if isinstance(old_score, str):
+        return _missing(rule, old_score, limit)
+    # Rounded so that 0.80 - 0.82 counts as -0.02 exactly and a regression equal to the
+    # tolerance passes, as the policy's wording ("at most max_regression") promises.
+    delta = round(new_score - old_score, 12)
+    passed = delta >= limit
+    relation = "at or above" if passed else "below"
+    return RuleVerdict(
+        rule=rule,
+        passed=passed,
+        observed=delta,
+        limit=limit,
+        reason=f"{new} {_fmt(new_score)} - {old} {_fmt(old_score)}: {_fmt(delta)}, "
+        f"{relation} the floor of {_fmt(limit)}",
+    )
+
+
+def _retrain(
+    policy: Policy, facts: Mapping[str, Fact], usage: Usage
+) -> list[RuleVerdict]:
+    limit = policy.budgets.max_retrains_per_day
+    used = usage.retrains_today
+    budget = RuleVerdict(
+        rule="retrain_budget",
+        passed=used < limit,
+        observed=used,
+        limit=limit,
+        reason=f"retrains today: {used}, "
+        + ("below" if used < limit else "at")
+        + f" the limit of {limit} a day",
+    )
+    minimum = policy.training.min_training_labels
+    labels = _number(facts, "training_labels")
+    if isinstance(labels, str):
+        return [budget, _missing("training_labels", labels, minimum)]
+    return [budget, _at_least("training_labels", "training labels", labels, minimum)]
+
+
+def _request_labels(
+    policy: Policy, facts: Mapping[str, Fact], usage: Usage
+) -> list[RuleVerdict]:
+    limit = policy.budgets.max_labels_per_day
+    asked = _number(facts, "n_labels")
+    if isinstance(asked, str):
+        return [_missing("label_budget", asked, limit)]
+    total = usage.labels_requested_today + asked
+    passed = total <= limit
+    return [
+        RuleVerdict(
+            rule="label_budget",
+            passed=passed,
+            observed=total,
+            limit=limit,
+            reason=f"labels requested today {usage.labels_requested_today} + asked "
+            f"now {_fmt(asked)}: {_fmt(total)}, "
+            + ("within" if passed else "over")
+            + f" the budget of {limit} a day",
+        )
+    ]
+
+
+def _start_canary(
+    policy: Policy, facts: Mapping[str, Fact], usage: Usage
+) -> list[RuleVerdict]:
+    limit = policy.release.canary_share
+    if facts.get("share") is None:
+        share_verdict = RuleVerdict(
+            rule="canary_share",
+            passed=True,
+            observed=None,
+            limit=limit,
+            reason=f"no share requested: the policy's canary share {_fmt(limit)} "
+            "applies",
+        )
+    else:
+        share = _number(facts, "share")
+        if isinstance(share, str):
+            share_verdict = _missing("canary_share", share, limit)
+        else:
+            passed = 0 < share <= limit
+            share_verdict = RuleVerdict(
+                rule="canary_share",
+                passed=passed,
+                observed=share,
+                limit=limit,
+                reason=f"canary share: {_fmt(share)}, "
+                + ("within" if passed else "outside")
+                + f" (0, {_fmt(limit)}]",
+            )
+    gate = _no_worse(
+        "offline_gate",
+        facts,
+        "candidate_score",
+        "champion_score",
+        policy.release.max_regression,
+    )
+    return [share_verdict, gate]
+
+
+def _promote(
+    policy: Policy, facts: Mapping[str, Fact], usage: Usage
+) -> list[RuleVerdict]:
+    minimum = policy.release.min_canary_samples
+    samples = _number(facts, "canary_samples")
+    if isinstance(samples, str):
+        samples_verdict = _missing("canary_samples", samples, minimum)
+    else:
+        samples_verdict = _at_least(
+            "canary_samples", "canary samples", samples, minimum
+        )
+    gate = _no_worse(
+        "canary_gate",
+        facts,
+        "canary_score",
+        "control_score",
+        policy.release.max_regression,
+    )
+    return [samples_verdict, gate]
+
+
+def _no_guardrail(
+    policy: Policy, facts: Mapping[str, Fact], usage: Usage
+) -> list[RuleVerdict]:
+    # A rollback restores what was served before and must never be blocked by a budget;
+    # quarantine and alert change nothing that is served. Only autonomy applies to them.
+    return []
+
+
+_RULES = {
+    "retrain": _retrain,
+    "request_labels": _request_labels,
+    "start_canary": _start_canary,
+    "promote": _promote,
+    "rollback": _no_guardrail,
+    "quarantine": _no_guardrail,
+    "alert": _no_guardrail,
+}
+
+
+def evaluate(
+    policy: Policy, action: Action, facts: Mapping[str, Fact], usage: Usage
+) -> PolicyVerdict:
+    """Check ``action`` against ``policy`` given the ``facts`` and today's ``usage``.
+
+    The rules, all reported whether they pass or not:
+
+    - ``autonomy`` for every action: L0/L1 deny (manual), L2 denies ("recommend only"),
+      L3 allows but ``promote`` and ``rollback`` need a person's approval, L4 allows.
+    - ``retrain``: ``retrain_budget`` (retrains today below the daily limit) and
+      ``training_labels`` (fact ``training_labels`` at least ``min_training_labels``).
+    - ``request_labels``: ``label_budget`` (labels requested today plus fact
+      ``n_labels`` within ``max_labels_per_day``).
+    - ``start_canary``: ``canary_share`` (fact ``share``, if given, within
+      (0, canary_share]) and ``offline_gate``
+      (``candidate_score - champion_score >= -max_regression``).
+    - ``promote``: ``canary_samples`` (at least ``min_canary_samples``) and
+      ``canary_gate`` (``canary_score - control_score >= -max_regression``).
+    - ``rollback``, ``quarantine``, ``alert``: autonomy only; a rollback is never
+      blocked by a budget.
+
+    A required fact that is missing fails its rule with the reason "fact 'x' missing"
+    (one that is not a finite number fails too, saying so). ``needs_approval`` is true
+    only for an allowed action that waits for a person (L3 promote or rollback).
+
+    Raises
+    ------
+    ValueError
+        When ``action`` is not one of the known actions.
+
+    Examples
+    --------
+    >>> policy = Policy(name="ont", budgets={"max_retrains_per_day": 2})
+    >>> usage = Usage(retrains_today=2)
+    >>> verdict = evaluate(policy, "retrain", {"training_labels": 800}, usage)
+    >>> verdict.allowed, verdict.needs_approval
+    (False, False)
+    >>> verdict.reasons
+    ['retrains today: 2, at the limit of 2 a day']
+    >>> supervised = Policy(name="ont", autonomy="L3")
+    >>> evaluate(supervised, "rollback", {}, Usage()).needs_approval
+    True
+    """
+    if action not in _RULES:
+        raise ValueError(f"action {action!r} is not one of {', '.join(ACTIONS)}")
+    verdicts = [_autonomy(policy, action), *_RULES[action](policy, facts, usage)]
+    allowed = all(verdict.passed for verdict in verdicts)
+    needs_approval = allowed and policy.autonomy == "L3" and action in _APPROVED_AT_L3
+    return PolicyVerdict(
+        action=action, allowed=allowed, needs_approval=needs_approval, verdicts=verdicts
+    )
+
+
+class PolicyEngine:
+    """The policy in force for one managed model, replaceable while the loop runs.
+
+    Examples
+    --------
+    >>> engine = PolicyEngine(Policy(name="bot", autonomy="L2"))
+    >>> engine.check("alert", {}, Usage()).reasons
+    ["autonomy L2 is recommend only: 'alert' may be proposed, not executed"]
+    >>> previous = engine.replace(Policy(name="bot", autonomy="L4"))
+    >>> previous.autonomy, engine.check("alert", {}, Usage()).allowed
+    ('L2', True)
+    """
+
+    def __init__(self, policy: Policy) -> None:
+        self._policy = policy
+        self._lock = threading.Lock()
+
+    @property
+    def policy(self) -> Policy:
+        """The policy in force."""
+        return self._policy
+
+    def check(
+        self, action: Action, facts: Mapping[str, Fact], usage: Usage
+    ) -> PolicyVerdict:
+        """Evaluate ``action`` under the policy in force (see :func:`evaluate`)."""
+        # One read of the attribute: a concurrent replace() never mixes two policies.
+        return evaluate(self._policy, action, facts, usage)
+
+    def replace(self, new_policy: Policy | Mapping[str, object]) -> Policy:
+        """Put ``new_policy`` in force and return the one it replaces.
+
+        A mapping is validated first; when it is invalid a
+        :class:`~driftpilot.policies.loader.PolicyError` is raised and the policy in
+        force stays as it was.
+        """
+        if not isinstance(new_policy, Policy):
+            new_policy = policy_from_mapping(
+                dict(new_policy), source="<replacement policy>"
+            )
+        with self._lock:
+            previous, self._policy = self._policy, new_policy
+        return previous

@@ -1,0 +1,84 @@
+"""The policy schema: what a managed model's agents may do, and within which limits.
+
+Every section refuses unknown fields (a typo such as ``max_retrain_per_day`` must not
+silently fall back to the default) and is strict about types (``"0.1"`` is not a share).
+The models are frozen: a policy in force never changes under a running decision; a new
+one replaces it whole (see :class:`driftpilot.policies.engine.PolicyEngine`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["Autonomy", "Budgets", "Monitor", "Policy", "Release", "Training"]
+
+#: Autonomy levels of TM Forum's Autonomous Networks framework (IG1218): L0/L1 manual,
+#: L2 recommend only, L3 act with a person approving promotions and rollbacks, L4 act
+#: within guardrails. (L5, full autonomy in every scenario, is not offered.)
+Autonomy = Literal["L0", "L1", "L2", "L3", "L4"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Monitor(_Section):
+    """When the Monitor looks, over which window, and what counts as a finding."""
+
+    check_every_minutes: int = Field(default=120, ge=1)
+    window_hours: float = Field(default=12.0, gt=0)
+    min_labelled: int = Field(default=200, ge=1)
+    max_accuracy_drop: float = Field(default=0.04, ge=0, lt=1)
+    drift_p_value: float = Field(default=0.01, gt=0, lt=1)
+    psi_threshold: float = Field(default=0.2, gt=0)
+
+
+class Budgets(_Section):
+    """Daily budgets: how often the loop may retrain, how many labels it may ask for."""
+
+    max_retrains_per_day: int = Field(default=6, ge=1)
+    max_labels_per_day: int = Field(default=2000, ge=1)
+
+
+class Training(_Section):
+    """Which data a retrain uses: a recent window plus a replay share of older data."""
+
+    recent_hours: float = Field(default=48.0, gt=0)
+    max_recent: int = Field(default=20000, ge=1)
+    replay_share: float = Field(default=0.3, ge=0, lt=1)
+    min_training_labels: int = Field(default=500, ge=1)
+
+
+class Release(_Section):
+    """How a candidate is exposed (canary) and judged before promotion."""
+
+    canary_share: float = Field(default=0.1, gt=0, lt=1)
+    min_canary_samples: int = Field(default=300, ge=1)
+    max_regression: float = Field(default=0.02, ge=0, lt=1)
+    max_canary_hours: float = Field(default=24.0, gt=0)
+
+
+class Policy(_Section):
+    """A managed model's policy.
+
+    Examples
+    --------
+    >>> policy = Policy(name="ont-offline", release={"canary_share": 0.05})
+    >>> policy.autonomy, policy.release.canary_share, policy.budgets.max_labels_per_day
+    ('L4', 0.05, 2000)
+    >>> Policy(name="x", release={"canary_shares": 0.05})
+    Traceback (most recent call last):
+    ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for Policy
+    release.canary_shares
+    ...
+    """
+
+    name: str = Field(min_length=1)
+    autonomy: Autonomy = "L4"
+    monitor: Monitor = Field(default_factory=Monitor)
+    budgets: Budgets = Field(default_factory=Budgets)
+    training: Training = Field(default_factory=Training)
+    release: Release = Field(default_factory=Release)

@@ -1,0 +1,401 @@
+"""Per-feature drift tests between a reference window and a current window.
+
+A feature counts as drifted only when two things hold: the two-sample test rejects
+"same distribution" (Kolmogorov-Smirnov for numbers, Pearson's chi-square test of
+homogeneity for categories) *and* the population stability index reaches an
+effect-size floor. The test alone flags trivial shifts once windows are large; PSI alone
+has no notion of sampling noise on small windows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike
+from pydantic import BaseModel, ConfigDict
+from scipy import stats
+
+__all__ = [
+    "DriftReport",
+    "FeatureDrift",
+    "FeatureKind",
+    "categorical_drift",
+    "feature_drift",
+    "numeric_drift",
+    "population_stability_index",
+]
+
+FeatureKind = Literal["number", "category"]
+
+#: Share given to a bin (or category) that one side leaves empty, so that PSI stays
+#: finite; the usual choice in credit-scoring practice.
+PSI_EPSILON = 1e-4
+
+
+class FeatureDrift(BaseModel):
+    """The drift test of one feature.
+
+    ``p_value`` is the test's own p-value; ``p_value_adjusted`` the Bonferroni-adjusted
+    one that ``drifted`` is decided on (equal to ``p_value`` for a single test).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    feature: str
+    kind: FeatureKind
+    test: Literal["ks", "chi2"]
+    statistic: float
+    p_value: float
+    p_value_adjusted: float
+    psi: float
+    n_reference: int
+    n_current: int
+    drifted: bool
+
+
+class DriftReport(BaseModel):
+    """Drift of every feature tested, which ones drifted, and which were not tested.
+
+    ``untested`` lists the features with fewer than ``min_samples`` non-missing values
+    on a side; when the windows themselves are too small (``enough_data`` false),
+    nothing is tested and both lists are empty.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    features: list[FeatureDrift]
+    drifted: list[str]
+    untested: list[str]
+    n_reference: int
+    n_current: int
+    enough_data: bool
+    p_threshold: float
+    psi_threshold: float
+
+
+def population_stability_index(
+    reference_shares: ArrayLike, current_shares: ArrayLike
+) -> float:
+    """PSI between two histograms given as shares over the same bins.
+
+    PSI = sum((c - r) * ln(c / r)), the symmetrised Kullback-Leibler divergence used in
+    credit scoring (Siddiqi, *Credit Risk Scorecards*, 2006; Yurdakul, 2018). Empty bins
+    are given a share of ``PSI_EPSILON``. Common reading: below 0.1 stable, 0.1-0.25 a
+    moderate shift, above 0.25 a major shift.
+
+    Examples
+    --------
+    >>> round(population_stability_index([0.5, 0.5], [0.6, 0.4]), 4)
+    0.0405
+    """
+    reference = np.clip(np.asarray(reference_shares, dtype=float), PSI_EPSILON, None)
+    current = np.clip(np.asarray(current_shares, dtype=float), PSI_EPSILON, None)
+    if reference.shape != current.shape:
+        raise ValueError(
+            f"PSI needs shares over the same bins, got {reference.shape[0]} reference "
+            f"and {current.shape[0]} current bins"
+        )
+    return float(np.sum((current - reference) * np.log(current / reference)))
+
+
+def _as_numbers(
+    values: ArrayLike, feature: str, side: str, index: Sequence[object] | None = None
+) -> np.ndarray:
+    """The non-missing values as floats; a ValueError names the first non-number."""
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise ValueError(
+            f"feature '{feature}' needs one-dimensional {side} values, got shape "
+            f"{array.shape}"
+        )
+    if array.dtype.kind in "biuf":
+        numbers = array.astype(float)
+    else:
+        # Object arrays (pandas nullable dtypes, mixed columns): numbers and missing
+        # values only. Text is refused even when it looks numeric: "-20.5" in a
+        # number column means the upstream parser is broken, which is not drift.
+        missing = pd.isna(array)
+        for position, value in enumerate(array):
+            if missing[position]:
+                continue
+            if isinstance(value, bool | np.bool_) or not isinstance(
+                value, int | float | np.number
+            ):
+                where = index[position] if index is not None else position
+                # A ValueError, not a TypeError: the data is wrong, not the caller's
+                # code, and the API answers ValueErrors with a 4xx.
+                raise ValueError(  # noqa: TRY004
+                    f"feature '{feature}' must be a number, got {value!r} in {side} "
+                    f"row {where!r}"
+                )
+        numbers = np.full(array.shape, np.nan)
+        numbers[~missing] = array[~missing].astype(float)
+    finite = numbers[~np.isnan(numbers)]
+    if np.isinf(finite).any():
+        raise ValueError(f"feature '{feature}' has infinite {side} values")
+    return finite
+
+
+def _decide(
+    p_value: float, psi: float, p_threshold: float, psi_threshold: float
+) -> bool:
+    return p_value < p_threshold and psi >= psi_threshold
+
+
+def numeric_drift(
+    reference: ArrayLike,
+    current: ArrayLike,
+    *,
+    bins: int = 10,
+    feature: str = "value",
+    p_threshold: float = 0.01,
+    psi_threshold: float = 0.2,
+) -> FeatureDrift:
+    """Drift of a numeric feature: two-sample Kolmogorov-Smirnov test and PSI.
+
+    PSI bins are the reference's deciles (``bins`` quantiles), plus two open-ended bins
+    below the reference's minimum and above its maximum, so that values outside the
+    reference's range count as a shift (a counter that was constant and starts moving,
+    a sensor that leaves its old range) instead of being folded into the end bins.
+    Missing values (NaN) are dropped: they are a data-quality matter, not drift.
+
+    Raises
+    ------
+    ValueError
+        When a side holds non-numbers, infinities, or no values at all.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(7)
+    >>> reference, current = rng.normal(0, 1, 500), rng.normal(1, 1, 500)
+    >>> result = numeric_drift(reference, current, feature="rx_power")
+    >>> result.drifted, round(result.statistic, 3), round(result.psi, 2)
+    (True, 0.478, 1.53)
+    """
+    if bins < 2:
+        raise ValueError(f"bins must be at least 2, got {bins}")
+    ref = _as_numbers(reference, feature, "reference")
+    cur = _as_numbers(current, feature, "current")
+    for side, values in (("reference", ref), ("current", cur)):
+        if values.size == 0:
+            raise ValueError(f"feature '{feature}' has no {side} values to test")
+    ks = stats.ks_2samp(ref, cur)
+    edges = np.unique(np.quantile(ref, np.linspace(0.0, 1.0, bins + 1)))
+    psi = population_stability_index(_shares(ref, edges), _shares(cur, edges))
+    p_value = float(ks.pvalue)
+    return FeatureDrift(
+        feature=feature,
+        kind="number",
+        test="ks",
+        statistic=float(ks.statistic),
+        p_value=p_value,
+        p_value_adjusted=p_value,
+        psi=psi,
+        n_reference=int(ref.size),
+        n_current=int(cur.size),
+        drifted=_decide(p_value, psi, p_threshold, psi_threshold),
+    )
+
+
+def _shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    # Bin 0 is below the reference minimum, bins 1..k-1 are [e_{i-1}, e_i) with the
+    # last one closed at the reference maximum, and bin k is above the maximum.
+    index = np.searchsorted(edges, values, side="right")
+    index[values == edges[-1]] = len(edges) - 1
+    counts = np.bincount(index, minlength=len(edges) + 1)
+    return counts / values.size
+
+
+def categorical_drift(
+    reference: ArrayLike,
+    current: ArrayLike,
+    *,
+    feature: str = "value",
+    p_threshold: float = 0.01,
+    psi_threshold: float = 0.2,
+) -> FeatureDrift:
+    """Drift of a categorical feature: chi-square test of homogeneity and PSI.
+
+    The test runs on the 2 x k table of category counts in the reference and current
+    windows (Pearson's chi-square, without Yates' continuity correction, which only
+    applies to 2 x 2 tables and would make k = 2 features a special case). Categories
+    seen in only one window are part of the table; PSI is computed over the category
+    shares. Missing values are dropped.
+
+    Raises
+    ------
+    ValueError
+        When a side holds no values at all.
+
+    Examples
+    --------
+    >>> reference = ["fw-1.2"] * 80 + ["fw-1.3"] * 20
+    >>> current = ["fw-1.2"] * 40 + ["fw-1.3"] * 30 + ["fw-2.0"] * 30
+    >>> result = categorical_drift(reference, current, feature="firmware")
+    >>> result.drifted, round(result.statistic, 2), round(result.psi, 2)
+    (True, 45.33, 2.72)
+    """
+    ref = pd.Series(np.asarray(reference, dtype=object)).dropna()
+    cur = pd.Series(np.asarray(current, dtype=object)).dropna()
+    for side, values in (("reference", ref), ("current", cur)):
+        if values.size == 0:
+            raise ValueError(f"feature '{feature}' has no {side} values to test")
+    ref_counts = ref.value_counts()
+    cur_counts = cur.value_counts()
+    # Sorted by their text so the table, and the statistic, do not depend on the order
+    # in which categories happen to appear.
+    categories = sorted(set(ref_counts.index) | set(cur_counts.index), key=str)
+    table = np.array(
+        [
+            [int(ref_counts.get(category, 0)) for category in categories],
+            [int(cur_counts.get(category, 0)) for category in categories],
+        ]
+    )
+    if len(categories) < 2:
+        statistic, p_value = 0.0, 1.0  # one category on both sides: nothing can differ
+    else:
+        chi2 = stats.chi2_contingency(table, correction=False)
+        statistic, p_value = float(chi2.statistic), float(chi2.pvalue)
+    psi = population_stability_index(table[0] / ref.size, table[1] / cur.size)
+    return FeatureDrift(
+        feature=feature,
+        kind="category",
+        test="chi2",
+        statistic=statistic,
+        p_value=p_value,
+        p_value_adjusted=p_value,
+        psi=psi,
+        n_reference=int(ref.size),
+        n_current=int(cur.size),
+        drifted=_decide(p_value, psi, p_threshold, psi_threshold),
+    )
+
+
+def feature_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    features: Sequence[tuple[str, FeatureKind]],
+    *,
+    p_threshold: float = 0.01,
+    psi_threshold: float = 0.2,
+    min_samples: int = 30,
+) -> DriftReport:
+    """Test every feature for drift between a reference and a current window.
+
+    Numbers are tested with :func:`numeric_drift`, categories with
+    :func:`categorical_drift`. Since one test runs per feature, the p-values are
+    Bonferroni-corrected (multiplied by the number of features tested, capped at 1)
+    before they are compared with ``p_threshold``, so that the chance of any false
+    alarm in a window stays at most ``p_threshold``. A feature drifts when its adjusted
+    p-value is below ``p_threshold`` and its PSI reaches ``psi_threshold``.
+
+    When either window has fewer than ``min_samples`` rows, nothing is tested and the
+    report says ``enough_data=False``. A feature with fewer than ``min_samples``
+    non-missing values on a side is listed in ``untested`` and not counted in the
+    Bonferroni correction.
+
+    Raises
+    ------
+    ValueError
+        When a feature is not a column of both frames, a kind is neither "number" nor
+        "category", a feature is listed twice, or a number feature holds non-numbers.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> reference = pd.DataFrame({"rx_power": rng.normal(-20, 1.5, 400),
+    ...                           "model": rng.choice(["HG8245", "F670L"], 400)})
+    >>> current = pd.DataFrame({"rx_power": rng.normal(-23, 1.5, 400),
+    ...                         "model": rng.choice(["HG8245", "F670L"], 400)})
+    >>> report = feature_drift(reference, current,
+    ...                        [("rx_power", "number"), ("model", "category")])
+    >>> report.enough_data, report.drifted
+    (True, ['rx_power'])
+    """
+    if not 0 < p_threshold < 1:
+        raise ValueError(f"p_threshold must be between 0 and 1, got {p_threshold}")
+    if psi_threshold < 0:
+        raise ValueError(f"psi_threshold must not be negative, got {psi_threshold}")
+    if min_samples < 1:
+        raise ValueError(f"min_samples must be at least 1, got {min_samples}")
+    _check_features(reference, current, features)
+
+    n_reference, n_current = len(reference), len(current)
+    enough = n_reference >= min_samples and n_current >= min_samples
+    if not enough:
+        return DriftReport(
+            features=[],
+            drifted=[],
+            untested=[],
+            n_reference=n_reference,
+            n_current=n_current,
+            enough_data=False,
+            p_threshold=p_threshold,
+            psi_threshold=psi_threshold,
+        )
+
+    untested: list[str] = []
+    raw: list[FeatureDrift] = []
+    for name, kind in features:
+        ref_values, cur_values = reference[name], current[name]
+        if (
+            ref_values.notna().sum() < min_samples
+            or cur_values.notna().sum() < min_samples
+        ):
+            untested.append(name)
+        elif kind == "number":
+            raw.append(
+                numeric_drift(
+                    ref_values.to_numpy(), cur_values.to_numpy(), feature=name
+                )
+            )
+        else:
+            raw.append(
+                categorical_drift(
+                    ref_values.to_numpy(), cur_values.to_numpy(), feature=name
+                )
+            )
+
+    results: list[FeatureDrift] = []
+    for result in raw:
+        adjusted = min(1.0, result.p_value * len(raw))  # Bonferroni
+        drifted = _decide(adjusted, result.psi, p_threshold, psi_threshold)
+        results.append(
+            result.model_copy(update={"p_value_adjusted": adjusted, "drifted": drifted})
+        )
+    return DriftReport(
+        features=results,
+        drifted=[result.feature for result in results if result.drifted],
+        untested=untested,
+        n_reference=n_reference,
+        n_current=n_current,
+        enough_data=True,
+        p_threshold=p_threshold,
+        psi_threshold=psi_threshold,
+    )
+
+
+def _check_features(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    features: Sequence[tuple[str, FeatureKind]],
+) -> None:
+    """Refuse unknown columns, unknown kinds, duplicates and non-numeric numbers."""
+    seen: set[str] = set()
+    for name, kind in features:
+        if kind not in ("number", "category"):
+            raise ValueError(
+                f"feature '{name}' has kind {kind!r}; expected 'number' or 'category'"
+            )
+        if name in seen:
+            raise ValueError(f"feature '{name}' is listed twice")
+        seen.add(name)
+        for side, frame in (("reference", reference), ("current", current)):
+            if name not in frame.columns:
+                raise ValueError(f"feature '{name}' is not a column of the {side} data")
+            if kind == "number":
+                column = frame[name]
+                _as_numbers(column.to_numpy(), name, side, list(column.index))

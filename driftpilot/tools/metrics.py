@@ -1,0 +1,110 @@
+"""Classification metrics the loop judges models by.
+
+Hand-written with numpy on purpose: scikit-learn is importable here only because another
+dependency (nannyml) pulls it in, and these few lines are not worth depending on a
+transitive package. The definitions follow scikit-learn's
+(``balanced_accuracy_score``, ``f1_score(average="macro")``, ``recall_score``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+__all__ = ["accuracy", "balanced_accuracy", "macro_f1", "per_class_recall"]
+
+
+def _pair(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    true = np.asarray(y_true)
+    pred = np.asarray(y_pred)
+    if true.ndim != 1 or pred.ndim != 1:
+        raise ValueError(
+            f"y_true and y_pred must be one-dimensional, got shapes {true.shape} "
+            f"and {pred.shape}"
+        )
+    if true.size == 0:
+        raise ValueError("y_true is empty: no metric without labelled samples")
+    if true.size != pred.size:
+        raise ValueError(
+            f"y_true has {true.size} labels but y_pred has {pred.size} predictions"
+        )
+    return true, pred
+
+
+def accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> float:
+    """Share of predictions equal to the true label.
+
+    Examples
+    --------
+    >>> accuracy(["ok", "ok", "offline", "ok"], ["ok", "offline", "offline", "ok"])
+    0.75
+    """
+    true, pred = _pair(y_true, y_pred)
+    return float(np.mean(true == pred))
+
+
+def per_class_recall(y_true: ArrayLike, y_pred: ArrayLike) -> dict[str, float]:
+    """Recall of each class present in ``y_true``, keyed by the class as text.
+
+    Examples
+    --------
+    >>> y_true = ["ok", "ok", "offline", "ok"]
+    >>> per_class_recall(y_true, ["ok", "offline", "offline", "ok"])
+    {'offline': 1.0, 'ok': 0.6666666666666666}
+    """
+    true, pred = _pair(y_true, y_pred)
+    recalls: dict[str, float] = {}
+    for label in np.unique(true):
+        of_class = true == label
+        recalls[str(label)] = float(np.mean(pred[of_class] == label))
+    return recalls
+
+
+def balanced_accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> float:
+    """Mean recall over the classes present in ``y_true``.
+
+    Unlike accuracy it does not reward predicting the majority class: doing so for
+    every sample scores 1/k with k classes, however rare the others are (Brodersen
+    et al., "The balanced accuracy and its posterior distribution", ICPR 2010).
+
+    Examples
+    --------
+    >>> y_true = ["ok"] * 9 + ["offline"]
+    >>> balanced_accuracy(y_true, ["ok"] * 10)
+    0.5
+    >>> accuracy(y_true, ["ok"] * 10)
+    0.9
+    """
+    return float(np.mean(list(per_class_recall(y_true, y_pred).values())))
+
+
+def macro_f1(
+    y_true: ArrayLike, y_pred: ArrayLike, labels: Sequence[object] | None = None
+) -> float:
+    """Unweighted mean of the per-class F1 scores.
+
+    ``labels`` defaults to every class seen in ``y_true`` or ``y_pred``. A class with
+    no true and no predicted sample scores 0 (scikit-learn's ``zero_division=0``).
+
+    Examples
+    --------
+    >>> y_true, y_pred = ["a", "a", "b", "c"], ["a", "b", "b", "b"]
+    >>> round(macro_f1(y_true, y_pred), 4)
+    0.3889
+    >>> round(macro_f1(y_true, y_pred, labels=["a", "b"]), 4)
+    0.5833
+    """
+    true, pred = _pair(y_true, y_pred)
+    classes = np.unique(np.concatenate([true, pred])) if labels is None else labels
+    if len(classes) == 0:
+        raise ValueError("labels is empty: macro F1 needs at least one class")
+    scores = []
+    for label in classes:
+        true_positive = int(np.sum((true == label) & (pred == label)))
+        false_positive = int(np.sum((true != label) & (pred == label)))
+        false_negative = int(np.sum((true == label) & (pred != label)))
+        denominator = 2 * true_positive + false_positive + false_negative
+        scores.append(2 * true_positive / denominator if denominator else 0.0)
+    return float(np.mean(scores))

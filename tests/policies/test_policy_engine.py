@@ -1,0 +1,445 @@
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from driftpilot.policies import (
+    Policy,
+    PolicyEngine,
+    PolicyError,
+    PolicyVerdict,
+    Usage,
+    evaluate,
+)
+
+POLICY = Policy(name="ont")  # the defaults: 6 retrains, 2000 labels, 500 training
+# labels, canary share 0.1, 300 canary samples, max regression 0.02.
+
+L4 = ("autonomy", True, "L4", "L3", "autonomy L4 may '{action}' within the guardrails")
+
+GOOD_CANARY = {"canary_samples": 400, "canary_score": 0.86, "control_score": 0.84}
+GOOD_CANARY_RULES = [
+    (
+        "canary_samples",
+        True,
+        400,
+        300,
+        "canary samples: 400, at least the minimum of 300",
+    ),
+    (
+        "canary_gate",
+        True,
+        0.02,
+        -0.02,
+        "canary_score 0.86 - control_score 0.84: 0.02, at or above the floor of -0.02",
+    ),
+]
+
+
+def _rows(verdict: PolicyVerdict) -> list[tuple[object, ...]]:
+    return [(v.rule, v.passed, v.observed, v.limit, v.reason) for v in verdict.verdicts]
+
+
+CASES = [
+    pytest.param(
+        "retrain",
+        {"training_labels": 800},
+        Usage(retrains_today=5),
+        True,
+        [
+            (
+                "retrain_budget",
+                True,
+                5,
+                6,
+                "retrains today: 5, below the limit of 6 a day",
+            ),
+            (
+                "training_labels",
+                True,
+                800,
+                500,
+                "training labels: 800, at least the minimum of 500",
+            ),
+        ],
+        id="retrain-passes",
+    ),
+    pytest.param(
+        "retrain",
+        {"training_labels": 120},
+        Usage(retrains_today=6),
+        False,
+        [
+            (
+                "retrain_budget",
+                False,
+                6,
+                6,
+                "retrains today: 6, at the limit of 6 a day",
+            ),
+            (
+                "training_labels",
+                False,
+                120,
+                500,
+                "training labels: 120, below the minimum of 500",
+            ),
+        ],
+        id="retrain-over-budget-and-too-few-labels",
+    ),
+    pytest.param(
+        "retrain",
+        {},
+        Usage(),
+        False,
+        [
+            (
+                "retrain_budget",
+                True,
+                0,
+                6,
+                "retrains today: 0, below the limit of 6 a day",
+            ),
+            ("training_labels", False, None, 500, "fact 'training_labels' missing"),
+        ],
+        id="retrain-fact-missing",
+    ),
+    pytest.param(
+        "request_labels",
+        {"n_labels": 500},
+        Usage(labels_requested_today=1500),
+        True,
+        [
+            (
+                "label_budget",
+                True,
+                2000,
+                2000,
+                (
+                    "labels requested today 1500 + asked now 500: 2000, "
+                    "within the budget of 2000 a day"
+                ),
+            )
+        ],
+        id="request-labels-exactly-the-budget",
+    ),
+    pytest.param(
+        "request_labels",
+        {"n_labels": 600},
+        Usage(labels_requested_today=1500),
+        False,
+        [
+            (
+                "label_budget",
+                False,
+                2100,
+                2000,
+                (
+                    "labels requested today 1500 + asked now 600: 2100, "
+                    "over the budget of 2000 a day"
+                ),
+            )
+        ],
+        id="request-labels-over-budget",
+    ),
+    pytest.param(
+        "start_canary",
+        {"share": 0.05, "candidate_score": 0.80, "champion_score": 0.82},
+        Usage(),
+        True,
+        [
+            ("canary_share", True, 0.05, 0.1, "canary share: 0.05, within (0, 0.1]"),
+            (
+                "offline_gate",
+                True,
+                -0.02,
+                -0.02,
+                (
+                    "candidate_score 0.8 - champion_score 0.82: -0.02, "
+                    "at or above the floor of -0.02"
+                ),
+            ),
+        ],
+        id="start-canary-regression-equal-to-tolerance",
+    ),
+    pytest.param(
+        "start_canary",
+        {"candidate_score": 0.75, "champion_score": 0.82},
+        Usage(),
+        False,
+        [
+            (
+                "canary_share",
+                True,
+                None,
+                0.1,
+                "no share requested: the policy's canary share 0.1 applies",
+            ),
+            (
+                "offline_gate",
+                False,
+                -0.07,
+                -0.02,
+                (
+                    "candidate_score 0.75 - champion_score 0.82: -0.07, "
+                    "below the floor of -0.02"
+                ),
+            ),
+        ],
+        id="start-canary-candidate-worse",
+    ),
+    pytest.param(
+        "start_canary",
+        {"share": 0.5, "candidate_score": "high", "champion_score": 0.8},
+        Usage(),
+        False,
+        [
+            ("canary_share", False, 0.5, 0.1, "canary share: 0.5, outside (0, 0.1]"),
+            (
+                "offline_gate",
+                False,
+                None,
+                -0.02,
+                "fact 'candidate_score' must be a number, got 'high'",
+            ),
+        ],
+        id="start-canary-share-too-large-and-bad-fact",
+    ),
+    pytest.param(
+        "promote", GOOD_CANARY, Usage(), True, GOOD_CANARY_RULES, id="promote-passes"
+    ),
+    pytest.param(
+        "promote",
+        {"canary_samples": 120, "canary_score": 0.80},
+        Usage(),
+        False,
+        [
+            (
+                "canary_samples",
+                False,
+                120,
+                300,
+                "canary samples: 120, below the minimum of 300",
+            ),
+            ("canary_gate", False, None, -0.02, "fact 'control_score' missing"),
+        ],
+        id="promote-too-few-samples-and-fact-missing",
+    ),
+    pytest.param(
+        "promote",
+        {"canary_samples": 400, "canary_score": 0.80, "control_score": 0.84},
+        Usage(),
+        False,
+        [
+            ("canary_samples", True, 400, 300, GOOD_CANARY_RULES[0][4]),
+            (
+                "canary_gate",
+                False,
+                -0.04,
+                -0.02,
+                (
+                    "canary_score 0.8 - control_score 0.84: -0.04, "
+                    "below the floor of -0.02"
+                ),
+            ),
+        ],
+        id="promote-canary-regresses",
+    ),
+    pytest.param(
+        "rollback",
+        {},
+        Usage(retrains_today=99, labels_requested_today=99_999),
+        True,
+        [],
+        id="rollback-never-blocked-by-budgets",
+    ),
+    pytest.param("quarantine", {}, Usage(), True, [], id="quarantine"),
+    pytest.param("alert", {}, Usage(), True, [], id="alert"),
+]
+
+
+@pytest.mark.parametrize(("action", "facts", "usage", "allowed", "rules"), CASES)
+def test_verdicts_at_l4(
+    action: str,
+    facts: dict[str, float | int | str | None],
+    usage: Usage,
+    allowed: bool,
+    rules: list[tuple[object, ...]],
+) -> None:
+    verdict = evaluate(POLICY, action, facts, usage)  # type: ignore[arg-type]
+
+    autonomy = (*L4[:4], L4[4].format(action=action))
+    assert _rows(verdict) == [autonomy, *rules]
+    assert verdict.action == action
+    assert verdict.allowed is allowed
+    assert verdict.needs_approval is False
+    failing = [rule[4] for rule in rules if not rule[1]]
+    assert verdict.reasons == (
+        [autonomy[4], *[rule[4] for rule in rules]] if allowed else failing
+    )
+
+
+@pytest.mark.parametrize(
+    ("level", "allowed", "needs_approval", "autonomy_row"),
+    [
+        (
+            "L0",
+            False,
+            False,
+            (
+                "autonomy",
+                False,
+                "L0",
+                "L3",
+                "autonomy L0 is manual: 'promote' is left to a person",
+            ),
+        ),
+        (
+            "L1",
+            False,
+            False,
+            (
+                "autonomy",
+                False,
+                "L1",
+                "L3",
+                "autonomy L1 is manual: 'promote' is left to a person",
+            ),
+        ),
+        (
+            "L2",
+            False,
+            False,
+            (
+                "autonomy",
+                False,
+                "L2",
+                "L3",
+                (
+                    "autonomy L2 is recommend only: 'promote' "
+                    "may be proposed, not executed"
+                ),
+            ),
+        ),
+        (
+            "L3",
+            True,
+            True,
+            (
+                "autonomy",
+                True,
+                "L3",
+                "L3",
+                "autonomy L3 acts, but 'promote' waits for a person's approval",
+            ),
+        ),
+        (
+            "L4",
+            True,
+            False,
+            (
+                "autonomy",
+                True,
+                "L4",
+                "L3",
+                "autonomy L4 may 'promote' within the guardrails",
+            ),
+        ),
+    ],
+)
+def test_promote_at_each_autonomy_level(
+    level: str, allowed: bool, needs_approval: bool, autonomy_row: tuple[object, ...]
+) -> None:
+    policy = Policy(name="ont", autonomy=level)  # type: ignore[arg-type]
+
+    verdict = evaluate(policy, "promote", GOOD_CANARY, Usage())
+
+    # The guardrails are still checked and reported: a recommendation carries them.
+    assert _rows(verdict) == [autonomy_row, *GOOD_CANARY_RULES]
+    assert (verdict.allowed, verdict.needs_approval) == (allowed, needs_approval)
+    if not allowed:
+        assert verdict.reasons == [autonomy_row[4]]
+
+
+@pytest.mark.parametrize("action", ["quarantine", "alert", "retrain"])
+def test_l2_denies_every_action_as_recommend_only(action: str) -> None:
+    policy = Policy(name="ont", autonomy="L2")
+
+    verdict = evaluate(policy, action, {"training_labels": 900}, Usage())  # type: ignore[arg-type]
+
+    assert not verdict.allowed
+    assert verdict.reasons == [
+        f"autonomy L2 is recommend only: '{action}' may be proposed, not executed"
+    ]
+
+
+def test_l3_rollback_needs_approval_but_retrain_does_not() -> None:
+    policy = Policy(name="ont", autonomy="L3")
+
+    rollback = evaluate(policy, "rollback", {}, Usage())
+    retrain = evaluate(policy, "retrain", {"training_labels": 900}, Usage())
+
+    assert (rollback.allowed, rollback.needs_approval) == (True, True)
+    assert (retrain.allowed, retrain.needs_approval) == (True, False)
+
+
+def test_l3_promote_failing_a_guardrail_asks_no_approval() -> None:
+    policy = Policy(name="ont", autonomy="L3")
+
+    verdict = evaluate(policy, "promote", {"canary_samples": 10}, Usage())
+
+    assert (verdict.allowed, verdict.needs_approval) == (False, False)
+
+
+def test_unknown_action_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="action 'deploy' is not one of"):
+        evaluate(POLICY, "deploy", {}, Usage())  # type: ignore[arg-type]
+
+
+def test_usage_refuses_negative_counts() -> None:
+    with pytest.raises(ValueError, match="retrains_today"):
+        Usage(retrains_today=-1)
+
+
+def test_engine_checks_under_the_policy_in_force_and_replaces_it() -> None:
+    engine = PolicyEngine(Policy(name="ont", autonomy="L2"))
+
+    before = engine.check("rollback", {}, Usage())
+    previous = engine.replace(Policy(name="ont", autonomy="L4"))
+    after = engine.check("rollback", {}, Usage())
+
+    assert (before.allowed, after.allowed) == (False, True)
+    assert previous.autonomy == "L2"
+    assert engine.policy.autonomy == "L4"
+
+
+def test_engine_keeps_its_policy_when_a_replacement_is_invalid() -> None:
+    engine = PolicyEngine(POLICY)
+
+    with pytest.raises(PolicyError, match="release.canary_share"):
+        engine.replace({"name": "ont", "release": {"canary_share": 2}})
+
+    assert engine.policy is POLICY
+    assert engine.replace({"name": "new", "autonomy": "L3"}).name == "ont"
+    assert engine.policy.autonomy == "L3"
+
+
+def test_engine_checks_while_policies_are_replaced() -> None:
+    engine = PolicyEngine(Policy(name="a", autonomy="L4"))
+    policies = [Policy(name="a", autonomy="L4"), Policy(name="b", autonomy="L2")]
+    seen: set[tuple[bool, str]] = set()
+
+    def swap() -> None:
+        for i in range(500):
+            engine.replace(policies[i % 2])
+
+    thread = threading.Thread(target=swap)
+    thread.start()
+    for _ in range(500):
+        verdict = engine.check("alert", {}, Usage())
+        seen.add((verdict.allowed, verdict.verdicts[0].observed))  # type: ignore[arg-type]
+    thread.join()
+
+    # Never a verdict mixing two policies: L4 allows, L2 denies.
+    assert seen <= {(True, "L4"), (False, "L2")}

@@ -1,0 +1,192 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from driftpilot.tools.drift import (
+    FeatureKind,
+    categorical_drift,
+    feature_drift,
+    numeric_drift,
+    population_stability_index,
+)
+
+
+def _normal_pair(shift: float, n: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(42)
+    return rng.normal(0.0, 1.0, n), rng.normal(shift, 1.0, n)
+
+
+def test_known_numeric_shift_is_flagged_with_pinned_values() -> None:
+    reference, current = _normal_pair(0.5, 2000)
+
+    result = numeric_drift(reference, current, feature="rx_power")
+
+    assert result.drifted
+    assert (result.feature, result.kind, result.test) == ("rx_power", "number", "ks")
+    assert round(result.statistic, 4) == 0.2355
+    assert round(result.psi, 4) == 0.3347
+    assert result.p_value < 1e-40
+    assert (result.n_reference, result.n_current) == (2000, 2000)
+
+
+def test_no_shift_is_not_flagged() -> None:
+    reference, current = _normal_pair(0.0, 2000)
+
+    result = numeric_drift(reference, current)
+
+    assert not result.drifted
+    assert round(result.statistic, 4) == 0.041
+    assert round(result.psi, 4) == 0.0111
+    assert result.p_value > 0.01
+
+
+def test_tiny_shift_on_a_huge_window_is_significant_but_below_the_psi_floor() -> None:
+    reference, current = _normal_pair(0.02, 200_000)
+
+    result = numeric_drift(reference, current)
+
+    assert result.p_value < 0.01
+    assert round(result.psi, 4) == 0.0006
+    assert not result.drifted
+
+
+def test_values_outside_a_constant_reference_count_as_a_shift() -> None:
+    # A counter that was always 0 and starts moving after a firmware release.
+    result = numeric_drift(np.zeros(100), np.arange(100.0))
+
+    assert result.drifted
+    assert result.psi > 1
+
+
+def test_categorical_shift_is_flagged_with_pinned_chi2() -> None:
+    rng = np.random.default_rng(42)
+    models = ["HG8245H", "F670L", "G-240W"]
+    reference = rng.choice(models, 1000, p=[0.6, 0.3, 0.1])
+    current = rng.choice([*models, "XS-010X"], 1000, p=[0.35, 0.3, 0.1, 0.25])
+
+    result = categorical_drift(reference, current, feature="device_model")
+
+    assert result.drifted
+    assert (result.kind, result.test) == ("category", "chi2")
+    assert round(result.statistic, 4) == 339.5338
+    assert round(result.psi, 4) == 2.2547
+
+
+def test_categorical_without_change_is_not_flagged() -> None:
+    result = categorical_drift(["a", "b"] * 50, ["b", "a"] * 50)
+
+    assert (result.statistic, result.p_value, result.psi) == (0.0, 1.0, 0.0)
+    assert not result.drifted
+
+
+def test_psi_definition() -> None:
+    # sum((c - r) * ln(c / r)), an empty bin counted as 1e-4.
+    expected = (0.6 - 0.5) * np.log(0.6 / 0.5) + (0.4 - 0.5) * np.log(0.4 / 0.5)
+    assert population_stability_index([0.5, 0.5], [0.6, 0.4]) == pytest.approx(expected)
+    assert population_stability_index([1.0, 0.0], [1.0, 0.0]) == 0.0
+
+
+def _frames(n: int, shift: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(3)
+    reference = pd.DataFrame(
+        {
+            "rx_power": rng.normal(-20.0, 1.5, n),
+            "temperature": rng.normal(50.0, 4.0, n),
+            "device_model": rng.choice(["HG8245H", "F670L"], n),
+        }
+    )
+    current = pd.DataFrame(
+        {
+            "rx_power": rng.normal(-20.0 - shift, 1.5, n),
+            "temperature": rng.normal(50.0, 4.0, n),
+            "device_model": rng.choice(["HG8245H", "F670L"], n),
+        }
+    )
+    return reference, current
+
+
+FEATURES: list[tuple[str, FeatureKind]] = [
+    ("rx_power", "number"),
+    ("temperature", "number"),
+    ("device_model", "category"),
+]
+
+
+def test_feature_drift_reports_only_the_shifted_feature() -> None:
+    reference, current = _frames(1000, 2.0)
+
+    report = feature_drift(reference, current, FEATURES)
+
+    assert report.enough_data
+    assert report.drifted == ["rx_power"]
+    assert [f.feature for f in report.features] == [
+        "rx_power",
+        "temperature",
+        "device_model",
+    ]
+    assert (report.n_reference, report.n_current) == (1000, 1000)
+
+
+def test_feature_drift_applies_bonferroni() -> None:
+    reference, current = _frames(1000, 0.0)
+
+    report = feature_drift(reference, current, FEATURES)
+
+    for result in report.features:
+        assert result.p_value_adjusted == min(1.0, result.p_value * 3)
+
+
+def test_not_enough_data_is_reported_not_raised() -> None:
+    reference, current = _frames(1000, 2.0)
+
+    report = feature_drift(reference, current.head(29), FEATURES, min_samples=30)
+
+    assert not report.enough_data
+    assert report.features == [] and report.drifted == [] and report.untested == []
+    assert (report.n_reference, report.n_current) == (1000, 29)
+
+
+def test_feature_with_too_few_values_is_left_untested() -> None:
+    reference, current = _frames(100, 2.0)
+    current.loc[current.index[5:], "temperature"] = np.nan
+
+    report = feature_drift(reference, current, FEATURES)
+
+    assert report.untested == ["temperature"]
+    assert [f.feature for f in report.features] == ["rx_power", "device_model"]
+    assert report.features[0].p_value_adjusted == min(
+        1.0, report.features[0].p_value * 2
+    )
+    assert report.drifted == ["rx_power"]
+
+
+def test_unknown_feature_is_refused_by_name() -> None:
+    reference, current = _frames(100, 0.0)
+
+    with pytest.raises(ValueError, match="feature 'snr' is not a column"):
+        feature_drift(reference, current, [("snr", "number")])
+
+
+def test_non_numeric_value_in_number_feature_is_refused_by_name() -> None:
+    reference, current = _frames(100, 0.0)
+    current["rx_power"] = current["rx_power"].astype(object)
+    current.loc[7, "rx_power"] = "n/a"
+
+    with pytest.raises(
+        ValueError, match=r"feature 'rx_power' must be a number, got 'n/a'"
+    ):
+        feature_drift(reference, current, FEATURES)
+
+
+def test_unknown_kind_is_refused() -> None:
+    reference, current = _frames(100, 0.0)
+
+    with pytest.raises(ValueError, match="feature 'rx_power' has kind 'text'"):
+        feature_drift(reference, current, [("rx_power", "text")])  # type: ignore[list-item]
+
+
+def test_empty_side_is_refused() -> None:
+    with pytest.raises(ValueError, match="feature 'x' has no current values"):
+        numeric_drift([1.0, 2.0], [np.nan], feature="x")
