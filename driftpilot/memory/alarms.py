@@ -14,9 +14,7 @@ def active_alarms(*, session: Session, at: datetime) -> list[Alarm]:
     """The alarms firing at ``at``: ``starts_at <= at`` and not ended by then."""
     stmt = (
         sa.select(Alarm)
-        .where(
-            Alarm.starts_at <= at, sa.or_(Alarm.ends_at.is_(None), Alarm.ends_at > at)
-        )
+        .where(Alarm.starts_at <= at, sa.or_(Alarm.ends_at.is_(None), Alarm.ends_at > at))
         .order_by(Alarm.starts_at, Alarm.id)
     )
     return list(session.scalars(stmt))

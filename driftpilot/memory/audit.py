@@ -141,20 +141,14 @@ def verify_chain(*, session: Session) -> ChainReport:
     """
     table = table_of(Decision)
     columns = [table.c.id, table.c.hash, *(table.c[name] for name in HASHED_FIELDS)]
-    rows = session.execute(
-        sa.select(*columns).order_by(table.c.id).execution_options(yield_per=1000)
-    ).mappings()
+    rows = session.execute(sa.select(*columns).order_by(table.c.id).execution_options(yield_per=1000)).mappings()
     previous = ""
     previous_id: int | None = None
     checked = 0
     for row in rows:
         checked += 1
         if row["prev_hash"] != previous:
-            after = (
-                f"decision {previous_id}"
-                if previous_id is not None
-                else "the start of the log"
-            )
+            after = f"decision {previous_id}" if previous_id is not None else "the start of the log"
             return ChainReport(
                 ok=False,
                 checked=checked,

@@ -86,9 +86,7 @@ def migrate(engine: sa.Engine) -> None:
             # pysqlite does not open a transaction before DDL by itself.
             connection.exec_driver_sql("BEGIN IMMEDIATE")
         elif connection.dialect.name == "postgresql":
-            connection.execute(
-                sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK}
-            )
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
         connection.commit()
@@ -116,20 +114,12 @@ def committing(session: Session) -> Iterator[Session]:
         raise
 
 
-def _insert_on_conflict_do_nothing(
-    dialect: sa.Dialect, table: sa.Table, unique: Sequence[str]
-) -> Any:
+def _insert_on_conflict_do_nothing(dialect: sa.Dialect, table: sa.Table, unique: Sequence[str]) -> Any:
     if dialect.name == "sqlite":
-        return sqlite_dialect.insert(table).on_conflict_do_nothing(
-            index_elements=list(unique)
-        )
+        return sqlite_dialect.insert(table).on_conflict_do_nothing(index_elements=list(unique))
     if dialect.name == "postgresql":
-        return pg_dialect.insert(table).on_conflict_do_nothing(
-            index_elements=list(unique)
-        )
-    raise NotImplementedError(
-        f"driftpilot's memory supports SQLite and PostgreSQL, not {dialect.name}"
-    )
+        return pg_dialect.insert(table).on_conflict_do_nothing(index_elements=list(unique))
+    raise NotImplementedError(f"driftpilot's memory supports SQLite and PostgreSQL, not {dialect.name}")
 
 
 def insert_columns_ignoring_duplicates(
@@ -163,11 +153,7 @@ def insert_columns_ignoring_duplicates(
         processor = None
         if name not in json_text:
             processor = _bind_processor(table.c[name], dialect)
-        if (
-            processor is not None
-            and dialect.name == "sqlite"
-            and isinstance(table.c[name].type, UTCDateTime)
-        ):
+        if processor is not None and dialect.name == "sqlite" and isinstance(table.c[name].type, UTCDateTime):
             processor = _sqlite_datetime_processor(processor, column)
         prepared[name] = column if processor is None else list(map(processor, column))
     for name, value in (constants or {}).items():
@@ -176,31 +162,22 @@ def insert_columns_ignoring_duplicates(
     names = list(prepared)
     values = {name: sa.bindparam(name, type_=table.c[name].type) for name in names}
     # inline(): no implicit RETURNING, which executemany does not want.
-    stmt = (
-        _insert_on_conflict_do_nothing(dialect, table, unique).values(values).inline()
-    )
+    stmt = _insert_on_conflict_do_nothing(dialect, table, unique).values(values).inline()
     compiled = stmt.compile(dialect=dialect)
     if dialect.positional:
         order = compiled.positiontup or []
         params: list[Any] = list(zip(*(prepared[name] for name in order), strict=True))
     else:
-        params = [
-            dict(zip(names, row, strict=True))
-            for row in zip(*prepared.values(), strict=True)
-        ]
+        params = [dict(zip(names, row, strict=True)) for row in zip(*prepared.values(), strict=True)]
     result = session.connection().exec_driver_sql(compiled.string, params)
     return int(result.rowcount)
 
 
-def _bind_processor(
-    column: sa.Column[Any], dialect: sa.Dialect
-) -> Callable[[Any], Any] | None:
+def _bind_processor(column: sa.Column[Any], dialect: sa.Dialect) -> Callable[[Any], Any] | None:
     return column.type.dialect_impl(dialect).bind_processor(dialect)
 
 
-def _sqlite_datetime_processor(
-    processor: Callable[[Any], Any], column: Sequence[Any]
-) -> Callable[[Any], Any]:
+def _sqlite_datetime_processor(processor: Callable[[Any], Any], column: Sequence[Any]) -> Callable[[Any], Any]:
     """SQLAlchemy's text for SQLite datetimes is ``isoformat(" ", "microseconds")``, which
     C code writes several times faster. Used only when both agree on the column's first
     value and every value is already a naive datetime (as ingest guarantees)."""

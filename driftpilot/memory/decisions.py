@@ -61,10 +61,7 @@ def record_decision(
         # decision read next is final.
         session.flush()
         previous = session.scalar(
-            sa.select(Decision.hash)
-            .where(Decision.id < decision.id)
-            .order_by(Decision.id.desc())
-            .limit(1)
+            sa.select(Decision.hash).where(Decision.id < decision.id).order_by(Decision.id.desc()).limit(1)
         )
         decision.prev_hash = previous or ""
         decision.hash = decision_hash({**content, "prev_hash": decision.prev_hash})
@@ -106,11 +103,7 @@ def count_decisions(
 ) -> int:
     """How many decisions of a model took ``action`` (one of several) with ``since <= time < until``."""
     actions = [action] if isinstance(action, str) else list(action)
-    stmt = (
-        sa.select(sa.func.count())
-        .select_from(Decision)
-        .where(Decision.action.in_(actions))
-    )
+    stmt = sa.select(sa.func.count()).select_from(Decision).where(Decision.action.in_(actions))
     if model_id is not None:
         stmt = stmt.where(Decision.model_id == model_id)
     if outcome is not None:

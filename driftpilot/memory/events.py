@@ -103,9 +103,7 @@ def window(
     return event_frame(session.connection().execute(stmt).all(), schema)
 
 
-def events_by_ids(
-    *, session: Session, ids: Sequence[int], visible_at: datetime | None = None
-) -> pd.DataFrame:
+def events_by_ids(*, session: Session, ids: Sequence[int], visible_at: datetime | None = None) -> pd.DataFrame:
     """The events with these ids (all of one model), oldest first, in the :func:`window` form.
 
     Raises
@@ -131,18 +129,12 @@ def events_by_ids(
             model_ids.add(int(fields[-1]))
     missing = sorted(set(wanted) - {row[0] for row in rows})
     if missing:
-        raise LookupError(
-            f"no events with ids {missing[:10]}{' …' if len(missing) > 10 else ''}"
-        )
+        raise LookupError(f"no events with ids {missing[:10]}{' …' if len(missing) > 10 else ''}")
     if not wanted:
         return pd.DataFrame({name: pd.Series(dtype=object) for name in FRAME_COLUMNS})
     if len(model_ids) > 1:
-        raise ValueError(
-            f"events_by_ids needs events of one model, got models {sorted(model_ids)}"
-        )
-    rows.sort(
-        key=lambda row: (row[2], row[0])
-    )  # stable: keeps the label order per event
+        raise ValueError(f"events_by_ids needs events of one model, got models {sorted(model_ids)}")
+    rows.sort(key=lambda row: (row[2], row[0]))  # stable: keeps the label order per event
     schema = model_schema(get_model_by_id(session=session, model_id=model_ids.pop()))
     return event_frame(rows, schema)
 
@@ -155,9 +147,7 @@ def count_events(
     end: datetime | None = None,
 ) -> int:
     """How many events a model has with ``start <= time < end``."""
-    stmt = (
-        sa.select(sa.func.count()).select_from(Event).where(Event.model_id == model_id)
-    )
+    stmt = sa.select(sa.func.count()).select_from(Event).where(Event.model_id == model_id)
     if start is not None:
         stmt = stmt.where(Event.time >= start)
     if end is not None:
@@ -171,21 +161,15 @@ def _visible_label(visible_at: datetime | None) -> sa.ColumnElement[bool]:
     return sa.and_(Label.event_id == Event.id, Label.time <= visible_at)
 
 
-def _outside_quarantines(
-    session: Session, model_id: int
-) -> list[sa.ColumnElement[bool]]:
+def _outside_quarantines(session: Session, model_id: int) -> list[sa.ColumnElement[bool]]:
     conditions: list[sa.ColumnElement[bool]] = []
-    for quarantine in session.scalars(
-        sa.select(Quarantine).where(Quarantine.model_id == model_id)
-    ):
+    for quarantine in session.scalars(sa.select(Quarantine).where(Quarantine.model_id == model_id)):
         inside: list[sa.ColumnElement[bool]] = [Event.time >= quarantine.start]
         if quarantine.end is not None:
             inside.append(Event.time <= quarantine.end)
         if quarantine.groups is not None:
             # IS NOT NULL first: NULL IN (...) is NULL, and NOT NULL would drop the row.
-            inside.extend(
-                [Event.group_key.is_not(None), Event.group_key.in_(quarantine.groups)]
-            )
+            inside.extend([Event.group_key.is_not(None), Event.group_key.in_(quarantine.groups)])
         conditions.append(sa.not_(sa.and_(*inside)))
     return conditions
 
@@ -206,19 +190,14 @@ def event_frame(rows: Sequence[Sequence[Any]], schema: ModelSchema) -> pd.DataFr
         "label_source",
     )
     columns: dict[str, Sequence[Any]] = (
-        dict(zip(names, zip(*rows, strict=True), strict=True))
-        if rows
-        else {n: () for n in names}
+        dict(zip(names, zip(*rows, strict=True), strict=True)) if rows else {n: () for n in names}
     )
     ids = np.asarray(columns["id"], dtype=np.int64)
     # An event joined to several visible labels comes back once per label, best first.
     first = np.ones(len(ids), dtype=bool)
     first[1:] = ids[1:] != ids[:-1]
     if not first.all():
-        columns = {
-            name: [v for v, keep in zip(values, first, strict=True) if keep]
-            for name, values in columns.items()
-        }
+        columns = {name: [v for v, keep in zip(values, first, strict=True) if keep] for name, values in columns.items()}
         ids = ids[first]
     data: dict[str, Any] = {
         "id": ids,

@@ -110,9 +110,7 @@ def _where(keys: Sequence[Any], index: int) -> str:
 # --------------------------------------------------------------------------- events
 
 
-def ingest_events(
-    *, session: Session, model: str, events: Sequence[Mapping[str, Any]] | EventBatch
-) -> IngestResult:
+def ingest_events(*, session: Session, model: str, events: Sequence[Mapping[str, Any]] | EventBatch) -> IngestResult:
     """Validate and store a batch of events for ``model``, in one transaction.
 
     Parameters
@@ -131,11 +129,7 @@ def ingest_events(
     """
     row = get_model(session=session, name=model)
     schema = model_schema(row)
-    batch = (
-        events
-        if isinstance(events, EventBatch)
-        else _batch_from_mappings(events, schema)
-    )
+    batch = events if isinstance(events, EventBatch) else _batch_from_mappings(events, schema)
     columns = _validated_columns(batch, schema)
     n = len(batch)
     ingested_at = utcnow()
@@ -154,9 +148,7 @@ def ingest_events(
                     "features": _json_features(schema, columns["features"], part),
                     "served_version": columns["served_version"][part],
                     "prediction": columns["prediction"][part],
-                    "probabilities": _json_probabilities(
-                        schema.classes, columns["probabilities"], part
-                    ),
+                    "probabilities": _json_probabilities(schema.classes, columns["probabilities"], part),
                 },
                 unique=("model_id", "key"),
                 json_text=("features", "probabilities"),
@@ -165,9 +157,7 @@ def ingest_events(
     return IngestResult(inserted=inserted, duplicates=n - inserted)
 
 
-def _batch_from_mappings(
-    events: Sequence[Mapping[str, Any]], schema: ModelSchema
-) -> EventBatch:
+def _batch_from_mappings(events: Sequence[Mapping[str, Any]], schema: ModelSchema) -> EventBatch:
     """Per-event checks of the mapping form, then its columns."""
     if isinstance(events, (str, bytes, Mapping)):
         raise IngestError("events must be a list of event objects")
@@ -185,20 +175,14 @@ def _batch_from_mappings(
     class_index = {c: j for j, c in enumerate(classes)}
     for i, event in enumerate(events):
         if not isinstance(event, Mapping):
-            raise IngestError(
-                f"event #{i}: must be an object, got {type(event).__name__}"
-            )
+            raise IngestError(f"event #{i}: must be an object, got {type(event).__name__}")
         key = event.get("key")
         if not isinstance(key, str) or not key:
-            raise IngestError(
-                f"event #{i}: field 'key' must be a non-empty string, got {key!r}"
-            )
+            raise IngestError(f"event #{i}: field 'key' must be a non-empty string, got {key!r}")
         where = f"event {key!r} (#{i})"
         unknown = sorted(set(event) - allowed)
         if unknown:
-            raise IngestError(
-                f"{where}: unknown field {unknown[0]!r}; fields are {list(EVENT_FIELDS)}"
-            )
+            raise IngestError(f"{where}: unknown field {unknown[0]!r}; fields are {list(EVENT_FIELDS)}")
         for field in ("time", "entity", "features"):
             if event.get(field) is None:
                 raise IngestError(f"{where}: field {field!r} is missing")
@@ -208,34 +192,24 @@ def _batch_from_mappings(
             raise IngestError(f"{where}: {exc}") from None
         given = event["features"]
         if not isinstance(given, Mapping):
-            raise IngestError(
-                f"{where}: field 'features' must be an object, got {given!r}"
-            )
+            raise IngestError(f"{where}: field 'features' must be an object, got {given!r}")
         for name in names:
             if name not in given:
                 raise IngestError(f"{where}: feature {name!r} is missing")
             features[name].append(given[name])  # type: ignore[union-attr]
         extra = sorted(set(given) - set(names))
         if extra:
-            raise IngestError(
-                f"{where}: feature {extra[0]!r} is not in the schema; features are {names}"
-            )
+            raise IngestError(f"{where}: feature {extra[0]!r} is not in the schema; features are {names}")
         probs = event.get("probabilities")
         if probs is not None:
             if not isinstance(probs, Mapping):
-                raise IngestError(
-                    f"{where}: field 'probabilities' must map classes to numbers, got {probs!r}"
-                )
+                raise IngestError(f"{where}: field 'probabilities' must map classes to numbers, got {probs!r}")
             probabilities[i, :] = 0.0
             for cls, p in probs.items():
                 if cls not in class_index:
-                    raise IngestError(
-                        f"{where}: probabilities name class {cls!r}, not one of {classes}"
-                    )
+                    raise IngestError(f"{where}: probabilities name class {cls!r}, not one of {classes}")
                 if not _is_number(p):
-                    raise IngestError(
-                        f"{where}: probability of {cls!r} must be a number, got {p!r}"
-                    )
+                    raise IngestError(f"{where}: probability of {cls!r} must be a number, got {p!r}")
                 probabilities[i, class_index[cls]] = float(p)
         keys.append(key)
         entities.append(event["entity"])
@@ -255,9 +229,7 @@ def _batch_from_mappings(
 
 
 def _is_number_type(kind: type) -> bool:
-    return issubclass(kind, (int, float, np.integer, np.floating)) and not issubclass(
-        kind, (bool, np.bool_)
-    )
+    return issubclass(kind, (int, float, np.integer, np.floating)) and not issubclass(kind, (bool, np.bool_))
 
 
 def _is_number(value: Any) -> bool:
@@ -271,22 +243,16 @@ def _validated_columns(batch: EventBatch, schema: ModelSchema) -> dict[str, Any]
 
     def check_length(name: str, column: Any) -> None:
         if len(column) != n:
-            raise IngestError(
-                f"EventBatch column {name!r} has {len(column)} values, expected {n} (one per key)"
-            )
+            raise IngestError(f"EventBatch column {name!r} has {len(column)} values, expected {n} (one per key)")
 
     bad = [i for i, key in enumerate(keys) if type(key) is not str or not key]
     if bad:
-        raise IngestError(
-            f"event #{bad[0]}: field 'key' must be a non-empty string, got {keys[bad[0]]!r}"
-        )
+        raise IngestError(f"event #{bad[0]}: field 'key' must be a non-empty string, got {keys[bad[0]]!r}")
     if len(set(keys)) != n:
         seen: dict[str, int] = {}
         for i, key in enumerate(keys):
             if key in seen:
-                raise IngestError(
-                    f"{_where(keys, i)}: key repeats event #{seen[key]} of this batch"
-                )
+                raise IngestError(f"{_where(keys, i)}: key repeats event #{seen[key]} of this batch")
             seen[key] = i
 
     check_length("times", batch.times)
@@ -299,9 +265,7 @@ def _validated_columns(batch: EventBatch, schema: ModelSchema) -> dict[str, Any]
     given = set(batch.features)
     extra = sorted(given - set(schema.feature_names))
     if extra:
-        raise IngestError(
-            f"feature {extra[0]!r} is not in the schema; features are {schema.feature_names}"
-        )
+        raise IngestError(f"feature {extra[0]!r} is not in the schema; features are {schema.feature_names}")
     features: dict[str, list[Any]] = {}
     for spec in schema.features:
         if spec.name not in given:
@@ -341,9 +305,7 @@ def _time_column(values: Sequence[Any], keys: Sequence[str]) -> list[datetime]:
     if all(type(v) is datetime and v.tzinfo is None for v in values):
         return list(values)
     try:
-        index = pd.to_datetime(
-            pd.Series(values, dtype=object), utc=True, format="ISO8601"
-        )
+        index = pd.to_datetime(pd.Series(values, dtype=object), utc=True, format="ISO8601")
     except (ValueError, TypeError, OverflowError):
         index = None
     if index is None or index.isna().any():
@@ -371,75 +333,51 @@ def _string_column(
         for i, value in enumerate(items):
             if (value is None and optional) or (isinstance(value, str) and value):
                 continue
-            expected = (
-                "a non-empty string or null" if optional else "a non-empty string"
-            )
-            raise IngestError(
-                f"{_where(keys, i)}: {what} must be {expected}, got {value!r}"
-            )
+            expected = "a non-empty string or null" if optional else "a non-empty string"
+            raise IngestError(f"{_where(keys, i)}: {what} must be {expected}, got {value!r}")
     return items
 
 
-def _number_column(
-    values: Sequence[Any] | np.ndarray, keys: Sequence[str], what: str
-) -> list[float]:
+def _number_column(values: Sequence[Any] | np.ndarray, keys: Sequence[str], what: str) -> list[float]:
     if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
         numbers = values.astype(np.float64, copy=False)
     else:
         items = values.tolist() if isinstance(values, np.ndarray) else list(values)
-        bad_kinds = {
-            kind for kind in set(map(type, items)) if not _is_number_type(kind)
-        }
+        bad_kinds = {kind for kind in set(map(type, items)) if not _is_number_type(kind)}
         if bad_kinds:
             i = next(i for i, value in enumerate(items) if type(value) in bad_kinds)
-            raise IngestError(
-                f"{_where(keys, i)}: {what} must be a number, got {items[i]!r}"
-            )
+            raise IngestError(f"{_where(keys, i)}: {what} must be a number, got {items[i]!r}")
         numbers = np.asarray(items, dtype=np.float64)
     if numbers.ndim != 1:
-        raise IngestError(
-            f"{what} must be one column of numbers, got shape {numbers.shape}"
-        )
+        raise IngestError(f"{what} must be one column of numbers, got shape {numbers.shape}")
     finite = np.isfinite(numbers)
     if not finite.all():
         i = int(np.argmin(finite))
-        raise IngestError(
-            f"{_where(keys, i)}: {what} must be a finite number, got {float(numbers[i])!r}"
-        )
+        raise IngestError(f"{_where(keys, i)}: {what} must be a finite number, got {float(numbers[i])!r}")
     return numbers.tolist()
 
 
 def _version_column(values: Sequence[Any], keys: Sequence[str]) -> list[int | None]:
     items = values.tolist() if isinstance(values, np.ndarray) else list(values)
     for kind in set(map(type, items)):
-        if kind is type(None) or (
-            issubclass(kind, (int, np.integer)) and not issubclass(kind, bool)
-        ):
+        if kind is type(None) or (issubclass(kind, (int, np.integer)) and not issubclass(kind, bool)):
             continue
         i = next(i for i, value in enumerate(items) if type(value) is kind)
-        raise IngestError(
-            f"{_where(keys, i)}: field 'served_version' must be an integer or null, got {items[i]!r}"
-        )
+        raise IngestError(f"{_where(keys, i)}: field 'served_version' must be an integer or null, got {items[i]!r}")
     return [None if v is None else int(v) for v in items]
 
 
-def _prediction_column(
-    values: Sequence[Any], keys: Sequence[str], classes: list[str]
-) -> list[str | None]:
+def _prediction_column(values: Sequence[Any], keys: Sequence[str], classes: list[str]) -> list[str | None]:
     items = values.tolist() if isinstance(values, np.ndarray) else list(values)
     allowed = set(classes)
     allowed_or_none: set[Any] = {*allowed, None}
     if not set(items) <= allowed_or_none:
         i = next(i for i, value in enumerate(items) if value not in allowed_or_none)
-        raise IngestError(
-            f"{_where(keys, i)}: field 'prediction' must be one of {classes}, got {items[i]!r}"
-        )
+        raise IngestError(f"{_where(keys, i)}: field 'prediction' must be one of {classes}, got {items[i]!r}")
     return [None if v is None else str(v) for v in items]
 
 
-def _probability_column(
-    values: np.ndarray | None, keys: Sequence[str], classes: list[str]
-) -> np.ndarray | None:
+def _probability_column(values: np.ndarray | None, keys: Sequence[str], classes: list[str]) -> np.ndarray | None:
     """The validated ``n × n_classes`` matrix (a NaN row: not given), or None."""
     n = len(keys)
     if values is None:
@@ -447,9 +385,7 @@ def _probability_column(
     try:
         matrix = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):
-        raise IngestError(
-            "field 'probabilities' must be a numeric n × n_classes array"
-        ) from None
+        raise IngestError("field 'probabilities' must be a numeric n × n_classes array") from None
     if matrix.shape != (n, len(classes)):
         raise IngestError(
             f"field 'probabilities' must have shape ({n}, {len(classes)}) (events × classes {classes}), "
@@ -469,27 +405,19 @@ def _probability_column(
     return matrix
 
 
-def _json_features(
-    schema: ModelSchema, features: dict[str, list[Any]], part: slice
-) -> list[str]:
+def _json_features(schema: ModelSchema, features: dict[str, list[Any]], part: slice) -> list[str]:
     encoded = [
-        _json_numbers(features[spec.name][part])
-        if spec.kind == "number"
-        else _json_strings(features[spec.name][part])
+        _json_numbers(features[spec.name][part]) if spec.kind == "number" else _json_strings(features[spec.name][part])
         for spec in schema.features
     ]
     return _json_objects(schema.feature_names, encoded)
 
 
-def _json_probabilities(
-    classes: list[str], matrix: np.ndarray | None, part: slice
-) -> list[str | None]:
+def _json_probabilities(classes: list[str], matrix: np.ndarray | None, part: slice) -> list[str | None]:
     if matrix is None:
         return [None] * (part.stop - part.start)
     rows = matrix[part]
-    encoded = _json_objects(
-        classes, [_json_numbers(rows[:, j].tolist()) for j in range(len(classes))]
-    )
+    encoded = _json_objects(classes, [_json_numbers(rows[:, j].tolist()) for j in range(len(classes))])
     missing: list[str | None] = list(encoded)
     for i in np.flatnonzero(np.isnan(rows).all(axis=1)).tolist():
         missing[i] = None
@@ -506,27 +434,21 @@ def _json_strings(values: list[str]) -> list[str]:
     return list(map(encoded.__getitem__, values))
 
 
-def _json_objects(
-    names: Sequence[str], encoded_columns: Sequence[list[str]]
-) -> list[str]:
+def _json_objects(names: Sequence[str], encoded_columns: Sequence[list[str]]) -> list[str]:
     """One JSON object per row from columns of JSON-encoded values.
 
     Writing the objects by hand, rather than ``json.dumps`` of a dict per row, is several
     times faster on a million events; the text is what ``json.dumps`` with compact
     separators writes.
     """
-    template = (
-        "{" + ",".join(json.dumps(n).replace("%", "%%") + ":%s" for n in names) + "}"
-    )
+    template = "{" + ",".join(json.dumps(n).replace("%", "%%") + ":%s" for n in names) + "}"
     return list(map(template.__mod__, zip(*encoded_columns, strict=True)))
 
 
 # --------------------------------------------------------------------------- labels
 
 
-def ingest_labels(
-    *, session: Session, model: str, labels: Sequence[Mapping[str, Any]]
-) -> IngestResult:
+def ingest_labels(*, session: Session, model: str, labels: Sequence[Mapping[str, Any]]) -> IngestResult:
     """Validate and store labels of ``model``'s events, in one transaction.
 
     Each label is ``{"event_key", "value", "source"? ("system"), "confidence"? (1.0),
@@ -550,54 +472,38 @@ def ingest_labels(
     seen: dict[tuple[str, str], int] = {}
     for i, label in enumerate(labels):
         if not isinstance(label, Mapping):
-            raise IngestError(
-                f"label #{i}: must be an object, got {type(label).__name__}"
-            )
+            raise IngestError(f"label #{i}: must be an object, got {type(label).__name__}")
         key = label.get("event_key")
         if not isinstance(key, str) or not key:
-            raise IngestError(
-                f"label #{i}: field 'event_key' must be a non-empty string, got {key!r}"
-            )
+            raise IngestError(f"label #{i}: field 'event_key' must be a non-empty string, got {key!r}")
         where = f"label for event {key!r} (#{i})"
         unknown = sorted(set(label) - set(LABEL_FIELDS))
         if unknown:
-            raise IngestError(
-                f"{where}: unknown field {unknown[0]!r}; fields are {list(LABEL_FIELDS)}"
-            )
+            raise IngestError(f"{where}: unknown field {unknown[0]!r}; fields are {list(LABEL_FIELDS)}")
         value = label.get("value")
         if value not in classes:
-            raise IngestError(
-                f"{where}: field 'value' must be one of {classes}, got {value!r}"
-            )
+            raise IngestError(f"{where}: field 'value' must be one of {classes}, got {value!r}")
         source = label.get("source", "system")
         if source not in LABEL_SOURCES:
-            raise IngestError(
-                f"{where}: field 'source' must be one of {list(LABEL_SOURCES)}, got {source!r}"
-            )
+            raise IngestError(f"{where}: field 'source' must be one of {list(LABEL_SOURCES)}, got {source!r}")
         confidence = label.get("confidence", 1.0)
         if not _is_number(confidence) or not 0.0 <= float(confidence) <= 1.0:
-            raise IngestError(
-                f"{where}: field 'confidence' must be a number in [0, 1], got {confidence!r}"
-            )
+            raise IngestError(f"{where}: field 'confidence' must be a number in [0, 1], got {confidence!r}")
         try:
             time = optional_naive_utc(label.get("time"), what="field 'time'") or now
         except (TypeError, ValueError) as exc:
             raise IngestError(f"{where}: {exc}") from None
         if (key, source) in seen:
-            raise IngestError(
-                f"{where}: repeats label #{seen[key, source]} (same event and source)"
-            )
+            raise IngestError(f"{where}: repeats label #{seen[key, source]} (same event and source)")
         seen[key, source] = i
         parsed.append((key, str(value), source, float(confidence), time))
 
-    event_ids = _event_ids(session, row.id, sorted({p[0] for p in parsed}))
+    event_ids_by_key = event_ids(session=session, model_id=row.id, keys=sorted({p[0] for p in parsed}))
     for i, (key, *_) in enumerate(parsed):
-        if key not in event_ids:
-            raise IngestError(
-                f"label for event {key!r} (#{i}): model {model!r} has no event with this key"
-            )
+        if key not in event_ids_by_key:
+            raise IngestError(f"label for event {key!r} (#{i}): model {model!r} has no event with this key")
     columns: dict[str, list[Any]] = {
-        "event_id": [event_ids[key] for key, *_ in parsed],
+        "event_id": [event_ids_by_key[key] for key, *_ in parsed],
         "value": [p[1] for p in parsed],
         "source": [p[2] for p in parsed],
         "confidence": [p[3] for p in parsed],
@@ -614,12 +520,11 @@ def ingest_labels(
     return IngestResult(inserted=inserted, duplicates=len(parsed) - inserted)
 
 
-def _event_ids(session: Session, model_id: int, keys: Sequence[str]) -> dict[str, int]:
+def event_ids(*, session: Session, model_id: int, keys: Sequence[str]) -> dict[str, int]:
+    """The ids of the model's events with these client keys (keys not stored are absent)."""
     found: dict[str, int] = {}
     for part in chunks(keys):
-        stmt = sa.select(Event.key, Event.id).where(
-            Event.model_id == model_id, Event.key.in_(part)
-        )
+        stmt = sa.select(Event.key, Event.id).where(Event.model_id == model_id, Event.key.in_(part))
         found.update(dict(session.execute(stmt).all()))
     return found
 
@@ -643,19 +548,13 @@ def ingest_alarm(*, session: Session, alarm: Mapping[str, Any]) -> Alarm:
     where = f"alarm {key!r}"
     unknown = sorted(set(alarm) - set(ALARM_FIELDS))
     if unknown:
-        raise IngestError(
-            f"{where}: unknown field {unknown[0]!r}; fields are {list(ALARM_FIELDS)}"
-        )
+        raise IngestError(f"{where}: unknown field {unknown[0]!r}; fields are {list(ALARM_FIELDS)}")
     for field in ("name", "severity"):
         if not isinstance(alarm.get(field), str) or not alarm[field]:
-            raise IngestError(
-                f"{where}: field {field!r} must be a non-empty string, got {alarm.get(field)!r}"
-            )
+            raise IngestError(f"{where}: field {field!r} must be a non-empty string, got {alarm.get(field)!r}")
     status = alarm.get("status")
     if status not in ALARM_STATUSES:
-        raise IngestError(
-            f"{where}: field 'status' must be one of {list(ALARM_STATUSES)}, got {status!r}"
-        )
+        raise IngestError(f"{where}: field 'status' must be one of {list(ALARM_STATUSES)}, got {status!r}")
     try:
         if alarm.get("starts_at") is None:
             raise ValueError("field 'starts_at' is missing")
@@ -668,12 +567,8 @@ def ingest_alarm(*, session: Session, alarm: Mapping[str, Any]) -> Alarm:
     if status == "firing":
         ends_at = None
     groups = alarm.get("groups") or []
-    if not isinstance(groups, (list, tuple)) or not all(
-        isinstance(g, str) and g for g in groups
-    ):
-        raise IngestError(
-            f"{where}: field 'groups' must be a list of non-empty strings, got {groups!r}"
-        )
+    if not isinstance(groups, (list, tuple)) or not all(isinstance(g, str) and g for g in groups):
+        raise IngestError(f"{where}: field 'groups' must be a list of non-empty strings, got {groups!r}")
     labels = alarm.get("labels") or {}
     if not isinstance(labels, Mapping):
         raise IngestError(f"{where}: field 'labels' must be an object, got {labels!r}")
@@ -694,9 +589,7 @@ def ingest_alarm(*, session: Session, alarm: Mapping[str, Any]) -> Alarm:
         "model_id": model_id,
     }
     with committing(session):
-        row = session.scalars(
-            sa.select(Alarm).where(Alarm.key == key).with_for_update()
-        ).first()
+        row = session.scalars(sa.select(Alarm).where(Alarm.key == key).with_for_update()).first()
         if row is None:
             row = Alarm(key=key, **values)
             session.add(row)
@@ -727,14 +620,10 @@ def alertmanager_to_alarms(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
         if not isinstance(alert, Mapping):
             raise IngestError(f"Alertmanager alert #{i}: must be an object")
         labels = {str(k): str(v) for k, v in (alert.get("labels") or {}).items()}
-        annotations = {
-            str(k): str(v) for k, v in (alert.get("annotations") or {}).items()
-        }
+        annotations = {str(k): str(v) for k, v in (alert.get("annotations") or {}).items()}
         fingerprint = (
             alert.get("fingerprint")
-            or hashlib.sha256(
-                "\n".join(f"{k}={v}" for k, v in sorted(labels.items())).encode()
-            ).hexdigest()[:16]
+            or hashlib.sha256("\n".join(f"{k}={v}" for k, v in sorted(labels.items())).encode()).hexdigest()[:16]
         )
         status = alert.get("status") or payload.get("status")
         ends = alert.get("endsAt")
@@ -747,9 +636,7 @@ def alertmanager_to_alarms(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
                 else to_naive_utc(ends, what="endsAt")
             )
         except (TypeError, ValueError) as exc:
-            raise IngestError(
-                f"Alertmanager alert {fingerprint!r} (#{i}): {exc}"
-            ) from None
+            raise IngestError(f"Alertmanager alert {fingerprint!r} (#{i}): {exc}") from None
         generic: dict[str, Any] = {
             "key": fingerprint,
             "name": labels.get("alertname", "unnamed"),

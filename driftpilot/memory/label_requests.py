@@ -27,9 +27,7 @@ def add_label_requests(
     """
     ids = [int(i) for i in event_ids]
     if len(ids) != len(reasons):
-        raise ValueError(
-            f"one reason per event: {len(ids)} events, {len(reasons)} reasons"
-        )
+        raise ValueError(f"one reason per event: {len(ids)} events, {len(reasons)} reasons")
     when = to_naive_utc(time)
     with committing(session):
         already: set[int] = set()
@@ -69,9 +67,7 @@ def open_label_requests(*, session: Session, model_id: int) -> list[LabelRequest
     return list(session.scalars(stmt))
 
 
-def mark_answered(
-    *, session: Session, event_ids: Sequence[int], answered_at: datetime
-) -> int:
+def mark_answered(*, session: Session, event_ids: Sequence[int], answered_at: datetime) -> int:
     """Close the open requests of these events as answered; returns how many were closed."""
     ids = sorted({int(i) for i in event_ids})
     when = to_naive_utc(answered_at)
@@ -83,9 +79,7 @@ def mark_answered(
                 .where(LabelRequest.event_id.in_(part), LabelRequest.status == "open")
                 .values(status="answered", answered_at=when)
             )
-            result = session.execute(
-                stmt, execution_options={"synchronize_session": "fetch"}
-            )
+            result = session.execute(stmt, execution_options={"synchronize_session": "fetch"})
             closed += int(result.rowcount)  # type: ignore[attr-defined]
     return closed
 
@@ -98,11 +92,7 @@ def count_label_requests(
     until: datetime | None = None,
 ) -> int:
     """How many requests a model opened with ``since <= time < until``."""
-    stmt = (
-        sa.select(sa.func.count())
-        .select_from(LabelRequest)
-        .where(LabelRequest.model_id == model_id)
-    )
+    stmt = sa.select(sa.func.count()).select_from(LabelRequest).where(LabelRequest.model_id == model_id)
     if since is not None:
         stmt = stmt.where(LabelRequest.time >= since)
     if until is not None:

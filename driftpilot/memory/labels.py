@@ -19,9 +19,7 @@ def count_labels(
     until: datetime | None = None,
 ) -> int:
     """How many labels of a model (of one ``source``) became known with ``since <= time < until``."""
-    stmt = (
-        sa.select(sa.func.count()).select_from(Label).where(Label.model_id == model_id)
-    )
+    stmt = sa.select(sa.func.count()).select_from(Label).where(Label.model_id == model_id)
     if source is not None:
         stmt = stmt.where(Label.source == source)
     if since is not None:

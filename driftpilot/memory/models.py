@@ -51,9 +51,7 @@ def register_model(
         "policy": policy,
         "schema": schema.model_dump(mode="json"),
     }
-    existing = session.scalars(
-        sa.select(ManagedModel).where(ManagedModel.name == name)
-    ).first()
+    existing = session.scalars(sa.select(ManagedModel).where(ManagedModel.name == name)).first()
     if existing is None:
         try:
             with committing(session):
@@ -62,14 +60,10 @@ def register_model(
             return row
         except IntegrityError:
             # Another process registered the same name in between: compare with its row.
-            existing = session.scalars(
-                sa.select(ManagedModel).where(ManagedModel.name == name)
-            ).one()
+            existing = session.scalars(sa.select(ManagedModel).where(ManagedModel.name == name)).one()
     differences = _differences(existing, wanted)
     if differences:
-        raise ValueError(
-            f"model {name!r} is already registered with a different {'; '.join(differences)}"
-        )
+        raise ValueError(f"model {name!r} is already registered with a different {'; '.join(differences)}")
     return existing
 
 
@@ -83,17 +77,13 @@ def _differences(row: ManagedModel, wanted: dict[str, Any]) -> list[str]:
     assert isinstance(wanted_schema, dict)
     for field in wanted_schema:
         if stored_schema.get(field) != wanted_schema[field]:
-            found.append(
-                f"schema.{field} ({stored_schema.get(field)!r}, not {wanted_schema[field]!r})"
-            )
+            found.append(f"schema.{field} ({stored_schema.get(field)!r}, not {wanted_schema[field]!r})")
     return found
 
 
 def get_model(*, session: Session, name: str) -> ManagedModel:
     """The model called ``name``; :class:`UnknownModelError` if there is none."""
-    row = session.scalars(
-        sa.select(ManagedModel).where(ManagedModel.name == name)
-    ).first()
+    row = session.scalars(sa.select(ManagedModel).where(ManagedModel.name == name)).first()
     if row is None:
         raise UnknownModelError(name)
     return row

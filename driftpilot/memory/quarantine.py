@@ -28,14 +28,10 @@ def add_quarantine(
     begin = to_naive_utc(start, what="start")
     finish = optional_naive_utc(end, what="end")
     if finish is not None and finish < begin:
-        raise ValueError(
-            f"quarantine ends ({finish.isoformat()}) before it starts ({begin.isoformat()})"
-        )
+        raise ValueError(f"quarantine ends ({finish.isoformat()}) before it starts ({begin.isoformat()})")
     if groups is not None:
         if isinstance(groups, str) or not all(isinstance(g, str) and g for g in groups):
-            raise ValueError(
-                f"groups must be a list of non-empty strings or None, got {groups!r}"
-            )
+            raise ValueError(f"groups must be a list of non-empty strings or None, got {groups!r}")
         groups = list(groups)
     with committing(session):
         quarantine = Quarantine(
@@ -52,10 +48,4 @@ def add_quarantine(
 
 def list_quarantines(*, session: Session, model_id: int) -> list[Quarantine]:
     """A model's quarantines, oldest first."""
-    return list(
-        session.scalars(
-            sa.select(Quarantine)
-            .where(Quarantine.model_id == model_id)
-            .order_by(Quarantine.id)
-        )
-    )
+    return list(session.scalars(sa.select(Quarantine).where(Quarantine.model_id == model_id).order_by(Quarantine.id)))

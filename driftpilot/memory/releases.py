@@ -32,9 +32,7 @@ def start_release(
     ValueError
         If ``share`` is out of range or the model already has a release running.
     """
-    if not (
-        isinstance(share, (int, float)) and math.isfinite(share) and 0.0 < share <= 1.0
-    ):
+    if not (isinstance(share, (int, float)) and math.isfinite(share) and 0.0 < share <= 1.0):
         raise ValueError(f"share must be a number in (0, 1], got {share!r}")
     with committing(session):
         running = active_release(session=session, model_id=model_id)
@@ -58,9 +56,7 @@ def start_release(
 def active_release(*, session: Session, model_id: int) -> Release | None:
     """The model's running release (not yet ended), or None."""
     stmt = (
-        sa.select(Release)
-        .where(Release.model_id == model_id, Release.ended_at.is_(None))
-        .order_by(Release.id.desc())
+        sa.select(Release).where(Release.model_id == model_id, Release.ended_at.is_(None)).order_by(Release.id.desc())
     )
     return session.scalars(stmt).first()
 
@@ -79,9 +75,7 @@ def end_release(
         if release is None:
             raise LookupError(f"no release with id {release_id}")
         if release.ended_at is not None:
-            raise ValueError(
-                f"release {release_id} already ended at {release.ended_at.isoformat()}"
-            )
+            raise ValueError(f"release {release_id} already ended at {release.ended_at.isoformat()}")
         release.ended_at = to_naive_utc(ended_at)
         release.verdict = verdict
         if evidence is not None:
@@ -91,8 +85,4 @@ def end_release(
 
 def list_releases(*, session: Session, model_id: int) -> list[Release]:
     """A model's releases, oldest first."""
-    return list(
-        session.scalars(
-            sa.select(Release).where(Release.model_id == model_id).order_by(Release.id)
-        )
-    )
+    return list(session.scalars(sa.select(Release).where(Release.model_id == model_id).order_by(Release.id)))

@@ -46,13 +46,9 @@ class ModelSchema(BaseModel):
         if repeated:
             raise ValueError(f"feature names must be unique, repeated: {repeated}")
         if len(self.classes) < 2:
-            raise ValueError(
-                f"a classifier needs at least 2 classes, got {self.classes}"
-            )
+            raise ValueError(f"a classifier needs at least 2 classes, got {self.classes}")
         if any(not c for c in self.classes):
-            raise ValueError(
-                f"class names must be non-empty strings, got {self.classes}"
-            )
+            raise ValueError(f"class names must be non-empty strings, got {self.classes}")
         repeated = sorted({c for c in self.classes if self.classes.count(c) > 1})
         if repeated:
             raise ValueError(f"classes must be unique, repeated: {repeated}")

@@ -28,9 +28,7 @@ def content_hash(event_ids: Sequence[int], labels: Sequence[str]) -> str:
     True
     """
     digest = hashlib.sha256()
-    for event_id, label in sorted(
-        zip((int(i) for i in event_ids), labels, strict=True)
-    ):
+    for event_id, label in sorted(zip((int(i) for i in event_ids), labels, strict=True)):
         digest.update(f"{event_id}\t{label}\n".encode())
     return digest.hexdigest()
 
@@ -55,27 +53,19 @@ def create_snapshot(
     ids = [int(i) for i in event_ids]
     values = [str(v) for v in labels]
     if len(ids) != len(values):
-        raise ValueError(
-            f"a snapshot needs one label per event: {len(ids)} events, {len(values)} labels"
-        )
+        raise ValueError(f"a snapshot needs one label per event: {len(ids)} events, {len(values)} labels")
     if len(set(ids)) != len(ids):
         raise ValueError("a snapshot lists each event once; some event ids repeat")
     classes = model_schema(get_model_by_id(session=session, model_id=model_id)).classes
     unknown = sorted(set(values) - set(classes))
     if unknown:
-        raise ValueError(
-            f"snapshot labels {unknown} are not classes of model {model_id} ({classes})"
-        )
+        raise ValueError(f"snapshot labels {unknown} are not classes of model {model_id} ({classes})")
     found = 0
     for part in chunks(ids):
-        stmt = sa.select(sa.func.count()).where(
-            Event.model_id == model_id, Event.id.in_(part)
-        )
+        stmt = sa.select(sa.func.count()).where(Event.model_id == model_id, Event.id.in_(part))
         found += int(session.scalar(stmt) or 0)
     if found != len(ids):
-        raise ValueError(
-            f"{len(ids) - found} of the snapshot's events are not events of model {model_id}"
-        )
+        raise ValueError(f"{len(ids) - found} of the snapshot's events are not events of model {model_id}")
     with committing(session):
         snapshot = Snapshot(
             model_id=model_id,
@@ -86,12 +76,10 @@ def create_snapshot(
         )
         session.add(snapshot)
         session.flush()
-        items = [
-            {"snapshot_id": snapshot.id, "event_id": i, "label": v}
-            for i, v in zip(ids, values, strict=True)
-        ]
+        items = [{"snapshot_id": snapshot.id, "event_id": i, "label": v} for i, v in zip(ids, values, strict=True)]
         if items:
-            session.execute(sa.insert(table_of(SnapshotItem)), items)
+            # Core executemany: the ORM bulk path is several times slower for 10^4 rows.
+            session.connection().execute(sa.insert(table_of(SnapshotItem)), items)
     return snapshot
 
 

@@ -115,9 +115,7 @@ class Event(Base):
     features: Mapped[dict[str, Any]] = mapped_column(JSON)
     served_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     prediction: Mapped[str | None] = mapped_column(String, nullable=True)
-    probabilities: Mapped[dict[str, float] | None] = mapped_column(
-        JSON(none_as_null=True), nullable=True
-    )
+    probabilities: Mapped[dict[str, float] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     ingested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -158,9 +156,7 @@ class Alarm(Base):
     ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     groups: Mapped[list[str]] = mapped_column(JSON)
     labels: Mapped[dict[str, str]] = mapped_column(JSON)
-    model_id: Mapped[int | None] = mapped_column(
-        ForeignKey("managed_model.id"), nullable=True
-    )
+    model_id: Mapped[int | None] = mapped_column(ForeignKey("managed_model.id"), nullable=True)
 
 
 class Snapshot(Base):
@@ -183,9 +179,7 @@ class SnapshotItem(Base):
 
     __tablename__ = "snapshot_item"
 
-    snapshot_id: Mapped[int] = mapped_column(
-        ForeignKey("snapshot.id"), primary_key=True
-    )
+    snapshot_id: Mapped[int] = mapped_column(ForeignKey("snapshot.id"), primary_key=True)
     event_id: Mapped[int] = mapped_column(ForeignKey("event.id"), primary_key=True)
     label: Mapped[str] = mapped_column(String)
 
@@ -200,9 +194,7 @@ class Decision(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    model_id: Mapped[int | None] = mapped_column(
-        ForeignKey("managed_model.id"), nullable=True
-    )
+    model_id: Mapped[int | None] = mapped_column(ForeignKey("managed_model.id"), nullable=True)
     run_id: Mapped[str] = mapped_column(String)
     agent: Mapped[str] = mapped_column(String)
     time: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -231,18 +223,12 @@ class Version(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("managed_model.id"))
     number: Mapped[int] = mapped_column(Integer)
-    parent_id: Mapped[int | None] = mapped_column(
-        ForeignKey("version.id"), nullable=True
-    )
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("version.id"), nullable=True)
     stage: Mapped[str] = mapped_column(String)
     artifacts: Mapped[dict[str, dict[str, str]]] = mapped_column(JSON)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
-    snapshot_id: Mapped[int | None] = mapped_column(
-        ForeignKey("snapshot.id"), nullable=True
-    )
-    decision_id: Mapped[int | None] = mapped_column(
-        ForeignKey("decision.id"), nullable=True
-    )
+    snapshot_id: Mapped[int | None] = mapped_column(ForeignKey("snapshot.id"), nullable=True)
+    decision_id: Mapped[int | None] = mapped_column(ForeignKey("decision.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     time: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -256,9 +242,7 @@ class Release(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("managed_model.id"))
     version_id: Mapped[int] = mapped_column(ForeignKey("version.id"))
-    baseline_version_id: Mapped[int | None] = mapped_column(
-        ForeignKey("version.id"), nullable=True
-    )
+    baseline_version_id: Mapped[int | None] = mapped_column(ForeignKey("version.id"), nullable=True)
     share: Mapped[float] = mapped_column(Float)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -297,10 +281,6 @@ class Quarantine(Base):
     start: Mapped[datetime] = mapped_column(UTCDateTime)
     end: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # SQL NULL (not JSON null) so that "all groups" reads unambiguously.
-    groups: Mapped[list[str] | None] = mapped_column(
-        JSON(none_as_null=True), nullable=True
-    )
+    groups: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     reason: Mapped[str] = mapped_column(Text)
-    decision_id: Mapped[int | None] = mapped_column(
-        ForeignKey("decision.id"), nullable=True
-    )
+    decision_id: Mapped[int | None] = mapped_column(ForeignKey("decision.id"), nullable=True)

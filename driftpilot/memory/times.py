@@ -47,15 +47,11 @@ def to_naive_utc(value: datetime | str, *, what: str = "time") -> datetime:
         try:
             moment = datetime.fromisoformat(text)
         except ValueError:
-            raise ValueError(
-                f"{what} must be an ISO 8601 time, got {value!r}"
-            ) from None
+            raise ValueError(f"{what} must be an ISO 8601 time, got {value!r}") from None
     elif isinstance(value, datetime):
         moment = value
     else:
-        raise TypeError(
-            f"{what} must be a datetime or an ISO 8601 string, got {value!r}"
-        )
+        raise TypeError(f"{what} must be a datetime or an ISO 8601 string, got {value!r}")
     if type(moment) is not datetime and hasattr(moment, "to_pydatetime"):
         # pandas.Timestamp is a datetime subclass; drivers handle the plain class best.
         moment = moment.to_pydatetime()
@@ -64,8 +60,6 @@ def to_naive_utc(value: datetime | str, *, what: str = "time") -> datetime:
     return moment
 
 
-def optional_naive_utc(
-    value: datetime | str | None, *, what: str = "time"
-) -> datetime | None:
+def optional_naive_utc(value: datetime | str | None, *, what: str = "time") -> datetime | None:
     """:func:`to_naive_utc`, passing ``None`` through."""
     return None if value is None else to_naive_utc(value, what=what)

@@ -26,27 +26,17 @@ def _check_stage(stage: str) -> None:
 def _check_artifacts(artifacts: Mapping[str, Any]) -> dict[str, dict[str, str]]:
     checked: dict[str, dict[str, str]] = {}
     for name, artifact in artifacts.items():
-        if not isinstance(artifact, Mapping) or not isinstance(
-            artifact.get("path"), str
-        ):
-            raise TypeError(
-                f"artifact {name!r} must be {{'path': str, 'sha256': hex}}, got {artifact!r}"
-            )
+        if not isinstance(artifact, Mapping) or not isinstance(artifact.get("path"), str):
+            raise TypeError(f"artifact {name!r} must be {{'path': str, 'sha256': hex}}, got {artifact!r}")
         digest = artifact.get("sha256")
         if not isinstance(digest, str) or not _SHA256.match(digest):
-            raise ValueError(
-                f"artifact {name!r}: sha256 must be 64 lowercase hex digits, got {digest!r}"
-            )
+            raise ValueError(f"artifact {name!r}: sha256 must be 64 lowercase hex digits, got {digest!r}")
         checked[str(name)] = {str(k): str(v) for k, v in artifact.items()}
     return checked
 
 
 def _archive_champion(session: Session, model_id: int, keep_id: int | None) -> None:
-    stmt = (
-        sa.update(Version)
-        .where(Version.model_id == model_id, Version.stage == "champion")
-        .values(stage="archived")
-    )
+    stmt = sa.update(Version).where(Version.model_id == model_id, Version.stage == "champion").values(stage="archived")
     if keep_id is not None:
         stmt = stmt.where(Version.id != keep_id)
     session.execute(stmt, execution_options={"synchronize_session": "fetch"})
@@ -72,9 +62,7 @@ def add_version(
     _check_stage(stage)
     checked = _check_artifacts(artifacts or {})
     with committing(session):
-        last = session.scalar(
-            sa.select(sa.func.max(Version.number)).where(Version.model_id == model_id)
-        )
+        last = session.scalar(sa.select(sa.func.max(Version.number)).where(Version.model_id == model_id))
         if stage == "champion":
             _archive_champion(session, model_id, keep_id=None)
         version = Version(
@@ -94,9 +82,7 @@ def add_version(
 
 def get_version(*, session: Session, model_id: int, number: int) -> Version:
     """Version ``number`` of a model; LookupError naming both if it does not exist."""
-    version = session.scalars(
-        sa.select(Version).where(Version.model_id == model_id, Version.number == number)
-    ).first()
+    version = session.scalars(sa.select(Version).where(Version.model_id == model_id, Version.number == number)).first()
     if version is None:
         raise LookupError(f"model {model_id} has no version {number}")
     return version
@@ -112,13 +98,7 @@ def get_version_by_id(*, session: Session, version_id: int) -> Version:
 
 def list_versions(*, session: Session, model_id: int) -> list[Version]:
     """A model's versions, by number."""
-    return list(
-        session.scalars(
-            sa.select(Version)
-            .where(Version.model_id == model_id)
-            .order_by(Version.number)
-        )
-    )
+    return list(session.scalars(sa.select(Version).where(Version.model_id == model_id).order_by(Version.number)))
 
 
 def champion(*, session: Session, model_id: int) -> Version | None:

@@ -63,9 +63,7 @@ class Registry:
         folder = self.root / model_name / uuid.uuid4().hex[:16]
         try:
             paths = model.save(folder)
-            artifacts = {
-                name: {"path": str(path), "sha256": sha256_of(path)} for name, path in paths.items()
-            }
+            artifacts = {name: {"path": str(path), "sha256": sha256_of(path)} for name, path in paths.items()}
             version = versions.add_version(
                 session=session,
                 model_id=model_id,

@@ -154,6 +154,7 @@ class TabularMLP:
         batch_size: int = 256,
         warm_epochs: int = 6,
         warm_lr: float = 1e-3,
+        min_warm_steps: int = 300,
         weight_decay: float = 1e-5,
         seed: int = 0,
     ) -> None:
@@ -165,6 +166,7 @@ class TabularMLP:
         self.batch_size = batch_size
         self.warm_epochs = warm_epochs
         self.warm_lr = warm_lr
+        self.min_warm_steps = min_warm_steps
         self.weight_decay = weight_decay
         self.seed = seed
 
@@ -233,7 +235,11 @@ class TabularMLP:
                 raise ValueError("warm start needs the same classes as the parent")
             prep = warm_start.preprocessor_.extended(columns)
             net = self._grown_from(warm_start, prep)
-            epochs, lr = self.warm_epochs, self.warm_lr
+            # A warm start on a small snapshot would take only a handful of optimizer steps
+            # in `warm_epochs`: repeat the epochs until it takes at least `min_warm_steps`.
+            steps_per_epoch = -(-len(y) // self.batch_size)
+            epochs = max(self.warm_epochs, -(-self.min_warm_steps // steps_per_epoch))
+            lr = self.warm_lr
         else:
             prep = Preprocessor.fit(self.features, columns)
             net = self._build(prep.width)
@@ -289,6 +295,7 @@ class TabularMLP:
             "batch_size": self.batch_size,
             "warm_epochs": self.warm_epochs,
             "warm_lr": self.warm_lr,
+            "min_warm_steps": self.min_warm_steps,
             "weight_decay": self.weight_decay,
             "seed": self.seed,
         }

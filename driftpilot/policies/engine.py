@@ -119,22 +119,17 @@ def _autonomy(policy: Policy, action: str) -> RuleVerdict:
             passed=False,
             observed=level,
             limit="L3",
-            reason=f"autonomy L2 is recommend only: '{action}' may be proposed, "
-            "not executed",
+            reason=f"autonomy L2 is recommend only: '{action}' may be proposed, not executed",
         )
     if level == "L3" and action in _APPROVED_AT_L3:
         reason = f"autonomy L3 acts, but '{action}' waits for a person's approval"
     else:
         reason = f"autonomy {level} may '{action}' within the guardrails"
-    return RuleVerdict(
-        rule="autonomy", passed=True, observed=level, limit="L3", reason=reason
-    )
+    return RuleVerdict(rule="autonomy", passed=True, observed=level, limit="L3", reason=reason)
 
 
 def _missing(rule: str, problem: str, limit: float | str | None) -> RuleVerdict:
-    return RuleVerdict(
-        rule=rule, passed=False, observed=None, limit=limit, reason=problem
-    )
+    return RuleVerdict(rule=rule, passed=False, observed=None, limit=limit, reason=problem)
 
 
 def _at_least(rule: str, what: str, value: float, limit: float) -> RuleVerdict:
@@ -178,9 +173,7 @@ def _no_worse(
     )
 
 
-def _retrain(
-    policy: Policy, facts: Mapping[str, Fact], usage: Usage
-) -> list[RuleVerdict]:
+def _retrain(policy: Policy, facts: Mapping[str, Fact], usage: Usage) -> list[RuleVerdict]:
     limit = policy.budgets.max_retrains_per_day
     used = usage.retrains_today
     budget = RuleVerdict(
@@ -188,9 +181,7 @@ def _retrain(
         passed=used < limit,
         observed=used,
         limit=limit,
-        reason=f"retrains today: {used}, "
-        + ("below" if used < limit else "at")
-        + f" the limit of {limit} a day",
+        reason=f"retrains today: {used}, " + ("below" if used < limit else "at") + f" the limit of {limit} a day",
     )
     minimum = policy.training.min_training_labels
     labels = _number(facts, "training_labels")
@@ -199,9 +190,7 @@ def _retrain(
     return [budget, _at_least("training_labels", "training labels", labels, minimum)]
 
 
-def _request_labels(
-    policy: Policy, facts: Mapping[str, Fact], usage: Usage
-) -> list[RuleVerdict]:
+def _request_labels(policy: Policy, facts: Mapping[str, Fact], usage: Usage) -> list[RuleVerdict]:
     limit = policy.budgets.max_labels_per_day
     asked = _number(facts, "n_labels")
     if isinstance(asked, str):
@@ -215,16 +204,12 @@ def _request_labels(
             observed=total,
             limit=limit,
             reason=f"labels requested today {usage.labels_requested_today} + asked "
-            f"now {_fmt(asked)}: {_fmt(total)}, "
-            + ("within" if passed else "over")
-            + f" the budget of {limit} a day",
+            f"now {_fmt(asked)}: {_fmt(total)}, " + ("within" if passed else "over") + f" the budget of {limit} a day",
         )
     ]
 
 
-def _start_canary(
-    policy: Policy, facts: Mapping[str, Fact], usage: Usage
-) -> list[RuleVerdict]:
+def _start_canary(policy: Policy, facts: Mapping[str, Fact], usage: Usage) -> list[RuleVerdict]:
     limit = policy.release.canary_share
     if facts.get("share") is None:
         share_verdict = RuleVerdict(
@@ -232,8 +217,7 @@ def _start_canary(
             passed=True,
             observed=None,
             limit=limit,
-            reason=f"no share requested: the policy's canary share {_fmt(limit)} "
-            "applies",
+            reason=f"no share requested: the policy's canary share {_fmt(limit)} applies",
         )
     else:
         share = _number(facts, "share")
@@ -246,9 +230,7 @@ def _start_canary(
                 passed=passed,
                 observed=share,
                 limit=limit,
-                reason=f"canary share: {_fmt(share)}, "
-                + ("within" if passed else "outside")
-                + f" (0, {_fmt(limit)}]",
+                reason=f"canary share: {_fmt(share)}, " + ("within" if passed else "outside") + f" (0, {_fmt(limit)}]",
             )
     gate = _no_worse(
         "offline_gate",
@@ -260,17 +242,13 @@ def _start_canary(
     return [share_verdict, gate]
 
 
-def _promote(
-    policy: Policy, facts: Mapping[str, Fact], usage: Usage
-) -> list[RuleVerdict]:
+def _promote(policy: Policy, facts: Mapping[str, Fact], usage: Usage) -> list[RuleVerdict]:
     minimum = policy.release.min_canary_samples
     samples = _number(facts, "canary_samples")
     if isinstance(samples, str):
         samples_verdict = _missing("canary_samples", samples, minimum)
     else:
-        samples_verdict = _at_least(
-            "canary_samples", "canary samples", samples, minimum
-        )
+        samples_verdict = _at_least("canary_samples", "canary samples", samples, minimum)
     gate = _no_worse(
         "canary_gate",
         facts,
@@ -281,9 +259,7 @@ def _promote(
     return [samples_verdict, gate]
 
 
-def _no_guardrail(
-    policy: Policy, facts: Mapping[str, Fact], usage: Usage
-) -> list[RuleVerdict]:
+def _no_guardrail(policy: Policy, facts: Mapping[str, Fact], usage: Usage) -> list[RuleVerdict]:
     # A rollback restores what was served before and must never be blocked by a budget;
     # quarantine and alert change nothing that is served. Only autonomy applies to them.
     return []
@@ -300,9 +276,7 @@ _RULES = {
 }
 
 
-def evaluate(
-    policy: Policy, action: Action, facts: Mapping[str, Fact], usage: Usage
-) -> PolicyVerdict:
+def evaluate(policy: Policy, action: Action, facts: Mapping[str, Fact], usage: Usage) -> PolicyVerdict:
     """Check ``action`` against ``policy`` given the ``facts`` and today's ``usage``.
 
     The rules, all reported whether they pass or not:
@@ -348,9 +322,7 @@ def evaluate(
     verdicts = [_autonomy(policy, action), *_RULES[action](policy, facts, usage)]
     allowed = all(verdict.passed for verdict in verdicts)
     needs_approval = allowed and policy.autonomy == "L3" and action in _APPROVED_AT_L3
-    return PolicyVerdict(
-        action=action, allowed=allowed, needs_approval=needs_approval, verdicts=verdicts
-    )
+    return PolicyVerdict(action=action, allowed=allowed, needs_approval=needs_approval, verdicts=verdicts)
 
 
 class PolicyEngine:
@@ -375,9 +347,7 @@ class PolicyEngine:
         """The policy in force."""
         return self._policy
 
-    def check(
-        self, action: Action, facts: Mapping[str, Fact], usage: Usage
-    ) -> PolicyVerdict:
+    def check(self, action: Action, facts: Mapping[str, Fact], usage: Usage) -> PolicyVerdict:
         """Evaluate ``action`` under the policy in force (see :func:`evaluate`)."""
         # One read of the attribute: a concurrent replace() never mixes two policies.
         return evaluate(self._policy, action, facts, usage)
@@ -390,9 +360,7 @@ class PolicyEngine:
         force stays as it was.
         """
         if not isinstance(new_policy, Policy):
-            new_policy = policy_from_mapping(
-                dict(new_policy), source="<replacement policy>"
-            )
+            new_policy = policy_from_mapping(dict(new_policy), source="<replacement policy>")
         with self._lock:
             previous, self._policy = self._policy, new_policy
         return previous

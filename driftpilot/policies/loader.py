@@ -24,9 +24,7 @@ class PolicyError(ValueError):
     the file itself is unreadable or is not YAML).
     """
 
-    def __init__(
-        self, message: str, *, source: str, fields: tuple[str, ...] = ()
-    ) -> None:
+    def __init__(self, message: str, *, source: str, fields: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.source = source
         self.fields = fields
@@ -72,9 +70,7 @@ def policy_from_mapping(data: object, *, source: str = "<mapping>") -> Policy:
         described = [_describe(error) for error in exc.errors()]
         fields = tuple(field for field, _ in described)
         messages = "; ".join(message for _, message in described)
-        raise PolicyError(
-            f"policy {source} is invalid: {messages}", source=source, fields=fields
-        ) from exc
+        raise PolicyError(f"policy {source} is invalid: {messages}", source=source, fields=fields) from exc
 
 
 def load_policy(path: str | Path | None = None) -> Policy:
@@ -108,7 +104,5 @@ def load_policy(path: str | Path | None = None) -> Policy:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise PolicyError(
-            f"policy file {source} is not valid YAML: {exc}", source=source
-        ) from exc
+        raise PolicyError(f"policy file {source} is not valid YAML: {exc}", source=source) from exc
     return policy_from_mapping(data, source=source)

@@ -30,7 +30,7 @@ class Monitor(_Section):
     check_every_minutes: int = Field(default=120, ge=1)
     window_hours: float = Field(default=12.0, gt=0)
     min_labelled: int = Field(default=200, ge=1)
-    max_accuracy_drop: float = Field(default=0.04, ge=0, lt=1)
+    max_accuracy_drop: float = Field(default=0.03, ge=0, lt=1)
     drift_p_value: float = Field(default=0.01, gt=0, lt=1)
     psi_threshold: float = Field(default=0.2, gt=0)
 
@@ -45,7 +45,7 @@ class Budgets(_Section):
 class Training(_Section):
     """Which data a retrain uses: a recent window plus a replay share of older data."""
 
-    recent_hours: float = Field(default=48.0, gt=0)
+    recent_hours: float = Field(default=24.0, gt=0)
     max_recent: int = Field(default=20000, ge=1)
     replay_share: float = Field(default=0.3, ge=0, lt=1)
     min_training_labels: int = Field(default=500, ge=1)
@@ -54,8 +54,8 @@ class Training(_Section):
 class Release(_Section):
     """How a candidate is exposed (canary) and judged before promotion."""
 
-    canary_share: float = Field(default=0.1, gt=0, lt=1)
-    min_canary_samples: int = Field(default=300, ge=1)
+    canary_share: float = Field(default=0.2, gt=0, lt=1)
+    min_canary_samples: int = Field(default=200, ge=1)
     max_regression: float = Field(default=0.02, ge=0, lt=1)
     max_canary_hours: float = Field(default=24.0, gt=0)
 

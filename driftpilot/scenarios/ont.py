@@ -32,10 +32,10 @@ Examples
 --------
 >>> sim = OntSimulator(OntScenarioConfig(n_onts=50, days=1, seed=1))
 >>> tick = next(iter(sim.ticks()))
->>> tick.time.isoformat(), len(tick.entities), tick.entities[0], tick.groups[0]
-('2026-03-01T00:00:00+00:00', 50, 'ont-0000', 'r2-olt1-p2')
+>>> tick.time.isoformat(), len(tick.entities), str(tick.entities[0]), str(tick.groups[0])
+('2026-03-01T00:00:00+00:00', 50, 'ont-0000', 'r1-olt1-p3')
 >>> round(float(tick.features["rx_power"][0]), 2), str(tick.labels[0])
-(-20.83, 'online')
+(-23.14, 'online')
 """
 
 from __future__ import annotations
@@ -71,8 +71,7 @@ NUMERIC_FEATURES: tuple[str, ...] = (
 )
 CATEGORY_FEATURES: tuple[str, ...] = ("device_model", "firmware", "region")
 FEATURES: tuple[tuple[str, str], ...] = tuple(
-    [(name, "number") for name in NUMERIC_FEATURES]
-    + [(name, "category") for name in CATEGORY_FEATURES]
+    [(name, "number") for name in NUMERIC_FEATURES] + [(name, "category") for name in CATEGORY_FEATURES]
 )
 
 _FIBRE, _POWER, _HEAT, _CRASH, _OUTAGE = 1, 2, 3, 4, 5
@@ -133,9 +132,7 @@ class OntScenarioConfig:
         if self.days <= 0:
             raise ValueError(f"days must be positive, got {self.days}")
         if self.interval_minutes < 1 or 60 % self.interval_minutes:
-            raise ValueError(
-                f"interval_minutes must divide 60 (readings per hour), got {self.interval_minutes}"
-            )
+            raise ValueError(f"interval_minutes must divide 60 (readings per hour), got {self.interval_minutes}")
 
 
 @dataclass(frozen=True)
@@ -273,8 +270,7 @@ class OntSimulator:
         horizon = _HORIZON_TICKS_MINUTES // c.interval_minutes
         # The ONTs of each outage's ports, computed once.
         outages = [
-            (start, end, np.isin(fleet["port"], ports))
-            for start, end, ports, _spec in self._outage_plan(fleet["port"])
+            (start, end, np.isin(fleet["port"], ports)) for start, end, ports, _spec in self._outage_plan(fleet["port"])
         ]
 
         # Per-ONT state. ``countdown`` > 0: a failure of ``cause`` starts in that many ticks;
@@ -338,9 +334,7 @@ class OntSimulator:
             fibre_h = c.fibre_hazard * (1.0 + np.clip(-(rx_level + 24.0), 0, 4))
             heat_h = np.full(n, c.heat_hazard * (1.0 + 0.6 * np.sin(2 * np.pi * (hour - 9) / 24)))
             crash_h = np.where(new_fw, 1.8 * c.crash_hazard, c.crash_hazard)
-            hazards = np.stack(
-                [fibre_h, np.full(n, c.power_hazard), heat_h, crash_h], axis=1
-            )
+            hazards = np.stack([fibre_h, np.full(n, c.power_hazard), heat_h, crash_h], axis=1)
             draws = rng.random((n, 4)) < hazards
             starting = idle & draws.any(axis=1)
             if starting.any():
@@ -389,16 +383,12 @@ class OntSimulator:
             old_crash = crash & ~new_fw
             new_crash = crash & new_fw
             loss = np.clip(
-                0.05 + 0.05 * np.abs(noise[:, 5]) + 2.0 * strength * fibre + 15.0 * strength * outage + 3.0 * strength * old_crash,
+                0.05 + 0.05 * np.abs(noise[:, 5]) + 2.0 * strength * fibre + 15.0 * strength * outage,
                 0.0,
                 100.0,
             )
-            cpu = np.clip(
-                22.0 + 8.0 * noise[:, 6] + 8.0 * new_model + 70.0 * strength * old_crash, 1.0, 100.0
-            )
-            memory = np.clip(
-                38.0 + 6.0 * noise[:, 7] + 5.0 * new_fw + 60.0 * strength * new_crash, 5.0, 100.0
-            )
+            cpu = np.clip(22.0 + 8.0 * noise[:, 6] + 8.0 * new_model + 70.0 * strength * old_crash, 1.0, 100.0)
+            memory = np.clip(38.0 + 6.0 * noise[:, 7] + 5.0 * new_fw + 60.0 * strength * new_crash, 5.0, 100.0)
 
             labels_idx = np.where(failing & (countdown <= horizon), cause, 0)
 

@@ -21,9 +21,7 @@ class CanaryEvidence:
         return asdict(self)
 
 
-def paired_canary_evidence(
-    truth: np.ndarray, served: np.ndarray, champion: np.ndarray
-) -> CanaryEvidence:
+def paired_canary_evidence(truth: np.ndarray, served: np.ndarray, champion: np.ndarray) -> CanaryEvidence:
     """Balanced accuracy of what the candidate served and of what the champion would have
     answered on the very same events.
 

@@ -68,7 +68,5 @@ def canary_mask(entities: Sequence[str], share: float, salt: str = "") -> np.nda
     array([False, False,  True,  True])
     """
     _check_share(share)
-    buckets = np.array(
-        [cohort_bucket(entity, salt) for entity in entities], dtype=float
-    )
+    buckets = np.array([cohort_bucket(entity, salt) for entity in entities], dtype=float)
     return buckets < share

@@ -76,9 +76,7 @@ class DriftReport(BaseModel):
     psi_threshold: float
 
 
-def population_stability_index(
-    reference_shares: ArrayLike, current_shares: ArrayLike
-) -> float:
+def population_stability_index(reference_shares: ArrayLike, current_shares: ArrayLike) -> float:
     """PSI between two histograms given as shares over the same bins.
 
     PSI = sum((c - r) * ln(c / r)), the symmetrised Kullback-Leibler divergence used in
@@ -101,16 +99,11 @@ def population_stability_index(
     return float(np.sum((current - reference) * np.log(current / reference)))
 
 
-def _as_numbers(
-    values: ArrayLike, feature: str, side: str, index: Sequence[object] | None = None
-) -> np.ndarray:
+def _as_numbers(values: ArrayLike, feature: str, side: str, index: Sequence[object] | None = None) -> np.ndarray:
     """The non-missing values as floats; a ValueError names the first non-number."""
     array = np.asarray(values)
     if array.ndim != 1:
-        raise ValueError(
-            f"feature '{feature}' needs one-dimensional {side} values, got shape "
-            f"{array.shape}"
-        )
+        raise ValueError(f"feature '{feature}' needs one-dimensional {side} values, got shape {array.shape}")
     if array.dtype.kind in "biuf":
         numbers = array.astype(float)
     else:
@@ -121,15 +114,12 @@ def _as_numbers(
         for position, value in enumerate(array):
             if missing[position]:
                 continue
-            if isinstance(value, bool | np.bool_) or not isinstance(
-                value, int | float | np.number
-            ):
+            if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.number):
                 where = index[position] if index is not None else position
                 # A ValueError, not a TypeError: the data is wrong, not the caller's
                 # code, and the API answers ValueErrors with a 4xx.
                 raise ValueError(  # noqa: TRY004
-                    f"feature '{feature}' must be a number, got {value!r} in {side} "
-                    f"row {where!r}"
+                    f"feature '{feature}' must be a number, got {value!r} in {side} row {where!r}"
                 )
         numbers = np.full(array.shape, np.nan)
         numbers[~missing] = array[~missing].astype(float)
@@ -139,9 +129,7 @@ def _as_numbers(
     return finite
 
 
-def _decide(
-    p_value: float, psi: float, p_threshold: float, psi_threshold: float
-) -> bool:
+def _decide(p_value: float, psi: float, p_threshold: float, psi_threshold: float) -> bool:
     return p_value < p_threshold and psi >= psi_threshold
 
 
@@ -182,7 +170,9 @@ def numeric_drift(
     for side, values in (("reference", ref), ("current", cur)):
         if values.size == 0:
             raise ValueError(f"feature '{feature}' has no {side} values to test")
-    ks = stats.ks_2samp(ref, cur)
+    # The asymptotic distribution is accurate at the sample sizes a monitor compares (hundreds
+    # and more) and orders of magnitude faster than scipy's exact method there.
+    ks = stats.ks_2samp(ref, cur, method="asymp")
     edges = np.unique(np.quantile(ref, np.linspace(0.0, 1.0, bins + 1)))
     psi = population_stability_index(_shares(ref, edges), _shares(cur, edges))
     p_value = float(ks.pvalue)
@@ -341,31 +331,18 @@ def feature_drift(
     raw: list[FeatureDrift] = []
     for name, kind in features:
         ref_values, cur_values = reference[name], current[name]
-        if (
-            ref_values.notna().sum() < min_samples
-            or cur_values.notna().sum() < min_samples
-        ):
+        if ref_values.notna().sum() < min_samples or cur_values.notna().sum() < min_samples:
             untested.append(name)
         elif kind == "number":
-            raw.append(
-                numeric_drift(
-                    ref_values.to_numpy(), cur_values.to_numpy(), feature=name
-                )
-            )
+            raw.append(numeric_drift(ref_values.to_numpy(), cur_values.to_numpy(), feature=name))
         else:
-            raw.append(
-                categorical_drift(
-                    ref_values.to_numpy(), cur_values.to_numpy(), feature=name
-                )
-            )
+            raw.append(categorical_drift(ref_values.to_numpy(), cur_values.to_numpy(), feature=name))
 
     results: list[FeatureDrift] = []
     for result in raw:
         adjusted = min(1.0, result.p_value * len(raw))  # Bonferroni
         drifted = _decide(adjusted, result.psi, p_threshold, psi_threshold)
-        results.append(
-            result.model_copy(update={"p_value_adjusted": adjusted, "drifted": drifted})
-        )
+        results.append(result.model_copy(update={"p_value_adjusted": adjusted, "drifted": drifted}))
     return DriftReport(
         features=results,
         drifted=[result.feature for result in results if result.drifted],
@@ -387,9 +364,7 @@ def _check_features(
     seen: set[str] = set()
     for name, kind in features:
         if kind not in ("number", "category"):
-            raise ValueError(
-                f"feature '{name}' has kind {kind!r}; expected 'number' or 'category'"
-            )
+            raise ValueError(f"feature '{name}' has kind {kind!r}; expected 'number' or 'category'")
         if name in seen:
             raise ValueError(f"feature '{name}' is listed twice")
         seen.add(name)

@@ -20,16 +20,11 @@ def _pair(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[np.ndarray, np.ndarray]
     true = np.asarray(y_true)
     pred = np.asarray(y_pred)
     if true.ndim != 1 or pred.ndim != 1:
-        raise ValueError(
-            f"y_true and y_pred must be one-dimensional, got shapes {true.shape} "
-            f"and {pred.shape}"
-        )
+        raise ValueError(f"y_true and y_pred must be one-dimensional, got shapes {true.shape} and {pred.shape}")
     if true.size == 0:
         raise ValueError("y_true is empty: no metric without labelled samples")
     if true.size != pred.size:
-        raise ValueError(
-            f"y_true has {true.size} labels but y_pred has {pred.size} predictions"
-        )
+        raise ValueError(f"y_true has {true.size} labels but y_pred has {pred.size} predictions")
     return true, pred
 
 
@@ -80,9 +75,7 @@ def balanced_accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> float:
     return float(np.mean(list(per_class_recall(y_true, y_pred).values())))
 
 
-def macro_f1(
-    y_true: ArrayLike, y_pred: ArrayLike, labels: Sequence[object] | None = None
-) -> float:
+def macro_f1(y_true: ArrayLike, y_pred: ArrayLike, labels: Sequence[object] | None = None) -> float:
     """Unweighted mean of the per-class F1 scores.
 
     ``labels`` defaults to every class seen in ``y_true`` or ``y_pred``. A class with

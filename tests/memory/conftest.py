@@ -35,9 +35,7 @@ def postgres_base_url() -> str | None:
     candidates = [configured] if configured else list(_LOCAL_POSTGRES)
     errors = []
     for url in candidates:
-        engine = sa.create_engine(
-            url.replace("postgresql://", "postgresql+psycopg://", 1)
-        )
+        engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
         try:
             with engine.connect() as connection:
                 connection.execute(sa.text("SELECT 1"))
@@ -53,26 +51,20 @@ def postgres_base_url() -> str | None:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def memory_url(
-    request: pytest.FixtureRequest, tmp_path: Path, postgres_base_url: str | None
-) -> Iterator[str]:
+def memory_url(request: pytest.FixtureRequest, tmp_path: Path, postgres_base_url: str | None) -> Iterator[str]:
     """The URL of an empty database of its own for one test."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'memory' / 'driftpilot.sqlite'}"
         return
     if postgres_base_url is None:
         pytest.skip("PostgreSQL is not reachable (set DRIFTPILOT_TEST_POSTGRES_URL)")
-    base = make_url(
-        postgres_base_url.replace("postgresql://", "postgresql+psycopg://", 1)
-    )
+    base = make_url(postgres_base_url.replace("postgresql://", "postgresql+psycopg://", 1))
     schema = f"t_{secrets.token_hex(6)}"
     admin = sa.create_engine(base)
     try:
         with admin.begin() as connection:
             connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
-        yield base.update_query_dict(
-            {"options": f"-csearch_path={schema}"}
-        ).render_as_string(hide_password=False)
+        yield base.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
         with admin.begin() as connection:
             connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
     finally:
@@ -104,6 +96,4 @@ ONT_SCHEMA = ModelSchema(
 @pytest.fixture
 def ont(session: Session) -> ManagedModel:
     """A registered ONT-offline model with three features."""
-    return register_model(
-        session=session, name="ont", task="tabular", family="mlp", schema=ONT_SCHEMA
-    )
+    return register_model(session=session, name="ont", task="tabular", family="mlp", schema=ONT_SCHEMA)

@@ -32,12 +32,8 @@ def test_migrate_creates_every_table_and_matches_the_models(session: Session) ->
 
     with engine.connect() as connection:
         tables = set(sa.inspect(connection).get_table_names())
-        differences = compare_metadata(
-            MigrationContext.configure(connection), Base.metadata
-        )
-        version = connection.execute(
-            sa.text("SELECT version_num FROM alembic_version")
-        ).scalar()
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+        version = connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 
     assert tables == TABLES
     assert differences == []

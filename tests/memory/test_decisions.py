@@ -48,18 +48,13 @@ def _record(session: Session, model_id: int, i: int, action: str):
 
 
 def test_chain_links_and_verifies(session: Session, ont: ManagedModel) -> None:
-    decisions = [
-        _record(session, ont.id, i, action)
-        for i, action in enumerate(["observe", "retrain", "retrain"])
-    ]
+    decisions = [_record(session, ont.id, i, action) for i, action in enumerate(["observe", "retrain", "retrain"])]
 
     assert decisions[0].prev_hash == ""
     assert [d.prev_hash for d in decisions[1:]] == [d.hash for d in decisions[:-1]]
     assert decisions[0].evidence == {"psi": 0.25, "counts": [1, 2, 3], "p": None}
     assert decisions[0].hash == decision_hash(decision_content(decisions[0]))
-    assert verify_chain(session=session) == ChainReport(
-        ok=True, checked=3, first_broken_id=None, reason=""
-    )
+    assert verify_chain(session=session) == ChainReport(ok=True, checked=3, first_broken_id=None, reason="")
     assert (
         count_decisions(
             session=session,
@@ -89,18 +84,14 @@ def test_chain_links_and_verifies(session: Session, ont: ManagedModel) -> None:
     assert canonical_json({"b": 1, "a": [np.int64(2)]}) == '{"a":[2],"b":1}'
 
 
-def test_an_edited_decision_breaks_the_chain_at_its_id(
-    session: Session, ont: ManagedModel
-) -> None:
+def test_an_edited_decision_breaks_the_chain_at_its_id(session: Session, ont: ManagedModel) -> None:
     for i in range(4):
         _record(session, ont.id, i, "observe")
 
     session.execute(sa.text("UPDATE decision SET outcome = 'skipped' WHERE id = 3"))
     session.commit()
     edited = verify_chain(session=session)
-    session.execute(
-        sa.text("UPDATE decision SET outcome = 'done', prev_hash = 'x' WHERE id = 3")
-    )
+    session.execute(sa.text("UPDATE decision SET outcome = 'done', prev_hash = 'x' WHERE id = 3"))
     session.commit()
     relinked = verify_chain(session=session)
 

@@ -26,9 +26,7 @@ def six(session: Session, ont: ManagedModel) -> ManagedModel:
     return ont
 
 
-def test_labels_stay_invisible_until_their_time(
-    session: Session, six: ManagedModel
-) -> None:
+def test_labels_stay_invisible_until_their_time(session: Session, six: ManagedModel) -> None:
     ingest_labels(
         session=session,
         model="ont",
@@ -100,19 +98,12 @@ def test_labels_stay_invisible_until_their_time(
 def test_window_bounds_and_limit(session: Session, six: ManagedModel) -> None:
     minute = timedelta(minutes=1)
 
-    between = window(
-        session=session, model_id=six.id, start=T0 + minute, end=T0 + 4 * minute
-    )
+    between = window(session=session, model_id=six.id, start=T0 + minute, end=T0 + 4 * minute)
     newest = window(session=session, model_id=six.id, start=None, end=None, limit=2)
 
     assert between["id"].tolist() == [2, 3, 4]
     assert newest["id"].tolist() == [5, 6]
-    assert (
-        count_events(
-            session=session, model_id=six.id, start=T0 + minute, end=T0 + 4 * minute
-        )
-        == 3
-    )
+    assert count_events(session=session, model_id=six.id, start=T0 + minute, end=T0 + 4 * minute) == 3
 
 
 def test_quarantine_drops_its_events(session: Session, six: ManagedModel) -> None:
@@ -181,10 +172,7 @@ def test_snapshot_keeps_its_labels(session: Session, six: ManagedModel) -> None:
 
     assert snapshot.n_rows == 2
     assert snapshot.content_hash == content_hash([1, 3], ["online", "offline"])
-    assert (
-        snapshot.content_hash
-        == "6eba8417d8af12416b76718cb7b599f451ccae8369eece8cebbf7c048d6de26a"
-    )
+    assert snapshot.content_hash == "6eba8417d8af12416b76718cb7b599f451ccae8369eece8cebbf7c048d6de26a"
     assert frame[["id", "label", "label_source"]].to_dict("list") == {
         "id": [1, 3],
         "label": ["online", "offline"],

@@ -22,15 +22,9 @@ from driftpilot.memory.tables import ManagedModel
 from .helpers import T0, event
 
 
-def test_ingest_mappings_then_resend_is_idempotent(
-    session: Session, ont: ManagedModel
-) -> None:
-    first = ingest_events(
-        session=session, model="ont", events=[event(i) for i in range(5)]
-    )
-    again = ingest_events(
-        session=session, model="ont", events=[event(i) for i in range(3, 8)]
-    )
+def test_ingest_mappings_then_resend_is_idempotent(session: Session, ont: ManagedModel) -> None:
+    first = ingest_events(session=session, model="ont", events=[event(i) for i in range(5)])
+    again = ingest_events(session=session, model="ont", events=[event(i) for i in range(3, 8)])
 
     assert first == IngestResult(inserted=5, duplicates=0)
     assert again == IngestResult(inserted=3, duplicates=2)
@@ -91,9 +85,7 @@ def test_ingest_event_batch(session: Session, ont: ManagedModel) -> None:
 
     first = ingest_events(session=session, model="ont", events=batch)
     again = ingest_events(session=session, model="ont", events=batch)
-    frame = window(
-        session=session, model_id=ont.id, start=T0, end=T0 + timedelta(seconds=10)
-    )
+    frame = window(session=session, model_id=ont.id, start=T0, end=T0 + timedelta(seconds=10))
 
     assert len(batch) == 1000
     assert first == IngestResult(inserted=1000, duplicates=0)
@@ -154,9 +146,7 @@ BAD_EVENTS = [
     BAD_EVENTS,
     ids=[m.split(": ", 1)[1][:30] for _, m in BAD_EVENTS],
 )
-def test_a_bad_event_refuses_the_whole_batch(
-    session: Session, ont: ManagedModel, change: dict, message: str
-) -> None:
+def test_a_bad_event_refuses_the_whole_batch(session: Session, ont: ManagedModel, change: dict, message: str) -> None:
     ingest_events(session=session, model="ont", events=[event(100)])
     batch = [event(0), event(1), event(2, **change), event(3)]
 
@@ -173,19 +163,14 @@ def test_unknown_model_refuses_the_batch(session: Session, ont: ManagedModel) ->
     assert count_events(session=session, model_id=ont.id) == 0
 
 
-def test_a_bad_column_refuses_the_whole_event_batch(
-    session: Session, ont: ManagedModel
-) -> None:
+def test_a_bad_column_refuses_the_whole_event_batch(session: Session, ont: ManagedModel) -> None:
     batch = _batch(10)
     batch.features["rx_power"][7] = np.inf
 
     with pytest.raises(IngestError) as error:
         ingest_events(session=session, model="ont", events=batch)
 
-    assert (
-        str(error.value)
-        == "event 'e7' (#7): feature 'rx_power' must be a finite number, got inf"
-    )
+    assert str(error.value) == "event 'e7' (#7): feature 'rx_power' must be a finite number, got inf"
     assert count_events(session=session, model_id=ont.id) == 0
 
 
@@ -203,16 +188,11 @@ def test_labels_are_idempotent_and_checked(session: Session, ont: ManagedModel) 
             labels=[*labels, {"event_key": "ont-9", "value": "online"}],
         )
     with pytest.raises(IngestError) as bad_value:
-        ingest_labels(
-            session=session, model="ont", labels=[{"event_key": key, "value": "down"}]
-        )
+        ingest_labels(session=session, model="ont", labels=[{"event_key": key, "value": "down"}])
 
     assert first == IngestResult(inserted=1, duplicates=0)
     assert again == IngestResult(inserted=0, duplicates=1)
-    assert (
-        str(unknown_key.value)
-        == "label for event 'ont-9' (#1): model 'ont' has no event with this key"
-    )
+    assert str(unknown_key.value) == "label for event 'ont-9' (#1): model 'ont' has no event with this key"
     assert str(bad_value.value) == (
         f"label for event {key!r} (#0): field 'value' must be one of ['online', 'offline'], got 'down'"
     )
@@ -222,12 +202,8 @@ def test_aware_and_naive_times_agree(session: Session, ont: ManagedModel) -> Non
     aware = datetime(2026, 3, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
     ingest_events(session=session, model="ont", events=[event(0, time=aware)])
 
-    inside = window(
-        session=session, model_id=ont.id, start=T0, end=T0 + timedelta(seconds=1)
-    )
-    outside = window(
-        session=session, model_id=ont.id, start=T0 + timedelta(seconds=1), end=None
-    )
+    inside = window(session=session, model_id=ont.id, start=T0, end=T0 + timedelta(seconds=1))
+    outside = window(session=session, model_id=ont.id, start=T0 + timedelta(seconds=1), end=None)
 
     assert len(inside) == 1
     assert len(outside) == 0

@@ -35,12 +35,8 @@ from .helpers import T0, event
 SHA = "ab" * 32
 
 
-def test_versions_count_up_and_one_champion_remains(
-    session: Session, ont: ManagedModel
-) -> None:
-    first = add_version(
-        session=session, model_id=ont.id, time=T0, stage="champion", metrics={"f1": 0.9}
-    )
+def test_versions_count_up_and_one_champion_remains(session: Session, ont: ManagedModel) -> None:
+    first = add_version(session=session, model_id=ont.id, time=T0, stage="champion", metrics={"f1": 0.9})
     second = add_version(
         session=session,
         model_id=ont.id,
@@ -51,9 +47,7 @@ def test_versions_count_up_and_one_champion_remains(
 
     set_stage(session=session, version_id=second.id, stage="champion")
 
-    assert [
-        (v.number, v.stage) for v in list_versions(session=session, model_id=ont.id)
-    ] == [
+    assert [(v.number, v.stage) for v in list_versions(session=session, model_id=ont.id)] == [
         (1, "archived"),
         (2, "champion"),
     ]
@@ -98,14 +92,12 @@ def test_one_release_at_a_time(session: Session, ont: ManagedModel) -> None:
     )
 
     assert active_release(session=session, model_id=ont.id) is None
-    assert [
-        (r.verdict, r.evidence) for r in list_releases(session=session, model_id=ont.id)
-    ] == [("promote", {"delta_f1": 0.04})]
+    assert [(r.verdict, r.evidence) for r in list_releases(session=session, model_id=ont.id)] == [
+        ("promote", {"delta_f1": 0.04})
+    ]
 
 
-def test_label_requests_open_once_per_event(
-    session: Session, ont: ManagedModel
-) -> None:
+def test_label_requests_open_once_per_event(session: Session, ont: ManagedModel) -> None:
     ingest_events(session=session, model="ont", events=[event(i) for i in range(3)])
 
     opened = add_label_requests(
@@ -115,27 +107,15 @@ def test_label_requests_open_once_per_event(
         reasons=["uncertain", "novel"],
         time=T0,
     )
-    again = add_label_requests(
-        session=session, model_id=ont.id, event_ids=[2, 3], reasons=["x", "y"], time=T0
-    )
-    answered = mark_answered(
-        session=session, event_ids=[1], answered_at=T0 + timedelta(hours=1)
-    )
+    again = add_label_requests(session=session, model_id=ont.id, event_ids=[2, 3], reasons=["x", "y"], time=T0)
+    answered = mark_answered(session=session, event_ids=[1], answered_at=T0 + timedelta(hours=1))
 
     assert (opened, again, answered) == (2, 1, 1)
-    assert [
-        (r.event_id, r.reason)
-        for r in open_label_requests(session=session, model_id=ont.id)
-    ] == [
+    assert [(r.event_id, r.reason) for r in open_label_requests(session=session, model_id=ont.id)] == [
         (2, "novel"),
         (3, "y"),
     ]
-    assert (
-        count_label_requests(
-            session=session, model_id=ont.id, since=T0, until=T0 + timedelta(days=1)
-        )
-        == 3
-    )
+    assert count_label_requests(session=session, model_id=ont.id, since=T0, until=T0 + timedelta(days=1)) == 3
 
 
 ALERTMANAGER = {
@@ -200,17 +180,13 @@ def test_alertmanager_payload_becomes_generic_alarms() -> None:
     ]
 
 
-def test_alarms_are_idempotent_by_key_and_resolve(
-    session: Session, ont: ManagedModel
-) -> None:
+def test_alarms_are_idempotent_by_key_and_resolve(session: Session, ont: ManagedModel) -> None:
     firing, _ = alertmanager_to_alarms(ALERTMANAGER)
     stored = ingest_alarm(session=session, alarm=firing)
     ingest_alarm(session=session, alarm=firing)
     at = datetime(2026, 3, 1, 11, 0)
 
-    assert [a.key for a in active_alarms(session=session, at=at)] == [
-        "a1b2c3d4e5f60718"
-    ]
+    assert [a.key for a in active_alarms(session=session, at=at)] == ["a1b2c3d4e5f60718"]
     resolved = ingest_alarm(
         session=session,
         alarm={**firing, "status": "resolved", "ends_at": "2026-03-01T10:30:00Z"},
@@ -223,6 +199,4 @@ def test_alarms_are_idempotent_by_key_and_resolve(
         ont.id,
     )
     assert active_alarms(session=session, at=at) == []
-    assert [a.key for a in alarms_between(session=session, start=T0, end=at)] == [
-        "a1b2c3d4e5f60718"
-    ]
+    assert [a.key for a in alarms_between(session=session, start=T0, end=at)] == ["a1b2c3d4e5f60718"]

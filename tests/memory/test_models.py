@@ -20,24 +20,18 @@ from .conftest import ONT_SCHEMA
 
 
 def test_register_is_idempotent_by_name(session: Session, ont: ManagedModel) -> None:
-    again = register_model(
-        session=session, name="ont", task="tabular", family="mlp", schema=ONT_SCHEMA
-    )
+    again = register_model(session=session, name="ont", task="tabular", family="mlp", schema=ONT_SCHEMA)
 
     assert again.id == ont.id
     assert [m.name for m in list_models(session=session)] == ["ont"]
     assert model_schema(get_model(session=session, name="ont")) == ONT_SCHEMA
 
 
-def test_register_refuses_a_different_schema_and_names_the_difference(
-    session: Session, ont: ManagedModel
-) -> None:
+def test_register_refuses_a_different_schema_and_names_the_difference(session: Session, ont: ManagedModel) -> None:
     changed = ONT_SCHEMA.model_copy(update={"classes": ["up", "down"]})
 
     with pytest.raises(ValueError) as error:
-        register_model(
-            session=session, name="ont", task="tabular", family="gbm", schema=changed
-        )
+        register_model(session=session, name="ont", task="tabular", family="gbm", schema=changed)
 
     assert str(error.value) == (
         "model 'ont' is already registered with a different family ('mlp', not 'gbm'); "
@@ -66,7 +60,5 @@ def test_schema_validation(changes: dict, message: str) -> None:
         "classes": ["n", "y"],
         "entity_key": "id",
     }
-    with pytest.raises(
-        ValidationError, match=message.replace("[", r"\[").replace("]", r"\]")
-    ):
+    with pytest.raises(ValidationError, match=message.replace("[", r"\[").replace("]", r"\]")):
         ModelSchema(**{**fields, **changes})

@@ -13,8 +13,10 @@ from driftpilot.policies import (
     evaluate,
 )
 
-POLICY = Policy(name="ont")  # the defaults: 6 retrains, 2000 labels, 500 training
-# labels, canary share 0.1, 300 canary samples, max regression 0.02.
+# Pinned here rather than taken from the shipped defaults, so tuning the defaults does not
+# change what these cases check: 6 retrains, 2000 labels, 500 training labels, canary share
+# 0.1, 300 canary samples, max regression 0.02.
+POLICY = Policy(name="ont", release={"canary_share": 0.1, "min_canary_samples": 300})
 
 L4 = ("autonomy", True, "L4", "L3", "autonomy L4 may '{action}' within the guardrails")
 
@@ -116,10 +118,7 @@ CASES = [
                 True,
                 2000,
                 2000,
-                (
-                    "labels requested today 1500 + asked now 500: 2000, "
-                    "within the budget of 2000 a day"
-                ),
+                ("labels requested today 1500 + asked now 500: 2000, within the budget of 2000 a day"),
             )
         ],
         id="request-labels-exactly-the-budget",
@@ -135,10 +134,7 @@ CASES = [
                 False,
                 2100,
                 2000,
-                (
-                    "labels requested today 1500 + asked now 600: 2100, "
-                    "over the budget of 2000 a day"
-                ),
+                ("labels requested today 1500 + asked now 600: 2100, over the budget of 2000 a day"),
             )
         ],
         id="request-labels-over-budget",
@@ -155,10 +151,7 @@ CASES = [
                 True,
                 -0.02,
                 -0.02,
-                (
-                    "candidate_score 0.8 - champion_score 0.82: -0.02, "
-                    "at or above the floor of -0.02"
-                ),
+                ("candidate_score 0.8 - champion_score 0.82: -0.02, at or above the floor of -0.02"),
             ),
         ],
         id="start-canary-regression-equal-to-tolerance",
@@ -181,10 +174,7 @@ CASES = [
                 False,
                 -0.07,
                 -0.02,
-                (
-                    "candidate_score 0.75 - champion_score 0.82: -0.07, "
-                    "below the floor of -0.02"
-                ),
+                ("candidate_score 0.75 - champion_score 0.82: -0.07, below the floor of -0.02"),
             ),
         ],
         id="start-canary-candidate-worse",
@@ -206,9 +196,7 @@ CASES = [
         ],
         id="start-canary-share-too-large-and-bad-fact",
     ),
-    pytest.param(
-        "promote", GOOD_CANARY, Usage(), True, GOOD_CANARY_RULES, id="promote-passes"
-    ),
+    pytest.param("promote", GOOD_CANARY, Usage(), True, GOOD_CANARY_RULES, id="promote-passes"),
     pytest.param(
         "promote",
         {"canary_samples": 120, "canary_score": 0.80},
@@ -238,10 +226,7 @@ CASES = [
                 False,
                 -0.04,
                 -0.02,
-                (
-                    "canary_score 0.8 - control_score 0.84: -0.04, "
-                    "below the floor of -0.02"
-                ),
+                ("canary_score 0.8 - control_score 0.84: -0.04, below the floor of -0.02"),
             ),
         ],
         id="promote-canary-regresses",
@@ -275,9 +260,7 @@ def test_verdicts_at_l4(
     assert verdict.allowed is allowed
     assert verdict.needs_approval is False
     failing = [rule[4] for rule in rules if not rule[1]]
-    assert verdict.reasons == (
-        [autonomy[4], *[rule[4] for rule in rules]] if allowed else failing
-    )
+    assert verdict.reasons == ([autonomy[4], *[rule[4] for rule in rules]] if allowed else failing)
 
 
 @pytest.mark.parametrize(
@@ -316,10 +299,7 @@ def test_verdicts_at_l4(
                 False,
                 "L2",
                 "L3",
-                (
-                    "autonomy L2 is recommend only: 'promote' "
-                    "may be proposed, not executed"
-                ),
+                ("autonomy L2 is recommend only: 'promote' may be proposed, not executed"),
             ),
         ),
         (
@@ -351,7 +331,7 @@ def test_verdicts_at_l4(
 def test_promote_at_each_autonomy_level(
     level: str, allowed: bool, needs_approval: bool, autonomy_row: tuple[object, ...]
 ) -> None:
-    policy = Policy(name="ont", autonomy=level)  # type: ignore[arg-type]
+    policy = POLICY.model_copy(update={"autonomy": level})  # type: ignore[arg-type]
 
     verdict = evaluate(policy, "promote", GOOD_CANARY, Usage())
 
@@ -364,18 +344,16 @@ def test_promote_at_each_autonomy_level(
 
 @pytest.mark.parametrize("action", ["quarantine", "alert", "retrain"])
 def test_l2_denies_every_action_as_recommend_only(action: str) -> None:
-    policy = Policy(name="ont", autonomy="L2")
+    policy = POLICY.model_copy(update={"autonomy": "L2"})
 
     verdict = evaluate(policy, action, {"training_labels": 900}, Usage())  # type: ignore[arg-type]
 
     assert not verdict.allowed
-    assert verdict.reasons == [
-        f"autonomy L2 is recommend only: '{action}' may be proposed, not executed"
-    ]
+    assert verdict.reasons == [f"autonomy L2 is recommend only: '{action}' may be proposed, not executed"]
 
 
 def test_l3_rollback_needs_approval_but_retrain_does_not() -> None:
-    policy = Policy(name="ont", autonomy="L3")
+    policy = POLICY.model_copy(update={"autonomy": "L3"})
 
     rollback = evaluate(policy, "rollback", {}, Usage())
     retrain = evaluate(policy, "retrain", {"training_labels": 900}, Usage())
@@ -385,7 +363,7 @@ def test_l3_rollback_needs_approval_but_retrain_does_not() -> None:
 
 
 def test_l3_promote_failing_a_guardrail_asks_no_approval() -> None:
-    policy = Policy(name="ont", autonomy="L3")
+    policy = POLICY.model_copy(update={"autonomy": "L3"})
 
     verdict = evaluate(policy, "promote", {"canary_samples": 10}, Usage())
 
@@ -403,7 +381,7 @@ def test_usage_refuses_negative_counts() -> None:
 
 
 def test_engine_checks_under_the_policy_in_force_and_replaces_it() -> None:
-    engine = PolicyEngine(Policy(name="ont", autonomy="L2"))
+    engine = PolicyEngine(POLICY.model_copy(update={"autonomy": "L2"}))
 
     before = engine.check("rollback", {}, Usage())
     previous = engine.replace(Policy(name="ont", autonomy="L4"))

@@ -15,17 +15,17 @@ def test_default_policy_loads_with_every_documented_value() -> None:
     assert policy.monitor.check_every_minutes == 120
     assert policy.monitor.window_hours == 12
     assert policy.monitor.min_labelled == 200
-    assert policy.monitor.max_accuracy_drop == 0.04
+    assert policy.monitor.max_accuracy_drop == 0.03
     assert policy.monitor.drift_p_value == 0.01
     assert policy.monitor.psi_threshold == 0.2
     assert policy.budgets.max_retrains_per_day == 6
     assert policy.budgets.max_labels_per_day == 2000
-    assert policy.training.recent_hours == 48
+    assert policy.training.recent_hours == 24
     assert policy.training.max_recent == 20000
     assert policy.training.replay_share == 0.3
     assert policy.training.min_training_labels == 500
-    assert policy.release.canary_share == 0.1
-    assert policy.release.min_canary_samples == 300
+    assert policy.release.canary_share == 0.2
+    assert policy.release.min_canary_samples == 200
     assert policy.release.max_regression == 0.02
     assert policy.release.max_canary_hours == 24
 
@@ -58,9 +58,7 @@ def test_a_typo_is_refused_naming_the_field_and_file(tmp_path: Path) -> None:
 
     assert caught.value.fields == ("budgets.max_retrain_per_day",)
     assert str(path) in str(caught.value)
-    assert "field 'budgets.max_retrain_per_day' is not a policy field" in str(
-        caught.value
-    )
+    assert "field 'budgets.max_retrain_per_day' is not a policy field" in str(caught.value)
 
 
 def test_an_invalid_share_is_refused_naming_the_field(tmp_path: Path) -> None:

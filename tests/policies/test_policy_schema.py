@@ -23,9 +23,7 @@ from driftpilot.policies import Policy
         ("release", "max_canary_hours", 0),
     ],
 )
-def test_out_of_range_values_are_refused_naming_the_field(
-    section: str, field: str, value: object
-) -> None:
+def test_out_of_range_values_are_refused_naming_the_field(section: str, field: str, value: object) -> None:
     with pytest.raises(ValidationError) as caught:
         Policy.model_validate({"name": "x", section: {field: value}})
 

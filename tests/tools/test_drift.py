@@ -156,9 +156,7 @@ def test_feature_with_too_few_values_is_left_untested() -> None:
 
     assert report.untested == ["temperature"]
     assert [f.feature for f in report.features] == ["rx_power", "device_model"]
-    assert report.features[0].p_value_adjusted == min(
-        1.0, report.features[0].p_value * 2
-    )
+    assert report.features[0].p_value_adjusted == min(1.0, report.features[0].p_value * 2)
     assert report.drifted == ["rx_power"]
 
 
@@ -174,9 +172,7 @@ def test_non_numeric_value_in_number_feature_is_refused_by_name() -> None:
     current["rx_power"] = current["rx_power"].astype(object)
     current.loc[7, "rx_power"] = "n/a"
 
-    with pytest.raises(
-        ValueError, match=r"feature 'rx_power' must be a number, got 'n/a'"
-    ):
+    with pytest.raises(ValueError, match=r"feature 'rx_power' must be a number, got 'n/a'"):
         feature_drift(reference, current, FEATURES)
 
 

@@ -46,9 +46,7 @@ def test_macro_f1_pinned() -> None:
     assert macro_f1(y_true, y_pred, labels=["a", "b", "z"]) == pytest.approx(7 / 18)
 
 
-@pytest.mark.parametrize(
-    "metric", [accuracy, balanced_accuracy, macro_f1, per_class_recall]
-)
+@pytest.mark.parametrize("metric", [accuracy, balanced_accuracy, macro_f1, per_class_recall])
 def test_bad_inputs_are_refused(metric) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match="empty"):
         metric([], [])

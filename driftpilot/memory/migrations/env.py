@@ -53,8 +53,6 @@ def _offline() -> bool | None:
 
 
 if _offline():
-    raise RuntimeError(
-        "driftpilot's migrations run online only: use driftpilot.memory.db.migrate"
-    )
+    raise RuntimeError("driftpilot's migrations run online only: use driftpilot.memory.db.migrate")
 if _offline() is False:
     main()

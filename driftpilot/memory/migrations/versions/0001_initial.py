@@ -42,9 +42,7 @@ def upgrade() -> None:
         sa.Column("groups", sa.JSON(), nullable=False),
         sa.Column("labels", sa.JSON(), nullable=False),
         sa.Column("model_id", sa.Integer(), nullable=True),
-        sa.CheckConstraint(
-            "status IN ('firing', 'resolved')", name=op.f("ck_alarm_status")
-        ),
+        sa.CheckConstraint("status IN ('firing', 'resolved')", name=op.f("ck_alarm_status")),
         sa.ForeignKeyConstraint(
             ["model_id"],
             ["managed_model.id"],
@@ -80,9 +78,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_decision")),
     )
-    op.create_index(
-        "ix_decision_model_id_time", "decision", ["model_id", "time"], unique=False
-    )
+    op.create_index("ix_decision_model_id_time", "decision", ["model_id", "time"], unique=False)
     op.create_index("ix_decision_run_id", "decision", ["run_id"], unique=False)
 
     op.create_table(
@@ -106,9 +102,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_event")),
         sa.UniqueConstraint("model_id", "key", name=op.f("uq_event_model_id_key")),
     )
-    op.create_index(
-        "ix_event_model_id_time", "event", ["model_id", "time"], unique=False
-    )
+    op.create_index("ix_event_model_id_time", "event", ["model_id", "time"], unique=False)
 
     op.create_table(
         "snapshot",
@@ -141,22 +135,16 @@ def upgrade() -> None:
             "source IN ('person', 'oracle', 'system', 'pseudo')",
             name=op.f("ck_label_source"),
         ),
-        sa.ForeignKeyConstraint(
-            ["event_id"], ["event.id"], name=op.f("fk_label_event_id_event")
-        ),
+        sa.ForeignKeyConstraint(["event_id"], ["event.id"], name=op.f("fk_label_event_id_event")),
         sa.ForeignKeyConstraint(
             ["model_id"],
             ["managed_model.id"],
             name=op.f("fk_label_model_id_managed_model"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_label")),
-        sa.UniqueConstraint(
-            "event_id", "source", name=op.f("uq_label_event_id_source")
-        ),
+        sa.UniqueConstraint("event_id", "source", name=op.f("uq_label_event_id_source")),
     )
-    op.create_index(
-        "ix_label_model_id_time", "label", ["model_id", "time"], unique=False
-    )
+    op.create_index("ix_label_model_id_time", "label", ["model_id", "time"], unique=False)
 
     op.create_table(
         "label_request",
@@ -172,9 +160,7 @@ def upgrade() -> None:
             "status IN ('open', 'answered', 'expired')",
             name=op.f("ck_label_request_status"),
         ),
-        sa.ForeignKeyConstraint(
-            ["event_id"], ["event.id"], name=op.f("fk_label_request_event_id_event")
-        ),
+        sa.ForeignKeyConstraint(["event_id"], ["event.id"], name=op.f("fk_label_request_event_id_event")),
         sa.ForeignKeyConstraint(
             ["model_id"],
             ["managed_model.id"],
@@ -182,9 +168,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_label_request")),
     )
-    op.create_index(
-        "ix_label_request_event_id", "label_request", ["event_id"], unique=False
-    )
+    op.create_index("ix_label_request_event_id", "label_request", ["event_id"], unique=False)
     op.create_index(
         "ix_label_request_model_id_status",
         "label_request",
@@ -220,17 +204,13 @@ def upgrade() -> None:
         sa.Column("snapshot_id", sa.Integer(), nullable=False),
         sa.Column("event_id", sa.Integer(), nullable=False),
         sa.Column("label", sa.String(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["event_id"], ["event.id"], name=op.f("fk_snapshot_item_event_id_event")
-        ),
+        sa.ForeignKeyConstraint(["event_id"], ["event.id"], name=op.f("fk_snapshot_item_event_id_event")),
         sa.ForeignKeyConstraint(
             ["snapshot_id"],
             ["snapshot.id"],
             name=op.f("fk_snapshot_item_snapshot_id_snapshot"),
         ),
-        sa.PrimaryKeyConstraint(
-            "snapshot_id", "event_id", name=op.f("pk_snapshot_item")
-        ),
+        sa.PrimaryKeyConstraint("snapshot_id", "event_id", name=op.f("pk_snapshot_item")),
     )
     op.create_table(
         "version",
@@ -259,18 +239,14 @@ def upgrade() -> None:
             ["managed_model.id"],
             name=op.f("fk_version_model_id_managed_model"),
         ),
-        sa.ForeignKeyConstraint(
-            ["parent_id"], ["version.id"], name=op.f("fk_version_parent_id_version")
-        ),
+        sa.ForeignKeyConstraint(["parent_id"], ["version.id"], name=op.f("fk_version_parent_id_version")),
         sa.ForeignKeyConstraint(
             ["snapshot_id"],
             ["snapshot.id"],
             name=op.f("fk_version_snapshot_id_snapshot"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_version")),
-        sa.UniqueConstraint(
-            "model_id", "number", name=op.f("uq_version_model_id_number")
-        ),
+        sa.UniqueConstraint("model_id", "number", name=op.f("uq_version_model_id_number")),
     )
     op.create_table(
         "release",
@@ -293,9 +269,7 @@ def upgrade() -> None:
             ["managed_model.id"],
             name=op.f("fk_release_model_id_managed_model"),
         ),
-        sa.ForeignKeyConstraint(
-            ["version_id"], ["version.id"], name=op.f("fk_release_version_id_version")
-        ),
+        sa.ForeignKeyConstraint(["version_id"], ["version.id"], name=op.f("fk_release_version_id_version")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_release")),
     )
     op.create_index("ix_release_model_id", "release", ["model_id"], unique=False)

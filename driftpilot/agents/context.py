@@ -1,0 +1,80 @@
+"""What every agent is handed at run time: memory, registry, policy engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+from sqlalchemy.orm import Session, sessionmaker
+
+from driftpilot.agents.state import LoopState
+from driftpilot.memory import decisions
+from driftpilot.memory.tables import Decision, ManagedModel
+from driftpilot.models.registry import Registry
+from driftpilot.policies import PolicyEngine, PolicyVerdict, Usage
+
+
+@dataclass
+class AgentContext:
+    """Run-time context of the graph (LangGraph's ``context_schema``).
+
+    Heavy things are created once by the caller and passed in, so tests can swap them; the
+    snapshot frames used as drift references are kept per context, not per module.
+    """
+
+    sessions: sessionmaker[Session]
+    registry: Registry
+    policy: PolicyEngine
+    seed: int = 0
+    references: dict[int, pd.DataFrame] = field(default_factory=dict)
+
+
+def now_of(state: LoopState) -> datetime:
+    return datetime.fromisoformat(state["now"]).astimezone(UTC)
+
+
+def usage_today(session: Session, model: ManagedModel, now: datetime) -> Usage:
+    """What the model has used of its daily budgets so far (UTC day of ``now``)."""
+    from driftpilot.memory import label_requests
+
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return Usage(
+        retrains_today=decisions.count_decisions(
+            session=session, model_id=model.id, action="retrain", since=day, until=now + timedelta(seconds=1)
+        ),
+        labels_requested_today=label_requests.count_label_requests(
+            session=session, model_id=model.id, since=day, until=now + timedelta(seconds=1)
+        ),
+    )
+
+
+def record(
+    session: Session,
+    state: LoopState,
+    model: ManagedModel,
+    *,
+    agent: str,
+    action: str,
+    outcome: str,
+    rationale: str,
+    evidence: Any = None,
+    diagnosis: Any = None,
+    verdicts: list[PolicyVerdict] | None = None,
+) -> Decision:
+    """Append this step's decision to the log (trigger, evidence, verdicts, outcome, why)."""
+    return decisions.record_decision(
+        session=session,
+        model_id=model.id,
+        run_id=state["run_id"],
+        agent=agent,
+        time=now_of(state),
+        trigger=state.get("trigger") or {},
+        evidence=evidence or {},
+        diagnosis=diagnosis or {},
+        policy_verdicts=[v.model_dump() for v in verdicts or []],
+        action=action,
+        outcome=outcome,
+        rationale=rationale,
+    )

@@ -1,0 +1,123 @@
+"""Data Curator: the labelled data a retrain learns from, or the labels it still needs."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pandas as pd
+from langgraph.runtime import Runtime
+
+from driftpilot.agents.context import AgentContext, now_of, record, usage_today
+from driftpilot.agents.state import LoopState
+from driftpilot.memory import events, label_requests, models, snapshots, versions
+from driftpilot.tools.curation import curate_training_set, most_uncertain
+
+#: Unlabelled recent events looked at when choosing what to ask people to label.
+CANDIDATES_FOR_LABELS = 5000
+
+
+def curator(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    ctx = runtime.context
+    training = ctx.policy.policy.training
+    now = now_of(state)
+    with ctx.sessions() as session:
+        model = models.get_model(session=session, name=state["model"])
+        champion = versions.champion(session=session, model_id=model.id)
+        recent = events.window(
+            session=session,
+            model_id=model.id,
+            start=now - timedelta(hours=training.recent_hours),
+            end=now,
+            visible_at=now,
+            labelled_only=True,
+            limit=training.max_recent,
+        )
+        if len(recent) < training.min_training_labels:
+            return _ask_for_labels(ctx, session, state, model, champion, recent, now)
+
+        pool = pd.DataFrame(columns=["id", "time", "label"])
+        if champion is not None and champion.snapshot_id is not None:
+            pool = snapshots.snapshot_frame(session=session, snapshot_id=champion.snapshot_id)
+        curated = curate_training_set(
+            recent,
+            pool,
+            max_recent=training.max_recent,
+            replay_share=training.replay_share,
+            seed=ctx.seed,
+        )
+        stats = dict(curated.stats) | {
+            "recent_holdout_ids": curated.recent_holdout_ids,
+            "old_holdout_ids": curated.old_holdout_ids,
+            "window_hours": training.recent_hours,
+        }
+        snapshot = snapshots.create_snapshot(
+            session=session,
+            model_id=model.id,
+            event_ids=curated.train_ids,
+            labels=curated.train_labels,
+            time=now,
+            stats=stats,
+        )
+        decision = record(
+            session,
+            state,
+            model,
+            agent="curator",
+            action="curate",
+            outcome="snapshot",
+            rationale=(
+                f"Snapshot {snapshot.id}: {curated.stats['recent']} recent labelled events of the last "
+                f"{training.recent_hours:g} h plus {curated.stats['replay']} replayed older ones "
+                f"(class-balanced, against forgetting); {len(curated.recent_holdout_ids)} newest held out."
+            ),
+            evidence={"snapshot": snapshot.id, "content_hash": snapshot.content_hash, **curated.stats},
+        )
+    return {"snapshot_id": snapshot.id, "outcome": "snapshot", "last_decision": decision.id}
+
+
+def _ask_for_labels(ctx, session, state, model, champion, recent, now) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """Too few labels to retrain: ask people for the most uncertain recent events."""
+    training = ctx.policy.policy.training
+    needed = training.min_training_labels - len(recent)
+    unlabelled = events.window(
+        session=session,
+        model_id=model.id,
+        start=now - timedelta(hours=training.recent_hours),
+        end=now,
+        visible_at=now,
+        limit=CANDIDATES_FOR_LABELS,
+    )
+    unlabelled = unlabelled[unlabelled["label"].isna()]
+    verdict = ctx.policy.check("request_labels", {"n_labels": needed}, usage_today(session, model, now))
+    asked = 0
+    if verdict.allowed and champion is not None and len(unlabelled):
+        scorer = ctx.registry.load(champion)
+        chosen = most_uncertain(unlabelled, scorer.predict_proba(unlabelled), needed)
+        asked = label_requests.add_label_requests(
+            session=session,
+            model_id=model.id,
+            event_ids=[int(i) for i in chosen["id"]],
+            reasons=["uncertain: lowest top-class probability of the champion"] * len(chosen),
+            time=now,
+        )
+    decision = record(
+        session,
+        state,
+        model,
+        agent="curator",
+        action="request_labels",
+        outcome="waiting_for_labels" if asked else "not_enough_labels",
+        rationale=(
+            f"Only {len(recent)} labelled events in the last {training.recent_hours:g} h, "
+            f"{training.min_training_labels} needed to retrain; "
+            + (
+                f"asked people to label the {asked} most uncertain events."
+                if asked
+                else "no labels requested: " + "; ".join(verdict.reasons)
+            )
+        ),
+        evidence={"labelled": len(recent), "needed": needed, "asked": asked},
+        verdicts=[verdict],
+    )
+    return {"snapshot_id": None, "outcome": "waiting_for_labels", "last_decision": decision.id}

@@ -1,0 +1,152 @@
+"""The ``driftpilot`` command: demo, audit, models, rollback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _sessions(args: argparse.Namespace) -> Any:
+    from driftpilot.config import Settings
+    from driftpilot.memory import db
+
+    settings = Settings(home=Path(args.home)) if args.home else Settings()
+    return db.connect(args.database_url or settings.db_url), settings
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from driftpilot.loop.demo import DemoConfig, run_demo
+
+    console = Console()
+    config = DemoConfig(
+        out=Path(args.out),
+        onts=args.onts,
+        days=args.days,
+        seed=args.seed,
+        policy_path=Path(args.policy) if args.policy else None,
+    )
+    with Progress(
+        TextColumn("[bold]simulated time"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("demo", total=1)
+        result = run_demo(config, progress=lambda done, total: progress.update(task, completed=done, total=total))
+    table = Table(title="Balanced accuracy per simulated day")
+    for column in ("day", "never updated", "served", "offline share", "decisions"):
+        table.add_column(column, justify="right" if column != "decisions" else "left")
+    for row in result.daily.itertuples():
+        table.add_row(str(row.day), f"{row.static:.3f}", f"{row.served:.3f}", f"{row.offline_share:.1%}", row.decisions)
+    console.print(table)
+    s = result.summary
+    b = s["balanced_accuracy"]
+    console.print(
+        f"Never-updated model: {b['static_days_0_9']:.3f} (days 0-9) → {b['static_days_11_30']:.3f} (days 11-30), "
+        f"a drop of {s.get('static_drop_points')} points.\n"
+        f"Served by driftpilot: {b['served_days_0_9']:.3f} → {b['served_days_11_30']:.3f}, "
+        f"a gap of {s.get('served_gap_points')} points.\n"
+        f"{s['retrains']} retrains, {s['promotions']} promotions, {s['rollbacks']} rollbacks, "
+        f"{len(s['outage_decisions'])} outage diagnoses (no retraining); {s['wall_seconds']} s.\n"
+        f"Outputs in {result.out}: "
+        + ", ".join(p.name for p in result.files.values())
+        + f"\nInspect: driftpilot --home {result.out} audit | models"
+    )
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from driftpilot.memory import decisions, models
+
+    sessions, _ = _sessions(args)
+    with sessions() as session:
+        model_id = models.get_model(session=session, name=args.model).id if args.model else None
+        rows = [decisions.decision_as_dict(d) for d in decisions.list_decisions(session=session, model_id=model_id)]
+    if not args.all:
+        rows = [r for r in rows if r["action"] != "check" or r["outcome"] != "healthy"]
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, default=str))
+        return 0
+    for r in rows:
+        print(f"#{r['id']} {r['time']} {r['agent']:<15} {r['action']:<14} {r['outcome']:<18} {r['rationale']}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from driftpilot.memory import models, versions
+
+    sessions, _ = _sessions(args)
+    with sessions() as session:
+        for model in models.list_models(session=session):
+            print(f"{model.name} ({model.task}, {model.family}, policy {model.policy})")
+            for v in versions.list_versions(session=session, model_id=model.id):
+                score = (v.metrics or {}).get("recent_balanced_accuracy")
+                score_text = f"{score:.3f}" if isinstance(score, float) else "-"
+                print(f"  v{v.number:<4} {v.stage:<12} {v.time.isoformat()}  holdout balanced accuracy {score_text}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from driftpilot.loop.rollback import manual_rollback
+
+    sessions, settings = _sessions(args)
+    decision = manual_rollback(sessions, model=args.model, version=args.version, policy_path=args.policy, who=args.who)
+    print(f"#{decision.id} {decision.outcome}: {decision.rationale}")
+    return 0 if decision.outcome == "rolled_back" else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="driftpilot", description="Keep deployed models healthy.")
+    parser.add_argument("--home", help="driftpilot's folder (database, artifacts); default ./.driftpilot")
+    parser.add_argument(
+        "--database-url", help="database URL; default SQLite under --home (env DRIFTPILOT_DATABASE_URL)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="30 simulated days of the ONT fleet through the whole loop")
+    demo.add_argument("--out", default=".driftpilot/demo", help="output folder (the demo's own; wiped on each run)")
+    demo.add_argument("--onts", type=int, default=400, help="fleet size (the simulator's full default is 2000)")
+    demo.add_argument("--days", type=float, default=30)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--policy", help="policy YAML (default: the shipped default policy)")
+    demo.set_defaults(func=cmd_demo)
+
+    audit = sub.add_parser("audit", help="the decision log with each decision's rationale")
+    audit.add_argument("--model")
+    audit.add_argument("--json", action="store_true", help="one JSON object per line")
+    audit.add_argument("--all", action="store_true", help="include healthy routine checks")
+    audit.set_defaults(func=cmd_audit)
+
+    models = sub.add_parser("models", help="managed models, their versions and stages")
+    models.set_defaults(func=cmd_models)
+
+    rollback = sub.add_parser("rollback", help="serve an earlier version again (through the policy)")
+    rollback.add_argument("model")
+    rollback.add_argument("version", type=int)
+    rollback.add_argument("--policy")
+    rollback.add_argument("--who", default="operator", help="who asks (recorded in the decision)")
+    rollback.set_defaults(func=cmd_rollback)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (LookupError, ValueError, FileExistsError) as exc:
+        print(f"driftpilot: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

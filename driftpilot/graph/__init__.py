@@ -1,0 +1,1 @@
+"""The loop as a LangGraph: wiring of the agents, routing, checkpointer, resuming runs."""

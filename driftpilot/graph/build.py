@@ -1,0 +1,67 @@
+"""Builds and compiles the loop's graph; the only place that wires nodes.
+
+::
+
+    monitor ─healthy─► end
+       │ finding
+    diagnostician ─outage / nothing to do─► end
+       │ retrain
+    curator ─needs labels─► end (labels requested)
+       │ snapshot
+    trainer ─candidate worse─► end
+       │ candidate
+    release_manager ─► canary_judge ⟲ (interrupt: waiting for evidence) ─► end
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from langgraph.graph import END, START, StateGraph
+
+from driftpilot.agents.context import AgentContext
+from driftpilot.agents.curator import curator
+from driftpilot.agents.diagnostician import diagnostician
+from driftpilot.agents.monitor import monitor
+from driftpilot.agents.release_manager import after_canary, canary_judge, release_manager
+from driftpilot.agents.state import LoopState
+from driftpilot.agents.trainer import trainer
+
+
+def after_monitor(state: LoopState) -> Literal["diagnostician", "__end__"]:
+    return "diagnostician" if state.get("finding") else END
+
+
+def after_diagnosis(state: LoopState) -> Literal["curator", "__end__"]:
+    return "curator" if state.get("outcome") == "retrain" else END
+
+
+def after_curation(state: LoopState) -> Literal["trainer", "__end__"]:
+    return "trainer" if state.get("snapshot_id") is not None else END
+
+
+def after_training(state: LoopState) -> Literal["release_manager", "__end__"]:
+    return "release_manager" if state.get("candidate") is not None else END
+
+
+def after_release(state: LoopState) -> Literal["canary_judge", "__end__"]:
+    return "canary_judge" if state.get("release_id") is not None else END
+
+
+def build_graph(checkpointer: Any) -> Any:
+    """Compile the loop with ``checkpointer`` (SQLite by default, see :mod:`.runner`)."""
+    builder = StateGraph(LoopState, context_schema=AgentContext)
+    builder.add_node("monitor", monitor)
+    builder.add_node("diagnostician", diagnostician)
+    builder.add_node("curator", curator)
+    builder.add_node("trainer", trainer)
+    builder.add_node("release_manager", release_manager)
+    builder.add_node("canary_judge", canary_judge)
+    builder.add_edge(START, "monitor")
+    builder.add_conditional_edges("monitor", after_monitor)
+    builder.add_conditional_edges("diagnostician", after_diagnosis)
+    builder.add_conditional_edges("curator", after_curation)
+    builder.add_conditional_edges("trainer", after_training)
+    builder.add_conditional_edges("release_manager", after_release)
+    builder.add_conditional_edges("canary_judge", after_canary)
+    return builder.compile(checkpointer=checkpointer)

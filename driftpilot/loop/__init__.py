@@ -1,0 +1,1 @@
+"""The drivers: the demo (and, later, replay and the background loop)."""

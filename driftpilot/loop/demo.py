@@ -1,0 +1,494 @@
+"""The demo: 30 simulated days of the ONT fleet through the whole loop, on embedded defaults.
+
+Events enter through :func:`driftpilot.memory.ingest.ingest_events`, the path the API uses;
+labels come back late (an hour after the reading, when the truth is known, plus the time the
+ticket takes) and only for a seeded share of events, plus the events the Data Curator asks
+people about. The loop's graph runs on the policy's schedule and whenever an alarm arrives.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from driftpilot.agents.context import AgentContext
+from driftpilot.graph.runner import LoopRunner, sqlite_checkpointer
+from driftpilot.memory import db, decisions, label_requests, models, releases, snapshots, versions
+from driftpilot.memory.ingest import EventBatch, event_ids, ingest_alarm, ingest_events, ingest_labels
+from driftpilot.memory.schemas import FeatureSpec, ModelSchema
+from driftpilot.models.registry import Registry
+from driftpilot.models.tabular_mlp import TabularMLP
+from driftpilot.policies import PolicyEngine, load_policy
+from driftpilot.scenarios.ont import CLASSES, FEATURES, OntScenarioConfig, OntSimulator, class_balance
+from driftpilot.tools.cohort import canary_mask
+from driftpilot.tools.metrics import balanced_accuracy
+
+MODEL_NAME = "ont-offline"
+#: Days of history the first version is trained on (and the never-updated model is).
+WARMUP_DAYS = 8
+MARKER = ".driftpilot-demo"
+
+
+@dataclass
+class DemoConfig:
+    """Knobs of a demo run."""
+
+    out: Path = Path(".driftpilot/demo")
+    onts: int = 400
+    days: float = 30
+    seed: int = 7
+    label_share: float = 0.25
+    label_delay: timedelta = timedelta(minutes=75)
+    requested_label_delay: timedelta = timedelta(hours=2)
+    policy_path: Path | None = None
+    database_url: str | None = None
+
+
+@dataclass
+class DemoResult:
+    out: Path
+    summary: dict[str, Any]
+    daily: pd.DataFrame
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def schema_of_ont() -> ModelSchema:
+    return ModelSchema(
+        features=[FeatureSpec(name=n, kind=k) for n, k in FEATURES],  # type: ignore[arg-type]
+        target="offline_within_1h",
+        classes=list(CLASSES),
+        entity_key="ont_id",
+        group_key="olt_port",
+        timestamp="time",
+    )
+
+
+def _fresh_home(out: Path) -> None:
+    """The demo owns its folder: wipe a previous demo's, refuse to wipe anything else."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a folder; choose another --out")
+    if out.exists() and any(out.iterdir()):
+        if not (out / MARKER).exists():
+            raise FileExistsError(f"{out} exists and was not made by the demo; choose another --out or remove it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by `driftpilot demo`; wiped by the next demo run\n")
+
+
+def _event_keys(entities: np.ndarray, stamp: str) -> list[str]:
+    return [f"{e}/{stamp}" for e in entities]
+
+
+def run_demo(config: DemoConfig, progress: Callable[[int, int], None] | None = None) -> DemoResult:
+    """Run the demo and write its outputs into ``config.out``."""
+    if config.days <= WARMUP_DAYS + 1:
+        raise ValueError(
+            f"days must be more than {WARMUP_DAYS + 1}: the first {WARMUP_DAYS} are the history "
+            f"version 1 learns from, got {config.days}"
+        )
+    if not 0 < config.label_share <= 1:
+        raise ValueError(f"label_share must be in (0, 1], got {config.label_share}")
+    import torch
+
+    torch.set_num_threads(1)  # small networks: one thread is faster than two fighting
+    wall_start = time.perf_counter()
+    out = config.out
+    _fresh_home(out)
+    url = config.database_url or f"sqlite:///{out / 'driftpilot.sqlite'}"
+    sessions = db.connect(url)
+    policy = load_policy(config.policy_path)
+    engine = PolicyEngine(policy)
+    registry = Registry(out / "artifacts")
+    context = AgentContext(sessions=sessions, registry=registry, policy=engine, seed=config.seed)
+
+    simulator = OntSimulator(OntScenarioConfig(n_onts=config.onts, days=config.days, seed=config.seed))
+    ticks_per_day = 24 * simulator.ticks_per_hour
+    warmup_ticks = WARMUP_DAYS * ticks_per_day
+    label_rng = np.random.default_rng([config.seed, 1])
+
+    # Pass 1: the history the first version learns from (the naturally labelled readings of
+    # days 0-7); the same seeded label draws are replayed in pass 2, so its snapshot holds
+    # exactly these rows.
+    history: list[pd.DataFrame] = []
+    for tick in simulator.ticks():
+        if tick.index >= warmup_ticks:
+            break
+        seen = label_rng.random(len(tick)) < config.label_share
+        frame = pd.DataFrame({k: v[seen] for k, v in tick.features.items()})
+        frame["label"] = tick.labels[seen]
+        frame["key"] = _event_keys(tick.entities[seen], tick.time.strftime("%Y-%m-%dT%H:%MZ"))
+        history.append(frame)
+    warmup = pd.concat(history, ignore_index=True)
+    n_holdout = len(warmup) // 5
+    fit_rows, holdout_rows = warmup.iloc[:-n_holdout], warmup.iloc[-n_holdout:]
+    first = TabularMLP(FEATURES, CLASSES, seed=config.seed).fit(fit_rows, fit_rows["label"].to_numpy())
+    first_score = balanced_accuracy(holdout_rows["label"].to_numpy(), first.predict(holdout_rows))
+
+    with sessions() as session:
+        model_row = models.register_model(
+            session=session,
+            name=MODEL_NAME,
+            task="tabular_classification",
+            family=TabularMLP.family,
+            schema=schema_of_ont(),
+            policy=policy.name,
+        )
+
+    # Pass 2: the stream through the loop.
+    label_rng = np.random.default_rng([config.seed, 1])
+    alarms_by_tick: dict[int, list[Any]] = {}
+    for alarm in simulator.alarms():
+        alarms_by_tick.setdefault(
+            int((alarm.starts_at - simulator.config.start) / timedelta(minutes=simulator.config.interval_minutes)), []
+        ).append(alarm)
+    pending_labels: dict[int, list[dict[str, Any]]] = {}
+    truth_by_key: dict[str, str] = {}
+    label_delay_ticks = int(config.label_delay / timedelta(minutes=simulator.config.interval_minutes))
+    check_every = max(1, policy.monitor.check_every_minutes // simulator.config.interval_minutes)
+    records: dict[str, list[Any]] = {
+        k: [] for k in ("event_id", "time", "entity", "served_version", "prediction", "static_prediction", "label")
+    }
+    served: dict[str, Any] = {"champion": 1, "canary": None, "share": 0.0}
+    answered_requests: set[int] = set()
+    outbox = _Outbox()
+
+    def refresh_serving() -> None:
+        with sessions() as session:
+            champ = versions.champion(session=session, model_id=model_row.id)
+            release = releases.active_release(session=session, model_id=model_row.id)
+            served["champion"] = champ.number if champ else 1
+            if release is not None:
+                candidate = versions.get_version_by_id(session=session, version_id=release.version_id)
+                served["canary"], served["share"] = candidate.number, release.share
+            else:
+                served["canary"], served["share"] = None, 0.0
+
+    def model_of(number: int) -> TabularMLP:
+        with sessions() as session:
+            return registry.load(versions.get_version(session=session, model_id=model_row.id, number=number))
+
+    with sqlite_checkpointer(out / "checkpoints.sqlite") as checkpointer:
+        runner = LoopRunner(context, checkpointer)
+        total = simulator.n_ticks
+        for tick in simulator.ticks():
+            now = tick.time
+            stamp = now.strftime("%Y-%m-%dT%H:%MZ")
+            keys = _event_keys(tick.entities, stamp)
+
+            # Serve: champion for most entities, the canary's share by hashed entity id.
+            if tick.index < warmup_ticks:
+                versions_served = np.full(len(tick), 1)
+            else:
+                versions_served = np.full(len(tick), served["champion"])
+                if served["canary"] is not None:
+                    mask = canary_mask(list(tick.entities), served["share"], salt=MODEL_NAME)
+                    versions_served[mask] = served["canary"]
+            probabilities = np.zeros((len(tick), len(CLASSES)))
+            for number in np.unique(versions_served):
+                rows = versions_served == number
+                subset = {k: v[rows] for k, v in tick.features.items()}
+                scorer = first if tick.index < warmup_ticks else model_of(int(number))
+                probabilities[rows] = scorer.predict_proba(subset)
+            prediction = np.asarray(CLASSES)[probabilities.argmax(axis=1)]
+            static_prediction = first.predict(tick.features)
+
+            outbox.add_events(
+                EventBatch(
+                    keys=keys,
+                    times=[now] * len(tick),
+                    entities=list(tick.entities),
+                    groups=list(tick.groups),
+                    features=tick.features,
+                    served_version=[int(v) for v in versions_served],
+                    prediction=list(prediction),
+                    probabilities=probabilities,
+                )
+            )
+            # Natural feedback: a seeded share of readings get their label, late.
+            seen = label_rng.random(len(tick)) < config.label_share
+            label_time = now + config.label_delay
+            pending_labels.setdefault(tick.index + label_delay_ticks, []).extend(
+                {"event_key": k, "value": str(v), "source": "system", "time": label_time}
+                for k, v in zip(np.asarray(keys)[seen], tick.labels[seen], strict=True)
+            )
+            truth_by_key.update(zip(keys, (str(v) for v in tick.labels), strict=True))
+            outbox.labels.extend(pending_labels.pop(tick.index, []))
+            alarms_now = alarms_by_tick.get(tick.index, [])
+            end_of_hour = (tick.index + 1) % simulator.ticks_per_hour == 0
+            if alarms_now or end_of_hour or tick.index == warmup_ticks - 1:
+                outbox.flush(sessions)
+            with sessions() as session:
+                for alarm in alarms_now:
+                    ingest_alarm(
+                        session=session,
+                        alarm={
+                            "key": alarm.key,
+                            "name": alarm.name,
+                            "severity": alarm.severity,
+                            "status": "firing",
+                            "starts_at": alarm.starts_at,
+                            "groups": list(alarm.groups),
+                            "labels": {"source": "ont-simulator"},
+                            "model": MODEL_NAME,
+                        },
+                    )
+                    # The alarm was up for its whole span: the webhook's resolve is sent with it,
+                    # so the quarantine can cover exactly the outage.
+                    ingest_alarm(
+                        session=session,
+                        alarm={
+                            "key": alarm.key,
+                            "name": alarm.name,
+                            "severity": alarm.severity,
+                            "status": "resolved",
+                            "starts_at": alarm.starts_at,
+                            "ends_at": alarm.ends_at,
+                            "groups": list(alarm.groups),
+                            "labels": {"source": "ont-simulator"},
+                            "model": MODEL_NAME,
+                        },
+                    )
+                if tick.index % simulator.ticks_per_hour == 0 and tick.index >= warmup_ticks:
+                    _answer_label_requests(session, model_row.id, truth_by_key, answered_requests, now, config)
+
+            records["event_id"].extend(keys)
+            records["time"].extend([now.isoformat()] * len(tick))
+            records["entity"].extend(tick.entities)
+            records["served_version"].extend(versions_served.tolist())
+            records["prediction"].extend(prediction)
+            records["static_prediction"].extend(static_prediction)
+            records["label"].extend(tick.labels)
+
+            if tick.index == warmup_ticks - 1:
+                _register_first_version(sessions, registry, model_row.id, first, first_score, warmup, fit_rows, now)
+            if tick.index >= warmup_ticks:
+                for alarm in alarms_now:
+                    # An alarm webhook triggers a run of its own, next to any waiting canary.
+                    runner.step(MODEL_NAME, now, {"kind": "alarm", "alarm": alarm.key}, thread="alarms")
+                scheduled = (tick.index - warmup_ticks) % check_every == 0
+                # A waiting canary is looked at every hour, so its verdict is not held back.
+                hourly = tick.index % simulator.ticks_per_hour == 0 and runner.waiting(MODEL_NAME)
+                if scheduled or hourly:
+                    outbox.flush(sessions)
+                    runner.step(
+                        MODEL_NAME, now, {"kind": "schedule", "every_minutes": policy.monitor.check_every_minutes}
+                    )
+                if scheduled or hourly or alarms_now:
+                    refresh_serving()
+            if progress:
+                progress(tick.index + 1, total)
+
+    predictions = pd.DataFrame(records)
+    return _write_outputs(out, sessions, model_row.id, predictions, simulator, time.perf_counter() - wall_start, config)
+
+
+class _Outbox:
+    """Readings and labels of the current hour, sent in one ingest call each.
+
+    A gateway relay batches its ONTs' readings the same way; one transaction (and one fsync)
+    an hour instead of one a reading keeps the demo within minutes.
+    """
+
+    def __init__(self) -> None:
+        self.batches: list[EventBatch] = []
+        self.labels: list[dict[str, Any]] = []
+
+    def add_events(self, batch: EventBatch) -> None:
+        self.batches.append(batch)
+
+    def flush(self, sessions: Any) -> None:
+        with sessions() as session:
+            if self.batches:
+                ingest_events(session=session, model=MODEL_NAME, events=_concat(self.batches))
+            if self.labels:
+                ingest_labels(session=session, model=MODEL_NAME, labels=self.labels)
+        self.batches, self.labels = [], []
+
+
+def _concat(batches: list[EventBatch]) -> EventBatch:
+    first = batches[0]
+    return EventBatch(
+        keys=[k for b in batches for k in b.keys],
+        times=[t for b in batches for t in b.times],
+        entities=[e for b in batches for e in b.entities],
+        groups=[g for b in batches for g in b.groups],
+        features={name: np.concatenate([np.asarray(b.features[name]) for b in batches]) for name in first.features},
+        served_version=[v for b in batches for v in (b.served_version or [])],
+        prediction=[p for b in batches for p in (b.prediction or [])],
+        probabilities=np.vstack([b.probabilities for b in batches if b.probabilities is not None]),
+    )
+
+
+def _register_first_version(sessions, registry, model_id, first, first_score, warmup, fit_rows, now) -> None:  # type: ignore[no-untyped-def]
+    """Record version 1, trained on the labelled history of the warm-up days."""
+    with sessions() as session:
+        ids = event_ids(session=session, model_id=model_id, keys=list(fit_rows["key"]))
+        snapshot = snapshots.create_snapshot(
+            session=session,
+            model_id=model_id,
+            event_ids=[ids[k] for k in fit_rows["key"]],
+            labels=[str(v) for v in fit_rows["label"]],
+            time=now,
+            stats={"recent": len(fit_rows), "replay": 0, "source": f"warm-up days 0-{WARMUP_DAYS - 1}"},
+        )
+        version = registry.register(
+            session=session,
+            model_id=model_id,
+            model_name=MODEL_NAME,
+            model=first,
+            time=now,
+            snapshot_id=snapshot.id,
+            stage="champion",
+            metrics={
+                "recent_balanced_accuracy": first_score,
+                "reference_balanced_accuracy": first_score,
+                "train_rows": len(fit_rows),
+                "loss_history": [round(v, 5) for v in first.history_],
+            },
+        )
+        decision = decisions.record_decision(
+            session=session,
+            model_id=model_id,
+            run_id=f"{MODEL_NAME}/bootstrap",
+            agent="trainer",
+            time=now,
+            trigger={"kind": "bootstrap"},
+            evidence={"version": version.number, "rows": len(fit_rows), "holdout_balanced_accuracy": first_score},
+            diagnosis={},
+            policy_verdicts=[],
+            action="bootstrap",
+            outcome="champion",
+            rationale=(
+                f"Version 1 trained from scratch on {len(fit_rows)} labelled readings of days 0-{WARMUP_DAYS - 1}; "
+                f"balanced accuracy {first_score:.3f} on the newest {len(warmup) - len(fit_rows)} held out."
+            ),
+        )
+        versions.set_decision(session=session, version_id=version.id, decision_id=decision.id)
+
+
+def _answer_label_requests(session, model_id, truth_by_key, answered, now, config) -> None:  # type: ignore[no-untyped-def]
+    """The people behind the labelling queue: answer requests older than the delay (oracle)."""
+    from driftpilot.memory import events
+
+    due = [
+        r
+        for r in label_requests.open_label_requests(session=session, model_id=model_id)
+        if r.time.replace(tzinfo=None) + config.requested_label_delay <= now.replace(tzinfo=None)
+        and r.event_id not in answered
+    ]
+    if not due:
+        return
+    frame = events.events_by_ids(session=session, ids=[r.event_id for r in due])
+    ingest_labels(
+        session=session,
+        model=MODEL_NAME,
+        labels=[{"event_key": k, "value": truth_by_key[k], "source": "oracle", "time": now} for k in frame["key"]],
+    )
+    label_requests.mark_answered(session=session, event_ids=[r.event_id for r in due], answered_at=now)
+    answered.update(r.event_id for r in due)
+
+
+def _write_outputs(out, sessions, model_id, predictions, simulator, seconds, config) -> DemoResult:  # type: ignore[no-untyped-def]
+    from driftpilot.loop.report import write_report
+    from driftpilot.memory.decisions import decision_as_dict, list_decisions
+
+    predictions = predictions.copy()
+    files = {
+        "predictions": out / "predictions.csv",
+        "decisions": out / "decisions.jsonl",
+        "summary": out / "summary.json",
+        "report": out / "report.html",
+    }
+    predictions.to_csv(files["predictions"], index=False)
+    with sessions() as session:
+        logged = [decision_as_dict(d) for d in list_decisions(session=session, model_id=model_id)]
+        version_rows = [
+            {
+                "number": v.number,
+                "stage": v.stage,
+                "time": v.time.isoformat(),
+                "metrics": {k: v.metrics.get(k) for k in ("recent_balanced_accuracy", "train_rows", "train_seconds")},
+            }
+            for v in versions.list_versions(session=session, model_id=model_id)
+        ]
+    with files["decisions"].open("w") as handle:
+        for d in logged:
+            handle.write(json.dumps(d, default=str) + "\n")
+
+    day = (pd.to_datetime(predictions["time"]) - pd.Timestamp(simulator.config.start)).dt.days
+    predictions["day"] = day
+    daily_rows = []
+    for d, part in predictions.groupby("day"):
+        acts = [
+            x
+            for x in logged
+            if x["action"] not in ("check",)
+            and (
+                pd.Timestamp(x["time"]).tz_localize(None) - pd.Timestamp(simulator.config.start).tz_localize(None)
+            ).days
+            == d
+        ]
+        daily_rows.append(
+            {
+                "day": int(d),
+                "static": balanced_accuracy(part["label"].to_numpy(), part["static_prediction"].to_numpy()),
+                "served": balanced_accuracy(part["label"].to_numpy(), part["prediction"].to_numpy()),
+                "offline_share": float((part["label"] != "online").mean()),
+                "decisions": _summarise(acts),
+            }
+        )
+    daily = pd.DataFrame(daily_rows)
+
+    def period(frame: pd.DataFrame, column: str) -> float:
+        return balanced_accuracy(frame["label"].to_numpy(), frame[column].to_numpy())
+
+    early, late = predictions[predictions["day"] <= 9], predictions[predictions["day"] >= 11]
+    outage_decisions = [x for x in logged if x["agent"] == "diagnostician" and x["outcome"] == "quarantined"]
+    summary = {
+        "model": MODEL_NAME,
+        "onts": config.onts,
+        "days": config.days,
+        "events": len(predictions),
+        "class_balance": {k: round(v, 4) for k, v in class_balance(predictions["label"].to_numpy()).items()},
+        "balanced_accuracy": {
+            "static_days_0_9": period(early, "static_prediction"),
+            "static_days_11_30": period(late, "static_prediction") if len(late) else None,
+            "served_days_0_9": period(early, "prediction"),
+            "served_days_11_30": period(late, "prediction") if len(late) else None,
+        },
+        "retrains": sum(1 for x in logged if x["action"] == "retrain" and x["outcome"] in ("candidate", "rejected")),
+        "promotions": sum(1 for x in logged if x["action"] == "promote"),
+        "rollbacks": sum(1 for x in logged if x["action"] == "rollback"),
+        "outage_decisions": [{"time": x["time"], "rationale": x["rationale"]} for x in outage_decisions],
+        "versions": version_rows,
+        "decisions": len(logged),
+        "wall_seconds": round(seconds, 1),
+    }
+    bacc = summary["balanced_accuracy"]
+    if bacc["static_days_11_30"] is not None:
+        summary["static_drop_points"] = round(100 * (bacc["static_days_0_9"] - bacc["static_days_11_30"]), 2)
+        summary["served_gap_points"] = round(100 * (bacc["served_days_0_9"] - bacc["served_days_11_30"]), 2)
+    files["summary"].write_text(json.dumps(summary, indent=2, default=str))
+    write_report(files["report"], daily, logged, summary)
+    return DemoResult(out=out, summary=summary, daily=daily, files=files)
+
+
+def _summarise(decisions_of_day: list[dict[str, Any]]) -> str:
+    parts = []
+    for d in decisions_of_day:
+        if d["action"] == "retrain":
+            parts.append(f"retrain→{d['outcome']}")
+        elif d["action"] in ("promote", "rollback", "start_canary", "bootstrap"):
+            parts.append(d["action"])
+        elif d["agent"] == "diagnostician" and d["outcome"] == "quarantined":
+            parts.append("outage→quarantine")
+    return ", ".join(parts)

@@ -1,0 +1,135 @@
+"""An upstream outage runs through the graph to a quarantine, and never to a retrain."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from driftpilot.agents.context import AgentContext
+from driftpilot.graph.runner import LoopRunner, sqlite_checkpointer
+from driftpilot.loop.demo import MODEL_NAME, schema_of_ont
+from driftpilot.memory import db, decisions, models, quarantine, snapshots
+from driftpilot.memory.ingest import EventBatch, ingest_alarm, ingest_events, ingest_labels
+from driftpilot.models.registry import Registry
+from driftpilot.models.tabular_mlp import TabularMLP
+from driftpilot.policies import PolicyEngine, load_policy
+from driftpilot.scenarios.ont import CLASSES, FEATURES, OntScenarioConfig, OntSimulator
+
+START = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def world(tmp_path):
+    sessions = db.connect(f"sqlite:///{tmp_path / 'm.sqlite'}")
+    registry = Registry(tmp_path / "artifacts")
+    context = AgentContext(sessions=sessions, registry=registry, policy=PolicyEngine(load_policy()), seed=0)
+    sim = OntSimulator(OntScenarioConfig(n_onts=120, days=0.5, seed=4, outages=()))
+    ticks = list(sim.ticks())
+    with sessions() as session:
+        model = models.register_model(
+            session=session,
+            name=MODEL_NAME,
+            task="tabular_classification",
+            family="tabular_mlp",
+            schema=schema_of_ont(),
+        )
+    features = {k: np.concatenate([t.features[k] for t in ticks]) for k in ticks[0].features}
+    labels = np.concatenate([t.labels for t in ticks])
+    mlp = TabularMLP(FEATURES, CLASSES, epochs=2, seed=0).fit(features, labels)
+    # One port goes silent at 10:00: its ONTs report before, none after.
+    groups, counts = np.unique(ticks[0].groups, return_counts=True)
+    port = str(groups[counts.argmax()])
+    keys = []
+    with sessions() as session:
+        for t in ticks:
+            keep = ~((t.groups == port) & (t.time >= START + timedelta(hours=10)))
+            batch_keys = [f"{e}/{t.index}" for e in t.entities[keep]]
+            keys += batch_keys
+            ingest_events(
+                session=session,
+                model=MODEL_NAME,
+                events=EventBatch(
+                    keys=batch_keys,
+                    times=[t.time] * int(keep.sum()),
+                    entities=list(t.entities[keep]),
+                    groups=list(t.groups[keep]),
+                    features={k: v[keep] for k, v in t.features.items()},
+                    served_version=[1] * int(keep.sum()),
+                    prediction=list(mlp.predict({k: v[keep] for k, v in t.features.items()})),
+                ),
+            )
+        ingest_labels(
+            session=session,
+            model=MODEL_NAME,
+            labels=[{"event_key": k, "value": "online", "time": START + timedelta(hours=11)} for k in keys[:50]],
+        )
+        snap = snapshots.create_snapshot(
+            session=session,
+            model_id=model.id,
+            event_ids=list(range(1, 301)),
+            labels=["online"] * 300,
+            time=START,
+            stats={},
+        )
+        registry.register(
+            session=session,
+            model_id=model.id,
+            model_name=MODEL_NAME,
+            model=mlp,
+            time=START,
+            snapshot_id=snap.id,
+            stage="champion",
+            metrics={"recent_balanced_accuracy": 0.95, "reference_balanced_accuracy": 0.95},
+        )
+        ingest_alarm(
+            session=session,
+            alarm={
+                "key": "olt-down/2026-03-01T10:00:00+00:00",
+                "name": "OltPortDown",
+                "severity": "critical",
+                "status": "firing",
+                "starts_at": START + timedelta(hours=10),
+                "groups": [port],
+                "labels": {},
+            },
+        )
+    return context, tmp_path, model.id, port
+
+
+def test_outage_is_quarantined_not_retrained(world):
+    context, tmp_path, model_id, port = world
+    now = START + timedelta(hours=11, minutes=45)
+
+    with sqlite_checkpointer(tmp_path / "cp.sqlite") as checkpointer:
+        LoopRunner(context, checkpointer).step(
+            MODEL_NAME, now, {"kind": "alarm", "alarm": "olt-down/2026-03-01T10:00:00+00:00"}, thread="alarms"
+        )
+
+    with context.sessions() as session:
+        logged = decisions.list_decisions(session=session, model_id=model_id)
+        held = quarantine.list_quarantines(session=session, model_id=model_id)
+    assert [(d.agent, d.action, d.outcome) for d in logged] == [
+        ("monitor", "check", "finding"),
+        ("diagnostician", "diagnose", "quarantined"),
+    ]
+    diagnosis = logged[1]
+    assert diagnosis.diagnosis["cause"] == "upstream_outage"
+    assert "no retraining" in diagnosis.rationale
+    assert diagnosis.evidence["alarms"][0]["entities_silent"] == diagnosis.evidence["alarms"][0]["entities_before"] >= 6
+    assert [(q.groups, q.reason) for q in held] == [([port], "alarm olt-down/2026-03-01T10:00:00+00:00: upstream outage")]
+
+
+def test_handled_alarm_is_not_diagnosed_twice(world):
+    context, tmp_path, model_id, _ = world
+    now = START + timedelta(hours=11, minutes=45)
+
+    with sqlite_checkpointer(tmp_path / "cp.sqlite") as checkpointer:
+        runner = LoopRunner(context, checkpointer)
+        runner.step(MODEL_NAME, now, {"kind": "alarm"}, thread="alarms")
+        runner.step(MODEL_NAME, now + timedelta(minutes=15), {"kind": "schedule"})
+
+    with context.sessions() as session:
+        outcomes = [(d.agent, d.outcome) for d in decisions.list_decisions(session=session, model_id=model_id)]
+    assert outcomes.count(("diagnostician", "quarantined")) == 1
