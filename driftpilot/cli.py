@@ -31,6 +31,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         days=args.days,
         seed=args.seed,
         policy_path=Path(args.policy) if args.policy else None,
+        # The demo keeps its own SQLite under --out unless a database is named explicitly.
+        database_url=args.database_url,
     )
     with Progress(
         TextColumn("[bold]simulated time"),

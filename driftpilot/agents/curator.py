@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
 from langgraph.runtime import Runtime
+from sqlalchemy.orm import Session
 
 from driftpilot.agents.context import AgentContext, now_of, record, usage_today
 from driftpilot.agents.state import LoopState
 from driftpilot.memory import events, label_requests, models, snapshots, versions
+from driftpilot.memory.tables import ManagedModel, Version
 from driftpilot.tools.curation import curate_training_set, most_uncertain
 
 #: Unlabelled recent events looked at when choosing what to ask people to label.
@@ -76,7 +78,15 @@ def curator(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     return {"snapshot_id": snapshot.id, "outcome": "snapshot", "last_decision": decision.id}
 
 
-def _ask_for_labels(ctx, session, state, model, champion, recent, now) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def _ask_for_labels(
+    ctx: AgentContext,
+    session: Session,
+    state: LoopState,
+    model: ManagedModel,
+    champion: Version | None,
+    recent: pd.DataFrame,
+    now: datetime,
+) -> dict[str, Any]:
     """Too few labels to retrain: ask people for the most uncertain recent events."""
     training = ctx.policy.policy.training
     needed = training.min_training_labels - len(recent)

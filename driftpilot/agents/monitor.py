@@ -53,6 +53,7 @@ def monitor(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
             visible_at=now,
             labelled_only=True,
             limit=ACCURACY_SAMPLE,
+            with_features=False,
         )
         current = events.window(session=session, model_id=model.id, start=start, end=now, limit=DRIFT_SAMPLE)
         if champion.snapshot_id not in ctx.references and champion.snapshot_id is not None:

@@ -12,6 +12,7 @@ from driftpilot.agents.context import AgentContext, now_of, record, usage_today
 from driftpilot.agents.state import LoopState
 from driftpilot.memory import events, models, releases, versions
 from driftpilot.tools.canary import paired_canary_evidence
+from driftpilot.tools.evaluation import gate_facts
 
 
 def release_manager(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
@@ -26,11 +27,7 @@ def release_manager(state: LoopState, runtime: Runtime[AgentContext]) -> dict[st
         evaluation = state.get("evaluation") or {}
         verdict = ctx.policy.check(
             "start_canary",
-            {
-                "candidate_score": evaluation.get("candidate_recent"),
-                "champion_score": evaluation.get("champion_recent"),
-                "share": share,
-            },
+            gate_facts(evaluation, share),
             usage_today(session, model, now),
         )
         if not verdict.allowed:
@@ -102,11 +99,15 @@ def canary_judge(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, 
             end=now,
             visible_at=now,
             labelled_only=True,
+            with_features=False,
         )
         served = served[served["served_version"] == candidate.number]
         elapsed = now.replace(tzinfo=None) - release.started_at.replace(tzinfo=None)
         if len(served) < rules.min_canary_samples and elapsed < timedelta(hours=rules.max_canary_hours):
             return {"now": now_iso, "outcome": "waiting_for_evidence"}
+        if len(served):
+            # Enough evidence: read the features too, for the champion's answers on them.
+            served = events.events_by_ids(session=session, ids=[int(i) for i in served["id"]], visible_at=now)
         champion_answers = ctx.registry.load(champion).predict(served) if len(served) else served["label"].to_numpy()
         evidence = paired_canary_evidence(served["label"].to_numpy(), served["prediction"].to_numpy(), champion_answers)
         verdict = ctx.policy.check(

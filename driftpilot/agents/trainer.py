@@ -11,7 +11,7 @@ from driftpilot.agents.context import AgentContext, now_of, record, usage_today
 from driftpilot.agents.state import LoopState
 from driftpilot.memory import events, models, snapshots, versions
 from driftpilot.models.tabular_mlp import TabularMLP
-from driftpilot.tools.evaluation import compare_models
+from driftpilot.tools.evaluation import compare_models, gate_facts
 
 
 def trainer(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
@@ -52,11 +52,7 @@ def trainer(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
         comparison = compare_models(candidate.predict, parent.predict, recent, old)
         canary = ctx.policy.check(
             "start_canary",
-            {
-                "candidate_score": comparison.candidate_recent,
-                "champion_score": comparison.champion_recent,
-                "share": policy.release.canary_share,
-            },
+            gate_facts(comparison.as_dict(), policy.release.canary_share),
             usage,
         )
         accepted = canary.allowed

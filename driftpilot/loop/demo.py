@@ -13,12 +13,13 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from sqlalchemy.orm import Session, sessionmaker
 
 from driftpilot.agents.context import AgentContext
 from driftpilot.graph.runner import LoopRunner, sqlite_checkpointer
@@ -134,6 +135,10 @@ def run_demo(config: DemoConfig, progress: Callable[[int, int], None] | None = N
     first_score = balanced_accuracy(holdout_rows["label"].to_numpy(), first.predict(holdout_rows))
 
     with sessions() as session:
+        if any(m.name == MODEL_NAME for m in models.list_models(session=session)):
+            raise FileExistsError(
+                f"the database at {url} already holds a demo run of '{MODEL_NAME}'; give the demo a fresh one"
+            )
         model_row = models.register_model(
             session=session,
             name=MODEL_NAME,
@@ -145,14 +150,15 @@ def run_demo(config: DemoConfig, progress: Callable[[int, int], None] | None = N
 
     # Pass 2: the stream through the loop.
     label_rng = np.random.default_rng([config.seed, 1])
+    interval = timedelta(minutes=simulator.config.interval_minutes)
     alarms_by_tick: dict[int, list[Any]] = {}
+    resolved_by_tick: dict[int, list[Any]] = {}
     for alarm in simulator.alarms():
-        alarms_by_tick.setdefault(
-            int((alarm.starts_at - simulator.config.start) / timedelta(minutes=simulator.config.interval_minutes)), []
-        ).append(alarm)
+        alarms_by_tick.setdefault(int((alarm.starts_at - simulator.config.start) / interval), []).append(alarm)
+        resolved_by_tick.setdefault(int((alarm.ends_at - simulator.config.start) / interval), []).append(alarm)
     pending_labels: dict[int, list[dict[str, Any]]] = {}
     truth_by_key: dict[str, str] = {}
-    label_delay_ticks = int(config.label_delay / timedelta(minutes=simulator.config.interval_minutes))
+    label_delay_ticks = int(config.label_delay / interval)
     check_every = max(1, policy.monitor.check_every_minutes // simulator.config.interval_minutes)
     records: dict[str, list[Any]] = {
         k: [] for k in ("event_id", "time", "entity", "served_version", "prediction", "static_prediction", "label")
@@ -227,36 +233,11 @@ def run_demo(config: DemoConfig, progress: Callable[[int, int], None] | None = N
             if alarms_now or end_of_hour or tick.index == warmup_ticks - 1:
                 outbox.flush(sessions)
             with sessions() as session:
+                # Alarms arrive as the alarm system's webhook sends them: firing, later resolved.
                 for alarm in alarms_now:
-                    ingest_alarm(
-                        session=session,
-                        alarm={
-                            "key": alarm.key,
-                            "name": alarm.name,
-                            "severity": alarm.severity,
-                            "status": "firing",
-                            "starts_at": alarm.starts_at,
-                            "groups": list(alarm.groups),
-                            "labels": {"source": "ont-simulator"},
-                            "model": MODEL_NAME,
-                        },
-                    )
-                    # The alarm was up for its whole span: the webhook's resolve is sent with it,
-                    # so the quarantine can cover exactly the outage.
-                    ingest_alarm(
-                        session=session,
-                        alarm={
-                            "key": alarm.key,
-                            "name": alarm.name,
-                            "severity": alarm.severity,
-                            "status": "resolved",
-                            "starts_at": alarm.starts_at,
-                            "ends_at": alarm.ends_at,
-                            "groups": list(alarm.groups),
-                            "labels": {"source": "ont-simulator"},
-                            "model": MODEL_NAME,
-                        },
-                    )
+                    ingest_alarm(session=session, alarm=alarm.webhook("firing") | {"model": MODEL_NAME})
+                for alarm in resolved_by_tick.get(tick.index, []):
+                    ingest_alarm(session=session, alarm=alarm.webhook("resolved") | {"model": MODEL_NAME})
                 if tick.index % simulator.ticks_per_hour == 0 and tick.index >= warmup_ticks:
                     _answer_label_requests(session, model_row.id, truth_by_key, answered_requests, now, config)
 
@@ -328,7 +309,16 @@ def _concat(batches: list[EventBatch]) -> EventBatch:
     )
 
 
-def _register_first_version(sessions, registry, model_id, first, first_score, warmup, fit_rows, now) -> None:  # type: ignore[no-untyped-def]
+def _register_first_version(
+    sessions: sessionmaker[Session],
+    registry: Registry,
+    model_id: int,
+    first: TabularMLP,
+    first_score: float,
+    warmup: pd.DataFrame,
+    fit_rows: pd.DataFrame,
+    now: datetime,
+) -> None:
     """Record version 1, trained on the labelled history of the warm-up days."""
     with sessions() as session:
         ids = event_ids(session=session, model_id=model_id, keys=list(fit_rows["key"]))
@@ -375,7 +365,14 @@ def _register_first_version(sessions, registry, model_id, first, first_score, wa
         versions.set_decision(session=session, version_id=version.id, decision_id=decision.id)
 
 
-def _answer_label_requests(session, model_id, truth_by_key, answered, now, config) -> None:  # type: ignore[no-untyped-def]
+def _answer_label_requests(
+    session: Session,
+    model_id: int,
+    truth_by_key: dict[str, str],
+    answered: set[int],
+    now: datetime,
+    config: DemoConfig,
+) -> None:
     """The people behind the labelling queue: answer requests older than the delay (oracle)."""
     from driftpilot.memory import events
 
@@ -397,7 +394,15 @@ def _answer_label_requests(session, model_id, truth_by_key, answered, now, confi
     answered.update(r.event_id for r in due)
 
 
-def _write_outputs(out, sessions, model_id, predictions, simulator, seconds, config) -> DemoResult:  # type: ignore[no-untyped-def]
+def _write_outputs(
+    out: Path,
+    sessions: sessionmaker[Session],
+    model_id: int,
+    predictions: pd.DataFrame,
+    simulator: OntSimulator,
+    seconds: float,
+    config: DemoConfig,
+) -> DemoResult:
     from driftpilot.loop.report import write_report
     from driftpilot.memory.decisions import decision_as_dict, list_decisions
 

@@ -61,6 +61,7 @@ def window(
     labelled_only: bool = False,
     exclude_quarantined: bool = True,
     limit: int | None = None,
+    with_features: bool = True,
 ) -> pd.DataFrame:
     """The events of a model with ``start <= time < end``, oldest first, as a DataFrame.
 
@@ -78,6 +79,9 @@ def window(
         groups, or any group when the quarantine names none).
     limit
         Keep only the ``limit`` most recent events (still returned oldest first).
+    with_features
+        False leaves the feature columns out: reading and parsing the features is most of
+        the cost of a window, and judging served predictions against labels needs none.
     """
     schema = model_schema(get_model_by_id(session=session, model_id=model_id))
     conditions: list[sa.ColumnElement[bool]] = [Event.model_id == model_id]
@@ -94,13 +98,14 @@ def window(
             newest = newest.where(sa.exists().where(label_join))
         newest = newest.order_by(Event.time.desc(), Event.id.desc()).limit(limit)
         conditions = [Event.id.in_(newest)]
+    columns = _EVENT_COLUMNS if with_features else (*_EVENT_COLUMNS[:-1], sa.literal("{}").label("features"))
     stmt = (
-        sa.select(*_EVENT_COLUMNS, Label.value, Label.source)
+        sa.select(*columns, Label.value, Label.source)
         .join(Label, label_join, isouter=not labelled_only)
         .where(*conditions)
         .order_by(Event.time, Event.id, _SOURCE_RANK)
     )
-    return event_frame(session.connection().execute(stmt).all(), schema)
+    return event_frame(session.connection().execute(stmt).all(), schema, with_features=with_features)
 
 
 def events_by_ids(*, session: Session, ids: Sequence[int], visible_at: datetime | None = None) -> pd.DataFrame:
@@ -174,7 +179,7 @@ def _outside_quarantines(session: Session, model_id: int) -> list[sa.ColumnEleme
     return conditions
 
 
-def event_frame(rows: Sequence[Sequence[Any]], schema: ModelSchema) -> pd.DataFrame:
+def event_frame(rows: Sequence[Sequence[Any]], schema: ModelSchema, *, with_features: bool = True) -> pd.DataFrame:
     """Build the event DataFrame from rows ``(id, key, time, entity, group, served_version,
     prediction, features, label, label_source)`` ordered by event, best label first."""
     names = (
@@ -213,6 +218,8 @@ def event_frame(rows: Sequence[Sequence[Any]], schema: ModelSchema) -> pd.DataFr
         "label": _objects(columns["label"]),
         "label_source": _objects(columns["label_source"]),
     }
+    if not with_features:
+        return pd.DataFrame(data)
     # One parse of a JSON array of all rows: less overhead than json.loads per row.
     parsed = json.loads("[" + ",".join(columns["features"]) + "]")
     for spec in schema.features:

@@ -38,7 +38,8 @@ class Registry:
     """
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+        # Absolute, so the paths recorded in versions hold from any working directory.
+        self.root = Path(root).resolve()
         self._loaded: dict[tuple[int, int], TabularMLP] = {}
 
     def register(

@@ -239,7 +239,20 @@ def _start_canary(policy: Policy, facts: Mapping[str, Fact], usage: Usage) -> li
         "champion_score",
         policy.release.max_regression,
     )
-    return [share_verdict, gate]
+    verdicts = [share_verdict, gate]
+    if facts.get("candidate_old_score") is not None or facts.get("champion_old_score") is not None:
+        # Forgetting: the candidate must also hold what the champion knew of older concepts
+        # (outages seen weeks ago, firmware not yet upgraded), judged on the old holdout.
+        verdicts.append(
+            _no_worse(
+                "forgetting_gate",
+                facts,
+                "candidate_old_score",
+                "champion_old_score",
+                policy.release.max_regression,
+            )
+        )
+    return verdicts
 
 
 def _promote(policy: Policy, facts: Mapping[str, Fact], usage: Usage) -> list[RuleVerdict]:

@@ -161,6 +161,21 @@ class Alarm:
     ends_at: datetime
     groups: tuple[str, ...]
 
+    def webhook(self, status: str) -> dict[str, object]:
+        """The generic alarm webhook's payload for this alarm, ``firing`` or ``resolved``."""
+        payload: dict[str, object] = {
+            "key": self.key,
+            "name": self.name,
+            "severity": self.severity,
+            "status": status,
+            "starts_at": self.starts_at,
+            "groups": list(self.groups),
+            "labels": {"source": "ont-simulator"},
+        }
+        if status == "resolved":
+            payload["ends_at"] = self.ends_at
+        return payload
+
 
 class OntSimulator:
     """Seeded ONT fleet; :meth:`ticks` yields its readings in time order.

@@ -41,7 +41,7 @@ def curate_training_set(
     >>> old = pd.DataFrame({"id": range(100, 120), "time": range(20), "label": ["a"] * 18 + ["b"] * 2})
     >>> s = curate_training_set(recent, old, max_recent=10, replay_share=0.5, seed=0)
     >>> s.recent_holdout_ids, len(s.train_ids), sorted(set(s.train_labels))
-    ([8, 9], 14, ['a', 'b'])
+    ([8, 9], 13, ['a', 'b'])
     """
     if not 0 <= replay_share < 1:
         raise ValueError(f"replay_share must be in [0, 1), got {replay_share}")

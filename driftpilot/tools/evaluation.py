@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,22 @@ class Comparison:
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self) | {"gain": self.gain}
+
+
+def gate_facts(comparison: Mapping[str, Any], share: float) -> dict[str, float | None]:
+    """The facts the policy's ``start_canary`` gates judge, from :meth:`Comparison.as_dict`.
+
+    >>> gate_facts({"candidate_recent": 0.9, "champion_recent": 0.8, "candidate_old": None,
+    ...             "champion_old": None}, 0.2)["candidate_score"]
+    0.9
+    """
+    return {
+        "candidate_score": comparison.get("candidate_recent"),
+        "champion_score": comparison.get("champion_recent"),
+        "candidate_old_score": comparison.get("candidate_old"),
+        "champion_old_score": comparison.get("champion_old"),
+        "share": share,
+    }
 
 
 def compare_models(

@@ -1,0 +1,104 @@
+"""The tabular MLP family: fit, warm start, save/load, ONNX parity, clear refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from driftpilot.models.registry import ArtifactError, Registry
+from driftpilot.models.tabular_mlp import TabularMLP
+
+FEATURES = [("a", "number"), ("b", "number"), ("c", "category")]
+
+
+def _data(n: int, seed: int, categories=("u", "v")):
+    rng = np.random.default_rng(seed)
+    x = {"a": rng.normal(size=n), "b": rng.exponential(size=n) * 100, "c": rng.choice(categories, n)}
+    y = np.where(x["a"] + (x["c"] == "u") > 0.5, "yes", "no")
+    return x, y
+
+
+def test_fit_is_seeded_and_learns():
+    x, y = _data(600, 0)
+
+    one = TabularMLP(FEATURES, ["no", "yes"], epochs=20, seed=1).fit(x, y)
+    two = TabularMLP(FEATURES, ["no", "yes"], epochs=20, seed=1).fit(x, y)
+
+    assert np.array_equal(one.predict_proba(x), two.predict_proba(x))
+    assert (one.predict(x) == y).mean() > 0.95
+
+
+def test_warm_start_grows_for_new_categories_and_starts_from_the_parent():
+    x, y = _data(600, 0)
+    parent = TabularMLP(FEATURES, ["no", "yes"], epochs=20, seed=1).fit(x, y)
+    new_x, new_y = _data(300, 1, categories=("u", "v", "w"))
+
+    grown = parent._grown_from(parent, parent.preprocessor_.extended(new_x))
+    child = TabularMLP(FEATURES, ["no", "yes"], seed=1).fit(new_x, new_y, warm_start=parent)
+
+    assert child.preprocessor_.vocab["c"] == ["u", "v", "w"]
+    # Before any step, the widened network answers exactly as its parent on known inputs.
+    import torch
+
+    known = {k: v[:50] for k, v in x.items()}
+    with torch.no_grad():
+        logits = grown(torch.from_numpy(parent.preprocessor_.extended(new_x).transform(known)))
+    assert np.allclose(torch.softmax(logits, 1).numpy(), parent.predict_proba(known), atol=1e-6)
+    assert (child.predict(new_x) == new_y).mean() > 0.9
+
+
+def test_save_load_and_onnx_agree(tmp_path):
+    import onnxruntime as ort
+
+    x, y = _data(400, 2)
+    model = TabularMLP(FEATURES, ["no", "yes"], epochs=5, seed=0).fit(x, y)
+
+    paths = model.save(tmp_path / "v1")
+    loaded = TabularMLP.load(tmp_path / "v1")
+    session = ort.InferenceSession(str(paths["onnx"]), providers=["CPUExecutionProvider"])
+    (onnx_proba,) = session.run(None, {"x": model.preprocessor_.transform(x)})
+
+    assert np.allclose(loaded.predict_proba(x), model.predict_proba(x))
+    assert np.allclose(onnx_proba, model.predict_proba(x), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "message"),
+    [
+        ({"a": [], "b": [], "c": []}, [], "empty training set"),
+        ({"a": [1.0, 2.0], "b": [1.0, 2.0], "c": ["u", "v"]}, ["no", "no"], "single class"),
+        ({"a": [1.0, 2.0], "b": [1.0, 2.0]}, ["no", "yes"], "feature 'c' is missing"),
+        ({"a": [1.0, 2.0], "b": [1.0, 2.0], "c": ["u", "v"]}, ["no", "maybe"], "not among the classes"),
+    ],
+)
+def test_bad_training_sets_are_refused(x, y, message):
+    with pytest.raises(ValueError, match=message):
+        TabularMLP(FEATURES, ["no", "yes"]).fit(x, y)
+
+
+def test_registry_refuses_an_artifact_that_fails_its_checksum(tmp_path):
+    from driftpilot.memory import db, models
+    from driftpilot.memory.schemas import FeatureSpec, ModelSchema
+
+    sessions = db.connect(f"sqlite:///{tmp_path / 'm.sqlite'}")
+    x, y = _data(200, 3)
+    model = TabularMLP(FEATURES, ["no", "yes"], epochs=2).fit(x, y)
+    schema = ModelSchema(
+        features=[FeatureSpec(name=n, kind=k) for n, k in FEATURES],
+        target="t", classes=["no", "yes"], entity_key="id",
+    )
+    with sessions() as session:
+        row = models.register_model(session=session, name="m", task="tabular_classification",
+                                    family="tabular_mlp", schema=schema)
+        from datetime import UTC, datetime
+
+        version = Registry(tmp_path / "art").register(
+            session=session, model_id=row.id, model_name="m", model=model, time=datetime(2026, 1, 1, tzinfo=UTC)
+        )
+    Registry(tmp_path / "art").verify(version)
+    weights = version.artifacts["weights"]["path"]
+    with open(weights, "ab") as handle:
+        handle.write(b"tampered")
+
+    with pytest.raises(ArtifactError, match="artifact 'weights'.*sha256"):
+        Registry(tmp_path / "art").load(version)
