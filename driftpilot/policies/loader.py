@@ -86,7 +86,7 @@ def load_policy(path: str | Path | None = None) -> Policy:
     --------
     >>> policy = load_policy()
     >>> policy.name, policy.autonomy, policy.release.canary_share
-    ('default', 'L4', 0.1)
+    ('default', 'L4', 0.2)
     """
     if path is None:
         resource = resources.files("driftpilot.policies").joinpath(DEFAULT_POLICY_FILE)
