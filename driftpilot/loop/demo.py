@@ -163,7 +163,9 @@ def run_demo(config: DemoConfig, progress: Callable[[int, int], None] | None = N
     records: dict[str, list[Any]] = {
         k: [] for k in ("event_id", "time", "entity", "served_version", "prediction", "static_prediction", "label")
     }
-    served: dict[str, Any] = {"champion": 1, "canary": None, "share": 0.0}
+    # What is served now: the champion, and the canary with its share; refreshed after each
+    # run of the loop, the only thing that changes it.
+    served: dict[str, Any] = {"champion": 1, "canary": None, "share": 0.0, "models": {1: first}}
     answered_requests: set[int] = set()
     outbox = _Outbox()
 
@@ -171,16 +173,14 @@ def run_demo(config: DemoConfig, progress: Callable[[int, int], None] | None = N
         with sessions() as session:
             champ = versions.champion(session=session, model_id=model_row.id)
             release = releases.active_release(session=session, model_id=model_row.id)
+            live = [champ] if champ else []
             served["champion"] = champ.number if champ else 1
+            served["canary"], served["share"] = None, 0.0
             if release is not None:
                 candidate = versions.get_version_by_id(session=session, version_id=release.version_id)
                 served["canary"], served["share"] = candidate.number, release.share
-            else:
-                served["canary"], served["share"] = None, 0.0
-
-    def model_of(number: int) -> TabularMLP:
-        with sessions() as session:
-            return registry.load(versions.get_version(session=session, model_id=model_row.id, number=number))
+                live.append(candidate)
+            served["models"] = {v.number: registry.load(v) for v in live}
 
     with sqlite_checkpointer(out / "checkpoints.sqlite") as checkpointer:
         runner = LoopRunner(context, checkpointer)
@@ -202,7 +202,7 @@ def run_demo(config: DemoConfig, progress: Callable[[int, int], None] | None = N
             for number in np.unique(versions_served):
                 rows = versions_served == number
                 subset = {k: v[rows] for k, v in tick.features.items()}
-                scorer = first if tick.index < warmup_ticks else model_of(int(number))
+                scorer = served["models"][int(number)]
                 probabilities[rows] = scorer.predict_proba(subset)
             prediction = np.asarray(CLASSES)[probabilities.argmax(axis=1)]
             static_prediction = first.predict(tick.features)
