@@ -30,16 +30,20 @@ def diagnostician(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str,
     with ctx.sessions() as session:
         model = models.get_model(session=session, name=state["model"])
         alarm_evidence = [_alarm_evidence(session, model.id, alarm, now) for alarm in finding.get("alarms", [])]
-        recent = events.window(
-            session=session,
-            model_id=model.id,
-            start=now - timedelta(hours=policy.monitor.window_hours),
-            end=now,
-            visible_at=now,
-            labelled_only=True,
-            limit=5000,
-        )
-        slices = error_by_slice(recent, [c for c in SLICE_COLUMNS if c in recent.columns]) if len(recent) else {}
+        slices: dict[str, dict[str, float]] = {}
+        if "performance_loss" in finding.get("kinds", []):
+            # Where the errors sit is evidence for a loss of accuracy; a drift the labels do
+            # not confirm needs none, so the window is only read when it serves.
+            recent = events.window(
+                session=session,
+                model_id=model.id,
+                start=now - timedelta(hours=policy.monitor.window_hours),
+                end=now,
+                visible_at=now,
+                labelled_only=True,
+                limit=5000,
+            )
+            slices = error_by_slice(recent, [c for c in SLICE_COLUMNS if c in recent.columns]) if len(recent) else {}
         result = diagnose(
             accuracy=finding.get("balanced_accuracy"),
             reference_accuracy=finding.get("reference_balanced_accuracy"),

@@ -216,7 +216,8 @@ def run_demo(config: DemoConfig, progress: Callable[[int, int], None] | None = N
                     features=tick.features,
                     served_version=[int(v) for v in versions_served],
                     prediction=list(prediction),
-                    probabilities=probabilities,
+                    # Four decimals are plenty for the record and halve the JSON to write.
+                    probabilities=probabilities.round(4),
                 )
             )
             # Natural feedback: a seeded share of readings get their label, late.

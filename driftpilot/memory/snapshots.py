@@ -62,8 +62,10 @@ def create_snapshot(
         raise ValueError(f"snapshot labels {unknown} are not classes of model {model_id} ({classes})")
     found = 0
     for part in chunks(ids):
-        stmt = sa.select(sa.func.count()).where(Event.model_id == model_id, Event.id.in_(part))
-        found += int(session.scalar(stmt) or 0)
+        # Look the ids up by primary key and compare the model here: with the model in the
+        # WHERE clause SQLite walks the model's whole (model_id, time) index instead.
+        owners = session.execute(sa.select(Event.model_id).where(Event.id.in_(part))).scalars()
+        found += sum(1 for owner in owners if owner == model_id)
     if found != len(ids):
         raise ValueError(f"{len(ids) - found} of the snapshot's events are not events of model {model_id}")
     with committing(session):
