@@ -40,7 +40,7 @@ def curator(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
 
         pool = pd.DataFrame(columns=["id", "time", "label"])
         if champion is not None and champion.snapshot_id is not None:
-            pool = snapshots.snapshot_frame(session=session, snapshot_id=champion.snapshot_id)
+            pool = _replay_pool(session, champion.snapshot_id, now)
         curated = curate_training_set(
             recent,
             pool,
@@ -76,6 +76,22 @@ def curator(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
             evidence={"snapshot": snapshot.id, "content_hash": snapshot.content_hash, **curated.stats},
         )
     return {"snapshot_id": snapshot.id, "outcome": "snapshot", "last_decision": decision.id}
+
+
+def _replay_pool(session: Session, snapshot_id: int, now: datetime) -> pd.DataFrame:
+    """Everything the champion learnt from or was judged on: its snapshot and its holdouts.
+
+    The holdouts go back into the pool: drawing each generation's old-concept holdout out of
+    the pool for good would shrink a rare class (an outage seen once) by a fifth at every
+    retrain until nothing of it is left to replay.
+    """
+    pool = snapshots.snapshot_frame(session=session, snapshot_id=snapshot_id)
+    stats = snapshots.get_snapshot(session=session, snapshot_id=snapshot_id).stats or {}
+    held = [int(i) for i in stats.get("recent_holdout_ids", []) + stats.get("old_holdout_ids", [])]
+    if held:
+        judged = events.events_by_ids(session=session, ids=held, visible_at=now)
+        pool = pd.concat([pool, judged[judged["label"].notna()]], ignore_index=True)
+    return pool
 
 
 def _ask_for_labels(

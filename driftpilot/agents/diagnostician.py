@@ -16,9 +16,6 @@ from driftpilot.tools.diagnosis import AlarmEvidence, diagnose, error_by_slice
 BEFORE_ALARM = timedelta(hours=1)
 #: Quarantine kept after an outage ends, while the entities come back and resynchronise.
 RECOVERY = timedelta(hours=1)
-#: Quarantine kept before an outage starts: the readings of the hour before it are labelled by
-#: it (the horizon of the "offline within the hour" target), so they say nothing of the model.
-LEAD = timedelta(hours=1)
 #: Quarantine of an outage whose end is not known yet (re-diagnosed if it lasts longer).
 PROVISIONAL_OUTAGE = timedelta(hours=6)
 #: Columns whose values the served errors are broken down by, when the schema has them.
@@ -70,7 +67,7 @@ def diagnostician(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str,
                     held = quarantine.add_quarantine(
                         session=session,
                         model_id=model.id,
-                        start=start - LEAD,
+                        start=start,
                         end=end + RECOVERY,
                         groups=alarm.groups,
                         reason=f"alarm {alarm.key}: upstream outage",

@@ -5,11 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from langgraph.runtime import Runtime
 
 from driftpilot.agents.context import AgentContext, now_of, record
 from driftpilot.agents.state import LoopState
 from driftpilot.memory import alarms, events, models, quarantine, snapshots, versions
+from driftpilot.memory.tables import Quarantine
 from driftpilot.tools.drift import feature_drift
 from driftpilot.tools.metrics import balanced_accuracy
 
@@ -62,9 +65,9 @@ def monitor(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
                 n=min(len(frame), REFERENCE_SAMPLE), random_state=ctx.seed
             )
         reference = ctx.references.get(champion.snapshot_id)
-        handled = handled_alarm_keys(
-            [q.reason for q in quarantine.list_quarantines(session=session, model_id=model.id)]
-        )
+        held = quarantine.list_quarantines(session=session, model_id=model.id)
+        handled = handled_alarm_keys([q.reason for q in held])
+        labelled = _without_outage_leads(labelled, held)
         firing = [a for a in alarms.active_alarms(session=session, at=now) if a.key not in handled]
 
         judged = labelled[labelled["served_version"] == champion.number]
@@ -127,6 +130,25 @@ def monitor(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
             evidence=evidence,
         )
     return {"finding": finding, "outcome": "finding" if finding else "healthy", "last_decision": decision.id}
+
+
+#: The readings of the hour before an outage are labelled by it (the horizon of an "offline
+#: within the hour" target): they tell how well outages are foreseen, not whether the model
+#: decays, so they do not judge it. They stay in training, which is how outages are learnt.
+OUTAGE_LEAD = timedelta(hours=1)
+
+
+def _without_outage_leads(frame: pd.DataFrame, held: list[Quarantine]) -> pd.DataFrame:
+    keep = np.ones(len(frame), dtype=bool)
+    for q in held:
+        if not q.reason.startswith("alarm "):
+            continue
+        start = pd.Timestamp(q.start).tz_localize(None)
+        in_lead = (frame["time"] >= start - OUTAGE_LEAD) & (frame["time"] < start)
+        if q.groups:
+            in_lead &= frame["group"].isin(q.groups)
+        keep &= ~in_lead.to_numpy()
+    return frame[keep]
 
 
 def _describe(evidence: dict[str, Any]) -> str:

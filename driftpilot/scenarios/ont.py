@@ -376,7 +376,7 @@ class OntSimulator:
             crash = failing & (cause == _CRASH)
             outage = failing & (cause == _OUTAGE)
 
-            rx = rx_level + 0.35 * noise[:, 0] - 6.0 * strength * fibre - 2.0 * strength * outage
+            rx = rx_level + 0.35 * noise[:, 0] - 6.0 * strength * fibre - 0.5 * strength * outage
             rx_history = np.roll(rx_history, -1, axis=0)
             rx_history[-1] = rx
             rx_delta = rx - rx_history[0]
@@ -389,8 +389,8 @@ class OntSimulator:
             )
             voltage = 3.30 + 0.03 * noise[:, 3] - 0.28 * strength * power
             bias = bias_base + 0.6 * noise[:, 4] + 2.5 * strength * heat - 2.0 * strength * power
-            crc = rng.poisson(2.0 + 400.0 * strength * fibre + 60.0 * strength * outage).astype(float)
-            fec = rng.poisson(30.0 + 2500.0 * strength * fibre + 1500.0 * strength * outage).astype(float)
+            crc = rng.poisson(2.0 + 400.0 * strength * fibre).astype(float)
+            fec = rng.poisson(30.0 + 2500.0 * strength * fibre + 300.0 * strength * outage).astype(float)
             interval_seconds = c.interval_minutes * 60.0
             # Firmware v2.0 reports the counters per second instead of per interval.
             crc = np.where(new_fw, crc / interval_seconds, crc)
@@ -398,7 +398,7 @@ class OntSimulator:
             old_crash = crash & ~new_fw
             new_crash = crash & new_fw
             loss = np.clip(
-                0.05 + 0.05 * np.abs(noise[:, 5]) + 2.0 * strength * fibre + 15.0 * strength * outage,
+                0.05 + 0.05 * np.abs(noise[:, 5]) + 1.0 * strength * fibre + 15.0 * strength * outage,
                 0.0,
                 100.0,
             )
