@@ -61,6 +61,7 @@ def monitor(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
         current = events.window(session=session, model_id=model.id, start=start, end=now, limit=DRIFT_SAMPLE)
         if champion.snapshot_id not in ctx.references and champion.snapshot_id is not None:
             frame = snapshots.snapshot_frame(session=session, snapshot_id=champion.snapshot_id)
+            ctx.references.clear()  # only the champion's reference is ever needed again
             ctx.references[champion.snapshot_id] = frame.sample(
                 n=min(len(frame), REFERENCE_SAMPLE), random_state=ctx.seed
             )

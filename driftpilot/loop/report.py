@@ -25,7 +25,7 @@ def _chart(daily: pd.DataFrame, decisions: list[dict[str, Any]], start: pd.Times
     for day, text in SCENARIO_MARKS.items():
         if day <= daily["day"].max():
             ax.axvline(day, color="#d29922", ls="--", lw=1)
-            ax.text(day + 0.1, 0.42, text, rotation=90, fontsize=8, color="#9a6700", va="bottom")
+            ax.text(day + 0.1, 0.45, text, rotation=90, fontsize=8, color="#9a6700", va="bottom")
     styles = {"promote": ("^", "#1a7f37"), "rollback": ("v", "#cf222e"), "start_canary": ("|", "#8250df")}
     for action, (marker, color) in styles.items():
         days = [
@@ -48,7 +48,7 @@ def _chart(daily: pd.DataFrame, decisions: list[dict[str, Any]], start: pd.Times
     ax.set_xlabel("simulated day")
     ax.set_ylabel("balanced accuracy (daily)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8, ncol=3)
+    ax.legend(loc="center right", fontsize=8, ncol=2, framealpha=0.9)
     buffer = io.StringIO()
     fig.savefig(buffer, format="svg", bbox_inches="tight")
     plt.close(fig)
