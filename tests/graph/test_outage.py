@@ -134,3 +134,27 @@ def test_handled_alarm_is_not_diagnosed_twice(world):
     with context.sessions() as session:
         outcomes = [(d.agent, d.outcome) for d in decisions.list_decisions(session=session, model_id=model_id)]
     assert outcomes.count(("diagnostician", "quarantined")) == 1
+
+
+def test_curator_asks_people_for_the_most_uncertain_events_when_labels_are_short(world):
+    from types import SimpleNamespace
+
+    from driftpilot.agents.curator import curator
+    from driftpilot.agents.state import initial_state
+    from driftpilot.memory import label_requests
+
+    context, _, model_id, _ = world
+    now = START + timedelta(hours=11, minutes=45)
+    state = initial_state(MODEL_NAME, now.isoformat(), "test-run", {"kind": "test"})
+
+    update = curator(state, SimpleNamespace(context=context))
+
+    with context.sessions() as session:
+        asked = label_requests.open_label_requests(session=session, model_id=model_id)
+        (decision,) = decisions.list_decisions(session=session, model_id=model_id)
+    # 50 labelled events against the default policy's 500: ask for the 450 missing ones.
+    assert update["snapshot_id"] is None and update["outcome"] == "waiting_for_labels"
+    assert len(asked) == 450
+    assert {r.reason for r in asked} == {"uncertain: lowest top-class probability of the champion"}
+    assert (decision.action, decision.outcome) == ("request_labels", "waiting_for_labels")
+    assert decision.policy_verdicts[0]["allowed"] is True
