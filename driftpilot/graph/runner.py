@@ -32,9 +32,13 @@ def sqlite_checkpointer(path: Path) -> Iterator[Any]:
 class LoopRunner:
     """Runs the loop for managed models: resumes a waiting run, or starts a new one.
 
-    A model's runs share one thread (``<model>:main``), so a run that waits for canary
-    evidence is found and resumed after a restart from the checkpointer alone.
+    A model's scheduled runs share one thread (``<model>:main``) and its alarm-triggered runs
+    another (``<model>:alarms``), so a run that waits for canary evidence is found and resumed
+    after a restart from the checkpointer alone.
     """
+
+    #: The threads a model's runs use: scheduled checks, and runs an alarm triggers.
+    THREADS = ("main", "alarms")
 
     def __init__(self, context: AgentContext, checkpointer: Any) -> None:
         self.context = context

@@ -257,14 +257,17 @@ def run_demo(config: DemoConfig, progress: Callable[[int, int], None] | None = N
                     # An alarm webhook triggers a run of its own, next to any waiting canary.
                     runner.step(MODEL_NAME, now, {"kind": "alarm", "alarm": alarm.key}, thread="alarms")
                 scheduled = (tick.index - warmup_ticks) % check_every == 0
-                # A waiting canary is looked at every hour, so its verdict is not held back.
-                hourly = tick.index % simulator.ticks_per_hour == 0 and runner.waiting(MODEL_NAME)
-                if scheduled or hourly:
+                # A waiting run (a canary gathering evidence, whichever trigger started it) is
+                # looked at every hour, so its verdict is not held back.
+                on_the_hour = tick.index % simulator.ticks_per_hour == 0
+                waiting = [t for t in LoopRunner.THREADS if on_the_hour and runner.waiting(MODEL_NAME, t)]
+                due = sorted(set(waiting) | ({"main"} if scheduled else set()))
+                if due:
                     outbox.flush(sessions)
-                    runner.step(
-                        MODEL_NAME, now, {"kind": "schedule", "every_minutes": policy.monitor.check_every_minutes}
-                    )
-                if scheduled or hourly or alarms_now:
+                for thread in due:
+                    trigger = {"kind": "schedule", "every_minutes": policy.monitor.check_every_minutes}
+                    runner.step(MODEL_NAME, now, trigger, thread=thread)
+                if due or alarms_now:
                     refresh_serving()
             if progress:
                 progress(tick.index + 1, total)
