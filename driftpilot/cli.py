@@ -10,11 +10,12 @@ from typing import Any
 
 
 def _sessions(args: argparse.Namespace) -> Any:
+    """A session factory on ``--database-url``, else the settings' database under ``--home``."""
     from driftpilot.config import Settings
     from driftpilot.memory import db
 
     settings = Settings(home=Path(args.home)) if args.home else Settings()
-    return db.connect(args.database_url or settings.db_url), settings
+    return db.connect(args.database_url or settings.db_url)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -69,7 +70,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from driftpilot.memory import decisions, models
 
-    sessions, _ = _sessions(args)
+    sessions = _sessions(args)
     with sessions() as session:
         model_id = models.get_model(session=session, name=args.model).id if args.model else None
         rows = [decisions.decision_as_dict(d) for d in decisions.list_decisions(session=session, model_id=model_id)]
@@ -87,7 +88,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from driftpilot.memory import models, versions
 
-    sessions, _ = _sessions(args)
+    sessions = _sessions(args)
     with sessions() as session:
         for model in models.list_models(session=session):
             print(f"{model.name} ({model.task}, {model.family}, policy {model.policy})")
@@ -101,7 +102,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     from driftpilot.loop.rollback import manual_rollback
 
-    sessions, settings = _sessions(args)
+    sessions = _sessions(args)
     decision = manual_rollback(sessions, model=args.model, version=args.version, policy_path=args.policy, who=args.who)
     print(f"#{decision.id} {decision.outcome}: {decision.rationale}")
     return 0 if decision.outcome == "rolled_back" else 1

@@ -10,7 +10,7 @@ import pandas as pd
 from sqlalchemy.orm import Session, sessionmaker
 
 from driftpilot.agents.state import LoopState
-from driftpilot.memory import decisions
+from driftpilot.memory import decisions, label_requests
 from driftpilot.memory.tables import Decision, ManagedModel
 from driftpilot.models.registry import Registry
 from driftpilot.policies import PolicyEngine, PolicyVerdict, Usage
@@ -36,16 +36,15 @@ def now_of(state: LoopState) -> datetime:
 
 
 def usage_today(session: Session, model: ManagedModel, now: datetime) -> Usage:
-    """What the model has used of its daily budgets so far (UTC day of ``now``)."""
-    from driftpilot.memory import label_requests
-
+    """What the model has used of its daily budgets so far (UTC day of ``now``, inclusive)."""
     day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    until = now + timedelta(seconds=1)
     return Usage(
         retrains_today=decisions.count_decisions(
-            session=session, model_id=model.id, action="retrain", since=day, until=now + timedelta(seconds=1)
+            session=session, model_id=model.id, action="retrain", since=day, until=until
         ),
         labels_requested_today=label_requests.count_label_requests(
-            session=session, model_id=model.id, since=day, until=now + timedelta(seconds=1)
+            session=session, model_id=model.id, since=day, until=until
         ),
     )
 

@@ -23,20 +23,21 @@ def curator(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     ctx = runtime.context
     training = ctx.policy.policy.training
     now = now_of(state)
+    since = now - timedelta(hours=training.recent_hours)
     with ctx.sessions() as session:
         model = models.get_model(session=session, name=state["model"])
         champion = versions.champion(session=session, model_id=model.id)
         recent = events.window(
             session=session,
             model_id=model.id,
-            start=now - timedelta(hours=training.recent_hours),
+            start=since,
             end=now,
             visible_at=now,
             labelled_only=True,
             limit=training.max_recent,
         )
         if len(recent) < training.min_training_labels:
-            return _ask_for_labels(ctx, session, state, model, champion, recent, now)
+            return _ask_for_labels(ctx, session, state, model, champion, recent, since, now)
 
         pool = pd.DataFrame(columns=["id", "time", "label"])
         if champion is not None and champion.snapshot_id is not None:
@@ -101,23 +102,29 @@ def _ask_for_labels(
     model: ManagedModel,
     champion: Version | None,
     recent: pd.DataFrame,
+    since: datetime,
     now: datetime,
 ) -> dict[str, Any]:
-    """Too few labels to retrain: ask people for the most uncertain recent events."""
+    """Too few labels to retrain: ask people for the most uncertain recent events.
+
+    Requests still open count as labels on their way, so checks that come back before people
+    answered do not ask again and spend the label budget twice.
+    """
     training = ctx.policy.policy.training
-    needed = training.min_training_labels - len(recent)
+    pending = {r.event_id for r in label_requests.open_label_requests(session=session, model_id=model.id)}
+    needed = max(0, training.min_training_labels - len(recent) - len(pending))
     unlabelled = events.window(
         session=session,
         model_id=model.id,
-        start=now - timedelta(hours=training.recent_hours),
+        start=since,
         end=now,
         visible_at=now,
         limit=CANDIDATES_FOR_LABELS,
     )
-    unlabelled = unlabelled[unlabelled["label"].isna()]
+    unlabelled = unlabelled[unlabelled["label"].isna() & ~unlabelled["id"].isin(pending)]
     verdict = ctx.policy.check("request_labels", {"n_labels": needed}, usage_today(session, model, now))
     asked = 0
-    if verdict.allowed and champion is not None and len(unlabelled):
+    if needed and verdict.allowed and champion is not None and len(unlabelled):
         scorer = ctx.registry.load(champion)
         chosen = most_uncertain(unlabelled, scorer.predict_proba(unlabelled), needed)
         asked = label_requests.add_label_requests(
@@ -133,17 +140,18 @@ def _ask_for_labels(
         model,
         agent="curator",
         action="request_labels",
-        outcome="waiting_for_labels" if asked else "not_enough_labels",
+        outcome="waiting_for_labels" if asked or pending else "not_enough_labels",
         rationale=(
             f"Only {len(recent)} labelled events in the last {training.recent_hours:g} h, "
             f"{training.min_training_labels} needed to retrain; "
+            + (f"{len(pending)} requested earlier are still open; " if pending else "")
             + (
                 f"asked people to label the {asked} most uncertain events."
                 if asked
-                else "no labels requested: " + "; ".join(verdict.reasons)
+                else "no new labels requested" + ("" if verdict.allowed else ": " + "; ".join(verdict.reasons)) + "."
             )
         ),
-        evidence={"labelled": len(recent), "needed": needed, "asked": asked},
+        evidence={"labelled": len(recent), "pending": len(pending), "needed": needed, "asked": asked},
         verdicts=[verdict],
     )
     return {"snapshot_id": None, "outcome": "waiting_for_labels", "last_decision": decision.id}

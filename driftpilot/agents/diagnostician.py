@@ -10,7 +10,7 @@ from langgraph.runtime import Runtime
 from driftpilot.agents.context import AgentContext, now_of, record, usage_today
 from driftpilot.agents.state import LoopState
 from driftpilot.memory import events, models, quarantine, releases
-from driftpilot.tools.diagnosis import AlarmEvidence, diagnose, error_by_slice
+from driftpilot.tools.diagnosis import OUTAGE_SILENT_SHARE, AlarmEvidence, diagnose, error_by_slice
 
 #: How far before an alarm we look to count the entities that were reporting.
 BEFORE_ALARM = timedelta(hours=1)
@@ -60,7 +60,7 @@ def diagnostician(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str,
             verdicts.append(verdict)
             if verdict.allowed:
                 for alarm, raw in zip(alarm_evidence, finding.get("alarms", []), strict=True):
-                    if alarm.silent_share < 0.5:
+                    if alarm.silent_share < OUTAGE_SILENT_SHARE:
                         continue
                     start = datetime.fromisoformat(raw["starts_at"])
                     end = datetime.fromisoformat(raw["ends_at"]) if raw.get("ends_at") else start + PROVISIONAL_OUTAGE

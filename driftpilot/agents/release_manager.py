@@ -88,9 +88,23 @@ def canary_judge(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, 
     with ctx.sessions() as session:
         model = models.get_model(session=session, name=state["model"])
         candidate = versions.get_version(session=session, model_id=model.id, number=state["candidate"])
-        release = next(
-            r for r in releases.list_releases(session=session, model_id=model.id) if r.id == state["release_id"]
-        )
+        release = releases.get_release(session=session, release_id=state["release_id"])
+        if release.ended_at is not None:
+            # Ended while this run waited, by a manual rollback: acting now would undo it.
+            decision = record(
+                session,
+                {**state, "now": now_iso},
+                model,
+                agent="release_manager",
+                action="judge_canary",
+                outcome="already_ended",
+                rationale=(
+                    f"The canary of version {candidate.number} ended at {release.ended_at:%Y-%m-%d %H:%M} UTC "
+                    f"({release.verdict}) before it was judged; nothing more to do."
+                ),
+                evidence={"release": release.id},
+            )
+            return {"now": now_iso, "outcome": "already_ended", "last_decision": decision.id}
         champion = versions.get_version_by_id(session=session, version_id=release.baseline_version_id)
         served = events.window(
             session=session,

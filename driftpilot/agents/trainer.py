@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
+import pandas as pd
 from langgraph.runtime import Runtime
+from sqlalchemy.orm import Session
 
 from driftpilot.agents.context import AgentContext, now_of, record, usage_today
 from driftpilot.agents.state import LoopState
@@ -43,9 +46,7 @@ def trainer(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
         frame = snapshots.snapshot_frame(session=session, snapshot_id=snapshot.id)
         parent = ctx.registry.load(champion)
         started = time.perf_counter()
-        candidate = TabularMLP(parent.features, parent.classes, **_hyper(parent)).fit(
-            frame, frame["label"].to_numpy(), warm_start=parent
-        )
+        candidate = TabularMLP.from_config(parent.config()).fit(frame, frame["label"].to_numpy(), warm_start=parent)
         seconds = time.perf_counter() - started
         recent = _holdout(session, snapshot.stats.get("recent_holdout_ids", []), now)
         old = _holdout(session, snapshot.stats.get("old_holdout_ids", []), now)
@@ -115,18 +116,9 @@ def trainer(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     }
 
 
-def _hyper(parent: TabularMLP) -> dict[str, Any]:
-    config = parent.config()
-    for key in ("family", "features", "classes"):
-        config.pop(key)
-    config["hidden"] = tuple(config["hidden"])
-    return config
-
-
-def _holdout(session: Any, ids: list[int], now: Any) -> Any:
+def _holdout(session: Session, ids: list[int], now: datetime) -> pd.DataFrame:
+    """The holdout events with their labels as visible ``now`` (unlabelled ones dropped)."""
     if not ids:
-        import pandas as pd
-
         return pd.DataFrame(columns=["label"])
     frame = events.events_by_ids(session=session, ids=ids, visible_at=now)
     return frame[frame["label"].notna()]

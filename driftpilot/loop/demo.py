@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from driftpilot.agents.context import AgentContext
 from driftpilot.graph.runner import LoopRunner, sqlite_checkpointer
-from driftpilot.memory import db, decisions, label_requests, models, releases, snapshots, versions
+from driftpilot.memory import db, decisions, events, label_requests, models, releases, snapshots, versions
 from driftpilot.memory.ingest import EventBatch, event_ids, ingest_alarm, ingest_events, ingest_labels
 from driftpilot.memory.schemas import FeatureSpec, ModelSchema
 from driftpilot.models.registry import Registry
@@ -166,7 +166,6 @@ def run_demo(config: DemoConfig, progress: Callable[[int, int], None] | None = N
     # What is served now: the champion, and the canary with its share; refreshed after each
     # run of the loop, the only thing that changes it.
     served: dict[str, Any] = {"champion": 1, "canary": None, "share": 0.0, "models": {1: first}}
-    answered_requests: set[int] = set()
     outbox = _Outbox()
 
     def refresh_serving() -> None:
@@ -240,7 +239,7 @@ def run_demo(config: DemoConfig, progress: Callable[[int, int], None] | None = N
                 for alarm in resolved_by_tick.get(tick.index, []):
                     ingest_alarm(session=session, alarm=alarm.webhook("resolved") | {"model": MODEL_NAME})
                 if tick.index % simulator.ticks_per_hour == 0 and tick.index >= warmup_ticks:
-                    _answer_label_requests(session, model_row.id, truth_by_key, answered_requests, now, config)
+                    _answer_label_requests(session, model_row.id, truth_by_key, now, config)
 
             records["event_id"].extend(keys)
             records["time"].extend([now.isoformat()] * len(tick))
@@ -251,7 +250,7 @@ def run_demo(config: DemoConfig, progress: Callable[[int, int], None] | None = N
             records["label"].extend(tick.labels)
 
             if tick.index == warmup_ticks - 1:
-                _register_first_version(sessions, registry, model_row.id, first, first_score, warmup, fit_rows, now)
+                _register_first_version(sessions, registry, model_row.id, first, first_score, fit_rows, n_holdout, now)
             if tick.index >= warmup_ticks:
                 for alarm in alarms_now:
                     # An alarm webhook triggers a run of its own, next to any waiting canary.
@@ -319,8 +318,8 @@ def _register_first_version(
     model_id: int,
     first: TabularMLP,
     first_score: float,
-    warmup: pd.DataFrame,
     fit_rows: pd.DataFrame,
+    n_holdout: int,
     now: datetime,
 ) -> None:
     """Record version 1, trained on the labelled history of the warm-up days."""
@@ -363,7 +362,7 @@ def _register_first_version(
             outcome="champion",
             rationale=(
                 f"Version 1 trained from scratch on {len(fit_rows)} labelled readings of days 0-{WARMUP_DAYS - 1}; "
-                f"balanced accuracy {first_score:.3f} on the newest {len(warmup) - len(fit_rows)} held out."
+                f"balanced accuracy {first_score:.3f} on the newest {n_holdout} held out."
             ),
         )
         versions.set_decision(session=session, version_id=version.id, decision_id=decision.id)
@@ -373,18 +372,14 @@ def _answer_label_requests(
     session: Session,
     model_id: int,
     truth_by_key: dict[str, str],
-    answered: set[int],
     now: datetime,
     config: DemoConfig,
 ) -> None:
     """The people behind the labelling queue: answer requests older than the delay (oracle)."""
-    from driftpilot.memory import events
-
     due = [
         r
         for r in label_requests.open_label_requests(session=session, model_id=model_id)
         if r.time.replace(tzinfo=None) + config.requested_label_delay <= now.replace(tzinfo=None)
-        and r.event_id not in answered
     ]
     if not due:
         return
@@ -395,7 +390,6 @@ def _answer_label_requests(
         labels=[{"event_key": k, "value": truth_by_key[k], "source": "oracle", "time": now} for k in frame["key"]],
     )
     label_requests.mark_answered(session=session, event_ids=[r.event_id for r in due], answered_at=now)
-    answered.update(r.event_id for r in due)
 
 
 def _write_outputs(
@@ -408,7 +402,6 @@ def _write_outputs(
     config: DemoConfig,
 ) -> DemoResult:
     from driftpilot.loop.report import write_report
-    from driftpilot.memory.decisions import decision_as_dict, list_decisions
 
     predictions = predictions.copy()
     files = {
@@ -419,7 +412,7 @@ def _write_outputs(
     }
     predictions.to_csv(files["predictions"], index=False)
     with sessions() as session:
-        logged = [decision_as_dict(d) for d in list_decisions(session=session, model_id=model_id)]
+        logged = [decisions.decision_as_dict(d) for d in decisions.list_decisions(session=session, model_id=model_id)]
         version_rows = [
             {
                 "number": v.number,

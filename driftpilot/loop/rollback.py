@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from driftpilot.memory import decisions, models, releases, versions
 from driftpilot.memory.tables import Decision
-from driftpilot.models.registry import Registry
+from driftpilot.models.registry import verify_artifacts
 from driftpilot.policies import PolicyEngine, Usage, load_policy
 
 
@@ -32,18 +32,25 @@ def manual_rollback(
     with sessions() as session:
         row = models.get_model(session=session, name=model)
         target = versions.get_version(session=session, model_id=row.id, number=version)
-        if target.stage in ("rejected",) or not target.artifacts:
+        if target.stage == "rejected" or not target.artifacts:
             raise ValueError(
                 f"version {version} of '{model}' was never served ({target.stage}); refusing to roll back to it"
             )
-        Registry(Path(".")).verify(target)
+        verify_artifacts(target)
         current = versions.champion(session=session, model_id=row.id)
-        if current is not None and current.number == version:
-            raise ValueError(f"version {version} of '{model}' is already the champion")
+        release = releases.active_release(session=session, model_id=row.id)
+        # Rolling back to the champion is how a person stops a canary; with no canary running
+        # there is nothing to undo.
+        if current is not None and current.number == version and release is None:
+            raise ValueError(f"version {version} of '{model}' is already the champion and no canary is running")
         verdict = engine.check("rollback", {}, Usage())
-        evidence = {"from": current.number if current else None, "to": version, "requested_by": who}
+        evidence = {
+            "from": current.number if current else None,
+            "to": version,
+            "canary": release.id if release else None,
+            "requested_by": who,
+        }
         if verdict.allowed and not verdict.needs_approval:
-            release = releases.active_release(session=session, model_id=row.id)
             if release is not None:
                 releases.end_release(
                     session=session,
@@ -53,11 +60,14 @@ def manual_rollback(
                     evidence={"manual": True},
                 )
                 versions.set_stage(session=session, version_id=release.version_id, stage="rolled_back")
-            if current is not None:
-                versions.set_stage(session=session, version_id=current.id, stage="rolled_back")
-            versions.set_stage(session=session, version_id=target.id, stage="champion")
+            if current is None or current.id != target.id:
+                if current is not None:
+                    versions.set_stage(session=session, version_id=current.id, stage="rolled_back")
+                versions.set_stage(session=session, version_id=target.id, stage="champion")
+                rationale = f"{who} rolled '{model}' back from version {evidence['from']} to version {version}."
+            else:
+                rationale = f"{who} stopped the canary of '{model}'; version {version} serves everyone."
             outcome = "rolled_back"
-            rationale = f"{who} rolled '{model}' back from version {evidence['from']} to version {version}."
         else:
             outcome = "denied"
             rationale = "Rollback refused: " + "; ".join(verdict.reasons)

@@ -83,6 +83,14 @@ def end_release(
     return release
 
 
+def get_release(*, session: Session, release_id: int) -> Release:
+    """The release with this id; LookupError if there is none."""
+    release = session.get(Release, release_id)
+    if release is None:
+        raise LookupError(f"no release with id {release_id}")
+    return release
+
+
 def list_releases(*, session: Session, model_id: int) -> list[Release]:
     """A model's releases, oldest first."""
     return list(session.scalars(sa.select(Release).where(Release.model_id == model_id).order_by(Release.id)))

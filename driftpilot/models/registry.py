@@ -29,6 +29,19 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def verify_artifacts(version: Version) -> None:
+    """Raise :class:`ArtifactError` unless every artifact exists with its recorded sha256."""
+    for name, meta in (version.artifacts or {}).items():
+        path = Path(meta["path"])
+        if not path.exists():
+            raise ArtifactError(f"version {version.number}: artifact '{name}' is missing at {path}")
+        actual = sha256_of(path)
+        if actual != meta["sha256"]:
+            raise ArtifactError(
+                f"version {version.number}: artifact '{name}' at {path} has sha256 {actual}, expected {meta['sha256']}"
+            )
+
+
 class Registry:
     """Stores every version's artifacts under ``root/<model>/<token>/``.
 
@@ -82,23 +95,10 @@ class Registry:
         self._loaded[(model_id, version.number)] = model
         return version
 
-    def verify(self, version: Version) -> None:
-        """Raise :class:`ArtifactError` unless every artifact exists with its recorded sha256."""
-        for name, meta in (version.artifacts or {}).items():
-            path = Path(meta["path"])
-            if not path.exists():
-                raise ArtifactError(f"version {version.number}: artifact '{name}' is missing at {path}")
-            actual = sha256_of(path)
-            if actual != meta["sha256"]:
-                raise ArtifactError(
-                    f"version {version.number}: artifact '{name}' at {path} has sha256 {actual}, "
-                    f"expected {meta['sha256']}"
-                )
-
     def load(self, version: Version) -> TabularMLP:
         key = (version.model_id, version.number)
         if key not in self._loaded:
-            self.verify(version)
+            verify_artifacts(version)
             folder = Path(version.artifacts["weights"]["path"]).parent
             self._loaded[key] = TabularMLP.load(folder)
         return self._loaded[key]

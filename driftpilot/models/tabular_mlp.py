@@ -317,16 +317,21 @@ class TabularMLP:
         return paths
 
     @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> TabularMLP:
+        """An unfitted model with the hyper-parameters of :meth:`config` (e.g. a parent's)."""
+        params = dict(config)
+        params.pop("family", None)
+        features = [tuple(f) for f in params.pop("features")]
+        classes = params.pop("classes")
+        params["hidden"] = tuple(params["hidden"])
+        return cls(features, classes, **params)
+
+    @classmethod
     def load(cls, folder: Path) -> TabularMLP:
         import torch
 
         meta = json.loads((folder / "model.json").read_text())
-        config = dict(meta["config"])
-        config.pop("family")
-        features = [tuple(f) for f in config.pop("features")]
-        classes = config.pop("classes")
-        config["hidden"] = tuple(config["hidden"])
-        model = cls(features, classes, **config)
+        model = cls.from_config(meta["config"])
         model.preprocessor_ = Preprocessor.from_dict(meta["preprocessor"])
         model.net_ = model._build(model.preprocessor_.width)
         model.net_.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))

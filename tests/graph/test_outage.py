@@ -158,3 +158,75 @@ def test_curator_asks_people_for_the_most_uncertain_events_when_labels_are_short
     assert {r.reason for r in asked} == {"uncertain: lowest top-class probability of the champion"}
     assert (decision.action, decision.outcome) == ("request_labels", "waiting_for_labels")
     assert decision.policy_verdicts[0]["allowed"] is True
+
+
+def test_curator_does_not_ask_again_while_its_requests_are_open(world):
+    from types import SimpleNamespace
+
+    from driftpilot.agents.curator import curator
+    from driftpilot.agents.state import initial_state
+    from driftpilot.memory import label_requests
+
+    context, _, model_id, _ = world
+    now = START + timedelta(hours=11, minutes=45)
+    runtime = SimpleNamespace(context=context)
+
+    curator(initial_state(MODEL_NAME, now.isoformat(), "first", {}), runtime)
+    later = (now + timedelta(hours=2)).isoformat()
+    update = curator(initial_state(MODEL_NAME, later, "second", {}), runtime)
+
+    with context.sessions() as session:
+        asked = label_requests.open_label_requests(session=session, model_id=model_id)
+        second = decisions.list_decisions(session=session, model_id=model_id)[-1]
+    assert len(asked) == 450
+    assert update["outcome"] == "waiting_for_labels"
+    assert second.evidence == {"labelled": 50, "pending": 450, "needed": 0, "asked": 0}
+
+
+def test_a_canary_rolled_back_by_hand_while_waiting_is_left_alone(world):
+    from driftpilot.loop.rollback import manual_rollback
+    from driftpilot.memory import releases, versions
+
+    context, tmp_path, model_id, _ = world
+    now = START + timedelta(hours=12)
+    with context.sessions() as session:
+        champion = versions.champion(session=session, model_id=model_id)
+        mlp = context.registry.load(champion)
+        candidate = context.registry.register(
+            session=session, model_id=model_id, model_name=MODEL_NAME, model=mlp, time=now, stage="canary"
+        )
+        release = releases.start_release(
+            session=session,
+            model_id=model_id,
+            version_id=candidate.id,
+            baseline_version_id=champion.id,
+            share=0.2,
+            started_at=now,
+        )
+    with sqlite_checkpointer(tmp_path / "cp.sqlite") as checkpointer:
+        runner = LoopRunner(context, checkpointer)
+        config = {"configurable": {"thread_id": f"{MODEL_NAME}:main"}}
+        runner.graph.update_state(
+            config,
+            {
+                "model": MODEL_NAME,
+                "run_id": "r",
+                "now": now.isoformat(),
+                "trigger": {},
+                "candidate": candidate.number,
+                "release_id": release.id,
+            },
+            as_node="release_manager",
+        )
+        runner.graph.invoke(None, config, context=context)
+        assert runner.waiting(MODEL_NAME)
+
+        manual_rollback(context.sessions, model=MODEL_NAME, version=1, who="alice", now=now + timedelta(hours=1))
+        runner.step(MODEL_NAME, now + timedelta(hours=2), {"kind": "schedule"})
+
+        assert not runner.waiting(MODEL_NAME)
+    with context.sessions() as session:
+        last = decisions.list_decisions(session=session, model_id=model_id)[-1]
+        stages = [v.stage for v in versions.list_versions(session=session, model_id=model_id)]
+    assert (last.agent, last.action, last.outcome) == ("release_manager", "judge_canary", "already_ended")
+    assert stages == ["champion", "rolled_back"]

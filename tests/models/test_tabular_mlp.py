@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from driftpilot.models.registry import ArtifactError, Registry
+from driftpilot.models.registry import ArtifactError, Registry, verify_artifacts
 from driftpilot.models.tabular_mlp import TabularMLP
 
 FEATURES = [("a", "number"), ("b", "number"), ("c", "category")]
@@ -85,17 +85,20 @@ def test_registry_refuses_an_artifact_that_fails_its_checksum(tmp_path):
     model = TabularMLP(FEATURES, ["no", "yes"], epochs=2).fit(x, y)
     schema = ModelSchema(
         features=[FeatureSpec(name=n, kind=k) for n, k in FEATURES],
-        target="t", classes=["no", "yes"], entity_key="id",
+        target="t",
+        classes=["no", "yes"],
+        entity_key="id",
     )
     with sessions() as session:
-        row = models.register_model(session=session, name="m", task="tabular_classification",
-                                    family="tabular_mlp", schema=schema)
+        row = models.register_model(
+            session=session, name="m", task="tabular_classification", family="tabular_mlp", schema=schema
+        )
         from datetime import UTC, datetime
 
         version = Registry(tmp_path / "art").register(
             session=session, model_id=row.id, model_name="m", model=model, time=datetime(2026, 1, 1, tzinfo=UTC)
         )
-    Registry(tmp_path / "art").verify(version)
+    verify_artifacts(version)
     weights = version.artifacts["weights"]["path"]
     with open(weights, "ab") as handle:
         handle.write(b"tampered")
