@@ -9,7 +9,6 @@ people about. The loop's graph runs on the policy's schedule and whenever an ala
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,20 +22,22 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from driftpilot.agents.context import AgentContext
 from driftpilot.graph.runner import LoopRunner, sqlite_checkpointer
-from driftpilot.memory import db, decisions, events, label_requests, models, releases, snapshots, versions
-from driftpilot.memory.ingest import EventBatch, event_ids, ingest_alarm, ingest_events, ingest_labels
+from driftpilot.loop.bootstrap import register_first_version
+from driftpilot.loop.home import fresh_home
+from driftpilot.loop.outbox import Outbox
+from driftpilot.loop.serving import Serving
+from driftpilot.memory import db, decisions, events, label_requests, models, versions
+from driftpilot.memory.ingest import EventBatch, ingest_alarm, ingest_labels
 from driftpilot.memory.schemas import FeatureSpec, ModelSchema
 from driftpilot.models.registry import Registry
 from driftpilot.models.tabular_mlp import TabularMLP
 from driftpilot.policies import PolicyEngine, load_policy
 from driftpilot.scenarios.ont import CLASSES, FEATURES, OntScenarioConfig, OntSimulator, class_balance
-from driftpilot.tools.cohort import canary_mask
 from driftpilot.tools.metrics import balanced_accuracy
 
 MODEL_NAME = "ont-offline"
 #: Days of history the first version is trained on (and the never-updated model is).
 WARMUP_DAYS = 8
-MARKER = ".driftpilot-demo"
 
 
 @dataclass
@@ -73,18 +74,6 @@ def schema_of_ont() -> ModelSchema:
     )
 
 
-def _fresh_home(out: Path) -> None:
-    """The demo owns its folder: wipe a previous demo's, refuse to wipe anything else."""
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder; choose another --out")
-    if out.exists() and any(out.iterdir()):
-        if not (out / MARKER).exists():
-            raise FileExistsError(f"{out} exists and was not made by the demo; choose another --out or remove it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("made by `driftpilot demo`; wiped by the next demo run\n")
-
-
 def _event_keys(entities: np.ndarray, stamp: str) -> list[str]:
     return [f"{e}/{stamp}" for e in entities]
 
@@ -103,7 +92,7 @@ def run_demo(config: DemoConfig, progress: Callable[[int, int], None] | None = N
     torch.set_num_threads(1)  # small networks: one thread is faster than two fighting
     wall_start = time.perf_counter()
     out = config.out
-    _fresh_home(out)
+    fresh_home(out, "demo")
     url = config.database_url or f"sqlite:///{out / 'driftpilot.sqlite'}"
     sessions = db.connect(url)
     policy = load_policy(config.policy_path)
@@ -163,23 +152,9 @@ def run_demo(config: DemoConfig, progress: Callable[[int, int], None] | None = N
     records: dict[str, list[Any]] = {
         k: [] for k in ("event_id", "time", "entity", "served_version", "prediction", "static_prediction", "label")
     }
-    # What is served now: the champion, and the canary with its share; refreshed after each
-    # run of the loop, the only thing that changes it.
-    served: dict[str, Any] = {"champion": 1, "canary": None, "share": 0.0, "models": {1: first}}
-    outbox = _Outbox()
-
-    def refresh_serving() -> None:
-        with sessions() as session:
-            champ = versions.champion(session=session, model_id=model_row.id)
-            release = releases.active_release(session=session, model_id=model_row.id)
-            live = [champ] if champ else []
-            served["champion"] = champ.number if champ else 1
-            served["canary"], served["share"] = None, 0.0
-            if release is not None:
-                candidate = versions.get_version_by_id(session=session, version_id=release.version_id)
-                served["canary"], served["share"] = candidate.number, release.share
-                live.append(candidate)
-            served["models"] = {v.number: registry.load(v) for v in live}
+    # What is served now; refreshed after each run of the loop, the only thing that changes it.
+    serving = Serving(sessions, registry, model_row.id, MODEL_NAME)
+    outbox = Outbox(MODEL_NAME)
 
     with sqlite_checkpointer(out / "checkpoints.sqlite") as checkpointer:
         runner = LoopRunner(context, checkpointer)
@@ -192,17 +167,10 @@ def run_demo(config: DemoConfig, progress: Callable[[int, int], None] | None = N
             # Serve: champion for most entities, the canary's share by hashed entity id.
             if tick.index < warmup_ticks:
                 versions_served = np.full(len(tick), 1)
+                probabilities = first.predict_proba(tick.features)
             else:
-                versions_served = np.full(len(tick), served["champion"])
-                if served["canary"] is not None:
-                    mask = canary_mask(list(tick.entities), served["share"], salt=MODEL_NAME)
-                    versions_served[mask] = served["canary"]
-            probabilities = np.zeros((len(tick), len(CLASSES)))
-            for number in np.unique(versions_served):
-                rows = versions_served == number
-                subset = {k: v[rows] for k, v in tick.features.items()}
-                scorer = served["models"][int(number)]
-                probabilities[rows] = scorer.predict_proba(subset)
+                versions_served = serving.route(list(tick.entities))
+                probabilities = serving.predict_proba(tick.features, versions_served, len(CLASSES))
             prediction = np.asarray(CLASSES)[probabilities.argmax(axis=1)]
             static_prediction = first.predict(tick.features)
 
@@ -227,7 +195,7 @@ def run_demo(config: DemoConfig, progress: Callable[[int, int], None] | None = N
                 for k, v in zip(np.asarray(keys)[seen], tick.labels[seen], strict=True)
             )
             truth_by_key.update(zip(keys, (str(v) for v in tick.labels), strict=True))
-            outbox.labels.extend(pending_labels.pop(tick.index, []))
+            outbox.add_labels(pending_labels.pop(tick.index, []))
             alarms_now = alarms_by_tick.get(tick.index, [])
             end_of_hour = (tick.index + 1) % simulator.ticks_per_hour == 0
             if alarms_now or end_of_hour or tick.index == warmup_ticks - 1:
@@ -250,7 +218,19 @@ def run_demo(config: DemoConfig, progress: Callable[[int, int], None] | None = N
             records["label"].extend(tick.labels)
 
             if tick.index == warmup_ticks - 1:
-                _register_first_version(sessions, registry, model_row.id, first, first_score, fit_rows, n_holdout, now)
+                register_first_version(
+                    sessions,
+                    registry,
+                    model_id=model_row.id,
+                    model_name=MODEL_NAME,
+                    model=first,
+                    score=first_score,
+                    fit_rows=fit_rows,
+                    n_holdout=n_holdout,
+                    now=now,
+                    source=f"the warm-up days 0-{WARMUP_DAYS - 1}",
+                )
+                serving.refresh()
             if tick.index >= warmup_ticks:
                 for alarm in alarms_now:
                     # An alarm webhook triggers a run of its own, next to any waiting canary.
@@ -267,105 +247,12 @@ def run_demo(config: DemoConfig, progress: Callable[[int, int], None] | None = N
                     trigger = {"kind": "schedule", "every_minutes": policy.monitor.check_every_minutes}
                     runner.step(MODEL_NAME, now, trigger, thread=thread)
                 if due or alarms_now:
-                    refresh_serving()
+                    serving.refresh()
             if progress:
                 progress(tick.index + 1, total)
 
     predictions = pd.DataFrame(records)
     return _write_outputs(out, sessions, model_row.id, predictions, simulator, time.perf_counter() - wall_start, config)
-
-
-class _Outbox:
-    """Readings and labels of the current hour, sent in one ingest call each.
-
-    A gateway relay batches its ONTs' readings the same way; one transaction (and one fsync)
-    an hour instead of one a reading keeps the demo within minutes.
-    """
-
-    def __init__(self) -> None:
-        self.batches: list[EventBatch] = []
-        self.labels: list[dict[str, Any]] = []
-
-    def add_events(self, batch: EventBatch) -> None:
-        self.batches.append(batch)
-
-    def flush(self, sessions: Any) -> None:
-        with sessions() as session:
-            if self.batches:
-                ingest_events(session=session, model=MODEL_NAME, events=_concat(self.batches))
-            if self.labels:
-                ingest_labels(session=session, model=MODEL_NAME, labels=self.labels)
-        self.batches, self.labels = [], []
-
-
-def _concat(batches: list[EventBatch]) -> EventBatch:
-    first = batches[0]
-    return EventBatch(
-        keys=[k for b in batches for k in b.keys],
-        times=[t for b in batches for t in b.times],
-        entities=[e for b in batches for e in b.entities],
-        groups=[g for b in batches for g in b.groups],
-        features={name: np.concatenate([np.asarray(b.features[name]) for b in batches]) for name in first.features},
-        served_version=[v for b in batches for v in (b.served_version or [])],
-        prediction=[p for b in batches for p in (b.prediction or [])],
-        probabilities=np.vstack([b.probabilities for b in batches if b.probabilities is not None]),
-    )
-
-
-def _register_first_version(
-    sessions: sessionmaker[Session],
-    registry: Registry,
-    model_id: int,
-    first: TabularMLP,
-    first_score: float,
-    fit_rows: pd.DataFrame,
-    n_holdout: int,
-    now: datetime,
-) -> None:
-    """Record version 1, trained on the labelled history of the warm-up days."""
-    with sessions() as session:
-        ids = event_ids(session=session, model_id=model_id, keys=list(fit_rows["key"]))
-        snapshot = snapshots.create_snapshot(
-            session=session,
-            model_id=model_id,
-            event_ids=[ids[k] for k in fit_rows["key"]],
-            labels=[str(v) for v in fit_rows["label"]],
-            time=now,
-            stats={"recent": len(fit_rows), "replay": 0, "source": f"warm-up days 0-{WARMUP_DAYS - 1}"},
-        )
-        version = registry.register(
-            session=session,
-            model_id=model_id,
-            model_name=MODEL_NAME,
-            model=first,
-            time=now,
-            snapshot_id=snapshot.id,
-            stage="champion",
-            metrics={
-                "recent_balanced_accuracy": first_score,
-                "reference_balanced_accuracy": first_score,
-                "train_rows": len(fit_rows),
-                "loss_history": [round(v, 5) for v in first.history_],
-            },
-        )
-        decision = decisions.record_decision(
-            session=session,
-            model_id=model_id,
-            run_id=f"{MODEL_NAME}/bootstrap",
-            agent="trainer",
-            time=now,
-            trigger={"kind": "bootstrap"},
-            evidence={"version": version.number, "rows": len(fit_rows), "holdout_balanced_accuracy": first_score},
-            diagnosis={},
-            policy_verdicts=[],
-            action="bootstrap",
-            outcome="champion",
-            rationale=(
-                f"Version 1 trained from scratch on {len(fit_rows)} labelled readings of days 0-{WARMUP_DAYS - 1}; "
-                f"balanced accuracy {first_score:.3f} on the newest {n_holdout} held out."
-            ),
-        )
-        versions.set_decision(session=session, version_id=version.id, decision_id=decision.id)
 
 
 def _answer_label_requests(

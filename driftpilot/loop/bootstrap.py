@@ -1,0 +1,79 @@
+"""Version 1 of a managed model: trained on labelled history, recorded with its decision."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+from sqlalchemy.orm import Session, sessionmaker
+
+from driftpilot.memory import decisions, snapshots, versions
+from driftpilot.memory.ingest import event_ids
+from driftpilot.memory.tables import Version
+from driftpilot.models.registry import Registry
+
+
+def register_first_version(
+    sessions: sessionmaker[Session],
+    registry: Registry,
+    *,
+    model_id: int,
+    model_name: str,
+    model: Any,
+    score: float,
+    fit_rows: pd.DataFrame,
+    n_holdout: int,
+    now: datetime,
+    source: str,
+) -> Version:
+    """Record version 1 as champion, with the snapshot it learnt from and a bootstrap decision.
+
+    ``fit_rows`` holds the event ``key`` and ``label`` of each training row (already ingested);
+    ``score`` is its balanced accuracy on the ``n_holdout`` newest labelled rows held out;
+    ``source`` says in words where the history comes from.
+    """
+    with sessions() as session:
+        ids = event_ids(session=session, model_id=model_id, keys=list(fit_rows["key"]))
+        snapshot = snapshots.create_snapshot(
+            session=session,
+            model_id=model_id,
+            event_ids=[ids[k] for k in fit_rows["key"]],
+            labels=[str(v) for v in fit_rows["label"]],
+            time=now,
+            stats={"recent": len(fit_rows), "replay": 0, "source": source},
+        )
+        version = registry.register(
+            session=session,
+            model_id=model_id,
+            model_name=model_name,
+            model=model,
+            time=now,
+            snapshot_id=snapshot.id,
+            stage="champion",
+            metrics={
+                "recent_balanced_accuracy": score,
+                "reference_balanced_accuracy": score,
+                "train_rows": len(fit_rows),
+                "loss_history": [round(v, 5) for v in model.history_],
+            },
+        )
+        decision = decisions.record_decision(
+            session=session,
+            model_id=model_id,
+            run_id=f"{model_name}/bootstrap",
+            agent="trainer",
+            time=now,
+            trigger={"kind": "bootstrap"},
+            evidence={"version": version.number, "rows": len(fit_rows), "holdout_balanced_accuracy": score},
+            diagnosis={},
+            policy_verdicts=[],
+            action="bootstrap",
+            outcome="champion",
+            rationale=(
+                f"Version 1 trained from scratch on {len(fit_rows)} labelled events of {source}; "
+                f"balanced accuracy {score:.3f} on the newest {n_holdout} held out."
+            ),
+        )
+        versions.set_decision(session=session, version_id=version.id, decision_id=decision.id)
+        return version
