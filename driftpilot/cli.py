@@ -1,4 +1,4 @@
-"""The ``driftpilot`` command: demo, audit, models, rollback."""
+"""The ``driftpilot`` command: demo, replay, scenarios, audit, models, rollback."""
 
 from __future__ import annotations
 
@@ -67,6 +67,76 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from driftpilot.config import Settings
+    from driftpilot.loop.replay import ReplayConfig, run_replay
+
+    settings = Settings(home=Path(args.home)) if args.home else Settings()
+    config = ReplayConfig(
+        data=Path(args.data),
+        target=args.target,
+        out=Path(args.out),
+        time_col=args.time_col,
+        entity_col=args.entity_col,
+        text_col=args.text_col,
+        feature_cols=[c.strip() for c in args.feature_cols.split(",") if c.strip()] if args.feature_cols else None,
+        warmup=args.warmup,
+        label_delay=args.label_delay,
+        label_budget=args.label_budget,
+        policy_path=Path(args.policy) if args.policy else None,
+        seed=args.seed,
+        baselines=tuple(b.strip() for b in args.baselines.split(",") if b.strip()),
+        model=args.model,
+        row_seconds=args.row_seconds,
+        periodic_every=args.periodic_every,
+        periodic_window=args.periodic_window,
+        database_url=args.database_url,
+        embedding_cache=settings.home / "cache" / "minilm",
+    )
+    console = Console()
+    with Progress(
+        TextColumn("[bold]rows"),
+        BarColumn(),
+        TextColumn("{task.completed:,}/{task.total:,}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("replay", total=1)
+        result = run_replay(config, progress=lambda done, total: progress.update(task, completed=done, total=total))
+    s = result.summary
+    table = Table(title=f"{s['model']}: {s['evaluated_rows']:,} rows replayed after {s['warmup']:,} of warm-up")
+    for column in ("system", "accuracy", "macro-F1"):
+        table.add_column(column, justify="left" if column == "system" else "right")
+    for system, score in s["scores"].items():
+        table.add_row(system, f"{score['accuracy']:.4f}", f"{score['macro_f1']:.4f}")
+    console.print(table)
+    labels = s["labels_revealed"]
+    console.print(
+        f"Labels revealed: {labels['feedback']:,} feedback + {labels['requested']:,} requested by the Curator "
+        f"(budget {labels['budget']:,}). {s['retrains']} retrains, {s['releases']} canaries, "
+        f"{s['promotions']} promotions, {s['rollbacks']} rollbacks. {s['wall_seconds']} s, "
+        f"{s['rows_per_second']:,} rows/s ({s['rows_per_second_without_baselines']:,} without the baselines).\n"
+        f"Outputs in {result.out}: " + ", ".join(p.name for p in result.files.values())
+    )
+    return 0
+
+
+def cmd_scenarios_export(args: argparse.Namespace) -> int:
+    from driftpilot.loop.streams import export
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = [n.strip() for n in args.names.split(",") if n.strip()] if args.names else None
+    for entry in export(out, names, seed=args.seed, scale=args.scale):
+        print(f"{entry['file']:<24} {entry['rows']:>8,} rows  {entry['description']}")
+        print(f"  (cd {out} && {entry['command']})")
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from driftpilot.memory import decisions, models
 
@@ -123,6 +193,35 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--policy", help="policy YAML (default: the shipped default policy)")
     demo.set_defaults(func=cmd_demo)
+
+    replay = sub.add_parser("replay", help="backtest the loop on a recorded stream, beside the alternatives")
+    replay.add_argument("data", help="CSV file, one event a row, in time order (or with --time-col)")
+    replay.add_argument("--target", required=True, help="the column holding the label")
+    replay.add_argument("--time-col", help="column of event times (default: a row clock, --row-seconds apart)")
+    replay.add_argument("--entity-col", help="column of entity ids (canary cohorts hash them; default: the row)")
+    replay.add_argument("--text-col", help="column of text, encoded into sentence vectors (text classification)")
+    replay.add_argument("--feature-cols", help="comma-separated features (default: all but target/time/entity/text)")
+    replay.add_argument("--warmup", type=int, default=1000, help="first rows, labelled, that train version 1")
+    replay.add_argument("--label-delay", type=int, default=0, help="rows after its event a label becomes visible")
+    replay.add_argument("--label-budget", type=float, default=0.1, help="largest share of rows that reveal a label")
+    replay.add_argument("--policy", help="policy YAML (default: the shipped default policy)")
+    replay.add_argument("--seed", type=int, default=0)
+    replay.add_argument("--baselines", default="static,periodic,river-arf", help="comma-separated; '' for none")
+    replay.add_argument("--model", help="managed model name (default: the file's name)")
+    replay.add_argument("--row-seconds", type=float, default=10.0, help="row clock step without --time-col")
+    replay.add_argument("--periodic-every", type=int, help="rows between periodic retrains (default: a tenth)")
+    replay.add_argument("--periodic-window", type=int, default=2000, help="labels the periodic baseline learns from")
+    replay.add_argument("--out", default=".driftpilot/replay", help="output folder (the replay's own; wiped)")
+    replay.set_defaults(func=cmd_replay)
+
+    scenarios = sub.add_parser("scenarios", help="the shipped streams")
+    scenarios_sub = scenarios.add_subparsers(dest="scenarios_command", required=True)
+    export = scenarios_sub.add_parser("export", help="write the shipped streams as CSV files, ready to replay")
+    export.add_argument("--out", default="streams", help="folder to write into")
+    export.add_argument("--names", help="comma-separated stream names (default: all)")
+    export.add_argument("--seed", type=int, default=0)
+    export.add_argument("--scale", type=float, default=1.0, help="shrink (or grow) every stream's row count")
+    export.set_defaults(func=cmd_scenarios_export)
 
     audit = sub.add_parser("audit", help="the decision log with each decision's rationale")
     audit.add_argument("--model")

@@ -28,7 +28,10 @@ def trainer(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
             raise LookupError(f"model '{model.name}' has no champion to warm-start from")
         snapshot = snapshots.get_snapshot(session=session, snapshot_id=state["snapshot_id"])
         usage = usage_today(session, model, now)
-        retrain = ctx.policy.check("retrain", {"training_labels": snapshot.n_rows}, usage)
+        # The labelled events behind the retrain: what it learns from and the recent ones held out
+        # to judge it, as the Curator counted them when it decided there were enough.
+        labelled = snapshot.n_rows + len(snapshot.stats.get("recent_holdout_ids", []))
+        retrain = ctx.policy.check("retrain", {"training_labels": labelled}, usage)
         if not retrain.allowed:
             decision = record(
                 session,

@@ -90,3 +90,92 @@ served {bacc["served_days_0_9"]:.3f} → {bacc["served_days_11_30"] or 0:.3f}.</
 <tr><th>time</th><th>agent</th><th>action</th><th>outcome</th><th>rationale</th></tr>{rows}</table>
 </body></html>"""
     path.write_text(page)
+
+
+#: Colours of the systems a replay compares, driftpilot first.
+SYSTEM_COLOURS = {"driftpilot": "#1f6feb", "static": "#999999", "periodic": "#d29922", "river-arf": "#1a7f37"}
+
+
+def _replay_chart(
+    predictions: pd.DataFrame, systems: list[str], column: dict[str, str], marks: list[dict[str, Any]]
+) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    window = max(50, len(predictions) // 40)
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    for system in systems:
+        hit = (predictions[column[system]].astype(str) == predictions["label"].astype(str)).astype(float)
+        rolling = hit.rolling(window, min_periods=window // 2).mean()
+        colour = SYSTEM_COLOURS.get(system)
+        width = 2.0 if system == "driftpilot" else 1.2
+        ax.plot(predictions["row"], rolling, label=system, color=colour, lw=width)
+    styles = {
+        "retrain": ("o", "#6e7781", 0.06),
+        "start_canary": ("|", "#8250df", 0.04),
+        "promote": ("^", "#1a7f37", 0.02),
+        "rollback": ("v", "#cf222e", 0.02),
+    }
+    for action, (marker, colour, y) in styles.items():
+        rows = [m["row"] for m in marks if m["action"] == action]
+        if rows:
+            ax.scatter(rows, [y] * len(rows), marker=marker, color=colour, label=action, zorder=3, clip_on=False)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("row of the data file")
+    ax.set_ylabel(f"accuracy (rolling, {window} rows)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8, ncol=4, framealpha=0.9)
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def write_replay_report(
+    path: Path,
+    predictions: pd.DataFrame,
+    systems: list[str],
+    column: dict[str, str],
+    marks: list[dict[str, Any]],
+    summary: dict[str, Any],
+) -> None:
+    """Write a replay's report: rolling accuracy of every system, the loop's decisions on it."""
+    chart = _replay_chart(predictions, systems, column, marks)
+    scores = "".join(
+        f"<tr><td>{html.escape(s)}</td><td>{summary['scores'][s]['accuracy']:.4f}</td>"
+        f"<td>{summary['scores'][s]['macro_f1']:.4f}</td></tr>"
+        for s in systems
+    )
+    tenths = "".join(
+        f"<tr><td>{t['tenth']}</td><td>{t['positions'][0]:,}–{t['positions'][1]:,}</td>"
+        + "".join(f"<td>{t[s]['accuracy']:.3f}</td>" for s in systems)
+        + "</tr>"
+        for t in summary["per_tenth"]
+    )
+    acts = "".join(
+        f"<tr><td>{m['row']}</td><td>{html.escape(str(m['time']))}</td><td>{html.escape(m['agent'])}</td>"
+        f"<td>{html.escape(m['action'])}</td><td>{html.escape(m['outcome'])}</td>"
+        f"<td>{html.escape(m['rationale'])}</td></tr>"
+        for m in marks
+    )
+    labels = summary["labels_revealed"]
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>driftpilot replay report</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}
+table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #ddd;padding:3px 6px;vertical-align:top}}th{{background:#f6f8fa}}</style></head><body>
+<h1>driftpilot replay: {html.escape(summary["model"])}</h1>
+<p>{summary["rows"]:,} rows of {html.escape(summary["data"])}, the first {summary["warmup"]:,} as labelled warm-up;
+label delay {summary["label_delay"]} rows, budget {summary["label_budget"]:.0%}
+({labels["feedback"]:,} feedback + {labels["requested"]:,} requested labels of {labels["budget"]:,} allowed).
+{summary["retrains"]} retrains, {summary["releases"]} canaries, {summary["promotions"]} promotions,
+{summary["rollbacks"]} rollbacks; {summary["wall_seconds"]} s ({summary["rows_per_second"]:,} rows/s).</p>
+{chart}
+<h2>Scores after the warm-up</h2><table><tr><th>system</th><th>accuracy</th><th>macro-F1</th></tr>{scores}</table>
+<h2>Accuracy per tenth of the stream</h2><table><tr><th>tenth</th><th>positions (time order)</th>
+{"".join(f"<th>{html.escape(s)}</th>" for s in systems)}</tr>{tenths}</table>
+<h2>Decisions (checks left out)</h2><table>
+<tr><th>row</th><th>time</th><th>agent</th><th>action</th><th>outcome</th><th>rationale</th></tr>{acts}</table>
+</body></html>"""
+    path.write_text(page)

@@ -243,16 +243,27 @@ def _start_canary(policy: Policy, facts: Mapping[str, Fact], usage: Usage) -> li
     if facts.get("candidate_old_score") is not None or facts.get("champion_old_score") is not None:
         # Forgetting: the candidate must also hold what the champion knew of older concepts
         # (outages seen weeks ago, firmware not yet upgraded), judged on the old holdout.
-        verdicts.append(
-            _no_worse(
-                "forgetting_gate",
-                facts,
-                "candidate_old_score",
-                "champion_old_score",
-                policy.release.max_regression,
-            )
-        )
+        verdicts.append(_forgetting(facts, policy.release.max_regression))
     return verdicts
+
+
+def _forgetting(facts: Mapping[str, Fact], max_regression: float) -> RuleVerdict:
+    """What the candidate gives up on old concepts may not exceed what it gains on recent ones.
+
+    A loss within ``max_regression`` always passes. Beyond it, a candidate passes only when its
+    gain on the recent holdout is larger still: when the concept itself has changed (a flipped
+    rule, a new firmware's counters), the old holdout describes a world that is gone, and
+    holding on to it would keep serving a model that is wrong now.
+    """
+    gain = 0.0
+    new_recent, old_recent = _number(facts, "candidate_score"), _number(facts, "champion_score")
+    if not isinstance(new_recent, str) and not isinstance(old_recent, str):
+        gain = max(0.0, round(new_recent - old_recent, 12))
+    tolerance = max(max_regression, gain)
+    verdict = _no_worse("forgetting_gate", facts, "candidate_old_score", "champion_old_score", tolerance)
+    if gain > max_regression:
+        verdict = verdict.model_copy(update={"reason": verdict.reason + f" (the recent gain of {_fmt(gain)})"})
+    return verdict
 
 
 def _promote(policy: Policy, facts: Mapping[str, Fact], usage: Usage) -> list[RuleVerdict]:

@@ -196,6 +196,67 @@ CASES = [
         ],
         id="start-canary-share-too-large-and-bad-fact",
     ),
+    pytest.param(
+        "start_canary",
+        {
+            "share": 0.1,
+            "candidate_score": 0.85,
+            "champion_score": 0.83,
+            "candidate_old_score": 0.7,
+            "champion_old_score": 0.9,
+        },
+        Usage(),
+        False,
+        [
+            ("canary_share", True, 0.1, 0.1, "canary share: 0.1, within (0, 0.1]"),
+            (
+                "offline_gate",
+                True,
+                0.02,
+                -0.02,
+                "candidate_score 0.85 - champion_score 0.83: 0.02, at or above the floor of -0.02",
+            ),
+            (
+                "forgetting_gate",
+                False,
+                -0.2,
+                -0.02,
+                "candidate_old_score 0.7 - champion_old_score 0.9: -0.2, below the floor of -0.02",
+            ),
+        ],
+        id="start-canary-forgets-more-than-it-gains",
+    ),
+    pytest.param(
+        "start_canary",
+        {
+            "share": 0.1,
+            "candidate_score": 0.87,
+            "champion_score": 0.55,
+            "candidate_old_score": 0.6,
+            "champion_old_score": 0.8,
+        },
+        Usage(),
+        True,
+        [
+            ("canary_share", True, 0.1, 0.1, "canary share: 0.1, within (0, 0.1]"),
+            (
+                "offline_gate",
+                True,
+                0.32,
+                -0.02,
+                "candidate_score 0.87 - champion_score 0.55: 0.32, at or above the floor of -0.02",
+            ),
+            (
+                "forgetting_gate",
+                True,
+                -0.2,
+                -0.32,
+                "candidate_old_score 0.6 - champion_old_score 0.8: -0.2, at or above the floor of -0.32 "
+                "(the recent gain of 0.32)",
+            ),
+        ],
+        id="start-canary-concept-changed-recent-gain-outweighs-old-loss",
+    ),
     pytest.param("promote", GOOD_CANARY, Usage(), True, GOOD_CANARY_RULES, id="promote-passes"),
     pytest.param(
         "promote",

@@ -1,0 +1,655 @@
+"""`driftpilot replay`: backtest the loop on a recorded stream, beside the alternatives.
+
+The rows of a CSV file enter, in time order, through :func:`driftpilot.memory.ingest.ingest_events`
+(the path a live client uses), each predicted first by the version the loop serves to its
+entity. Labels enter through :func:`~driftpilot.memory.ingest.ingest_labels`, and only as the
+flags allow:
+
+* the first ``warmup`` rows are labelled history: version 1 learns from them;
+* after them, a label is revealed ``label_delay`` rows after its event (natural feedback, a
+  seeded random share of the rows), or ``label_delay`` rows after the Data Curator asks for it;
+* at most ``label_budget`` of the rows after the warm-up ever reveal their label, natural and
+  requested together; natural feedback is drawn at ``label_budget × (1 - request_share)`` so the
+  Curator's requests have room, and once the budget is spent nothing more is revealed.
+
+A label is ingested, with the time of the row at which it is revealed, only when the stream has
+reached that row; nothing reads labels another way, so no component can see one earlier. The
+baselines (:mod:`driftpilot.loop.baselines`) get the very same labels at the very same rows.
+
+Streams without a time column run on a row clock: row ``i`` happens ``i × row_seconds`` after
+2026-01-01T00:00Z, and the policy's hours and minutes are read on that clock. The label space
+is the set of values of the target column (an operator declares it, as an intent catalogue
+does); a class is only learnt once labels of it are revealed. Text columns are encoded into
+384 sentence-vector features (all-MiniLM-L6-v2, offline, cached by text hash) before ingest.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy.orm import Session, sessionmaker
+
+from driftpilot.agents.context import AgentContext
+from driftpilot.graph.runner import LoopRunner, sqlite_checkpointer
+from driftpilot.loop.baselines import BASELINES, Baseline, Periodic, RiverARF, Static, Stream
+from driftpilot.loop.bootstrap import register_first_version
+from driftpilot.loop.home import fresh_home
+from driftpilot.loop.outbox import Outbox
+from driftpilot.loop.serving import Serving
+from driftpilot.memory import db, decisions, events, label_requests, models, versions
+from driftpilot.memory.ingest import EventBatch, event_ids
+from driftpilot.memory.schemas import FeatureSpec, ModelSchema
+from driftpilot.models.registry import Registry
+from driftpilot.models.tabular_mlp import TabularMLP
+from driftpilot.models.text_encoder import SentenceEncoder
+from driftpilot.policies import PolicyEngine, load_policy
+from driftpilot.tools.metrics import accuracy, balanced_accuracy, macro_f1
+
+#: The row clock's origin, for streams without a time column.
+ROW_CLOCK_START = datetime(2026, 1, 1, tzinfo=UTC)
+#: Most rows predicted and ingested between two looks at the schedule.
+MAX_CHUNK = 2000
+#: Pending events and labels that make the outbox write itself out.
+FLUSH_AT = 20_000
+
+
+@dataclass
+class ReplayConfig:
+    """What ``driftpilot replay`` was asked to do."""
+
+    data: Path
+    target: str
+    out: Path = Path(".driftpilot/replay")
+    time_col: str | None = None
+    entity_col: str | None = None
+    text_col: str | None = None
+    feature_cols: list[str] | None = None
+    warmup: int = 1000
+    label_delay: int = 0
+    label_budget: float = 0.1
+    policy_path: Path | None = None
+    seed: int = 0
+    baselines: tuple[str, ...] = BASELINES
+    model: str | None = None
+    row_seconds: float = 10.0
+    #: Share of the label budget left for the Curator's requests.
+    request_share: float = 0.2
+    #: Rows between two retrains of the periodic baseline (default: a tenth of the stream).
+    periodic_every: int | None = None
+    #: Revealed labels the periodic baseline learns from.
+    periodic_window: int = 2000
+    database_url: str | None = None
+    #: Where sentence vectors are cached (default: ``<home>/cache/minilm``).
+    embedding_cache: Path | None = None
+    encoder: SentenceEncoder | None = None
+
+
+@dataclass
+class ReplayResult:
+    out: Path
+    summary: dict[str, Any]
+    predictions: pd.DataFrame
+    files: dict[str, Path] = field(default_factory=dict)
+    reveals: pd.DataFrame = field(default_factory=pd.DataFrame)
+    baselines: dict[str, Baseline] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+@dataclass
+class RecordedStream:
+    """A CSV stream in time order, ready to replay."""
+
+    rows: np.ndarray  # 0-based row of each position in DATA.csv
+    times: list[datetime]
+    entities: list[str]
+    labels: np.ndarray
+    classes: list[str]
+    features: dict[str, np.ndarray]
+    specs: list[FeatureSpec]
+    task: str
+
+
+def read_stream(config: ReplayConfig) -> RecordedStream:
+    """Read and check DATA.csv; every refusal names the column and the first bad row."""
+    path = Path(config.data)
+    if not path.is_file():
+        raise FileNotFoundError(f"no data file at {path}")
+    text_types = {c: str for c in (config.target, config.entity_col, config.text_col) if c}
+    try:
+        frame = pd.read_csv(path, dtype=text_types, keep_default_na=True)  # type: ignore[arg-type]
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not a readable CSV file: {exc}") from None
+    named = {"--target": config.target, "--time-col": config.time_col}
+    named |= {"--entity-col": config.entity_col, "--text-col": config.text_col}
+    for flag, column in named.items():
+        if column and column not in frame.columns:
+            raise ValueError(f"{flag} {column!r} is not a column of {path.name}; columns are {list(frame.columns)}")
+    special = [c for c in (config.target, config.time_col, config.entity_col, config.text_col) if c]
+    if config.feature_cols is None:
+        feature_cols = [c for c in frame.columns if c not in special]
+    else:
+        feature_cols = list(config.feature_cols)
+        unknown = [c for c in feature_cols if c not in frame.columns]
+        if unknown:
+            raise ValueError(
+                f"--feature-cols {unknown} are not columns of {path.name}; columns are {list(frame.columns)}"
+            )
+        clash = [c for c in feature_cols if c in special]
+        if clash:
+            raise ValueError(f"--feature-cols {clash} are also the target, time, entity or text column")
+    if not feature_cols and not config.text_col:
+        raise ValueError(f"{path.name} has no feature columns besides {special}")
+    if len(frame) == 0:
+        raise ValueError(f"{path.name} has no rows")
+
+    frame["__row"] = np.arange(len(frame))
+    if config.time_col:
+        stamps = pd.to_datetime(frame[config.time_col], utc=True, errors="coerce", format="mixed")
+        bad = stamps.isna()
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise ValueError(
+                f"--time-col {config.time_col!r}: row {i} has {frame[config.time_col].iloc[i]!r}, not a time"
+            )
+        frame["__time"] = stamps
+        # Recorded streams are not always written in order; replay them in time order, ties
+        # kept in file order, and report each prediction under its row in the file.
+        frame = frame.sort_values("__time", kind="stable").reset_index(drop=True)
+        times = [t.to_pydatetime() for t in frame["__time"]]
+    else:
+        times = [ROW_CLOCK_START + timedelta(seconds=config.row_seconds * i) for i in range(len(frame))]
+
+    labels = frame[config.target]
+    if labels.isna().any():
+        i = int(frame["__row"][labels.isna()].iloc[0])
+        raise ValueError(f"--target {config.target!r}: row {i} has no value")
+    labels = labels.astype(str).str.strip()
+    if (labels == "").any():
+        i = int(frame["__row"][labels == ""].iloc[0])
+        raise ValueError(f"--target {config.target!r}: row {i} is empty")
+
+    if config.entity_col:
+        entity = frame[config.entity_col]
+        if entity.isna().any():
+            i = int(frame["__row"][entity.isna()].iloc[0])
+            raise ValueError(f"--entity-col {config.entity_col!r}: row {i} has no value")
+        entities = entity.astype(str).tolist()
+    else:
+        entities = [f"row-{r}" for r in frame["__row"]]
+
+    features: dict[str, np.ndarray] = {}
+    specs: list[FeatureSpec] = []
+    for column in feature_cols:
+        values = frame[column]
+        if values.isna().any():
+            i = int(frame["__row"][values.isna()].iloc[0])
+            raise ValueError(f"feature column {column!r}: row {i} has no value (fill or drop it before replaying)")
+        if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
+            features[column] = values.astype(str).to_numpy(dtype=object)
+            specs.append(FeatureSpec(name=column, kind="category"))
+        else:
+            numbers = values.to_numpy(dtype=np.float64)
+            if not np.isfinite(numbers).all():
+                i = int(frame["__row"].iloc[int(np.flatnonzero(~np.isfinite(numbers))[0])])
+                raise ValueError(f"feature column {column!r}: row {i} is not a finite number")
+            features[column] = numbers
+            specs.append(FeatureSpec(name=column, kind="number"))
+    task = "tabular_classification"
+    if config.text_col:
+        texts = frame[config.text_col]
+        if texts.isna().any():
+            i = int(frame["__row"][texts.isna()].iloc[0])
+            raise ValueError(f"--text-col {config.text_col!r}: row {i} has no text")
+        encoder = config.encoder or SentenceEncoder(config.embedding_cache)
+        vectors = encoder.encode(texts.astype(str).tolist())
+        for j in range(vectors.shape[1]):
+            name = f"{config.text_col}_e{j:03d}"
+            features[name] = vectors[:, j].astype(np.float64)
+            specs.append(FeatureSpec(name=name, kind="number"))
+        task = "text_classification"
+    return RecordedStream(
+        rows=frame["__row"].to_numpy(),
+        times=times,
+        entities=entities,
+        labels=labels.to_numpy(dtype=object),
+        classes=sorted(set(labels)),
+        features=features,
+        specs=specs,
+        task=task,
+    )
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+@dataclass(frozen=True)
+class Reveal:
+    """A label revealed: of the row at ``position``, when the stream reached ``at``."""
+
+    position: int
+    at: int
+    source: str  # "history", "feedback" or "requested"
+
+
+class LabelGate:
+    """Decides which labels are revealed, and when, under the replay's flags.
+
+    The only source of labels in a replay: the loop (through ingest) and every baseline get
+    what :meth:`due` returns, and nothing else.
+    """
+
+    def __init__(self, n: int, warmup: int, delay: int, budget: float, request_share: float, seed: int) -> None:
+        self.n, self.delay = n, delay
+        self.budget = math.floor(budget * (n - warmup))
+        rng = np.random.default_rng([seed, 1])
+        natural = np.flatnonzero(rng.random(n - warmup) < budget * (1 - request_share)) + warmup
+        self.pending: dict[int, list[tuple[int, str]]] = {}
+        for position in natural.tolist():
+            self.pending.setdefault(position + delay, []).append((position, "feedback"))
+        self.scheduled = set(natural.tolist())
+        self.requested: set[int] = set()
+        self.revealed = 0
+        self.over_budget = 0
+        self.log: list[Reveal] = []
+
+    def request(self, positions: Sequence[int], at: int) -> list[int]:
+        """The Curator asks at row ``at`` for these rows' labels; returns those newly scheduled."""
+        fresh = [p for p in positions if p not in self.scheduled and p < self.n]
+        for position in fresh:
+            self.pending.setdefault(at + self.delay, []).append((position, "requested"))
+            self.scheduled.add(position)
+            self.requested.add(position)
+        return fresh
+
+    def due(self, at: int) -> list[Reveal]:
+        """Labels revealed once row ``at`` has been seen (after its prediction)."""
+        out = []
+        for position, source in self.pending.pop(at, []):
+            if self.revealed >= self.budget:
+                self.over_budget += 1
+                continue
+            self.revealed += 1
+            out.append(Reveal(position, at, source))
+        self.log.extend(out)
+        return out
+
+
+# ----------------------------------------------------------------------------- replay
+
+
+def run_replay(config: ReplayConfig, progress: Callable[[int, int], None] | None = None) -> ReplayResult:
+    """Replay ``config.data`` through the loop and the baselines; write the four outputs."""
+    _check_config(config)
+    import torch
+
+    torch.set_num_threads(1)  # small networks: one thread is faster than two fighting
+    wall_start = time.perf_counter()
+    data = read_stream(config)
+    n = len(data.rows)
+    if config.warmup >= n:
+        raise ValueError(f"--warmup {config.warmup} leaves no rows to replay: {config.data} has {n}")
+    warm = np.arange(config.warmup)
+    if len(set(data.labels[warm])) < 2:
+        raise ValueError(f"the {config.warmup} warm-up rows hold a single class; give a longer --warmup")
+    name = config.model or _model_name(Path(config.data))
+    out = config.out
+    fresh_home(out, "replay")
+    sessions = db.connect(config.database_url or f"sqlite:///{out / 'driftpilot.sqlite'}")
+    policy = load_policy(config.policy_path)
+    registry = Registry(out / "artifacts")
+    context = AgentContext(sessions=sessions, registry=registry, policy=PolicyEngine(policy), seed=config.seed)
+    schema = ModelSchema(
+        features=data.specs,
+        target=config.target,
+        classes=data.classes,
+        entity_key=config.entity_col or "row",
+        timestamp=config.time_col or "time",
+    )
+    with sessions() as session:
+        if any(m.name == name for m in models.list_models(session=session)):
+            raise FileExistsError(f"the database already holds a model '{name}'; give the replay a fresh one")
+        model_id = models.register_model(
+            session=session, name=name, task=data.task, family=TabularMLP.family, schema=schema, policy=policy.name
+        ).id
+
+    stream = Stream(data.features, data.labels, [(s.name, s.kind) for s in data.specs])
+    keys = [f"row-{r}" for r in data.rows]
+    position_of = {k: i for i, k in enumerate(keys)}
+    gate = LabelGate(n, config.warmup, config.label_delay, config.label_budget, config.request_share, config.seed)
+    outbox = Outbox(name)
+
+    # Warm-up: labelled history, ingested as such; version 1 learns from all but its newest fifth.
+    outbox.add_events(_batch(data, keys, 0, config.warmup))
+    outbox.add_labels([_label(data, keys, p, p, "history") for p in warm.tolist()])
+    outbox.flush(sessions)
+    gate.log.extend(Reveal(p, p, "history") for p in warm.tolist())
+    n_holdout = max(1, config.warmup // 5)
+    fit, holdout = warm[:-n_holdout], warm[-n_holdout:]
+    first = TabularMLP([(s.name, s.kind) for s in data.specs], data.classes, seed=config.seed)
+    first.fit(stream.take(fit), data.labels[fit])
+    score = balanced_accuracy(data.labels[holdout], first.predict(stream.take(holdout)))
+    register_first_version(
+        sessions,
+        registry,
+        model_id=model_id,
+        model_name=name,
+        model=first,
+        score=score,
+        fit_rows=pd.DataFrame({"key": [keys[p] for p in fit], "label": data.labels[fit]}),
+        n_holdout=len(holdout),
+        now=data.times[config.warmup - 1],
+        source=f"the {config.warmup} warm-up rows of {Path(config.data).name}",
+    )
+    serving = Serving(sessions, registry, model_id, name)
+    serving.refresh()
+    baselines = _baselines(config, first, data, stream, n)
+    baseline_seconds = dict.fromkeys(baselines, 0.0)
+
+    records: dict[str, list[Any]] = {"served_version": [], "prediction": []}
+    answered_requests: list[int] = []
+    check_every = timedelta(minutes=policy.monitor.check_every_minutes)
+    next_check = data.times[config.warmup - 1] + check_every
+    next_hour = data.times[config.warmup - 1] + timedelta(hours=1)
+    times64 = np.asarray([t.timestamp() for t in data.times])
+    start = config.warmup
+    with sqlite_checkpointer(out / "checkpoints.sqlite") as checkpointer:
+        runner = LoopRunner(context, checkpointer)
+        while start < n:
+            until = min(next_check, next_hour).timestamp()
+            end = min(n, start + MAX_CHUNK, int(np.searchsorted(times64, until, side="right")))
+            periodic = baselines.get("periodic")
+            if isinstance(periodic, Periodic) and periodic.next_retrain > start:
+                end = min(end, periodic.next_retrain)
+            end = max(end, start + 1)
+
+            served = serving.route(data.entities[start:end])
+            probabilities = serving.predict_proba(stream.columns(start, end), served, len(data.classes))
+            prediction = np.asarray(data.classes, dtype=object)[probabilities.argmax(axis=1)]
+            records["served_version"].extend(served.tolist())
+            records["prediction"].extend(prediction.tolist())
+            outbox.add_events(_batch(data, keys, start, end, served, prediction, probabilities))
+
+            revealed: dict[int, list[int]] = {}
+            for at in range(start, end):
+                for reveal in gate.due(at):
+                    revealed.setdefault(at, []).append(reveal.position)
+                    outbox.add_labels([_label(data, keys, reveal.position, at, reveal.source)])
+                    if reveal.source == "requested":
+                        answered_requests.append(reveal.position)
+            for label, baseline in baselines.items():
+                began = time.perf_counter()
+                records.setdefault(label, []).extend(baseline.run(stream, start, end, revealed).tolist())
+                baseline_seconds[label] += time.perf_counter() - began
+            if len(outbox) >= FLUSH_AT:
+                outbox.flush(sessions)
+
+            now = data.times[end - 1]
+            due: list[str] = []
+            if now >= next_check:
+                due.append("main")
+                while next_check <= now:
+                    next_check += check_every
+            if now >= next_hour:
+                due.extend(t for t in LoopRunner.THREADS if t not in due and runner.waiting(name, t))
+                while next_hour <= now:
+                    next_hour += timedelta(hours=1)
+            if due:
+                outbox.flush(sessions)
+                _mark_answered(sessions, model_id, keys, answered_requests, now)
+                answered_requests = []
+                for thread in due:
+                    trigger = {"kind": "schedule", "every_minutes": policy.monitor.check_every_minutes}
+                    runner.step(name, now, trigger, thread=thread)
+                serving.refresh()
+                _take_requests(sessions, model_id, gate, position_of, end - 1, now)
+            start = end
+            if progress:
+                progress(start, n)
+        outbox.flush(sessions)
+        _mark_answered(sessions, model_id, keys, answered_requests, data.times[-1])
+
+    seconds = time.perf_counter() - wall_start
+    evaluated = slice(config.warmup, n)
+    predictions = pd.DataFrame({"row": data.rows[evaluated]})
+    if config.time_col:
+        predictions["time"] = [t.isoformat() for t in data.times[evaluated]]
+    predictions["served_version"] = records["served_version"]
+    predictions["prediction"] = records["prediction"]
+    for label in baselines:
+        predictions[label] = records[label]
+    predictions["label"] = data.labels[evaluated]
+    reveals = pd.DataFrame([r.__dict__ for r in gate.log], columns=["position", "at", "source"])
+    return _write_outputs(
+        config, out, sessions, model_id, name, data, predictions, reveals, gate, baselines, seconds, baseline_seconds
+    )
+
+
+def _check_config(config: ReplayConfig) -> None:
+    if config.warmup < 20:
+        raise ValueError(f"--warmup must be at least 20 rows to train a first version, got {config.warmup}")
+    if config.label_delay < 0:
+        raise ValueError(f"--label-delay must be 0 or more rows, got {config.label_delay}")
+    if not 0 <= config.label_budget <= 1:
+        raise ValueError(f"--label-budget must be a share between 0 and 1, got {config.label_budget}")
+    if not 0 <= config.request_share <= 1:
+        raise ValueError(f"the request share must be between 0 and 1, got {config.request_share}")
+    if config.row_seconds <= 0:
+        raise ValueError(f"--row-seconds must be positive, got {config.row_seconds}")
+    unknown = [b for b in config.baselines if b not in BASELINES]
+    if unknown:
+        raise ValueError(f"unknown baselines {unknown}; known: {list(BASELINES)}")
+    if config.periodic_every is not None and config.periodic_every < 1:
+        raise ValueError(f"--periodic-every must be at least 1 row, got {config.periodic_every}")
+    if config.periodic_window < 2:
+        raise ValueError(f"--periodic-window must be at least 2 labels, got {config.periodic_window}")
+
+
+def _model_name(path: Path) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "-_" else "-" for c in path.stem).strip("-")
+    return cleaned or "replay"
+
+
+def _baselines(
+    config: ReplayConfig, first: TabularMLP, data: RecordedStream, stream: Stream, n: int
+) -> dict[str, Baseline]:
+    warm = list(range(config.warmup))
+    built: dict[str, Baseline] = {}
+    for label in config.baselines:
+        if label == "static":
+            built[label] = Static(first)
+        elif label == "periodic":
+            every = config.periodic_every or max(1, (n - config.warmup) // 10)
+            periodic = Periodic(first, start=config.warmup, every=every, window=config.periodic_window)
+            periodic.learn(warm)
+            built[label] = periodic
+        elif label == "river-arf":
+            values, counts = np.unique(data.labels[warm], return_counts=True)
+            arf = RiverARF(str(values[counts.argmax()]), seed=config.seed)
+            arf.learn(stream, warm)
+            built[label] = arf
+    return built
+
+
+def _batch(
+    data: RecordedStream,
+    keys: list[str],
+    start: int,
+    end: int,
+    served: np.ndarray | None = None,
+    prediction: np.ndarray | None = None,
+    probabilities: np.ndarray | None = None,
+) -> EventBatch:
+    return EventBatch(
+        keys=keys[start:end],
+        times=data.times[start:end],
+        entities=data.entities[start:end],
+        groups=[None] * (end - start),
+        features={name: values[start:end] for name, values in data.features.items()},
+        served_version=served.tolist() if served is not None else None,
+        prediction=prediction.tolist() if prediction is not None else None,
+        # Four decimals are plenty for the record and halve the JSON to write.
+        probabilities=probabilities.round(4) if probabilities is not None else None,
+    )
+
+
+#: Label sources in memory of the ways a replay reveals labels: feedback and history come from
+#: the system of record, requested labels from the people answering the Curator (an oracle here).
+_SOURCE = {"history": "system", "feedback": "system", "requested": "oracle"}
+
+
+def _label(data: RecordedStream, keys: list[str], position: int, at: int, source: str) -> dict[str, Any]:
+    value = str(data.labels[position])
+    return {"event_key": keys[position], "value": value, "source": _SOURCE[source], "time": data.times[at]}
+
+
+def _take_requests(
+    sessions: sessionmaker[Session],
+    model_id: int,
+    gate: LabelGate,
+    position_of: dict[str, int],
+    at: int,
+    now: datetime,
+) -> None:
+    """Schedule the answers to the Curator's open requests (the people behind the queue).
+
+    A request for a row whose label comes, or came, as natural feedback is answered by that
+    label: it is closed now and costs no second label.
+    """
+    with sessions() as session:
+        open_requests = label_requests.open_label_requests(session=session, model_id=model_id)
+        if not open_requests:
+            return
+        frame = events.events_by_ids(session=session, ids=[r.event_id for r in open_requests])
+        position_by_id = {int(i): position_of[k] for i, k in zip(frame["id"], frame["key"], strict=True)}
+        gate.request(list(position_by_id.values()), at)
+        answered = [i for i, p in position_by_id.items() if p not in gate.requested]
+        if answered:
+            label_requests.mark_answered(session=session, event_ids=answered, answered_at=now)
+
+
+def _mark_answered(
+    sessions: sessionmaker[Session], model_id: int, keys: list[str], positions: list[int], now: datetime
+) -> None:
+    if not positions:
+        return
+    with sessions() as session:
+        ids = event_ids(session=session, model_id=model_id, keys=[keys[p] for p in positions])
+        label_requests.mark_answered(session=session, event_ids=list(ids.values()), answered_at=now)
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def _scores(truth: np.ndarray, predicted: np.ndarray, classes: list[str]) -> dict[str, float]:
+    return {
+        "accuracy": round(accuracy(truth, predicted), 4),
+        "macro_f1": round(macro_f1(truth, predicted, labels=classes), 4),
+    }
+
+
+def _write_outputs(
+    config: ReplayConfig,
+    out: Path,
+    sessions: sessionmaker[Session],
+    model_id: int,
+    name: str,
+    data: RecordedStream,
+    predictions: pd.DataFrame,
+    reveals: pd.DataFrame,
+    gate: LabelGate,
+    baselines: dict[str, Baseline],
+    seconds: float,
+    baseline_seconds: dict[str, float],
+) -> ReplayResult:
+    from driftpilot.loop.report import write_replay_report
+
+    files = {
+        "predictions": out / "predictions.csv",
+        "decisions": out / "decisions.jsonl",
+        "summary": out / "summary.json",
+        "report": out / "report.html",
+    }
+    predictions.to_csv(files["predictions"], index=False)
+    with sessions() as session:
+        logged = [decisions.decision_as_dict(d) for d in decisions.list_decisions(session=session, model_id=model_id)]
+        n_versions = len(versions.list_versions(session=session, model_id=model_id))
+    with files["decisions"].open("w") as handle:
+        for d in logged:
+            handle.write(json.dumps(d, default=str) + "\n")
+
+    systems = ["driftpilot", *baselines]
+    column = {"driftpilot": "prediction"} | {b: b for b in baselines}
+    truth = predictions["label"].to_numpy()
+    tenths = []
+    for i, part in enumerate(np.array_split(np.arange(len(predictions)), 10)):
+        if len(part) == 0:
+            continue
+        rows = predictions.iloc[part]
+        tenths.append(
+            {
+                "tenth": i + 1,
+                # Positions in the replay's (time) order, the warm-up counted: [first, last].
+                "positions": [config.warmup + int(part[0]), config.warmup + int(part[-1])],
+                **{s: _scores(rows["label"].to_numpy(), rows[column[s]].to_numpy(), data.classes) for s in systems},
+            }
+        )
+    sources = reveals["source"].value_counts().to_dict()
+    loop_seconds = seconds - sum(baseline_seconds.values())
+    summary = {
+        "data": str(config.data),
+        "model": name,
+        "rows": len(data.rows),
+        "warmup": config.warmup,
+        "evaluated_rows": len(predictions),
+        "label_delay": config.label_delay,
+        "label_budget": config.label_budget,
+        "scores": {s: _scores(truth, predictions[column[s]].to_numpy(), data.classes) for s in systems},
+        "per_tenth": tenths,
+        "labels_revealed": {
+            "history": int(sources.get("history", 0)),
+            "feedback": int(sources.get("feedback", 0)),
+            "requested": int(sources.get("requested", 0)),
+            "budget": gate.budget,
+            "refused_over_budget": gate.over_budget,
+        },
+        "retrains": sum(1 for x in logged if x["action"] == "retrain" and x["outcome"] in ("candidate", "rejected")),
+        "releases": sum(1 for x in logged if x["action"] == "start_canary" and x["outcome"] == "canary_started"),
+        "promotions": sum(1 for x in logged if x["action"] == "promote"),
+        "rollbacks": sum(1 for x in logged if x["action"] == "rollback"),
+        "versions": n_versions,
+        "decisions": len(logged),
+        "periodic_retrains": getattr(baselines.get("periodic"), "retrains", None),
+        "wall_seconds": round(seconds, 2),
+        "baseline_seconds": {k: round(v, 2) for k, v in baseline_seconds.items()},
+        "rows_per_second": round(len(data.rows) / seconds, 1),
+        "rows_per_second_without_baselines": round(len(data.rows) / max(loop_seconds, 1e-9), 1),
+    }
+    files["summary"].write_text(json.dumps(summary, indent=2, default=str))
+    positions = np.searchsorted(np.asarray([t.timestamp() for t in data.times]), [_stamp(d["time"]) for d in logged])
+    marks = [
+        {**d, "row": int(data.rows[min(p, len(data.rows) - 1)])}
+        for d, p in zip(logged, positions, strict=True)
+        if d["action"] not in ("check",)
+    ]
+    write_replay_report(files["report"], predictions, systems, column, marks, summary)
+    return ReplayResult(
+        out=out, summary=summary, predictions=predictions, files=files, reveals=reveals, baselines=baselines
+    )
+
+
+def _stamp(value: Any) -> float:
+    stamp = pd.Timestamp(value)
+    if stamp.tzinfo is None:
+        stamp = stamp.tz_localize("UTC")
+    return stamp.timestamp()

@@ -1,0 +1,73 @@
+"""The shipped streams, written out ready to replay: data, policy and command line.
+
+:func:`driftpilot.scenarios.export.export_streams` writes the CSV files and their manifest;
+this adds, for a stream whose density the default policy does not fit (offers arrive at about
+a thousand a day, not thousands an hour), a policy file with the overrides it needs, validated
+by the policy schema, and the ``driftpilot replay`` command that backtests it.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from driftpilot.loop.replay import ReplayConfig
+from driftpilot.policies import policy_from_mapping
+from driftpilot.scenarios.export import StreamSpec, export_streams
+
+
+def export(out: Path, names: Sequence[str] | None = None, *, seed: int = 0, scale: float = 1.0) -> list[dict[str, Any]]:
+    """Write the streams, their policies and ``streams.json`` into ``out``; return the manifest."""
+    specs = export_streams(out, names, seed=seed, scale=scale)
+    manifest = []
+    for spec in specs:
+        entry = dict(spec.__dict__)
+        entry["policy"] = None
+        if spec.policy_overrides:
+            data = {"name": f"{spec.name}-replay", **spec.policy_overrides}
+            policy_from_mapping(data, source=f"the overrides of stream {spec.name}")  # refuse a bad one now
+            policy_file = out / f"{spec.name}.policy.yaml"
+            policy_file.write_text(
+                f"# Policy for replaying {spec.name}: the default, with what its density needs.\n"
+                + yaml.safe_dump(data, sort_keys=False)
+            )
+            entry["policy"] = policy_file.name
+        entry["command"] = shlex.join(_command(spec, entry["policy"]))
+        manifest.append(entry)
+    (out / "streams.json").write_text(json.dumps(manifest, indent=2, default=str))
+    return manifest
+
+
+def _command(spec: StreamSpec, policy: str | None) -> list[str]:
+    words = ["driftpilot", "replay", spec.file, "--target", spec.target]
+    for flag, value in (("--time-col", spec.time_col), ("--entity-col", spec.entity_col)):
+        if value:
+            words += [flag, value]
+    if spec.text_col:
+        words += ["--text-col", spec.text_col]
+    words += ["--warmup", str(spec.warmup), "--label-delay", str(spec.label_delay), "--label-budget", "0.1"]
+    if policy:
+        words += ["--policy", policy]
+    return [*words, "--out", f"replay-{spec.name}"]
+
+
+def replay_config(entry: dict[str, Any], folder: Path, out: Path, **overrides: Any) -> ReplayConfig:
+    """The replay a manifest entry describes, on the files in ``folder``."""
+    settings: dict[str, Any] = {
+        "data": folder / entry["file"],
+        "target": entry["target"],
+        "out": out,
+        "time_col": entry.get("time_col"),
+        "entity_col": entry.get("entity_col"),
+        "text_col": entry.get("text_col"),
+        "warmup": entry["warmup"],
+        "label_delay": entry["label_delay"],
+        "label_budget": 0.1,
+        "policy_path": folder / entry["policy"] if entry.get("policy") else None,
+    }
+    return ReplayConfig(**(settings | overrides))

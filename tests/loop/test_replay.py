@@ -1,0 +1,299 @@
+"""`driftpilot replay` on a small seeded stream whose concept flips half-way.
+
+The stream's file is written out of time order on purpose: the replay must put it in order and
+still report each prediction under its row in the file. Labels come 60 rows late, for at most
+a quarter of the rows; the policy is scaled to the stream so the loop retrains, asks for labels
+and releases within its 3,000 rows.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from driftpilot import cli
+from driftpilot.loop import outbox as outbox_module
+from driftpilot.loop.replay import LabelGate, ReplayConfig, read_stream, run_replay
+from driftpilot.memory import db, events, models
+
+ROWS, WARMUP, DELAY, BUDGET = 5000, 500, 60, 0.25
+
+POLICY = """
+name: small-stream
+monitor: {check_every_minutes: 30, window_hours: 3, min_labelled: 40}
+training: {recent_hours: 3, min_training_labels: 230, replay_share: 0.2}
+release: {canary_share: 0.5, min_canary_samples: 30, max_canary_hours: 3}
+budgets: {max_retrains_per_day: 12, max_labels_per_day: 400}
+"""
+
+
+def _stream(seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=ROWS), rng.normal(size=ROWS)
+    colour = rng.choice(["red", "green", "blue"], size=ROWS)
+    flipped = np.arange(ROWS) >= 2000
+    # Before the flip the class follows a + b; after it, a - b (a real concept drift), with a
+    # little noise so no system is perfect.
+    score = np.where(flipped, a - b, a + b) + 0.6 * (colour == "red") + rng.normal(scale=0.3, size=ROWS)
+    frame = pd.DataFrame(
+        {
+            "time": pd.date_range("2026-05-01", periods=ROWS, freq="10s", tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "device": [f"dev-{i % 300}" for i in range(ROWS)],
+            "a": a.round(4),
+            "b": b.round(4),
+            "colour": colour,
+            "outcome": np.where(score > 0.2, "yes", "no"),
+        }
+    )
+    # Written in a shuffled order: the file is not in time order.
+    return frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def replay(tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("replay")
+    data = folder / "stream.csv"
+    _stream().to_csv(data, index=False)
+    policy = folder / "policy.yaml"
+    policy.write_text(POLICY)
+    seen_by_ingest: list[tuple[int, list[dict]]] = []
+    latest_event = {"position": -1}
+    position = {f"row-{r}": p for p, r in enumerate(_order(data))}
+    real_events, real_labels = outbox_module.ingest_events, outbox_module.ingest_labels
+
+    def spy_events(*, session, model, events):  # noqa: ANN001, ANN202
+        latest_event["position"] = max(latest_event["position"], max(position[k] for k in events.keys))
+        return real_events(session=session, model=model, events=events)
+
+    def spy_labels(*, session, model, labels):  # noqa: ANN001, ANN202
+        seen_by_ingest.append((latest_event["position"], [dict(x) for x in labels]))
+        return real_labels(session=session, model=model, labels=labels)
+
+    config = ReplayConfig(
+        data=data,
+        target="outcome",
+        out=folder / "out",
+        time_col="time",
+        entity_col="device",
+        warmup=WARMUP,
+        label_delay=DELAY,
+        label_budget=BUDGET,
+        policy_path=policy,
+        seed=5,
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(outbox_module, "ingest_events", spy_events)
+        patch.setattr(outbox_module, "ingest_labels", spy_labels)
+        result = run_replay(config)
+    return result, seen_by_ingest, position, config
+
+
+def _order(data: Path) -> list[int]:
+    """Rows of the file in time order (ties in file order)."""
+    frame = pd.read_csv(data)
+    return list(frame.assign(row=range(len(frame))).sort_values("time", kind="stable")["row"])
+
+
+def test_outputs_are_the_four_promised_files(replay):
+    result, _, _, config = replay
+    predictions = pd.read_csv(result.files["predictions"])
+
+    written = {p.name for p in result.out.iterdir()}
+    assert written >= {"predictions.csv", "decisions.jsonl", "summary.json", "report.html"}
+    assert list(predictions.columns) == [
+        "row",
+        "time",
+        "served_version",
+        "prediction",
+        "static",
+        "periodic",
+        "river-arf",
+        "label",
+    ]
+    assert len(predictions) == ROWS - WARMUP
+    # `row` is the row of the data file: the label written beside it is that row's.
+    original = pd.read_csv(config.data)
+    assert (original["outcome"].to_numpy()[predictions["row"]] == predictions["label"]).all()
+    assert pd.to_datetime(predictions["time"]).is_monotonic_increasing
+    report = result.files["report"].read_text()
+    assert "<svg" in report and "river-arf" in report
+    summary = json.loads(result.files["summary"].read_text())
+    assert set(summary["scores"]) == {"driftpilot", "static", "periodic", "river-arf"}
+    assert [t["tenth"] for t in summary["per_tenth"]] == list(range(1, 11))
+    assert len(result.files["decisions"].read_text().splitlines()) == summary["decisions"]
+
+
+def test_no_label_arrives_earlier_or_more_often_than_the_flags_allow(replay):
+    result, seen_by_ingest, position, _ = replay
+    times = pd.to_datetime(result.predictions["time"]).tolist()
+    delivered: dict[str, int] = {}
+    for latest, labels in seen_by_ingest:
+        for label in labels:
+            p = position[label["event_key"]]
+            delivered[label["event_key"]] = delivered.get(label["event_key"], 0) + 1
+            if p < WARMUP:
+                assert label["source"] == "system"  # warm-up history, labelled from the start
+                continue
+            # Never before the stream has reached the row `label_delay` rows after the event...
+            assert p + DELAY <= latest
+            # ...and stamped with the time of the row that revealed it, never earlier.
+            reveal_time = pd.Timestamp(label["time"])
+            assert reveal_time >= times[p + DELAY - WARMUP]
+            assert reveal_time <= times[latest - WARMUP]
+    assert max(delivered.values()) == 1
+    after_warmup = sum(1 for k in delivered if position[k] >= WARMUP)
+    assert after_warmup <= int(BUDGET * (ROWS - WARMUP))
+    revealed = result.summary["labels_revealed"]
+    assert after_warmup == revealed["feedback"] + revealed["requested"]
+
+
+def test_memory_holds_exactly_the_labels_the_gate_revealed(replay):
+    result, _, position, _ = replay
+    sessions = db.connect(f"sqlite:///{result.out / 'driftpilot.sqlite'}")
+    with sessions() as session:
+        model = models.get_model(session=session, name="stream")
+        stored = events.window(
+            session=session,
+            model_id=model.id,
+            start=pd.Timestamp("2026-01-01", tz="UTC").to_pydatetime(),
+            end=pd.Timestamp("2027-01-01", tz="UTC").to_pydatetime(),
+            labelled_only=True,
+        )
+    assert sorted(position[k] for k in stored["key"]) == sorted(result.reveals["position"])
+    assert result.reveals["position"].is_unique
+
+
+def test_baselines_learn_exactly_the_labels_the_loop_sees_in_the_same_order(replay):
+    result, _, _, _ = replay
+    revealed = result.reveals["position"].tolist()
+
+    assert result.baselines["river-arf"].seen == revealed
+    assert result.baselines["periodic"].seen == revealed
+    assert result.baselines["static"].seen == []
+
+
+def test_the_loop_retrains_asks_for_labels_and_releases(replay):
+    result, _, _, _ = replay
+    s = result.summary
+
+    # Pinned on this seeded stream and policy.
+    assert (s["retrains"], s["releases"], s["promotions"], s["rollbacks"]) == (4, 2, 2, 0)
+    assert s["labels_revealed"] == {
+        "history": 500,
+        "feedback": 913,
+        "requested": 45,
+        "budget": 1125,
+        "refused_over_budget": 0,
+    }
+    assert s["scores"] == {
+        "driftpilot": {"accuracy": 0.7007, "macro_f1": 0.7007},
+        "static": {"accuracy": 0.6638, "macro_f1": 0.6638},
+        "periodic": {"accuracy": 0.7058, "macro_f1": 0.7057},
+        "river-arf": {"accuracy": 0.8484, "macro_f1": 0.8484},
+    }
+    # After the flip the loop recovers: its last tenth is far above the never-updated model's.
+    last = s["per_tenth"][-1]
+    assert last["driftpilot"]["accuracy"] - last["static"]["accuracy"] > 0.2
+    assert s["periodic_retrains"] == 9
+
+
+def test_the_label_gate_spends_no_more_than_the_budget():
+    gate = LabelGate(n=1100, warmup=100, delay=5, budget=0.1, request_share=0.5, seed=0)
+    scheduled = gate.request(list(range(100, 1100)), at=200)  # a greedy Curator asks for everything
+
+    revealed = [r for at in range(1100) for r in gate.due(at)]
+
+    assert gate.budget == 100
+    assert len(revealed) == 100
+    assert len({r.position for r in revealed}) == 100
+    assert all(r.at >= r.position + 5 for r in revealed)
+    assert len(scheduled) == 1000 - len(gate.scheduled - set(scheduled))  # feedback rows are not asked twice
+    assert gate.over_budget > 0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"target": "missing"}, "--target 'missing' is not a column of stream.csv"),
+        ({"time_col": "colour"}, "--time-col 'colour': row 0 has 'blue', not a time"),
+        ({"feature_cols": ["a", "nope"]}, "--feature-cols ['nope'] are not columns"),
+        ({"warmup": 5000}, "--warmup 5000 leaves no rows to replay"),
+        ({"label_budget": 1.5}, "--label-budget must be a share between 0 and 1, got 1.5"),
+        ({"baselines": ("static", "xgboost")}, "unknown baselines ['xgboost']"),
+    ],
+)
+def test_bad_flags_are_refused_with_what_was_wrong(tmp_path, change, message):
+    data = tmp_path / "stream.csv"
+    _stream().head(800).to_csv(data, index=False)
+    settings = {"data": data, "target": "outcome", "out": tmp_path / "out", "time_col": "time", "warmup": 200}
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run_replay(ReplayConfig(**(settings | change)))
+
+    assert not (tmp_path / "out" / "predictions.csv").exists()
+
+
+def test_missing_feature_values_are_named(tmp_path):
+    frame = _stream().head(300)
+    frame.loc[7, "a"] = np.nan
+    data = tmp_path / "holes.csv"
+    frame.to_csv(data, index=False)
+
+    with pytest.raises(ValueError, match="feature column 'a': row 7 has no value"):
+        read_stream(ReplayConfig(data=data, target="outcome", time_col="time"))
+
+
+class _FakeEncoder:
+    """Swapped in for all-MiniLM-L6-v2: two numbers a text, from its length and vowels."""
+
+    def encode(self, texts):  # noqa: ANN001, ANN201
+        return np.asarray([[len(t) / 10, sum(c in "aeiou" for c in t) / 5] for t in texts], dtype=np.float32)
+
+
+def test_a_text_column_becomes_vector_features(tmp_path):
+    rng = np.random.default_rng(1)
+    words = np.where(rng.random(600) < 0.5, "short", "a much longer sentence here")
+    frame = pd.DataFrame({"text": words, "intent": np.where(words == "short", "greet", "complain")})
+    data = tmp_path / "texts.csv"
+    frame.to_csv(data, index=False)
+
+    stream = read_stream(ReplayConfig(data=data, target="intent", text_col="text", encoder=_FakeEncoder()))
+
+    assert [s.name for s in stream.specs] == ["text_e000", "text_e001"]
+    assert stream.task == "text_classification"
+    assert stream.features["text_e000"][:3].tolist() == pytest.approx([2.7, 2.7, 0.5])
+    assert stream.classes == ["complain", "greet"]
+
+
+def test_cli_replay_prints_the_scores_and_refuses_bad_input(tmp_path, capsys):
+    data = tmp_path / "stream.csv"
+    _stream().head(1200).to_csv(data, index=False)
+
+    code = cli.main(
+        [
+            "replay",
+            str(data),
+            "--target",
+            "outcome",
+            "--time-col",
+            "time",
+            "--warmup",
+            "300",
+            "--baselines",
+            "static",
+            "--out",
+            str(tmp_path / "out"),
+        ]  # fmt: skip
+    )
+    printed = capsys.readouterr().out
+    bad = cli.main(["replay", str(data), "--target", "nope", "--out", str(tmp_path / "bad")])
+
+    assert code == 0
+    assert "driftpilot" in printed and "static" in printed and "rows/s" in printed
+    assert bad == 2
+    assert "--target 'nope' is not a column" in capsys.readouterr().err
