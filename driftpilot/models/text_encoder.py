@@ -48,6 +48,11 @@ class SentenceEncoder:
         self._model: Any = None
         self._vectors: dict[str, np.ndarray] | None = None
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the model itself has been loaded (the cache answered everything so far if not)."""
+        return self._model is not None
+
     # -- loading ---------------------------------------------------------------------------
     def _load_model(self) -> Any:
         if self._model is None:
@@ -88,13 +93,17 @@ class SentenceEncoder:
                 missing[key] = text
         if missing:
             new_keys = list(missing)
-            vectors = self._load_model().encode(
-                [missing[k] for k in new_keys],
-                batch_size=self.batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            ).astype(np.float32)
+            vectors = (
+                self._load_model()
+                .encode(
+                    [missing[k] for k in new_keys],
+                    batch_size=self.batch_size,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
+                .astype(np.float32)
+            )
             cache.update(zip(new_keys, vectors, strict=True))
             self._save_shard(new_keys, vectors)
         if not keys:
