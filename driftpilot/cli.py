@@ -126,12 +126,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_scenarios_export(args: argparse.Namespace) -> int:
+    from driftpilot.config import Settings
     from driftpilot.loop.streams import export
 
+    settings = Settings(home=Path(args.home)) if args.home else Settings()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     names = [n.strip() for n in args.names.split(",") if n.strip()] if args.names else None
-    for entry in export(out, names, seed=args.seed, scale=args.scale):
+    for entry in export(out, names, seed=args.seed, scale=args.scale, banking77_dir=settings.banking77_dir):
         print(f"{entry['file']:<24} {entry['rows']:>8,} rows  {entry['description']}")
         print(f"  (cd {out} && {entry['command']})")
     return 0

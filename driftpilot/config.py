@@ -19,6 +19,8 @@ class Settings(BaseSettings):
 
     home: Path = Path(".driftpilot")
     database_url: str | None = None
+    #: Banking77's folder (train.csv, test.csv) when it is not ../shared/data/banking77.
+    banking77_dir: Path | None = None
     openai_api_key: str | None = Field(
         default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "DRIFTPILOT_OPENAI_API_KEY")
     )

@@ -21,9 +21,16 @@ from driftpilot.policies import policy_from_mapping
 from driftpilot.scenarios.export import StreamSpec, export_streams
 
 
-def export(out: Path, names: Sequence[str] | None = None, *, seed: int = 0, scale: float = 1.0) -> list[dict[str, Any]]:
+def export(
+    out: Path,
+    names: Sequence[str] | None = None,
+    *,
+    seed: int = 0,
+    scale: float = 1.0,
+    banking77_dir: Path | None = None,
+) -> list[dict[str, Any]]:
     """Write the streams, their policies and ``streams.json`` into ``out``; return the manifest."""
-    specs = export_streams(out, names, seed=seed, scale=scale)
+    specs = export_streams(out, names, seed=seed, scale=scale, banking77_dir=banking77_dir)
     manifest = []
     for spec in specs:
         entry = dict(spec.__dict__)

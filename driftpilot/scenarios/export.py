@@ -1,0 +1,263 @@
+"""The shipped streams as CSV files, with what ``driftpilot replay`` needs to know about each.
+
+:func:`export_streams` writes ``<name>.csv`` for each stream of :data:`STREAMS` and a
+``streams.json`` manifest: the :class:`StreamSpec` of every file it wrote — its target, time,
+entity and text columns, how many labelled warm-up rows a replay should start from, the label
+delay of the benchmark in rows, and the policy fields a stream's density needs changed.
+
+* ``ont``: the ONT simulator (:mod:`driftpilot.scenarios.ont`), 60 ONTs for 30 days, one row per
+  reading; the target ``offline_within_1h`` is ``online`` or the cause of the coming outage.
+* ``offers``: the offers simulator (:mod:`driftpilot.scenarios.offers`), 120 days of 1,000 offers.
+* ``banking77``: real queries with emerging intents (:mod:`driftpilot.scenarios.banking`).
+* ``sea_abrupt`` … ``hyperplane``: river's drift benchmarks (:mod:`driftpilot.scenarios.synthetic`).
+
+``scale`` multiplies every stream's row count (the ONT fleet, the offers per day, the share of
+Banking77's queries, the synthetic streams' length), and the warm-up and label delay with it, so
+that tests can export small copies; the policy overrides are meant for ``scale=1``.
+
+Each file is written to a temporary file in the same folder and moved into place, so a failure
+never leaves a half-written file behind.
+
+Examples
+--------
+>>> import tempfile
+>>> with tempfile.TemporaryDirectory() as folder:
+...     (spec,) = export_streams(Path(folder), ["sea_abrupt"], scale=0.01)
+...     sorted(p.name for p in Path(folder).iterdir())
+['sea_abrupt.csv', 'streams.json']
+>>> spec.rows, spec.target, spec.warmup, spec.label_delay
+(300, 'y', 20, 5)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import pandas as pd
+
+from driftpilot.scenarios import banking, offers, ont, synthetic
+
+STREAMS: tuple[str, ...] = ("ont", "offers", "banking77", *synthetic.SYNTHETIC_STREAMS)
+MANIFEST = "streams.json"
+
+ONT_TARGET = "offline_within_1h"
+_ONT_ONTS = 60
+_ONT_DAYS = 30
+_ONT_WARMUP_DAYS = 8
+_OFFERS_PER_DAY = 1000
+_OFFERS_CUSTOMERS = 40_000
+_OFFERS_WARMUP_DAYS = 3
+_BANKING_WARMUP_SHARE = 0.2
+_SYNTHETIC_ROWS = 30_000
+_SYNTHETIC_WARMUP = 2000
+_LABEL_DELAY_ROWS = 500
+_MIN_WARMUP = 20  # the fewest rows replay trains a first version on
+
+# Offers arrive about a thousand a day, not thousands an hour: the monitor needs a week to see
+# enough labels, a retrain a month, and a canary, whose labels come a day late, a week.
+#: Canaries on small fleets and row-clock streams: with a 10 % label budget and a fifth of the
+#: traffic, the default's 200 labelled canary events take days to gather; half the traffic and
+#: 100 events give a verdict within the canary's 24 hours.
+_SMALL_FLEET_POLICY: dict[str, dict[str, object]] = {"release": {"canary_share": 0.5, "min_canary_samples": 100}}
+_OFFERS_POLICY: dict[str, dict[str, object]] = {
+    "monitor": {"check_every_minutes": 1440, "window_hours": 168, "min_labelled": 150},
+    "training": {"recent_hours": 720, "min_training_labels": 300},
+    "budgets": {"max_retrains_per_day": 2},
+    "release": {"max_canary_hours": 168, "min_canary_samples": 80},
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamSpec:
+    """One exported stream: its file and how to replay it.
+
+    ``warmup`` is the number of leading rows a replay treats as labelled history,
+    ``label_delay`` the rows after an event before its label may be revealed, and
+    ``policy_overrides`` maps a policy section to the fields (and values) that replace the
+    default policy's for this stream's density.
+    """
+
+    name: str
+    file: str
+    target: str
+    time_col: str | None = None
+    entity_col: str | None = None
+    text_col: str | None = None
+    warmup: int
+    label_delay: int
+    rows: int
+    description: str
+    policy_overrides: dict[str, dict[str, object]] = field(default_factory=dict)
+
+
+def export_streams(
+    out: Path,
+    names: Sequence[str] | None = None,
+    *,
+    seed: int = 0,
+    scale: float = 1.0,
+    banking77_dir: Path | str | None = None,
+) -> list[StreamSpec]:
+    """Write ``<name>.csv`` for each stream of ``names`` (default: all) and ``streams.json`` into ``out``.
+
+    Returns the specs, in the order of ``names``. ``banking77_dir`` is Banking77's folder, found
+    by :func:`driftpilot.scenarios.banking.locate_banking77` when not given; it is looked up
+    before anything is written.
+    """
+    chosen = list(STREAMS if names is None else names)
+    unknown = [n for n in chosen if n not in STREAMS]
+    if unknown:
+        raise ValueError(f"unknown stream(s) {', '.join(map(repr, unknown))}; known: {', '.join(STREAMS)}")
+    if not scale > 0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    if "banking77" in chosen:
+        banking77_dir = banking.locate_banking77(banking77_dir)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    specs = []
+    for name in dict.fromkeys(chosen):
+        if name == "ont":
+            frame, spec = _ont(seed, scale)
+        elif name == "offers":
+            frame, spec = _offers(seed, scale)
+        elif name == "banking77":
+            frame, spec = _banking(seed, scale, banking77_dir)
+        else:
+            frame, spec = _synthetic(name, seed, scale)
+        with _replacing(out / spec.file) as handle:
+            frame.to_csv(handle, index=False, lineterminator="\n")
+        specs.append(spec)
+    with _replacing(out / MANIFEST) as handle:
+        json.dump([asdict(s) for s in specs], handle, indent=2)
+        handle.write("\n")
+    return specs
+
+
+def _scaled(rows: int, scale: float, minimum: int = 1) -> int:
+    return max(minimum, round(rows * scale))
+
+
+# -- the streams -------------------------------------------------------------------------
+def _ont(seed: int, scale: float) -> tuple[pd.DataFrame, StreamSpec]:
+    config = ont.OntScenarioConfig(n_onts=_scaled(_ONT_ONTS, scale, 2), days=_ONT_DAYS, seed=seed)
+    sim = ont.OntSimulator(config)
+    ticks = list(sim.ticks())
+    sizes = [len(t) for t in ticks]
+    columns: dict[str, np.ndarray] = {
+        "time": np.repeat([t.time.isoformat() for t in ticks], sizes),
+        "ont_id": np.concatenate([t.entities for t in ticks]),
+        "olt_port": np.concatenate([t.groups for t in ticks]),
+    }
+    for feature, _kind in ont.FEATURES:
+        columns[feature] = np.concatenate([t.features[feature] for t in ticks])
+    columns[ONT_TARGET] = np.concatenate([t.labels for t in ticks])
+    frame = pd.DataFrame(columns)
+    warm_until = config.start + timedelta(days=_ONT_WARMUP_DAYS)
+    warmup = sum(size for t, size in zip(ticks, sizes, strict=True) if t.time < warm_until)
+    spec = StreamSpec(
+        name="ont",
+        file="ont.csv",
+        target=ONT_TARGET,
+        time_col="time",
+        entity_col="ont_id",
+        warmup=warmup,
+        label_delay=sim.ticks_per_hour * config.n_onts,  # one simulated hour of readings
+        rows=len(frame),
+        policy_overrides=_SMALL_FLEET_POLICY,
+        description=(
+            f"{config.n_onts} ONTs, {config.days:g} days of {config.interval_minutes}-minute readings: fibre ageing, "
+            "firmware v2.0 from day 10 (counters per second), the XGS-10 model from day 18, "
+            "OLT port outages (the largest on day 24); target: online or the cause of going offline within 1 h"
+        ),
+    )
+    return frame, spec
+
+
+def _offers(seed: int, scale: float) -> tuple[pd.DataFrame, StreamSpec]:
+    config = offers.OffersScenarioConfig(
+        offers_per_day=_scaled(_OFFERS_PER_DAY, scale),
+        n_customers=_scaled(_OFFERS_CUSTOMERS, scale, 100),
+        seed=seed,
+    )
+    frame = offers.OffersSimulator(config).frame()
+    spec = StreamSpec(
+        name="offers",
+        file="offers.csv",
+        target=offers.TARGET,
+        time_col="time",
+        entity_col="customer_id",
+        warmup=_OFFERS_WARMUP_DAYS * config.offers_per_day,
+        label_delay=config.offers_per_day,  # one day: whether an offer was taken is known a day later
+        rows=len(frame),
+        description=(
+            f"{config.days} days of {config.offers_per_day:,} broadband offers a day: back to school days 7-35, "
+            "a competitor's campaign days 56-77 (high prices refused), fibre_2g launched day 84 "
+            "(cannibalising speed_upgrade), holidays from day 100; target: accepted yes/no"
+        ),
+        policy_overrides=_OFFERS_POLICY,
+    )
+    return frame, spec
+
+
+def _banking(seed: int, scale: float, data_dir: Path | str | None) -> tuple[pd.DataFrame, StreamSpec]:
+    config = banking.BankingStreamConfig(seed=seed, fraction=min(1.0, scale))
+    frame = banking.Banking77Stream(config, data_dir).frame()
+    emerging = banking.N_INTENTS - config.n_initial
+    spec = StreamSpec(
+        name="banking77",
+        file="banking77.csv",
+        target=banking.TARGET,
+        text_col=banking.TEXT,
+        warmup=max(_MIN_WARMUP, round(_BANKING_WARMUP_SHARE * len(frame))),
+        label_delay=_scaled(_LABEL_DELAY_ROWS, scale),
+        rows=len(frame),
+        policy_overrides=_SMALL_FLEET_POLICY,
+        description=(
+            f"BANKING77 customer-service queries: {config.n_initial} intents at first, {emerging} more emerging one "
+            f"by one between {config.emerge_from:.0%} and {config.emerge_until:.0%} of the stream; target: intent"
+        ),
+    )
+    return frame, spec
+
+
+def _synthetic(name: str, seed: int, scale: float) -> tuple[pd.DataFrame, StreamSpec]:
+    config = synthetic.SyntheticConfig(n_rows=_scaled(_SYNTHETIC_ROWS, scale, 3), seed=seed)
+    frame = synthetic.synthetic_frame(name, config)
+    spec = StreamSpec(
+        name=name,
+        file=f"{name}.csv",
+        target=synthetic.TARGET,
+        warmup=min(_scaled(_SYNTHETIC_WARMUP, scale, _MIN_WARMUP), len(frame) - 1),
+        label_delay=_scaled(_LABEL_DELAY_ROWS, scale),
+        rows=len(frame),
+        policy_overrides=_SMALL_FLEET_POLICY,
+        description=synthetic.describe(name, config),
+    )
+    return frame, spec
+
+
+# -- writing -------------------------------------------------------------------------------
+@contextmanager
+def _replacing(path: Path) -> Iterator[IO[str]]:
+    """A text handle on a temporary file in ``path``'s folder, moved onto ``path`` once complete."""
+    handle_fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle_fd, "w", encoding="utf-8", newline="") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp's 0600 would make the exported data private
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
