@@ -13,11 +13,14 @@ from driftpilot.loop.streams import export, replay_config
 from driftpilot.models.text_encoder import SentenceEncoder
 from driftpilot.scenarios.export import STREAMS
 
+#: The repository's copy of Banking77 (CC BY 4.0), so the tests run wherever it is checked out.
+BANKING77 = Path(__file__).resolve().parents[1] / "data" / "banking77"
+
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, dict]]:
     folder = tmp_path_factory.mktemp("streams")
-    manifest = export(folder, scale=0.02, seed=1)
+    manifest = export(folder, scale=0.02, seed=1, banking77_dir=BANKING77)
     return folder, {entry["name"]: entry for entry in manifest}
 
 

@@ -15,9 +15,14 @@ from driftpilot.scenarios.banking import (
 )
 
 
+#: A copy of ../shared/data/banking77 (CC BY 4.0, see its README), so the tests run wherever the
+#: repository is checked out.
+BANKING77 = Path(__file__).resolve().parents[1] / "data" / "banking77"
+
+
 @pytest.fixture(scope="module")
 def queries() -> pd.DataFrame:
-    return load_banking77()
+    return load_banking77(BANKING77)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +42,7 @@ def test_the_data_set_is_read_whole_with_its_multi_line_queries(queries):
 
 
 def test_seeded_stream_is_pinned_and_repeatable(queries, stream):
-    again = Banking77Stream().frame()
+    again = Banking77Stream(data_dir=BANKING77).frame()
     other = Banking77Stream(BankingStreamConfig(seed=1)).build(queries)
 
     assert stream.shape == (9409, 2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -13,12 +14,14 @@ from driftpilot.scenarios import ont
 from driftpilot.scenarios.export import MANIFEST, STREAMS, StreamSpec, export_streams
 
 SCALE = 0.02
+#: The repository's copy of Banking77 (CC BY 4.0), so the tests run wherever it is checked out.
+BANKING77 = Path(__file__).resolve().parents[1] / "data" / "banking77"
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     out = tmp_path_factory.mktemp("streams")
-    return out, export_streams(out, seed=3, scale=SCALE)
+    return out, export_streams(out, seed=3, scale=SCALE, banking77_dir=BANKING77)
 
 
 def test_every_stream_is_written_with_its_manifest(exported):
