@@ -49,10 +49,23 @@ def _chart(daily: pd.DataFrame, decisions: list[dict[str, Any]], start: pd.Times
     ax.set_ylabel("balanced accuracy (daily)")
     ax.grid(alpha=0.3)
     ax.legend(loc="center right", fontsize=8, ncol=2, framealpha=0.9)
+    return _svg(fig)
+
+
+def _svg(fig: Any) -> str:
+    """The figure as inline SVG text; the figure is closed."""
+    import matplotlib.pyplot as plt
+
     buffer = io.StringIO()
     fig.savefig(buffer, format="svg", bbox_inches="tight")
     plt.close(fig)
     return buffer.getvalue()
+
+
+#: The pages' shared look: plain, printable, no scripts.
+_STYLE = """<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}
+table{border-collapse:collapse;font-size:13px}
+td,th{border:1px solid #ddd;padding:3px 6px;vertical-align:top}th{background:#f6f8fa}</style>"""
 
 
 def write_report(path: Path, daily: pd.DataFrame, decisions: list[dict[str, Any]], summary: dict[str, Any]) -> None:
@@ -73,9 +86,7 @@ def write_report(path: Path, daily: pd.DataFrame, decisions: list[dict[str, Any]
     )
     bacc = summary["balanced_accuracy"]
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>driftpilot demo report</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}
-table{{border-collapse:collapse;font-size:13px}}
-td,th{{border:1px solid #ddd;padding:3px 6px;vertical-align:top}}th{{background:#f6f8fa}}</style></head><body>
+{_STYLE}</head><body>
 <h1>driftpilot demo: {html.escape(summary["model"])}</h1>
 <p>{summary["onts"]} ONTs, {summary["days"]} simulated days, {summary["events"]:,} events;
 {summary["retrains"]} retrains, {summary["promotions"]} promotions, {summary["rollbacks"]} rollbacks;
@@ -127,10 +138,7 @@ def _replay_chart(
     ax.set_ylabel(f"accuracy (rolling, {window} rows)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8, ncol=4, framealpha=0.9)
-    buffer = io.StringIO()
-    fig.savefig(buffer, format="svg", bbox_inches="tight")
-    plt.close(fig)
-    return buffer.getvalue()
+    return _svg(fig)
 
 
 def write_replay_report(
@@ -162,9 +170,7 @@ def write_replay_report(
     )
     labels = summary["labels_revealed"]
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>driftpilot replay report</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}
-table{{border-collapse:collapse;font-size:13px}}
-td,th{{border:1px solid #ddd;padding:3px 6px;vertical-align:top}}th{{background:#f6f8fa}}</style></head><body>
+{_STYLE}</head><body>
 <h1>driftpilot replay: {html.escape(summary["model"])}</h1>
 <p>{summary["rows"]:,} rows of {html.escape(summary["data"])}, the first {summary["warmup"]:,} as labelled warm-up;
 label delay {summary["label_delay"]} rows, budget {summary["label_budget"]:.0%}
