@@ -95,7 +95,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         periodic_every=args.periodic_every,
         periodic_window=args.periodic_window,
         database_url=args.database_url,
-        embedding_cache=settings.home / "cache" / "minilm",
+        embedding_cache=settings.embedding_cache_dir,
     )
     console = Console()
     with Progress(

@@ -41,6 +41,11 @@ class Settings(BaseSettings):
         return self.home / "checkpoints.sqlite"
 
     @property
+    def embedding_cache_dir(self) -> Path:
+        """Where sentence vectors are cached by text hash (see ``models.text_encoder``)."""
+        return self.home / "cache" / "minilm"
+
+    @property
     def artifact_dir(self) -> Path:
         """Where version artifacts (torch weights, ONNX) are stored."""
         return self.home / "artifacts"

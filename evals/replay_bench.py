@@ -43,12 +43,11 @@ def main() -> None:
     settings = Settings()
     manifest = export(streams_dir, names, seed=args.seed, scale=args.scale, banking77_dir=settings.banking77_dir)
     export_seconds = time.perf_counter() - started
-    cache = settings.home.resolve() / "cache" / "minilm"
 
     rows = []
     for entry in manifest:
-        config = replay_config(entry, streams_dir, work / f"replay-{entry['name']}", seed=args.seed)
-        config.embedding_cache = cache
+        out = work / f"replay-{entry['name']}"
+        config = replay_config(entry, streams_dir, out, seed=args.seed, embedding_cache=settings.embedding_cache_dir)
         result = run_replay(config)
         s = result.summary
         accuracy = {system: s["scores"][system]["accuracy"] for system in s["scores"]}
@@ -78,6 +77,10 @@ def main() -> None:
     table = _markdown(rows)
     print()
     print(table)
+    if names != list(STREAMS) or args.scale != 1.0:
+        # A partial or shrunk run is a quick look: it must not overwrite the recorded figures.
+        print("\n(partial run: evals/results/ left as it was)")
+        return
     results = HERE / "results"
     results.mkdir(exist_ok=True)
     record = {

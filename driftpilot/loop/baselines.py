@@ -88,8 +88,8 @@ class Periodic(Baseline):
         self.recent: deque[int] = deque(maxlen=window)
         self.retrains = 0
 
-    def learn(self, positions: Sequence[int]) -> None:
-        """Take labels revealed outside :meth:`run` (the warm-up history)."""
+    def learn(self, stream: Stream, positions: Sequence[int]) -> None:
+        """Take the labels of ``positions`` (kept until the next retrain; ``stream`` holds them)."""
         self.recent.extend(positions)
         self.seen.extend(positions)
 
@@ -100,7 +100,7 @@ class Periodic(Baseline):
                 self.next_retrain += self.every
         prediction = self.model.predict(stream.columns(start, end))
         for position in range(start, end):
-            self.learn(revealed.get(position, []))
+            self.learn(stream, revealed.get(position, []))
         return prediction
 
     def _retrain(self, stream: Stream) -> None:

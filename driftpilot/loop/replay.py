@@ -88,7 +88,8 @@ class ReplayConfig:
     #: Revealed labels the periodic baseline learns from.
     periodic_window: int = 2000
     database_url: str | None = None
-    #: Where sentence vectors are cached (default: ``<home>/cache/minilm``).
+    #: Where sentence vectors are cached (the CLI passes ``Settings.embedding_cache_dir``);
+    #: ``None`` keeps them in memory for this run only.
     embedding_cache: Path | None = None
     encoder: SentenceEncoder | None = None
 
@@ -112,6 +113,7 @@ class RecordedStream:
 
     rows: np.ndarray  # 0-based row of each position in DATA.csv
     times: list[datetime]
+    stamps: np.ndarray  # the same times as POSIX seconds, for searching
     entities: list[str]
     labels: np.ndarray
     classes: list[str]
@@ -221,6 +223,7 @@ def read_stream(config: ReplayConfig) -> RecordedStream:
     return RecordedStream(
         rows=frame["__row"].to_numpy(),
         times=times,
+        stamps=np.asarray([t.timestamp() for t in times]),
         entities=entities,
         labels=labels.to_numpy(dtype=object),
         classes=sorted(set(labels)),
@@ -356,18 +359,17 @@ def run_replay(config: ReplayConfig, progress: Callable[[int, int], None] | None
     baselines = _baselines(config, first, data, stream, n)
     baseline_seconds = dict.fromkeys(baselines, 0.0)
 
-    records: dict[str, list[Any]] = {"served_version": [], "prediction": []}
+    records: dict[str, list[Any]] = {name: [] for name in ("served_version", "prediction", *baselines)}
     answered_requests: list[int] = []
     check_every = timedelta(minutes=policy.monitor.check_every_minutes)
     next_check = data.times[config.warmup - 1] + check_every
     next_hour = data.times[config.warmup - 1] + timedelta(hours=1)
-    times64 = np.asarray([t.timestamp() for t in data.times])
     start = config.warmup
     with sqlite_checkpointer(out / "checkpoints.sqlite") as checkpointer:
         runner = LoopRunner(context, checkpointer)
         while start < n:
             until = min(next_check, next_hour).timestamp()
-            end = min(n, start + MAX_CHUNK, int(np.searchsorted(times64, until, side="right")))
+            end = min(n, start + MAX_CHUNK, int(np.searchsorted(data.stamps, until, side="right")))
             periodic = baselines.get("periodic")
             if isinstance(periodic, Periodic) and periodic.next_retrain > start:
                 end = min(end, periodic.next_retrain)
@@ -389,7 +391,7 @@ def run_replay(config: ReplayConfig, progress: Callable[[int, int], None] | None
                         answered_requests.append(reveal.position)
             for label, baseline in baselines.items():
                 began = time.perf_counter()
-                records.setdefault(label, []).extend(baseline.run(stream, start, end, revealed).tolist())
+                records[label].extend(baseline.run(stream, start, end, revealed).tolist())
                 baseline_seconds[label] += time.perf_counter() - began
             if len(outbox) >= FLUSH_AT:
                 outbox.flush(sessions)
@@ -471,7 +473,7 @@ def _baselines(
         elif label == "periodic":
             every = config.periodic_every or max(1, (n - config.warmup) // 10)
             periodic = Periodic(first, start=config.warmup, every=every, window=config.periodic_window)
-            periodic.learn(warm)
+            periodic.learn(stream, warm)
             built[label] = periodic
         elif label == "river-arf":
             values, counts = np.unique(data.labels[warm], return_counts=True)
@@ -636,7 +638,7 @@ def _write_outputs(
         "rows_per_second_without_baselines": round(len(data.rows) / max(loop_seconds, 1e-9), 1),
     }
     files["summary"].write_text(json.dumps(summary, indent=2, default=str))
-    positions = np.searchsorted(np.asarray([t.timestamp() for t in data.times]), [_stamp(d["time"]) for d in logged])
+    positions = np.searchsorted(data.stamps, [_stamp(d["time"]) for d in logged])
     marks = [
         {**d, "row": int(data.rows[min(p, len(data.rows) - 1)])}
         for d, p in zip(logged, positions, strict=True)

@@ -14,7 +14,6 @@ from driftpilot.scenarios.banking import (
     locate_banking77,
 )
 
-
 #: A copy of ../shared/data/banking77 (CC BY 4.0, see its README), so the tests run wherever the
 #: repository is checked out.
 BANKING77 = Path(__file__).resolve().parents[1] / "data" / "banking77"
