@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from langgraph.runtime import Runtime
 
 from driftpilot.agents.context import AgentContext, now_of, record, usage_today
 from driftpilot.agents.state import LoopState
-from driftpilot.memory import events, models, quarantine, releases
-from driftpilot.tools.diagnosis import OUTAGE_SILENT_SHARE, AlarmEvidence, diagnose, error_by_slice
+from driftpilot.memory import events, models, quarantine, releases, versions
+from driftpilot.tools.diagnosis import OUTAGE_SILENT_SHARE, AlarmEvidence, alarm_evidence, investigate, to_json
 
 #: How far before an alarm we look to count the entities that were reporting.
 BEFORE_ALARM = timedelta(hours=1)
@@ -29,28 +31,38 @@ def diagnostician(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str,
     now = now_of(state)
     with ctx.sessions() as session:
         model = models.get_model(session=session, name=state["model"])
+        schema = models.model_schema(model)
+        champion = versions.champion(session=session, model_id=model.id)
         alarm_evidence = [_alarm_evidence(session, model.id, alarm, now) for alarm in finding.get("alarms", [])]
-        slices: dict[str, dict[str, float]] = {}
-        if "performance_loss" in finding.get("kinds", []):
-            # Where the errors sit is evidence for a loss of accuracy; a drift the labels do
-            # not confirm needs none, so the window is only read when it serves.
-            recent = events.window(
-                session=session,
-                model_id=model.id,
-                start=now - timedelta(hours=policy.monitor.window_hours),
-                end=now,
-                visible_at=now,
-                labelled_only=True,
-                limit=5000,
-            )
-            slices = error_by_slice(recent, [c for c in SLICE_COLUMNS if c in recent.columns]) if len(recent) else {}
-        result = diagnose(
+        start = now - timedelta(hours=policy.monitor.window_hours)
+        current = _served(session, model.id, schema.classes, start, now, now, limit=WINDOW_SAMPLE)
+        # What the champion learnt from is the reference for the inputs; what it served before
+        # this window (and how that went) the reference for its predictions and the class shares.
+        learnt = ctx.references.get(champion.snapshot_id) if champion is not None else None
+        before = _served(session, model.id, schema.classes, start - SERVED_REFERENCE, start, now, limit=WINDOW_SAMPLE)
+        served = before
+        if champion is not None:
+            served = before[before["served_version"] == champion.number]
+            current_champion = current[current["served_version"] == champion.number]
+        else:
+            current_champion = current
+        reference = learnt if learnt is not None and len(learnt) else served
+        slice_columns = [c for c in SLICE_COLUMNS if c in current.columns]
+        result = investigate(
+            reference,
+            current,
+            features=[(f.name, f.kind) for f in schema.features],
+            known_classes=_known_classes(reference, schema.classes),
             accuracy=finding.get("balanced_accuracy"),
             reference_accuracy=finding.get("reference_balanced_accuracy"),
             max_accuracy_drop=policy.monitor.max_accuracy_drop,
-            drifted_features=finding.get("drifted_features", []),
             alarms=alarm_evidence,
-            slices=slices,
+            slice_columns=slice_columns,
+            p_threshold=policy.monitor.drift_p_value,
+            psi_threshold=policy.monitor.psi_threshold,
+            served_reference=served,
+            served_current=current_champion,
+            quality_reference=before,
         )
         verdicts = []
         outcome = result.remedy
@@ -62,12 +74,14 @@ def diagnostician(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str,
                 for alarm, raw in zip(alarm_evidence, finding.get("alarms", []), strict=True):
                     if alarm.silent_share < OUTAGE_SILENT_SHARE:
                         continue
-                    start = datetime.fromisoformat(raw["starts_at"])
-                    end = datetime.fromisoformat(raw["ends_at"]) if raw.get("ends_at") else start + PROVISIONAL_OUTAGE
+                    start_at = datetime.fromisoformat(raw["starts_at"])
+                    end = (
+                        datetime.fromisoformat(raw["ends_at"]) if raw.get("ends_at") else start_at + PROVISIONAL_OUTAGE
+                    )
                     held = quarantine.add_quarantine(
                         session=session,
                         model_id=model.id,
-                        start=start,
+                        start=start_at,
                         end=end + RECOVERY,
                         groups=alarm.groups,
                         reason=f"alarm {alarm.key}: upstream outage",
@@ -80,7 +94,7 @@ def diagnostician(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str,
             else:
                 outcome = "quarantine_denied"
                 rationale += " The policy denied the quarantine: " + "; ".join(verdict.reasons)
-        elif result.remedy == "retrain" and releases.active_release(session=session, model_id=model.id):
+        elif result.remedy in RETRAINING and releases.active_release(session=session, model_id=model.id):
             outcome = "deferred"
             rationale += " Deferred: a canary release is in progress; it is judged first."
         decision = record(
@@ -91,31 +105,56 @@ def diagnostician(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str,
             action="diagnose",
             outcome=outcome,
             rationale=rationale,
-            evidence={"alarms": [a.__dict__ for a in alarm_evidence], "slices": slices},
-            diagnosis=result.as_dict(),
+            evidence=to_json(
+                {
+                    "alarms": [a.__dict__ for a in alarm_evidence],
+                    "window_rows": len(current),
+                    "reference_rows": len(reference),
+                    "served_reference_rows": len(served),
+                }
+            ),
+            diagnosis=to_json(result.as_dict()),
             verdicts=verdicts,
         )
     return {"diagnosis": result.as_dict() | {"outcome": outcome}, "outcome": outcome, "last_decision": decision.id}
 
 
+#: Remedies that go on to the Data Curator (and a retrain).
+RETRAINING = ("retrain", "expand_corpus")
+#: Most recent events of a window the diagnosis reads.
+WINDOW_SAMPLE = 5000
+#: How far back the champion's served events make the reference for its predictions.
+SERVED_REFERENCE = timedelta(days=7)
+
+
+def _served(
+    session: Any, model_id: int, classes: list[str], start: datetime, end: datetime, now: datetime, *, limit: int
+) -> pd.DataFrame:
+    """Events of a window with their features, labels known by ``now``, and served top probability."""
+    frame = events.window(session=session, model_id=model_id, start=start, end=end, visible_at=now, limit=limit)
+    if len(frame):
+        served = events.probabilities(session=session, ids=frame["id"].tolist(), classes=classes)
+        frame["confidence"] = np.nanmax(np.where(np.isnan(served), -np.inf, served), axis=1)
+        frame.loc[np.isnan(served).all(axis=1), "confidence"] = np.nan
+    return frame
+
+
+def _known_classes(reference: pd.DataFrame, classes: list[str]) -> list[str]:
+    """The classes the champion learnt: those in its training data when known, else the schema's."""
+    if "label" in reference and reference["label"].notna().any():
+        return sorted(reference["label"].dropna().astype(str).unique())
+    return list(classes)
+
+
 def _alarm_evidence(session: Any, model_id: int, alarm: dict[str, Any], now: datetime) -> AlarmEvidence:
     """Count the entities of the alarm's groups that reported before it and went silent since."""
     start = datetime.fromisoformat(alarm["starts_at"])
-    groups = set(alarm["groups"])
     frame = events.window(
         session=session,
         model_id=model_id,
         start=start - BEFORE_ALARM,
         end=now + timedelta(seconds=1),
         exclude_quarantined=False,
+        with_features=False,
     )
-    frame = frame[frame["group"].isin(groups)]
-    before = set(frame.loc[frame["time"] < start.replace(tzinfo=None), "entity"])
-    during = set(frame.loc[frame["time"] >= start.replace(tzinfo=None), "entity"])
-    return AlarmEvidence(
-        key=alarm["key"],
-        name=alarm["name"],
-        groups=sorted(groups),
-        entities_before=len(before),
-        entities_silent=len(before - during),
-    )
+    return alarm_evidence(frame, key=alarm["key"], name=alarm["name"], groups=alarm["groups"], starts_at=start)

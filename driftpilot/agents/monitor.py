@@ -1,7 +1,18 @@
-"""Monitor: is the champion still healthy? Accuracy on labelled events, input drift, alarms."""
+"""Monitor: is the champion still healthy?
+
+One check fuses every signal into at most one finding: balanced accuracy on labelled events
+(a loss beyond the policy's tolerance and beyond sampling noise), the labelled error stream
+(:mod:`driftpilot.tools.detectors`), accuracy estimated from the served probabilities when labels
+are too few (nannyml's CBPE), per-feature input drift (and, if the policy asks, multivariate
+drift), drift of the predictions and of the class priors, and alarms. The policy's false-alarm
+budget sets the check's significance level, shared by its signals. A drift-only finding (low or
+medium severity) of the same kinds, no more severe, within the policy's cool-down is logged as a
+repeat and not raised again; a high-severity one (the model is losing) is raised until mended.
+"""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
@@ -11,10 +22,14 @@ from langgraph.runtime import Runtime
 
 from driftpilot.agents.context import AgentContext, now_of, record
 from driftpilot.agents.state import LoopState
-from driftpilot.memory import alarms, events, models, quarantine, snapshots, versions
+from driftpilot.memory import alarms, decisions, events, models, quarantine, snapshots, versions
 from driftpilot.memory.tables import Quarantine
-from driftpilot.tools.drift import feature_drift
+from driftpilot.tools.detectors import error_rate_change
+from driftpilot.tools.diagnosis import to_json
+from driftpilot.tools.drift import feature_drift, prediction_drift, prior_drift
 from driftpilot.tools.metrics import balanced_accuracy
+from driftpilot.tools.multivariate import multivariate_drift
+from driftpilot.tools.performance import estimate_performance
 
 #: Most recent events compared with the reference for input drift (enough for the tests'
 #: power, few enough to keep a check well under a second).
@@ -36,10 +51,19 @@ def handled_alarm_keys(reasons: list[str]) -> set[str]:
     return {r.removeprefix("alarm ").rsplit(": ", 1)[0] for r in reasons if r.startswith("alarm ")}
 
 
+#: Signals a check tests, sharing its false-alarm budget: labelled accuracy, the labelled error
+#: stream, the estimate without labels, input drift, prediction drift, class-prior drift.
+SIGNALS = 6
+#: How far back the champion's own served (and labelled) events make the reference of a check.
+SERVED_REFERENCE = timedelta(days=7)
+SEVERITY = {"low": 0, "medium": 1, "high": 2}
+
+
 def monitor(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-    """Check the champion and return a finding, or none when it is healthy."""
+    """Check the champion and return one finding fusing every signal, or none when it is healthy."""
     ctx = runtime.context
     policy = ctx.policy.policy.monitor
+    alpha = policy.check_alpha / SIGNALS  # Bonferroni across the signals of one check
     now = now_of(state)
     with ctx.sessions() as session:
         model = models.get_model(session=session, name=state["model"])
@@ -70,67 +94,185 @@ def monitor(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
         handled = handled_alarm_keys([q.reason for q in held])
         labelled = _without_outage_leads(labelled, held)
         firing = [a for a in alarms.active_alarms(session=session, at=now) if a.key not in handled]
+        # What the champion served (and what came of it) before this window: the reference of
+        # the signals that need its predictions.
+        served_before = events.window(
+            session=session,
+            model_id=model.id,
+            start=start - SERVED_REFERENCE,
+            end=start,
+            visible_at=now,
+            labelled_only=True,
+            limit=ACCURACY_SAMPLE,
+            with_features=False,
+        )
+        served_before = served_before[served_before["served_version"] == champion.number]
+        served_now = current[current["served_version"] == champion.number]
 
         judged = labelled[labelled["served_version"] == champion.number]
+        metrics = champion.metrics or {}
+        reference_accuracy = metrics.get("reference_balanced_accuracy", metrics.get("recent_balanced_accuracy"))
+        evidence: dict[str, Any] = {
+            "champion": champion.number,
+            "window": {"start": start.isoformat(), "end": now.isoformat()},
+            "alpha": alpha,
+            "labelled": len(judged),
+        }
+        kinds: list[str] = []
         accuracy = None
         if len(judged) >= policy.min_labelled:
             accuracy = balanced_accuracy(judged["label"].to_numpy(), judged["prediction"].to_numpy())
-        metrics = champion.metrics or {}
-        reference_accuracy = metrics.get("reference_balanced_accuracy", metrics.get("recent_balanced_accuracy"))
+            # The policy's tolerance is the effect floor here; a significance test on top was tried
+            # and missed real losses: balanced accuracy's sampling error is dominated by the rare
+            # classes (a handful of labels each in a 12-hour window), however large the loss.
+            if reference_accuracy is not None and reference_accuracy - accuracy > policy.max_accuracy_drop:
+                kinds.append("performance_loss")
+        evidence |= {"balanced_accuracy": accuracy, "reference_balanced_accuracy": reference_accuracy}
+
+        change = error_rate_change(
+            (judged["prediction"] != judged["label"]).to_numpy(dtype=int),
+            false_alarms_per_10k=alpha * 10_000 / max(len(judged), 1),
+        )
+        evidence["error_rate"] = asdict(change)
+        if change.changed:
+            kinds.append("error_rise")
+
+        estimate = None
+        if accuracy is None and policy.estimate_without_labels:
+            estimate = _estimate(session, schema.classes, served_before, served_now)
+            if estimate is not None and estimate.enough_data and estimate.estimated is not None:
+                evidence["estimated"] = estimate.model_dump()
+                if estimate.reference_value - estimate.estimated > policy.max_accuracy_drop:
+                    kinds.append("estimated_loss")
+
+        features = [(f.name, f.kind) for f in schema.features]
         drift = None
         if reference is not None:
-            drift = feature_drift(
-                reference,
-                current,
-                [(f.name, f.kind) for f in schema.features],
-                p_threshold=policy.drift_p_value,
-                psi_threshold=policy.psi_threshold,
-            )
-        kinds = []
-        if accuracy is not None and reference_accuracy is not None:
-            if reference_accuracy - accuracy > policy.max_accuracy_drop:
-                kinds.append("performance_loss")
-        if drift is not None and drift.drifted:
-            kinds.append("data_drift")
-        if firing:
-            kinds.append("alarm")
-
-        evidence = {
-            "champion": champion.number,
-            "window": {"start": start.isoformat(), "end": now.isoformat()},
-            "labelled": len(judged),
-            "balanced_accuracy": accuracy,
-            "reference_balanced_accuracy": reference_accuracy,
+            drift = feature_drift(reference, current, features, p_threshold=alpha, psi_threshold=policy.psi_threshold)
+            if drift.drifted:
+                kinds.append("data_drift")
+            if policy.multivariate and drift.enough_data:
+                multi = multivariate_drift(reference, current, features)
+                evidence["multivariate"] = multi.model_dump()
+                if multi.drifted and "data_drift" not in kinds:
+                    kinds.append("data_drift")
+        evidence |= {
             "drifted_features": drift.drifted if drift else [],
             "drift": [f.model_dump() for f in drift.features if f.drifted] if drift else [],
             "drift_enough_data": drift.enough_data if drift else False,
-            "alarms": [
-                {
-                    "key": a.key,
-                    "name": a.name,
-                    "groups": list(a.groups or []),
-                    "starts_at": a.starts_at.isoformat(),
-                    "ends_at": a.ends_at.isoformat() if a.ends_at else None,
-                }
-                for a in firing
-            ],
         }
-        finding = {"kinds": kinds, **evidence} if kinds else None
-        if finding:
-            rationale = "Finding: " + ", ".join(kinds) + _describe(evidence)
-        else:
-            rationale = "Healthy" + _describe(evidence)
+        if len(served_before) >= MIN_ROWS and len(served_now) >= MIN_ROWS:
+            predictions = prediction_drift(
+                served_before["prediction"].to_numpy(),
+                served_now["prediction"].to_numpy(),
+                p_threshold=alpha,
+                psi_threshold=policy.psi_threshold,
+            )
+            evidence["prediction_drift"] = predictions.model_dump()
+            if predictions.drifted:
+                kinds.append("prediction_drift")
+        if len(served_before) >= MIN_ROWS and len(labelled) >= MIN_ROWS:
+            prior = prior_drift(
+                served_before["label"].to_numpy(),
+                labelled["label"].to_numpy(),
+                p_threshold=alpha,
+                psi_threshold=policy.psi_threshold,
+            )
+            evidence["prior_drift"] = prior.model_dump()
+            if prior.drifted:
+                kinds.append("prior_drift")
+        if firing:
+            kinds.append("alarm")
+        evidence["alarms"] = [
+            {
+                "key": a.key,
+                "name": a.name,
+                "groups": list(a.groups or []),
+                "starts_at": a.starts_at.isoformat(),
+                "ends_at": a.ends_at.isoformat() if a.ends_at else None,
+            }
+            for a in firing
+        ]
+
+        severity = _severity(kinds, accuracy)
+        outcome = "finding" if kinds else "healthy"
+        if kinds:
+            previous = decisions.last_decision(
+                session=session,
+                model_id=model.id,
+                agent="monitor",
+                outcome="finding",
+                since=now - timedelta(hours=policy.cooldown_hours),
+            )
+            if previous is not None and _same_drift(previous.evidence or {}, champion.number, kinds, severity):
+                outcome = "repeat"  # hysteresis: the drift already raised its finding
+        evidence["severity"] = severity
+        finding = {"kinds": kinds, **evidence} if outcome == "finding" else None
+        rationale = {
+            "finding": f"Finding ({severity}): " + ", ".join(kinds),
+            "repeat": f"Same drift as the finding of the last {policy.cooldown_hours:g} h ({', '.join(kinds)}): "
+            "not raised again",
+            "healthy": "Healthy",
+        }[outcome] + _describe(evidence)
+        evidence["kinds"] = kinds
         decision = record(
             session,
             state,
             model,
             agent="monitor",
             action="check",
-            outcome="finding" if finding else "healthy",
+            outcome=outcome,
             rationale=rationale,
-            evidence=evidence,
+            evidence=to_json(evidence),
         )
     return {"finding": finding, "outcome": "finding" if finding else "healthy", "last_decision": decision.id}
+
+
+#: Fewest served events on each side for the prediction, prior and estimate signals.
+MIN_ROWS = 100
+
+
+def _estimate(session: Any, classes: list[str], before: pd.DataFrame, now: pd.DataFrame) -> Any:
+    """CBPE's estimate of the champion's accuracy on the window, from its served probabilities."""
+    if len(before) < MIN_ROWS or len(now) < MIN_ROWS:
+        return None
+    reference = events.probabilities(session=session, ids=before["id"].tolist(), classes=classes)
+    current = events.probabilities(session=session, ids=now["id"].tolist(), classes=classes)
+    known_ref, known_now = ~np.isnan(reference).any(axis=1), ~np.isnan(current).any(axis=1)
+    labels = before["label"].to_numpy()
+    in_classes = np.isin(labels, classes)
+    keep = known_ref & in_classes
+    if keep.sum() < MIN_ROWS or known_now.sum() < MIN_ROWS or np.unique(labels[keep]).size < 2:
+        return None
+    reference, current = reference[keep], current[known_now]
+    # Served probabilities are rounded when stored: renormalise so each row sums to one.
+    reference /= reference.sum(axis=1, keepdims=True)
+    current /= current.sum(axis=1, keepdims=True)
+    return estimate_performance(reference, labels[keep], current, classes=classes, min_rows=MIN_ROWS)
+
+
+def _severity(kinds: list[str], accuracy: float | None) -> str | None:
+    """High: the model is losing (or an outage); medium: a change the labels cannot yet judge, or the
+    error stream rising; low: inputs or outputs moved while labelled accuracy held."""
+    if not kinds:
+        return None
+    if {"performance_loss", "estimated_loss", "alarm"} & set(kinds):
+        return "high"
+    if "error_rise" in kinds or accuracy is None:
+        return "medium"
+    return "low"
+
+
+def _same_drift(previous: dict[str, Any], champion: int, kinds: list[str], severity: str | None) -> bool:
+    before = set(previous.get("kinds", []))
+    was = previous.get("severity")
+    if severity == "high" or previous.get("champion") != champion:
+        # A model that is losing is reported at every check until it is mended: the loop's own
+        # budgets (retrains and labels a day) pace the response, and a retrain the Curator had to
+        # wait labels for must be tried again. Alarms are deduplicated by their key. A new
+        # champion starts afresh.
+        return False
+    return set(kinds) <= before and was is not None and SEVERITY[severity or "low"] <= SEVERITY[was]
 
 
 #: The readings of the hour before an outage are labelled by it (the horizon of an "offline
@@ -161,8 +303,19 @@ def _describe(evidence: dict[str, Any]) -> str:
         )
     else:
         parts.append(f"only {evidence['labelled']} labelled events: accuracy not judged")
+    rate = evidence["error_rate"]
+    if rate["changed"]:
+        parts.append(f"error rate rose from {rate['rate_before']:.1%} to {rate['rate_after']:.1%}")
+    if "estimated" in evidence:
+        e = evidence["estimated"]
+        parts.append(
+            f"estimated {e['metric']} {e['estimated']:.3f} without labels (reference {e['reference_value']:.3f})"
+        )
     if evidence["drifted_features"]:
         parts.append("drifted: " + ", ".join(evidence["drifted_features"]))
+    for signal in ("prediction_drift", "prior_drift"):
+        if evidence.get(signal, {}).get("drifted"):
+            parts.append(signal.replace("_", " ") + f" (PSI {evidence[signal]['psi']:.2f})")
     for alarm in evidence["alarms"]:
         parts.append(f"alarm {alarm['name']} on {', '.join(alarm['groups'])}")
     return ": " + "; ".join(parts) + "."

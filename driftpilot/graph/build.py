@@ -21,7 +21,7 @@ from langgraph.graph import END, START, StateGraph
 
 from driftpilot.agents.context import AgentContext
 from driftpilot.agents.curator import curator
-from driftpilot.agents.diagnostician import diagnostician
+from driftpilot.agents.diagnostician import RETRAINING, diagnostician
 from driftpilot.agents.monitor import monitor
 from driftpilot.agents.release_manager import after_canary, canary_judge, release_manager
 from driftpilot.agents.state import LoopState
@@ -33,7 +33,7 @@ def after_monitor(state: LoopState) -> Literal["diagnostician", "__end__"]:
 
 
 def after_diagnosis(state: LoopState) -> Literal["curator", "__end__"]:
-    return "curator" if state.get("outcome") == "retrain" else END
+    return "curator" if state.get("outcome") in RETRAINING else END
 
 
 def after_curation(state: LoopState) -> Literal["trainer", "__end__"]:

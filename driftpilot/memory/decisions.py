@@ -115,6 +115,23 @@ def count_decisions(
     return int(session.scalar(stmt) or 0)
 
 
+def last_decision(
+    *,
+    session: Session,
+    model_id: int,
+    agent: str,
+    outcome: str,
+    since: datetime | None = None,
+) -> Decision | None:
+    """The latest decision of a model's agent with this outcome (at ``since`` or later), or None."""
+    stmt = sa.select(Decision).where(
+        Decision.model_id == model_id, Decision.agent == agent, Decision.outcome == outcome
+    )
+    if since is not None:
+        stmt = stmt.where(Decision.time >= since)
+    return session.scalar(stmt.order_by(Decision.time.desc(), Decision.id.desc()).limit(1))
+
+
 def get_decision(*, session: Session, decision_id: int) -> Decision:
     """The decision with this id; LookupError if there is none."""
     decision = session.get(Decision, decision_id)

@@ -144,6 +144,24 @@ def events_by_ids(*, session: Session, ids: Sequence[int], visible_at: datetime 
     return event_frame(rows, schema)
 
 
+def probabilities(*, session: Session, ids: Sequence[int], classes: Sequence[str]) -> np.ndarray:
+    """The served class probabilities of these events, one row per id (in order), one column per class.
+
+    Rows of events served without probabilities are NaN; a class the stored dict lacks is 0.
+    """
+    wanted = [int(i) for i in ids]
+    stored: dict[int, Any] = {}
+    for part in chunks(sorted(set(wanted))):
+        for event_id, value in session.execute(sa.select(Event.id, Event.probabilities).where(Event.id.in_(part))):
+            stored[int(event_id)] = json.loads(value) if isinstance(value, str) else value
+    matrix = np.full((len(wanted), len(classes)), np.nan)
+    for row, event_id in enumerate(wanted):
+        served = stored.get(event_id)
+        if served:
+            matrix[row] = [float(served.get(c, 0.0)) for c in classes]
+    return matrix
+
+
 def count_events(
     *,
     session: Session,

@@ -33,6 +33,21 @@ class Monitor(_Section):
     max_accuracy_drop: float = Field(default=0.03, ge=0, lt=1)
     drift_p_value: float = Field(default=0.01, gt=0, lt=1)
     psi_threshold: float = Field(default=0.2, gt=0)
+    false_alarms_per_week: float = Field(default=1.0, gt=0)
+    cooldown_hours: float = Field(default=6.0, ge=0)
+    estimate_without_labels: bool = True
+    multivariate: bool = False
+
+    @property
+    def check_alpha(self) -> float:
+        """Significance level of one check: the false-alarm budget spread over the week's checks
+        (a Bonferroni bound), never looser than ``drift_p_value``.
+
+        >>> Monitor(false_alarms_per_week=0.5, check_every_minutes=60).check_alpha
+        0.002976190476190476
+        """
+        checks_per_week = 7 * 24 * 60 / self.check_every_minutes
+        return min(self.drift_p_value, self.false_alarms_per_week / checks_per_week)
 
 
 class Budgets(_Section):

@@ -1,23 +1,72 @@
 """Diagnosis: turn a Monitor finding into a cause, because the cause decides the action.
 
-An upstream outage (an alarm, and many entities of its groups silent at once) is no reason to
-retrain: its window is quarantined from training instead. Drift or a performance loss with no
-such explanation is a reason to retrain.
+Not every drift is a reason to retrain. The Diagnostician weighs these hypotheses, each with a
+score and its evidence, and acts on the first one the evidence confirms, in this order (each
+explains away the ones after it):
+
+==================  ==========================================================  ===============
+cause               evidence                                                    remedy
+==================  ==========================================================  ===============
+upstream_outage     an alarm, and most entities of its groups silent at once     quarantine
+data_quality        a field's unit or scale changed, a stuck sensor, a field     fix_data
+                    gone missing (:mod:`driftpilot.tools.quality`)
+new_classes         labels the model never learnt, or a rising share of          expand_corpus
+                    low-confidence inputs
+slice_drift         drift or errors concentrated in one slice (a firmware,       retrain / watch
+                    a device model, a region, an OLT port, an intent group)
+prior_shift         the class shares moved while each class is recognised as     recalibrate
+                    well as before
+concept_drift       accuracy fell with no input drift to explain it              retrain
+covariate_drift     inputs drifted across the fleet                              retrain / watch
+none                nothing confirmed                                            none
+==================  ==========================================================  ===============
+
+A drift that labels say the model copes with is ``watch``: logged, not acted on. A drift with
+too few labels to judge accuracy is acted on (retrain) before the damage shows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
-Cause = Literal["upstream_outage", "concept_drift", "data_drift", "none"]
-Remedy = Literal["quarantine", "retrain", "none"]
+from driftpilot.tools.drift import DriftReport, FeatureKind, categorical_drift, feature_drift
+from driftpilot.tools.metrics import per_class_recall
+from driftpilot.tools.quality import QualityReport, data_quality
+
+Cause = Literal[
+    "upstream_outage",
+    "data_quality",
+    "new_classes",
+    "slice_drift",
+    "prior_shift",
+    "concept_drift",
+    "covariate_drift",
+    "none",
+]
+Remedy = Literal["quarantine", "fix_data", "expand_corpus", "recalibrate", "retrain", "watch", "none"]
 
 #: Share of an alarmed group's entities that must have gone silent to call it an outage.
 OUTAGE_SILENT_SHARE = 0.5
+#: Share of labels of classes the model never learnt that makes new classes.
+UNKNOWN_LABEL_SHARE = 0.02
+#: Rise in the share of low-confidence predictions that makes new classes (without labels).
+LOW_CONFIDENCE_RISE = 0.15
+#: A prediction whose top probability is below this is low-confidence.
+LOW_CONFIDENCE = 0.5
+#: A slice explains a drift when its own drift (KS statistic) exceeds the rest's by this much...
+SLICE_CONCENTRATION = 0.3
+#: ...and the rest of the fleet hardly drifts (KS statistic below this).
+SLICE_REST_CALM = 0.15
+#: A slice's error rate this far above the rest's concentrates the errors in it.
+SLICE_ERROR_GAP = 0.1
+#: Largest fall in any class's recall still read as "each class recognised as before".
+PRIOR_RECALL_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -35,10 +84,141 @@ class AlarmEvidence:
         return self.entities_silent / self.entities_before if self.entities_before else 0.0
 
 
+def alarm_evidence(
+    frame: pd.DataFrame, *, key: str, name: str, groups: Sequence[str], starts_at: pd.Timestamp | Any
+) -> AlarmEvidence:
+    """Count the entities of an alarm's groups that reported before it started and went silent since.
+
+    ``frame`` holds the events (``time``, ``entity``, ``group``) from shortly before the alarm
+    (an hour is plenty at a reporting interval of minutes) up to now, outage included.
+
+    >>> frame = pd.DataFrame({"time": pd.to_datetime(["2026-03-01 10:00", "2026-03-01 10:00", "2026-03-01 11:30"]),
+    ...                       "entity": ["a", "b", "b"], "group": ["p1", "p1", "p1"]})
+    >>> alarm_evidence(frame, key="k", name="OltPortDown", groups=["p1"], starts_at="2026-03-01 11:00").silent_share
+    0.5
+    """
+    start = pd.Timestamp(starts_at)
+    if start.tzinfo is not None:
+        start = start.tz_convert("UTC").tz_localize(None)
+    mine = frame[frame["group"].isin(set(groups))]
+    before = set(mine.loc[mine["time"] < start, "entity"])
+    during = set(mine.loc[mine["time"] >= start, "entity"])
+    return AlarmEvidence(
+        key=key, name=name, groups=sorted(groups), entities_before=len(before), entities_silent=len(before - during)
+    )
+
+
+@dataclass(frozen=True)
+class SliceEvidence:
+    """How much of the drift and of the errors one slice (``column == value``) holds.
+
+    ``drift_in`` is the largest KS statistic of a drifted feature within the slice (against
+    the same slice in the reference, or the whole reference for a slice that is new);
+    ``drift_out`` the same feature's statistic on the rest of the fleet.
+    """
+
+    column: str
+    value: str
+    share_reference: float
+    share_current: float
+    feature: str | None
+    drift_in: float
+    drift_out: float
+    error_in: float | None
+    error_out: float | None
+
+    @property
+    def new(self) -> bool:
+        return self.share_reference < 0.01 <= self.share_current
+
+    @property
+    def concentration(self) -> float:
+        return self.drift_in - self.drift_out
+
+    @property
+    def explains_drift(self) -> bool:
+        return self.concentration >= SLICE_CONCENTRATION and self.drift_out < SLICE_REST_CALM
+
+    @property
+    def explains_errors(self) -> bool:
+        return (
+            self.error_in is not None
+            and self.error_out is not None
+            and self.error_in - self.error_out >= SLICE_ERROR_GAP
+        )
+
+    @property
+    def score(self) -> float:
+        error_gap = (self.error_in or 0.0) - (self.error_out or 0.0)
+        return round(max(self.concentration, error_gap), 4)
+
+    def describe(self) -> str:
+        parts = [f"{self.column}={self.value}"]
+        if self.new:
+            parts.append(f"new, now {self.share_current:.0%} of the window")
+        if self.feature:
+            parts.append(
+                f"{self.feature} drifts there (KS {self.drift_in:.2f}) and not elsewhere ({self.drift_out:.2f})"
+            )
+        if self.explains_errors:
+            parts.append(f"error rate {self.error_in:.1%} there against {self.error_out:.1%} elsewhere")
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class ClassEvidence:
+    """Labels and confidences: new classes, and whether the class shares moved (prior shift)."""
+
+    unknown_share: float | None = None
+    unknown_labels: list[str] = field(default_factory=list)
+    low_confidence_reference: float | None = None
+    low_confidence_current: float | None = None
+    prior_p_value: float | None = None
+    prior_psi: float | None = None
+    prior_drifted: bool = False
+    label_shares_reference: dict[str, float] = field(default_factory=dict)
+    label_shares_current: dict[str, float] = field(default_factory=dict)
+    recall_reference: dict[str, float] = field(default_factory=dict)
+    recall_current: dict[str, float] = field(default_factory=dict)
+    support_reference: dict[str, int] = field(default_factory=dict)
+    support_current: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def low_confidence_rise(self) -> float:
+        if self.low_confidence_reference is None or self.low_confidence_current is None:
+            return 0.0
+        return self.low_confidence_current - self.low_confidence_reference
+
+    @property
+    def worst_recall_drop(self) -> float | None:
+        shared = set(self.recall_reference) & set(self.recall_current)
+        if not shared:
+            return None
+        return max(self.recall_reference[c] - self.recall_current[c] for c in shared)
+
+    @property
+    def recall_fell(self) -> list[str]:
+        """Classes recognised worse than before: recall fell by more than the tolerance, and
+        significantly (one-sided two-proportion z-test at 1 %), so that a rare class's noise
+        in a short window is not read as a loss."""
+        fell = []
+        for c in sorted(set(self.recall_reference) & set(self.recall_current)):
+            before, after = self.recall_reference[c], self.recall_current[c]
+            n_before, n_after = self.support_reference.get(c, 0), self.support_current.get(c, 0)
+            if before - after <= PRIOR_RECALL_TOLERANCE or not n_before or not n_after:
+                continue
+            pooled = (before * n_before + after * n_after) / (n_before + n_after)
+            spread = np.sqrt(max(pooled * (1 - pooled), 1e-12) * (1 / n_before + 1 / n_after))
+            if (before - after) / spread > stats.norm.ppf(0.99):
+                fell.append(c)
+        return fell
+
+
 @dataclass(frozen=True)
 class Hypothesis:
     cause: Cause
     score: float
+    confirmed: bool
     evidence: dict[str, object]
 
 
@@ -49,6 +229,8 @@ class Diagnosis:
     hypotheses: list[Hypothesis]
     rationale: str
     quarantine_groups: list[str] = field(default_factory=list)
+    fixes: list[str] = field(default_factory=list)
+    slice: dict[str, str] | None = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -71,39 +253,273 @@ def error_by_slice(frame: pd.DataFrame, columns: Sequence[str], *, min_rows: int
     return result
 
 
+def _ks(a: pd.Series, b: pd.Series) -> float:
+    a, b = a.dropna(), b.dropna()
+    if a.empty or b.empty:
+        return 0.0
+    return float(stats.ks_2samp(a.to_numpy(dtype=float), b.to_numpy(dtype=float), method="asymp").statistic)
+
+
+def _errors(frame: pd.DataFrame) -> pd.Series | None:
+    if "prediction" not in frame or "label" not in frame:
+        return None
+    judged = frame["label"].notna() & frame["prediction"].notna()
+    return (frame.loc[judged, "prediction"] != frame.loc[judged, "label"]).astype(float)
+
+
+def slice_evidence(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    columns: Sequence[str],
+    drifted: Sequence[str],
+    *,
+    min_rows: int = 30,
+) -> list[SliceEvidence]:
+    """Compare drift and errors inside and outside each slice ``column == value``, best first.
+
+    For each value with at least ``min_rows`` rows in the current window, and each drifted
+    numeric feature, the drift inside the slice (its rows against the same slice in the
+    reference, or against the whole reference when the slice is new) is set against the drift
+    of the rest of the fleet (the other rows, against the reference's other rows).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(1)
+    >>> reference = pd.DataFrame({"fw": ["v1"] * 400, "crc": rng.poisson(2.0, 400).astype(float)})
+    >>> current = pd.DataFrame({"fw": ["v1"] * 200 + ["v2"] * 200,
+    ...                         "crc": np.r_[rng.poisson(2.0, 200), rng.poisson(2.0, 200) / 900]})
+    >>> best = slice_evidence(reference, current, ["fw"], ["crc"])[0]
+    >>> best.value, best.new, best.explains_drift, round(best.concentration, 2)
+    ('v2', True, True, 0.81)
+    """
+    # The rest of the fleet in the same window is the control for a slice's errors.
+    current_errors = _errors(current)
+    found: list[SliceEvidence] = []
+    for column in columns:
+        if column not in current.columns or column not in reference.columns:
+            continue
+        counts = current[column].value_counts()
+        for value in counts[counts >= min_rows].index:
+            inside = current[column] == value
+            ref_inside = reference[column] == value
+            share_reference = float(ref_inside.mean()) if len(reference) else 0.0
+            is_new = int(ref_inside.sum()) < min_rows
+            best: tuple[float, str | None, float, float] = (0.0, None, 0.0, 0.0)
+            for feature in drifted:
+                if feature not in current.columns or not pd.api.types.is_numeric_dtype(current[feature]):
+                    continue
+                base_in = reference[feature] if is_new else reference.loc[ref_inside, feature]
+                drift_in = _ks(base_in, current.loc[inside, feature])
+                drift_out = _ks(reference.loc[~ref_inside, feature], current.loc[~inside, feature])
+                if drift_in - drift_out > best[0]:
+                    best = (drift_in - drift_out, feature, drift_in, drift_out)
+            error_in = error_out = None
+            if current_errors is not None and len(current_errors):
+                errors_in = current_errors[inside.loc[current_errors.index]]
+                errors_out = current_errors[~inside.loc[current_errors.index]]
+                if len(errors_in) >= min_rows and len(errors_out) >= min_rows:
+                    error_in, error_out = float(errors_in.mean()), float(errors_out.mean())
+            found.append(
+                SliceEvidence(
+                    column=column,
+                    value=str(value),
+                    share_reference=round(share_reference, 4),
+                    share_current=round(float(inside.mean()), 4),
+                    feature=best[1],
+                    drift_in=round(best[2], 4),
+                    drift_out=round(best[3], 4),
+                    error_in=None if error_in is None else round(error_in, 4),
+                    error_out=None if error_out is None else round(error_out, 4),
+                )
+            )
+    # Stable: ties keep the order of ``columns`` (a new device model before the firmware it ships with).
+    found.sort(key=lambda s: (s.explains_drift or s.explains_errors, s.score), reverse=True)
+    return found
+
+
+def class_evidence(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    known_classes: Sequence[str],
+    *,
+    min_rows: int = 30,
+    p_threshold: float = 0.01,
+    psi_threshold: float = 0.1,
+) -> ClassEvidence:
+    """New classes and class-share (prior) shift, from labels, predictions and confidences.
+
+    Frames may hold ``label`` (None when unknown), ``prediction`` and ``confidence`` (the
+    served top probability). Labels outside ``known_classes`` (the classes the champion
+    learnt) count as unknown. Per-class recall needs both labels and predictions.
+    """
+    known = set(map(str, known_classes))
+    result: dict[str, Any] = {}
+    cur_labels = current["label"].dropna().astype(str) if "label" in current else pd.Series(dtype=str)
+    ref_labels = reference["label"].dropna().astype(str) if "label" in reference else pd.Series(dtype=str)
+    if len(cur_labels) >= min_rows:
+        unknown = cur_labels[~cur_labels.isin(known)]
+        result["unknown_share"] = round(float(len(unknown) / len(cur_labels)), 4)
+        result["unknown_labels"] = sorted(unknown.unique().tolist())[:20]
+    if "confidence" in current and "confidence" in reference:
+        cur_conf, ref_conf = current["confidence"].dropna(), reference["confidence"].dropna()
+        if len(cur_conf) >= min_rows and len(ref_conf) >= min_rows:
+            result["low_confidence_reference"] = round(float((ref_conf < LOW_CONFIDENCE).mean()), 4)
+            result["low_confidence_current"] = round(float((cur_conf < LOW_CONFIDENCE).mean()), 4)
+    if len(cur_labels) >= min_rows and len(ref_labels) >= min_rows:
+        prior = categorical_drift(
+            ref_labels.to_numpy(),
+            cur_labels.to_numpy(),
+            feature="label",
+            p_threshold=p_threshold,
+            psi_threshold=psi_threshold,
+        )
+        result["prior_p_value"] = prior.p_value
+        result["prior_psi"] = round(prior.psi, 4)
+        result["prior_drifted"] = prior.drifted
+        result["label_shares_reference"] = _shares(ref_labels)
+        result["label_shares_current"] = _shares(cur_labels)
+    for frame, key in ((reference, "recall_reference"), (current, "recall_current")):
+        if "prediction" in frame and "label" in frame:
+            judged = frame[frame["label"].notna() & frame["prediction"].notna()]
+            if len(judged) >= min_rows:
+                counts = judged["label"].astype(str).value_counts()
+                enough = set(counts[counts >= 10].index)
+                support = "support_reference" if key == "recall_reference" else "support_current"
+                result[support] = {str(c): int(n) for c, n in counts.items() if c in enough}
+                recall = per_class_recall(
+                    judged["label"].astype(str).to_numpy(), judged["prediction"].astype(str).to_numpy()
+                )
+                result[key] = {c: round(r, 4) for c, r in recall.items() if c in enough}
+    return ClassEvidence(**result)
+
+
+def _shares(labels: pd.Series) -> dict[str, float]:
+    return {str(k): round(float(v), 4) for k, v in labels.value_counts(normalize=True).sort_index().items()}
+
+
+def investigate(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    *,
+    features: Sequence[tuple[str, FeatureKind]],
+    known_classes: Sequence[str],
+    accuracy: float | None,
+    reference_accuracy: float | None,
+    max_accuracy_drop: float,
+    alarms: Sequence[AlarmEvidence] = (),
+    slice_columns: Sequence[str] = (),
+    p_threshold: float = 0.01,
+    psi_threshold: float = 0.2,
+    min_rows: int = 30,
+    served_reference: pd.DataFrame | None = None,
+    served_current: pd.DataFrame | None = None,
+    quality_reference: pd.DataFrame | None = None,
+) -> Diagnosis:
+    """Gather every piece of evidence from two windows and diagnose.
+
+    ``reference`` is what the champion was trained on or served while healthy, ``current``
+    the window the Monitor raised its finding on; both hold the features, and ``label``,
+    ``prediction`` and ``confidence`` where known. The pieces: data quality per feature,
+    per-feature drift (without the broken features), drift and errors per slice, new
+    classes and class shares. ``accuracy`` and ``reference_accuracy`` are the balanced
+    accuracies the Monitor judged (None when labels were too few).
+
+    ``served_reference`` and ``served_current``, when given, stand in for the two windows in
+    the evidence about classes (labels, predictions, confidences): a model's inputs are best
+    compared with what it learnt from, its answers with what it answered before.
+    ``quality_reference`` is the reference of the data-quality checks: consecutive readings
+    (time order), so that a stuck sensor can be told from a field that rarely moves; without
+    it, the stuck-sensor check is skipped.
+
+    Raises
+    ------
+    ValueError
+        When a feature is missing from the reference or has the wrong type (from the drift
+        and quality tools).
+    """
+    # A stuck sensor is a run of equal readings: only a reference of consecutive readings can
+    # say how often a field holds still (a training snapshot is a sample, it cannot).
+    consecutive = quality_reference is not None and len(quality_reference) >= min_rows
+    quality = data_quality(
+        quality_reference if consecutive else reference,
+        current,
+        features,
+        entity="entity" if consecutive else None,
+        min_samples=min_rows,
+    )
+    broken = {f.feature for f in quality.faults}
+    # A broken field is not drift: it is tested once repaired. A field gone from the current
+    # window cannot be tested at all.
+    sound = [(n, k) for n, k in features if n not in broken and n in current.columns]
+    drift = feature_drift(
+        reference, current, sound, p_threshold=p_threshold, psi_threshold=psi_threshold, min_samples=min_rows
+    )
+    slices = slice_evidence(reference, current, slice_columns, drift.drifted, min_rows=min_rows)
+    classes = class_evidence(
+        reference if served_reference is None else served_reference,
+        current if served_current is None else served_current,
+        known_classes,
+        min_rows=min_rows,
+    )
+    return diagnose(
+        accuracy=accuracy,
+        reference_accuracy=reference_accuracy,
+        max_accuracy_drop=max_accuracy_drop,
+        drift=drift,
+        alarms=alarms,
+        quality=quality,
+        slices=slices,
+        classes=classes,
+    )
+
+
 def diagnose(
     *,
     accuracy: float | None,
     reference_accuracy: float | None,
     max_accuracy_drop: float,
-    drifted_features: Sequence[str],
-    alarms: Sequence[AlarmEvidence],
-    slices: dict[str, dict[str, float]] | None = None,
+    drift: DriftReport | None = None,
+    drifted_features: Sequence[str] | None = None,
+    alarms: Sequence[AlarmEvidence] = (),
+    quality: QualityReport | None = None,
+    slices: Sequence[SliceEvidence] = (),
+    classes: ClassEvidence | None = None,
 ) -> Diagnosis:
-    """Rank the hypotheses for a finding and pick the remedy.
+    """Rank the hypotheses for a finding, and act on the first the evidence confirms.
+
+    ``drifted_features`` may stand in for a full ``drift`` report.
 
     Examples
     --------
     >>> outage = AlarmEvidence("k", "OltPortDown", ["p1"], entities_before=60, entities_silent=58)
-    >>> d = diagnose(accuracy=0.8, reference_accuracy=0.95, max_accuracy_drop=0.04,
-    ...              drifted_features=[], alarms=[outage])
+    >>> d = diagnose(accuracy=0.8, reference_accuracy=0.95, max_accuracy_drop=0.04, alarms=[outage])
     >>> d.cause, d.remedy, d.quarantine_groups
     ('upstream_outage', 'quarantine', ['p1'])
-    >>> diagnose(accuracy=0.8, reference_accuracy=0.95, max_accuracy_drop=0.04,
-    ...          drifted_features=["rx_power"], alarms=[]).remedy
+    >>> d = diagnose(accuracy=0.8, reference_accuracy=0.95, max_accuracy_drop=0.04, drifted_features=[])
+    >>> d.cause, d.remedy
+    ('concept_drift', 'retrain')
+    >>> d = diagnose(accuracy=0.95, reference_accuracy=0.95, max_accuracy_drop=0.04, drifted_features=["uptime"])
+    >>> d.cause, d.remedy
+    ('covariate_drift', 'watch')
+    >>> diagnose(accuracy=None, reference_accuracy=0.95, max_accuracy_drop=0.04, drifted_features=["uptime"]).remedy
     'retrain'
-    >>> diagnose(accuracy=0.95, reference_accuracy=0.95, max_accuracy_drop=0.04,
-    ...          drifted_features=["uptime_hours"], alarms=[]).remedy
-    'none'
     """
+    drifted = list(drift.drifted if drift is not None else (drifted_features or []))
+    statistics = {f.feature: f.statistic for f in drift.features} if drift is not None else {}
+    classes = classes or ClassEvidence()
+    drop = None if accuracy is None or reference_accuracy is None else reference_accuracy - accuracy
+    lost = drop is not None and drop > max_accuracy_drop
+    held = drop is not None and not lost
+
     hypotheses: list[Hypothesis] = []
-    confirmed_outages = [a for a in alarms if a.silent_share >= OUTAGE_SILENT_SHARE]
+    outages = [a for a in alarms if a.silent_share >= OUTAGE_SILENT_SHARE]
     for alarm in alarms:
         hypotheses.append(
             Hypothesis(
-                cause="upstream_outage",
-                score=round(alarm.silent_share, 4),
-                evidence={
+                "upstream_outage",
+                round(alarm.silent_share, 4),
+                alarm.silent_share >= OUTAGE_SILENT_SHARE,
+                {
                     "alarm": alarm.key,
                     "name": alarm.name,
                     "groups": list(alarm.groups),
@@ -112,97 +528,202 @@ def diagnose(
                 },
             )
         )
-    drop = None
-    if accuracy is not None and reference_accuracy is not None:
-        drop = reference_accuracy - accuracy
+    faults = quality.faults if quality is not None else []
+    if faults:
+        hypotheses.append(
+            Hypothesis("data_quality", faults[0].score, True, {"faults": [f.model_dump() for f in faults]})
+        )
+    unknown = classes.unknown_share or 0.0
+    new_classes = unknown >= UNKNOWN_LABEL_SHARE or (
+        classes.unknown_share is None and classes.low_confidence_rise >= LOW_CONFIDENCE_RISE
+    )
+    if classes.unknown_share is not None or classes.low_confidence_current is not None:
         hypotheses.append(
             Hypothesis(
-                cause="concept_drift",
-                score=round(max(0.0, drop) / max_accuracy_drop, 4) if max_accuracy_drop else 0.0,
-                evidence={
-                    "accuracy": round(accuracy, 4),
-                    "reference_accuracy": round(reference_accuracy, 4),
-                    "drop": round(drop, 4),
-                    "max_accuracy_drop": max_accuracy_drop,
-                    "error_by_slice": slices or {},
+                "new_classes",
+                round(min(1.0, max(unknown / (2 * UNKNOWN_LABEL_SHARE), classes.low_confidence_rise / 0.3)), 4),
+                new_classes,
+                {
+                    "unknown_share": classes.unknown_share,
+                    "unknown_labels": classes.unknown_labels,
+                    "low_confidence_reference": classes.low_confidence_reference,
+                    "low_confidence_current": classes.low_confidence_current,
                 },
             )
         )
-    if drifted_features:
+    explaining = [s for s in slices if s.explains_drift or s.explains_errors]
+    if slices:
+        top = explaining[0] if explaining else slices[0]
+        hypotheses.append(
+            Hypothesis("slice_drift", top.score, bool(explaining), {"slices": [asdict(s) for s in slices[:5]]})
+        )
+    recall_drop = classes.worst_recall_drop
+    prior_shift = classes.prior_drifted and recall_drop is not None and not classes.recall_fell
+    if classes.prior_psi is not None:
         hypotheses.append(
             Hypothesis(
-                cause="data_drift",
-                score=float(len(drifted_features)),
-                evidence={"drifted_features": list(drifted_features)},
+                "prior_shift",
+                round(min(1.0, classes.prior_psi), 4),
+                prior_shift,
+                {
+                    "prior_psi": classes.prior_psi,
+                    "prior_p_value": classes.prior_p_value,
+                    "label_shares_reference": classes.label_shares_reference,
+                    "label_shares_current": classes.label_shares_current,
+                    "worst_recall_drop": recall_drop,
+                    "recall_fell": classes.recall_fell,
+                },
             )
         )
-    hypotheses.sort(key=lambda h: h.score, reverse=True)
+    if drop is not None:
+        hypotheses.append(
+            Hypothesis(
+                "concept_drift",
+                round(min(1.0, max(0.0, drop) / (2 * max_accuracy_drop)) if max_accuracy_drop else float(lost), 4),
+                lost and not drifted,
+                {
+                    "accuracy": round(accuracy or 0.0, 4),
+                    "reference_accuracy": round(reference_accuracy or 0.0, 4),
+                    "drop": round(drop, 4),
+                    "max_accuracy_drop": max_accuracy_drop,
+                },
+            )
+        )
+    if drifted:
+        hypotheses.append(
+            Hypothesis(
+                "covariate_drift",
+                round(max((statistics.get(f, 1.0) for f in drifted), default=1.0), 4),
+                True,
+                {"drifted_features": drifted},
+            )
+        )
+    hypotheses.sort(key=lambda h: (h.confirmed, h.score), reverse=True)
+    accuracy_text = _accuracy_text(accuracy, reference_accuracy, drop)
 
-    if confirmed_outages:
-        groups = sorted({g for a in confirmed_outages for g in a.groups})
+    if outages:
+        groups = sorted({g for a in outages for g in a.groups})
         parts = [
             f"alarm {a.name} on {', '.join(a.groups)}: {a.entities_silent} of {a.entities_before} "
             f"entities went silent at once"
-            for a in confirmed_outages
+            for a in outages
         ]
         return Diagnosis(
-            cause="upstream_outage",
-            remedy="quarantine",
-            hypotheses=hypotheses,
-            rationale="Upstream outage, not a model problem: "
+            "upstream_outage",
+            "quarantine",
+            hypotheses,
+            "Upstream outage, not a model problem: "
             + "; ".join(parts)
             + ". The outage window is quarantined from training and monitoring; no retraining.",
             quarantine_groups=groups,
         )
-    if drop is not None and drop > max_accuracy_drop:
-        worst = _worst_slice(slices or {})
+    if faults:
+        fixes = [f.fix for f in faults]
+        named = "; ".join(f"'{f.feature}' {_fault_text(f)}" for f in faults)
         return Diagnosis(
-            cause="concept_drift",
-            remedy="retrain",
-            hypotheses=hypotheses,
-            rationale=(
-                f"Balanced accuracy fell {drop:.1%} (from {reference_accuracy:.1%} to {accuracy:.1%}), "
-                f"more than the {max_accuracy_drop:.1%} the policy tolerates, with no outage to explain it"
-                + (f"; errors concentrate in {worst}" if worst else "")
-                + (f"; drifted features: {', '.join(drifted_features)}" if drifted_features else "")
-                + ". Retrain on recent labelled data."
-            ),
+            "data_quality",
+            "fix_data",
+            hypotheses,
+            f"Data-quality fault, not drift: {named}. Alert the data owner and fix the feature "
+            "(" + "; ".join(fixes) + "); no retraining on broken data.",
+            fixes=fixes,
         )
-    if drifted_features and drop is not None:
-        # Labels say the model still does its job: input drift alone (a counter that grows,
-        # the time of day) is logged and watched, not acted on.
+    if new_classes:
+        what = (
+            f"{unknown:.1%} of labels are classes the model never learnt ({', '.join(classes.unknown_labels[:5])})"
+            if unknown >= UNKNOWN_LABEL_SHARE
+            else f"low-confidence predictions rose from {classes.low_confidence_reference:.1%} to "
+            f"{classes.low_confidence_current:.1%}"
+        )
         return Diagnosis(
-            cause="data_drift",
-            remedy="none",
-            hypotheses=hypotheses,
-            rationale=(
-                f"Inputs drifted ({', '.join(drifted_features)}), but balanced accuracy on labelled events "
-                f"held ({accuracy:.1%} against {reference_accuracy:.1%}): watched, not acted on."
-            ),
+            "new_classes",
+            "expand_corpus",
+            hypotheses,
+            f"New classes: {what}. Expand the corpus: gather and label examples of them, then retrain.",
         )
-    if drifted_features:
+    if explaining:
+        top = explaining[0]
+        act = lost or drop is None or top.explains_errors
         return Diagnosis(
-            cause="data_drift",
-            remedy="retrain",
-            hypotheses=hypotheses,
-            rationale=(
-                f"Inputs drifted ({', '.join(drifted_features)}) away from what the champion was "
-                "trained on, with no outage to explain it. Retrain so the model learns the new inputs "
-                "before its accuracy shows the damage."
-            ),
+            "slice_drift",
+            "retrain" if act else "watch",
+            hypotheses,
+            f"Drift concentrated in one slice: {top.describe()}. "
+            + (f"{accuracy_text}. " if accuracy_text else "")
+            + ("Retrain with this slice represented." if act else "Accuracy held: watched, not acted on."),
+            slice={"column": top.column, "value": top.value},
         )
-    return Diagnosis(
-        cause="none",
-        remedy="none",
-        hypotheses=hypotheses,
-        rationale="No evidence strong enough to act on.",
-    )
+    if prior_shift:
+        return Diagnosis(
+            "prior_shift",
+            "recalibrate",
+            hypotheses,
+            f"Prior shift: the class shares moved (PSI {classes.prior_psi:.2f}; "
+            f"{_share_change(classes)}) while every class is recognised as before (largest recall "
+            f"fall {recall_drop:.1%}, within noise). Recalibrate the decision to the new shares rather than retrain.",
+        )
+    if lost and not drifted:
+        return Diagnosis(
+            "concept_drift",
+            "retrain",
+            hypotheses,
+            f"Concept drift: {accuracy_text}, more than the {max_accuracy_drop:.1%} the policy tolerates, "
+            "with inputs unchanged and no outage to explain it. Retrain on recent labelled data.",
+        )
+    if drifted:
+        act = not held
+        reason = (
+            f"{accuracy_text}, more than the {max_accuracy_drop:.1%} the policy tolerates"
+            if lost
+            else "too few labels to judge accuracy: retrain before the damage shows"
+            if drop is None
+            else f"but {accuracy_text}: watched, not acted on"
+        )
+        return Diagnosis(
+            "covariate_drift",
+            "retrain" if act else "watch",
+            hypotheses,
+            f"Inputs drifted across the fleet ({', '.join(drifted)}); {reason}."
+            + (" Retrain on recent labelled data." if lost else ""),
+        )
+    return Diagnosis("none", "none", hypotheses, "No evidence strong enough to act on.")
 
 
-def _worst_slice(slices: dict[str, dict[str, float]]) -> str | None:
-    worst: tuple[float, str] | None = None
-    for column, rates in slices.items():
-        for value, rate in rates.items():
-            if worst is None or rate > worst[0]:
-                worst = (rate, f"{column}={value} (error rate {rate:.1%})")
-    return worst[1] if worst else None
+def _accuracy_text(accuracy: float | None, reference: float | None, drop: float | None) -> str:
+    if accuracy is None or reference is None or drop is None:
+        return ""
+    verb = "fell" if drop > 0 else "held"
+    return f"balanced accuracy {verb} from {reference:.1%} to {accuracy:.1%}"
+
+
+def _fault_text(fault: Any) -> str:
+    e = fault.evidence
+    if fault.kind == "unit_change":
+        return f"arrives in {e['to']} instead of {e['from']}"
+    if fault.kind == "scale_change":
+        return f"arrives {e['factor']:g} times its usual scale"
+    if fault.kind == "stuck":
+        share, usual = e["stuck_share_current"], e["stuck_share_reference"]
+        return f"holds one value in {share:.0%} of runs of readings (normally {usual:.0%})"
+    return f"is missing in {e['missing_current']:.0%} of readings"
+
+
+def _share_change(classes: ClassEvidence) -> str:
+    before, after = classes.label_shares_reference, classes.label_shares_current
+    moves = sorted(
+        ((after.get(c, 0.0) - before.get(c, 0.0), c) for c in set(before) | set(after)),
+        key=lambda m: abs(m[0]),
+        reverse=True,
+    )[:2]
+    return ", ".join(f"{c} {before.get(c, 0.0):.1%} → {after.get(c, 0.0):.1%}" for _, c in moves)
+
+
+def to_json(value: Any) -> Any:
+    """Evidence made JSON-safe (numpy scalars to Python numbers)."""
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -4,7 +4,13 @@ A feature counts as drifted only when two things hold: the two-sample test rejec
 "same distribution" (Kolmogorov-Smirnov for numbers, Pearson's chi-square test of
 homogeneity for categories) *and* the population stability index reaches an
 effect-size floor. The test alone flags trivial shifts once windows are large; PSI alone
-has no notion of sampling noise on small windows.
+has no notion of sampling noise on small windows. The Jensen-Shannon distance over the same
+bins is reported beside PSI as a bounded effect size (0 for identical histograms, 1 for
+disjoint ones) that reads the same on every feature; it does not take part in the decision.
+
+The drift of a model's predictions and of its class priors (the label shares) are the same
+categorical test, under the names ``prediction`` and ``label``: see :func:`prediction_drift`
+and :func:`prior_drift`.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from pydantic import BaseModel, ConfigDict
 from scipy import stats
+from scipy.spatial.distance import jensenshannon
 
 __all__ = [
     "DriftReport",
@@ -26,6 +33,8 @@ __all__ = [
     "feature_drift",
     "numeric_drift",
     "population_stability_index",
+    "prediction_drift",
+    "prior_drift",
 ]
 
 FeatureKind = Literal["number", "category"]
@@ -40,6 +49,10 @@ class FeatureDrift(BaseModel):
 
     ``p_value`` is the test's own p-value; ``p_value_adjusted`` the Bonferroni-adjusted
     one that ``drifted`` is decided on (equal to ``p_value`` for a single test).
+    ``psi`` is the effect-size floor of the decision; ``jensen_shannon`` (the Jensen-Shannon
+    distance, base 2, over the same bins or categories, in [0, 1]) is reported evidence only.
+    ``note`` says when a side held a single value, which makes the test degenerate: a
+    feature constant on both sides at the same value cannot have drifted.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -51,9 +64,11 @@ class FeatureDrift(BaseModel):
     p_value: float
     p_value_adjusted: float
     psi: float
+    jensen_shannon: float
     n_reference: int
     n_current: int
     drifted: bool
+    note: str | None = None
 
 
 class DriftReport(BaseModel):
@@ -97,6 +112,26 @@ def population_stability_index(reference_shares: ArrayLike, current_shares: Arra
             f"and {current.shape[0]} current bins"
         )
     return float(np.sum((current - reference) * np.log(current / reference)))
+
+
+def _jensen_shannon(reference_shares: np.ndarray, current_shares: np.ndarray) -> float:
+    # Base 2 bounds the distance by 1. Unlike PSI it needs no epsilon for empty bins.
+    return float(jensenshannon(reference_shares, current_shares, base=2))
+
+
+def _constant_note(reference: np.ndarray, current: np.ndarray) -> str | None:
+    """Say which side holds a single value, if one does."""
+    ref_values, cur_values = np.unique(reference), np.unique(current)
+    ref_constant, cur_constant = ref_values.size == 1, cur_values.size == 1
+    if ref_constant and cur_constant:
+        if ref_values[0] == cur_values[0]:
+            return "constant on both sides"
+        return f"constant on both sides, at different values ({ref_values[0].item()!r} then {cur_values[0].item()!r})"
+    if ref_constant:
+        return "constant in the reference only"
+    if cur_constant:
+        return "constant in the current window only"
+    return None
 
 
 def _as_numbers(values: ArrayLike, feature: str, side: str, index: Sequence[object] | None = None) -> np.ndarray:
@@ -150,6 +185,11 @@ def numeric_drift(
     a sensor that leaves its old range) instead of being folded into the end bins.
     Missing values (NaN) are dropped: they are a data-quality matter, not drift.
 
+    A feature constant in the reference and at the same value in the current window is
+    not drifted (KS statistic 0, PSI 0) and ``note`` says "constant on both sides". A
+    reference constant with a current window that moves or sits at another value has every
+    current value outside the reference's single bin, so it counts as drift.
+
     Raises
     ------
     ValueError
@@ -174,7 +214,8 @@ def numeric_drift(
     # and more) and orders of magnitude faster than scipy's exact method there.
     ks = stats.ks_2samp(ref, cur, method="asymp")
     edges = np.unique(np.quantile(ref, np.linspace(0.0, 1.0, bins + 1)))
-    psi = population_stability_index(_shares(ref, edges), _shares(cur, edges))
+    ref_shares, cur_shares = _shares(ref, edges), _shares(cur, edges)
+    psi = population_stability_index(ref_shares, cur_shares)
     p_value = float(ks.pvalue)
     return FeatureDrift(
         feature=feature,
@@ -184,13 +225,22 @@ def numeric_drift(
         p_value=p_value,
         p_value_adjusted=p_value,
         psi=psi,
+        jensen_shannon=_jensen_shannon(ref_shares, cur_shares),
         n_reference=int(ref.size),
         n_current=int(cur.size),
         drifted=_decide(p_value, psi, p_threshold, psi_threshold),
+        note=_constant_note(ref, cur),
     )
 
 
 def _shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    if len(edges) == 1:
+        # A constant reference has no intervals: the bins are below, at and above its
+        # value. (The general rule below would put "at" and "below" in one bin, and a
+        # counter that drops from 3 to 2 would show no shift.)
+        constant = edges[0]
+        index = (values >= constant).astype(int) + (values > constant)
+        return np.bincount(index, minlength=3) / values.size
     # Bin 0 is below the reference minimum, bins 1..k-1 are [e_{i-1}, e_i) with the
     # last one closed at the reference maximum, and bin k is above the maximum.
     index = np.searchsorted(edges, values, side="right")
@@ -212,8 +262,9 @@ def categorical_drift(
     The test runs on the 2 x k table of category counts in the reference and current
     windows (Pearson's chi-square, without Yates' continuity correction, which only
     applies to 2 x 2 tables and would make k = 2 features a special case). Categories
-    seen in only one window are part of the table; PSI is computed over the category
-    shares. Missing values are dropped.
+    seen in only one window are part of the table; PSI and the Jensen-Shannon distance
+    are computed over the category shares. Missing values are dropped. A single category
+    on both sides cannot drift, and ``note`` says so.
 
     Raises
     ------
@@ -225,8 +276,8 @@ def categorical_drift(
     >>> reference = ["fw-1.2"] * 80 + ["fw-1.3"] * 20
     >>> current = ["fw-1.2"] * 40 + ["fw-1.3"] * 30 + ["fw-2.0"] * 30
     >>> result = categorical_drift(reference, current, feature="firmware")
-    >>> result.drifted, round(result.statistic, 2), round(result.psi, 2)
-    (True, 45.33, 2.72)
+    >>> result.drifted, round(result.statistic, 2), round(result.psi, 2), round(result.jensen_shannon, 2)
+    (True, 45.33, 2.72, 0.45)
     """
     ref = pd.Series(np.asarray(reference, dtype=object)).dropna()
     cur = pd.Series(np.asarray(current, dtype=object)).dropna()
@@ -249,7 +300,8 @@ def categorical_drift(
     else:
         chi2 = stats.chi2_contingency(table, correction=False)
         statistic, p_value = float(chi2.statistic), float(chi2.pvalue)
-    psi = population_stability_index(table[0] / ref.size, table[1] / cur.size)
+    ref_shares, cur_shares = table[0] / ref.size, table[1] / cur.size
+    psi = population_stability_index(ref_shares, cur_shares)
     return FeatureDrift(
         feature=feature,
         kind="category",
@@ -258,10 +310,114 @@ def categorical_drift(
         p_value=p_value,
         p_value_adjusted=p_value,
         psi=psi,
+        jensen_shannon=_jensen_shannon(ref_shares, cur_shares),
         n_reference=int(ref.size),
         n_current=int(cur.size),
         drifted=_decide(p_value, psi, p_threshold, psi_threshold),
+        note=_category_note(ref_counts, cur_counts),
     )
+
+
+def _category_note(ref_counts: pd.Series, cur_counts: pd.Series) -> str | None:
+    # np.unique cannot sort mixed objects (1 and "1"), so the counts answer instead.
+    if len(ref_counts) == 1 and len(cur_counts) == 1:
+        ref_value, cur_value = ref_counts.index[0], cur_counts.index[0]
+        if ref_value == cur_value:
+            return "one category on both sides"
+        return f"one category on both sides, a different one ({ref_value!r} then {cur_value!r})"
+    if len(ref_counts) == 1:
+        return "one category in the reference only"
+    if len(cur_counts) == 1:
+        return "one category in the current window only"
+    return None
+
+
+def _check_classes(values: pd.Series, classes: Sequence[object] | None, what: str, side: str) -> None:
+    if classes is None:
+        return
+    known = set(classes)
+    for position, value in values.items():
+        if value not in known:
+            raise ValueError(
+                f"{what} {value!r} in {side} row {position} is not one of the classes {sorted(known, key=str)}"
+            )
+
+
+def prediction_drift(
+    reference_predictions: ArrayLike,
+    current_predictions: ArrayLike,
+    *,
+    classes: Sequence[object] | None = None,
+    p_threshold: float = 0.01,
+    psi_threshold: float = 0.2,
+) -> FeatureDrift:
+    """Drift of a model's predicted classes: :func:`categorical_drift` on the predictions.
+
+    A shift in what the model predicts is often the first visible sign of drift, since
+    it needs no labels. When ``classes`` is given, every prediction must be one of them;
+    a class that neither window predicts adds nothing to the test. Missing predictions
+    are dropped. The result's feature is ``"prediction"``.
+
+    Raises
+    ------
+    ValueError
+        When a prediction is not one of ``classes`` (naming it), or a side is empty.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(1)
+    >>> reference = rng.choice(["online", "offline"], 500, p=[0.9, 0.1])
+    >>> current = rng.choice(["online", "offline"], 500, p=[0.7, 0.3])
+    >>> result = prediction_drift(reference, current, classes=["online", "offline"])
+    >>> result.feature, result.drifted, round(result.psi, 3)
+    ('prediction', True, 0.371)
+    """
+    return _class_drift(reference_predictions, current_predictions, "prediction", classes, p_threshold, psi_threshold)
+
+
+def prior_drift(
+    reference_labels: ArrayLike,
+    current_labels: ArrayLike,
+    *,
+    classes: Sequence[object] | None = None,
+    p_threshold: float = 0.01,
+    psi_threshold: float = 0.2,
+) -> FeatureDrift:
+    """Drift of the class priors (label shift): :func:`categorical_drift` on the labels.
+
+    Label shift changes how often each class occurs while what each class looks like
+    stays put; a model tuned to the old priors then over- or under-predicts some classes.
+    Labels arrive late and are few, so the windows are usually smaller than for features.
+    When ``classes`` is given, every label must be one of them. Missing labels (events
+    not yet labelled) are dropped. The result's feature is ``"label"``.
+
+    Raises
+    ------
+    ValueError
+        When a label is not one of ``classes`` (naming it), or a side is empty.
+
+    Examples
+    --------
+    >>> reference = ["card_arrival"] * 60 + ["lost_card"] * 40
+    >>> current = ["card_arrival"] * 58 + ["lost_card"] * 42
+    >>> result = prior_drift(reference, current)
+    >>> result.feature, result.drifted, round(result.p_value, 2)
+    ('label', False, 0.77)
+    """
+    return _class_drift(reference_labels, current_labels, "label", classes, p_threshold, psi_threshold)
+
+
+def _class_drift(
+    reference: ArrayLike,
+    current: ArrayLike,
+    what: str,
+    classes: Sequence[object] | None,
+    p_threshold: float,
+    psi_threshold: float,
+) -> FeatureDrift:
+    for side, values in (("reference", reference), ("current", current)):
+        _check_classes(pd.Series(np.asarray(values, dtype=object)).dropna(), classes, what, side)
+    return categorical_drift(reference, current, feature=what, p_threshold=p_threshold, psi_threshold=psi_threshold)
 
 
 def feature_drift(
@@ -283,7 +439,8 @@ def feature_drift(
     p-value is below ``p_threshold`` and its PSI reaches ``psi_threshold``.
 
     When either window has fewer than ``min_samples`` rows, nothing is tested and the
-    report says ``enough_data=False``. A feature with fewer than ``min_samples``
+    report says ``enough_data=False``; an empty window is such a window, as long as it
+    has the features' columns (a frame without them is refused by name). A feature with fewer than ``min_samples``
     non-missing values on a side is listed in ``untested`` and not counted in the
     Bonferroni correction.
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,6 +12,8 @@ from driftpilot.tools.drift import (
     feature_drift,
     numeric_drift,
     population_stability_index,
+    prediction_drift,
+    prior_drift,
 )
 
 
@@ -27,6 +31,7 @@ def test_known_numeric_shift_is_flagged_with_pinned_values() -> None:
     assert (result.feature, result.kind, result.test) == ("rx_power", "number", "ks")
     assert round(result.statistic, 4) == 0.2355
     assert round(result.psi, 4) == 0.3347
+    assert round(result.jensen_shannon, 4) == 0.2394
     assert result.p_value < 1e-40
     assert (result.n_reference, result.n_current) == (2000, 2000)
 
@@ -39,6 +44,7 @@ def test_no_shift_is_not_flagged() -> None:
     assert not result.drifted
     assert round(result.statistic, 4) == 0.041
     assert round(result.psi, 4) == 0.0111
+    assert round(result.jensen_shannon, 4) == 0.0448
     assert result.p_value > 0.01
 
 
@@ -72,6 +78,7 @@ def test_categorical_shift_is_flagged_with_pinned_chi2() -> None:
     assert (result.kind, result.test) == ("category", "chi2")
     assert round(result.statistic, 4) == 339.5338
     assert round(result.psi, 4) == 2.2547
+    assert round(result.jensen_shannon, 4) == 0.4
 
 
 def test_categorical_without_change_is_not_flagged() -> None:
@@ -186,3 +193,135 @@ def test_unknown_kind_is_refused() -> None:
 def test_empty_side_is_refused() -> None:
     with pytest.raises(ValueError, match="feature 'x' has no current values"):
         numeric_drift([1.0, 2.0], [np.nan], feature="x")
+
+
+def test_jensen_shannon_is_zero_for_identical_and_one_for_disjoint_categories() -> None:
+    same = categorical_drift(["a", "b"] * 50, ["b", "a"] * 50)
+    disjoint = categorical_drift(["a", "b"] * 50, ["c", "d"] * 50)
+
+    assert same.jensen_shannon == 0.0
+    assert disjoint.jensen_shannon == pytest.approx(1.0)
+
+
+def test_constant_on_both_sides_at_the_same_value_is_not_drift_and_says_so() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no scipy warning either
+        result = numeric_drift(np.full(100, 3.3), np.full(80, 3.3), feature="supply_voltage")
+
+    assert not result.drifted
+    assert (result.statistic, result.p_value, result.psi, result.jensen_shannon) == (0.0, 1.0, 0.0, 0.0)
+    assert result.note == "constant on both sides"
+
+
+@pytest.mark.parametrize("new_value", [2.0, 4.0])
+def test_a_constant_that_moves_to_another_constant_is_drift(new_value: float) -> None:
+    # Below the old value as well as above it: a lone reference value gets its own bin.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = numeric_drift(np.full(100, 3.0), np.full(100, new_value))
+
+    assert result.drifted
+    assert (result.statistic, result.p_value) == (1.0, 0.0)
+    assert round(result.psi, 4) == 18.4188
+    assert result.jensen_shannon == 1.0
+    assert result.note == f"constant on both sides, at different values (3.0 then {new_value})"
+
+
+def test_a_constant_reference_with_a_moving_current_is_drift_and_says_which_side() -> None:
+    result = numeric_drift(np.zeros(100), np.arange(100.0))
+
+    assert result.drifted
+    assert round(result.statistic, 2) == 0.99
+    assert round(result.psi, 4) == 13.6665
+    assert round(result.jensen_shannon, 4) == 0.9796
+    assert result.note == "constant in the reference only"
+
+
+def test_a_current_window_stuck_at_one_value_is_drift() -> None:
+    # A sensor that freezes at its last reading.
+    result = numeric_drift(np.arange(100.0), np.full(100, 50.0))
+
+    assert result.drifted
+    assert result.statistic == 0.5
+    assert round(result.psi, 4) == 8.2831
+    assert result.note == "constant in the current window only"
+
+
+def test_one_category_on_both_sides() -> None:
+    same = categorical_drift(["O5"] * 40, ["O5"] * 40, feature="pon_state")
+    moved = categorical_drift(["O5"] * 40, ["O1"] * 40, feature="pon_state")
+
+    assert not same.drifted and same.note == "one category on both sides"
+    assert moved.drifted and moved.note == "one category on both sides, a different one ('O5' then 'O1')"
+    assert moved.jensen_shannon == 1.0
+
+
+def test_constant_feature_in_a_report_is_tested_and_not_flagged() -> None:
+    reference, current = _frames(200, 2.0)
+    reference["supply_voltage"] = 3.3
+    current["supply_voltage"] = 3.3
+
+    report = feature_drift(reference, current, [*FEATURES, ("supply_voltage", "number")])
+
+    voltage = report.features[-1]
+    assert (voltage.feature, voltage.drifted, voltage.p_value_adjusted) == ("supply_voltage", False, 1.0)
+    assert voltage.note == "constant on both sides"
+    assert report.drifted == ["rx_power"]
+
+
+def test_prediction_drift_is_categorical_drift_under_the_name_prediction() -> None:
+    rng = np.random.default_rng(5)
+    reference = rng.choice(["online", "offline"], 1000, p=[0.9, 0.1])
+    current = rng.choice(["online", "offline"], 1000, p=[0.7, 0.3])
+
+    result = prediction_drift(reference, current, classes=["online", "offline"])
+
+    plain = categorical_drift(reference, current, feature="prediction")
+    assert result == plain
+    assert (result.feature, result.kind, result.drifted) == ("prediction", "category", True)
+
+
+def test_prior_drift_on_unchanged_priors_is_not_flagged() -> None:
+    reference = [0] * 60 + [1] * 40
+    current = [1] * 41 + [0] * 59 + [np.nan] * 5  # unlabelled events are dropped
+
+    result = prior_drift(reference, current, classes=[0, 1])
+
+    assert (result.feature, result.drifted, result.n_current) == ("label", False, 100)
+    assert round(result.p_value, 4) == 0.8855
+
+
+def test_prior_drift_flags_label_shift() -> None:
+    result = prior_drift([0] * 80 + [1] * 20, [0] * 50 + [1] * 50)
+
+    assert result.drifted
+    assert round(result.statistic, 4) == 19.7802
+    assert round(result.psi, 4) == 0.4159
+
+
+def test_label_outside_the_classes_is_refused_by_value() -> None:
+    with pytest.raises(ValueError, match=r"label 2 in current row 3 is not one of the classes \[0, 1\]"):
+        prior_drift([0, 1, 0, 1], [0, 1, 1, 2], classes=[0, 1])
+
+
+def test_prediction_outside_the_classes_is_refused_by_value() -> None:
+    with pytest.raises(ValueError, match=r"prediction 'c' in reference row 1 is not one of the classes"):
+        prediction_drift(["a", "c"], ["a", "b"], classes=["a", "b"])
+
+
+def test_empty_current_window_with_the_columns_is_not_enough_data() -> None:
+    reference, _ = _frames(100, 0.0)
+    empty = pd.DataFrame({"rx_power": [], "temperature": [], "device_model": []})
+
+    report = feature_drift(reference, empty, FEATURES)
+
+    assert not report.enough_data
+    assert (report.n_reference, report.n_current) == (100, 0)
+    assert report.features == [] and report.drifted == []
+
+
+def test_empty_frame_without_columns_is_refused_by_the_missing_column() -> None:
+    reference, _ = _frames(100, 0.0)
+
+    with pytest.raises(ValueError, match="feature 'rx_power' is not a column of the current data"):
+        feature_drift(reference, pd.DataFrame(), FEATURES)
