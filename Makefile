@@ -5,7 +5,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint
+.PHONY: demo test lint bench
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The measured tables of evals/ (about 25 minutes on two cores); each script writes its
+# JSON and Markdown table under evals/results/.
+bench: $(STAMP)
+	$(PY) evals/drift_bench.py
+	$(PY) evals/cbpe_bench.py
+	$(PY) evals/incidents/run.py
+	$(PY) evals/replay_bench.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check driftpilot tests

@@ -30,6 +30,7 @@ from driftpilot.tools.drift import feature_drift, prediction_drift, prior_drift
 from driftpilot.tools.metrics import balanced_accuracy
 from driftpilot.tools.multivariate import multivariate_drift
 from driftpilot.tools.performance import estimate_performance
+from driftpilot.tools.text_drift import text_drift
 
 #: Most recent events compared with the reference for input drift (enough for the tests'
 #: power, few enough to keep a check well under a second).
@@ -51,6 +52,8 @@ def handled_alarm_keys(reasons: list[str]) -> set[str]:
     return {r.removeprefix("alarm ").rsplit(": ", 1)[0] for r in reasons if r.startswith("alarm ")}
 
 
+#: Sentence vectors per side in a text-drift test (the permutation test is quadratic in them).
+TEXT_SAMPLE = 300
 #: Signals a check tests, sharing its false-alarm budget: labelled accuracy, the labelled error
 #: stream, the estimate without labels, input drift, prediction drift, class-prior drift.
 SIGNALS = 6
@@ -145,11 +148,30 @@ def monitor(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
                 if estimate.reference_value - estimate.estimated > policy.max_accuracy_drop:
                     kinds.append("estimated_loss")
 
-        features = [(f.name, f.kind) for f in schema.features]
+        blocks = embedding_blocks([f.name for f in schema.features])
+        embedded = {name for columns in blocks.values() for name in columns}
+        features = [(f.name, f.kind) for f in schema.features if f.name not in embedded]
         drift = None
+        drifted_texts: list[str] = []
         if reference is not None:
             drift = feature_drift(reference, current, features, p_threshold=alpha, psi_threshold=policy.psi_threshold)
             if drift.drifted:
+                kinds.append("data_drift")
+            for text, columns in blocks.items():
+                # A text is one signal, tested whole on its sentence vectors (MMD), not as 384
+                # coordinates that would each dilute the Bonferroni correction of the rest.
+                moved = text_drift(
+                    reference[columns].to_numpy(dtype=float),
+                    current[columns].to_numpy(dtype=float),
+                    p_threshold=alpha,
+                    n_permutations=int(np.ceil(2 / alpha)),
+                    max_samples=TEXT_SAMPLE,
+                    seed=ctx.seed,
+                )
+                evidence.setdefault("text_drift", {})[text] = moved.model_dump()
+                if moved.drifted:
+                    drifted_texts.append(text)
+            if drifted_texts and "data_drift" not in kinds:
                 kinds.append("data_drift")
             if policy.multivariate and drift.enough_data:
                 multi = multivariate_drift(reference, current, features)
@@ -157,7 +179,7 @@ def monitor(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
                 if multi.drifted and "data_drift" not in kinds:
                     kinds.append("data_drift")
         evidence |= {
-            "drifted_features": drift.drifted if drift else [],
+            "drifted_features": (drift.drifted if drift else []) + drifted_texts,
             "drift": [f.model_dump() for f in drift.features if f.drifted] if drift else [],
             "drift_enough_data": drift.enough_data if drift else False,
         }
@@ -230,6 +252,29 @@ def monitor(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
 
 #: Fewest served events on each side for the prediction, prior and estimate signals.
 MIN_ROWS = 100
+
+
+def embedding_blocks(names: list[str]) -> dict[str, list[str]]:
+    """Sentence-vector columns grouped by the text they encode (``query_e000`` … ``query_e383``).
+
+    >>> embedding_blocks(["rx", "query_e000", "query_e001", "query_e002"])
+    {}
+    >>> blocks = embedding_blocks(["rx"] + [f"query_e{i:03d}" for i in range(384)])
+    >>> list(blocks), len(blocks["query"])
+    (['query'], 384)
+    """
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        text, _, index = name.rpartition("_e")
+        if text and len(index) == 3 and index.isdigit():
+            groups.setdefault(text, []).append(name)
+    # The replay names a text's vectors ``<column>_e000`` onwards; a handful of such names is
+    # no sentence vector (MiniLM's has 384 dimensions).
+    return {text: columns for text, columns in groups.items() if len(columns) >= MIN_EMBEDDING_DIMENSIONS}
+
+
+#: Fewest ``_eNNN`` columns read as one text's sentence vector.
+MIN_EMBEDDING_DIMENSIONS = 16
 
 
 def _estimate(session: Any, classes: list[str], before: pd.DataFrame, now: pd.DataFrame) -> Any:

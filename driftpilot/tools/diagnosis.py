@@ -65,8 +65,9 @@ SLICE_CONCENTRATION = 0.3
 SLICE_REST_CALM = 0.15
 #: A slice's error rate this far above the rest's concentrates the errors in it.
 SLICE_ERROR_GAP = 0.1
-#: Largest fall in any class's recall still read as "each class recognised as before".
-PRIOR_RECALL_TOLERANCE = 0.05
+#: Largest fall in any class's recall still read as "each class recognised as before": a rare
+#: class's recall in a 12-hour window moves by several points with the hours it covers.
+PRIOR_RECALL_TOLERANCE = 0.10
 
 
 @dataclass(frozen=True)
@@ -199,17 +200,18 @@ class ClassEvidence:
     @property
     def recall_fell(self) -> list[str]:
         """Classes recognised worse than before: recall fell by more than the tolerance, and
-        significantly (one-sided two-proportion z-test at 1 %), so that a rare class's noise
-        in a short window is not read as a loss."""
+        significantly (one-sided two-proportion z-test at 1 %, Bonferroni over the classes), so
+        that a rare class's noise in a short window is not read as a loss."""
         fell = []
-        for c in sorted(set(self.recall_reference) & set(self.recall_current)):
+        shared = sorted(set(self.recall_reference) & set(self.recall_current))
+        for c in shared:
             before, after = self.recall_reference[c], self.recall_current[c]
             n_before, n_after = self.support_reference.get(c, 0), self.support_current.get(c, 0)
             if before - after <= PRIOR_RECALL_TOLERANCE or not n_before or not n_after:
                 continue
             pooled = (before * n_before + after * n_after) / (n_before + n_after)
             spread = np.sqrt(max(pooled * (1 - pooled), 1e-12) * (1 / n_before + 1 / n_after))
-            if (before - after) / spread > stats.norm.ppf(0.99):
+            if (before - after) / spread > stats.norm.ppf(1 - 0.01 / len(shared)):
                 fell.append(c)
         return fell
 

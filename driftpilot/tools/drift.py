@@ -30,6 +30,7 @@ __all__ = [
     "FeatureDrift",
     "FeatureKind",
     "categorical_drift",
+    "check_features",
     "feature_drift",
     "numeric_drift",
     "population_stability_index",
@@ -468,7 +469,7 @@ def feature_drift(
         raise ValueError(f"psi_threshold must not be negative, got {psi_threshold}")
     if min_samples < 1:
         raise ValueError(f"min_samples must be at least 1, got {min_samples}")
-    _check_features(reference, current, features)
+    check_features(reference, current, features)
 
     n_reference, n_current = len(reference), len(current)
     enough = n_reference >= min_samples and n_current >= min_samples
@@ -512,7 +513,7 @@ def feature_drift(
     )
 
 
-def _check_features(
+def check_features(
     reference: pd.DataFrame,
     current: pd.DataFrame,
     features: Sequence[tuple[str, FeatureKind]],

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from driftpilot.tools.drift import FeatureKind, _check_features
+from driftpilot.tools.drift import FeatureKind, check_features
 
 __all__ = ["MultivariateDrift", "multivariate_drift"]
 
@@ -100,7 +100,7 @@ def multivariate_drift(
         raise ValueError(
             f"multivariate drift needs at least two features, got {len(features)}: use feature_drift for one"
         )
-    _check_features(reference, current, features)
+    check_features(reference, current, features)
 
     n_reference, n_current = len(reference), len(current)
     if n_current < min_samples or n_reference < reference_chunks * min_samples:
@@ -164,7 +164,7 @@ def _prepared(frame: pd.DataFrame, features: Sequence[tuple[str, FeatureKind]], 
         if values.notna().sum() == 0:
             raise ValueError(f"feature '{name}' has no {side} values")
         if kind == "number":
-            # _check_features has refused text and infinities already.
+            # check_features has refused text and infinities already.
             columns[name] = pd.to_numeric(values, errors="raise").astype(float)
         else:
             columns[name] = values.map(str, na_action="ignore").astype(object).where(values.notna(), np.nan)

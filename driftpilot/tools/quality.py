@@ -21,6 +21,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 from scipy import stats
 
+from driftpilot.tools.drift import check_features
+
 __all__ = ["FaultKind", "QualityFault", "QualityReport", "data_quality"]
 
 FaultKind = Literal["missing", "scale_change", "unit_change", "stuck"]
@@ -92,8 +94,8 @@ def data_quality(
     Raises
     ------
     ValueError
-        When a feature is not a column of ``reference``, or a kind is not "number" or
-        "category".
+        When a feature is not a column of ``reference``, a kind is not "number" or
+        "category", a feature is listed twice, or a number feature holds text.
 
     Examples
     --------
@@ -110,6 +112,9 @@ def data_quality(
             raise ValueError(f"feature '{name}' has kind {kind!r}; expected 'number' or 'category'")
         if name not in reference.columns:
             raise ValueError(f"feature '{name}' is not a column of the reference data")
+    # Text in a number column is refused here as by the drift tests; a field absent from the
+    # current window is no type error but a fault of its own (gone missing).
+    check_features(reference, current, [(n, k) for n, k in features if n in current.columns])
     if len(reference) < min_samples or len(current) < min_samples:
         return QualityReport(faults=[], unchecked=[], enough_data=False)
 
@@ -199,7 +204,7 @@ def _rescaled(name: str, ref: np.ndarray, cur: np.ndarray) -> QualityFault | Non
         kind="scale_change",
         score=round(raw - match, 4),
         evidence={"factor": factor, "ks_raw": round(raw, 4), "ks_rescaled": round(match, 4)},
-        fix=f"rescale '{name}' by {10.0**power:g} (values arrive {factor:g} times the reference's scale)",
+        fix=f"multiply '{name}' by {10.0**power:g} to restore its unit",
     )
 
 

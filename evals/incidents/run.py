@@ -10,11 +10,12 @@ no outages unless the incident adds them) is simulated; version 1 of the model
 4-6 (the reference: what it saw while healthy) and the incident's window; the Monitor's
 balanced accuracy is computed on both; then :func:`driftpilot.tools.diagnosis.investigate` —
 what the Diagnostician agent calls — diagnoses the window, with the alarms the network raised.
-Prints a table and writes ``evals/results/incidents.{json,md}`` (full runs only).
+Every incident runs on three seeds of the simulator. Prints a table and writes
+``evals/results/incidents.{json,md}`` (full runs only).
 
 Usage::
 
-    .venv/bin/python evals/incidents/run.py [--only unit_change,olt_outage] [--onts 300] [--seed 11]
+    .venv/bin/python evals/incidents/run.py [--only unit_change,olt_outage] [--onts 300] [--seeds 11,12,13]
 """
 
 from __future__ import annotations
@@ -235,17 +236,21 @@ def is_right(expected: dict[str, Any], diagnosis: Diagnosis) -> bool:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
+    seeds = sorted({r["seed"] for r in rows})
     lines = [
         "| incident | expected | diagnosed | remedy | detail | balanced acc. (ref → now) | right |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         lines.append(
-            f"| {r['incident']} | {r['expected']['cause']} | {r['cause']} | {r['remedy']} | {r['detail']} "
-            f"| {r['reference_accuracy']:.3f} → {r['accuracy']:.3f} | {'yes' if r['right'] else '**no**'} |"
+            f"| {r['incident']} (seed {r['seed']}) | {r['expected']['cause']} | {r['cause']} | {r['remedy']} "
+            f"| {r['detail']} | {r['reference_accuracy']:.3f} → {r['accuracy']:.3f} "
+            f"| {'yes' if r['right'] else '**no**'} |"
         )
     right = sum(r["right"] for r in rows)
-    lines.append(f"\n{right} of {len(rows)} diagnosed right.")
+    incidents = len({r["incident"] for r in rows})
+    which = f"{incidents} incidents × seeds {', '.join(map(str, seeds))}"
+    lines.append(f"\n{right} of {len(rows)} diagnosed right ({which}).")
     return "\n".join(lines)
 
 
@@ -253,23 +258,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="comma-separated incident names (default: all)")
     parser.add_argument("--onts", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--seeds", default="11,12,13", help="comma-separated simulator seeds")
     args = parser.parse_args()
     torch.set_num_threads(1)  # small batches: threads only contend on these shared cores
     only = [n.strip() for n in args.only.split(",")] if args.only else None
     rows = []
     started = time.perf_counter()
-    for spec in load_incidents(only):
-        began = time.perf_counter()
-        rows.append(run_incident(spec, n_onts=args.onts, seed=args.seed))
-        print(f"{spec['name']}: {rows[-1]['cause']} ({time.perf_counter() - began:.0f} s)", flush=True)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    for seed in seeds:
+        for spec in load_incidents(only):
+            began = time.perf_counter()
+            rows.append(run_incident(spec, n_onts=args.onts, seed=seed) | {"seed": seed})
+            took = time.perf_counter() - began
+            print(f"{spec['name']} (seed {seed}): {rows[-1]['cause']} ({took:.0f} s)", flush=True)
     table = markdown(rows)
     print(table)
     for r in rows:
-        print(f"- {r['incident']}: {r['rationale']}")
-    if only is None:
+        print(f"- {r['incident']} (seed {r['seed']}): {r['rationale']}")
+    if only is None and seeds == [11, 12, 13]:
         RESULTS.mkdir(exist_ok=True)
-        payload = {"onts": args.onts, "seed": args.seed, "seconds": round(time.perf_counter() - started), "rows": rows}
+        payload = {"onts": args.onts, "seeds": seeds, "seconds": round(time.perf_counter() - started), "rows": rows}
         (RESULTS / "incidents.json").write_text(json.dumps(payload, indent=2) + "\n")
         (RESULTS / "incidents.md").write_text(table + "\n")
 
