@@ -42,6 +42,10 @@ against them; nannyml's ``UnivariateDriftCalculator`` on the input features (def
 and thresholds, chunks of 500 rows, reference = the first concept's rows, for ONT the training
 days): a chunk with any alert is a detection at its last row.
 
+Every peer's detections pass through the same 2,000-row cool-down as driftpilot's monitor has
+built in (a detection within 2,000 rows of the last one kept is dropped), so that a peer's
+repeated detections of one drift are not counted as false alarms against it.
+
 Scoring: a detection is *true* if it is the first detection in ``[drift, drift + 1000]`` of a
 true drift; every other detection (before a drift, a second one after it, after a fall) is a
 false alarm. Recall = true detections / drifts; false alarms per 10,000 rows over all rows of
@@ -86,6 +90,8 @@ N_ROWS = 20_000
 DRIFTS = (5_000, 10_000, 15_000)
 WIDTH = 1_000
 RETRAIN_LAG = 1_500
+#: The cool-down of driftpilot's monitor (``ErrorRateMonitor.cooldown``), given to every peer.
+REFRACTORY = 2_000
 TOLERANCE = 1_000
 TRAIN_ROWS = 5_000
 CHUNK = 500
@@ -245,12 +251,28 @@ def nannyml_points(stream: dict) -> list[int]:
     return [int(end) for end, alert in zip(ends.to_numpy(), alerts, strict=True) if alert]
 
 
+def refractory(points: list[int], rows: int = REFRACTORY) -> list[int]:
+    """Keep a detection only if it comes ``rows`` or more after the last one kept.
+
+    driftpilot's monitor has this cool-down built in; giving every peer the same one keeps its
+    repeated detections of one drift from counting as false alarms against it.
+
+    >>> refractory([100, 900, 2200, 2300, 5000], rows=2000)
+    [100, 2200, 5000]
+    """
+    kept: list[int] = []
+    for point in sorted(points):
+        if not kept or point - kept[-1] >= rows:
+            kept.append(point)
+    return kept
+
+
 def detect(stream: dict) -> dict[str, list[int]]:
     errors = stream["errors"]
     points = {"driftpilot": monitor_points(errors)}
     for name in PEER_DETECTORS:
-        points[name] = degradation_points(errors, name)
-    points["nannyml"] = nannyml_points(stream)
+        points[name] = refractory(degradation_points(errors, name))
+    points["nannyml"] = refractory(nannyml_points(stream))
     return points
 
 
@@ -361,11 +383,15 @@ def _table(per_family: dict[str, list[dict]], families: list[str], rule: str) ->
                 "goal_met": bool(
                     (dp["recall"] or 0.0) >= 0.95
                     and (dp["false_alarms_per_10k"] or 0.0) <= (bp["false_alarms_per_10k"] or 0) + 1e-12
-                    and (dp["mean_delay"] or float("inf")) <= (bp["mean_delay"] or float("inf"))
+                    and _or_inf(dp["mean_delay"]) <= _or_inf(bp["mean_delay"])
                 ),
             }
         )
     return table
+
+
+def _or_inf(delay: float | None) -> float:
+    return float("inf") if delay is None else delay
 
 
 def _record(stream: dict, points: dict[str, list[int]], seed: int, gradual: bool) -> dict:

@@ -12,7 +12,14 @@ from langgraph.runtime import Runtime
 from driftpilot.agents.context import AgentContext, now_of, record, usage_today
 from driftpilot.agents.state import LoopState
 from driftpilot.memory import events, models, quarantine, releases, versions
-from driftpilot.tools.diagnosis import OUTAGE_SILENT_SHARE, AlarmEvidence, alarm_evidence, investigate, to_json
+from driftpilot.tools.diagnosis import (
+    OUTAGE_SILENT_SHARE,
+    SLICE_COLUMNS,
+    AlarmEvidence,
+    alarm_evidence,
+    investigate,
+    to_json,
+)
 
 #: How far before an alarm we look to count the entities that were reporting.
 BEFORE_ALARM = timedelta(hours=1)
@@ -20,8 +27,6 @@ BEFORE_ALARM = timedelta(hours=1)
 RECOVERY = timedelta(hours=1)
 #: Quarantine of an outage whose end is not known yet (re-diagnosed if it lasts longer).
 PROVISIONAL_OUTAGE = timedelta(hours=6)
-#: Columns whose values the served errors are broken down by, when the schema has them.
-SLICE_COLUMNS = ("firmware", "device_model", "region", "group")
 
 
 def diagnostician(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:

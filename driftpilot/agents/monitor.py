@@ -5,13 +5,20 @@ One check fuses every signal into at most one finding: balanced accuracy on labe
 (:mod:`driftpilot.tools.detectors`), accuracy estimated from the served probabilities when labels
 are too few (nannyml's CBPE), per-feature input drift (and, if the policy asks, multivariate
 drift), drift of the predictions and of the class priors, and alarms. The policy's false-alarm
-budget sets the check's significance level, shared by its signals. A drift-only finding (low or
+budget sets the check's significance level; it is split evenly (Bonferroni) among six signal
+families — the labelled error stream, the estimate without labels, input drift (each feature and
+each text tested at that share, after the correction within the family), prediction drift and
+prior drift; labelled accuracy is judged by the policy's tolerance, multivariate drift by
+nannyml's own band — so that on unchanged data about ``false_alarms_per_week`` findings a week
+come from the tests. A drift-only finding (low or
 medium severity) of the same kinds, no more severe, within the policy's cool-down is logged as a
 repeat and not raised again; a high-severity one (the model is losing) is raised until mended.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
@@ -54,9 +61,9 @@ def handled_alarm_keys(reasons: list[str]) -> set[str]:
 
 #: Sentence vectors per side in a text-drift test (the permutation test is quadratic in them).
 TEXT_SAMPLE = 300
-#: Signals a check tests, sharing its false-alarm budget: labelled accuracy, the labelled error
-#: stream, the estimate without labels, input drift, prediction drift, class-prior drift.
-SIGNALS = 6
+#: Signal families a check tests, sharing its false-alarm budget: the labelled error stream, the
+#: estimate without labels, input drift, prediction drift, class-prior drift.
+SIGNALS = 5
 #: How far back the champion's own served (and labelled) events make the reference of a check.
 SERVED_REFERENCE = timedelta(days=7)
 SEVERITY = {"low": 0, "medium": 1, "high": 2}
@@ -110,6 +117,17 @@ def monitor(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
             with_features=False,
         )
         served_before = served_before[served_before["served_version"] == champion.number]
+        # Predictions are compared on everything served: labelled events are a biased sample of
+        # them (the Curator asks for the uncertain ones).
+        answered_before = events.window(
+            session=session,
+            model_id=model.id,
+            start=start - SERVED_REFERENCE,
+            end=start,
+            limit=DRIFT_SAMPLE,
+            with_features=False,
+        )
+        answered_before = answered_before[answered_before["served_version"] == champion.number]
         served_now = current[current["served_version"] == champion.number]
 
         judged = labelled[labelled["served_version"] == champion.number]
@@ -142,11 +160,13 @@ def monitor(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
 
         estimate = None
         if accuracy is None and policy.estimate_without_labels:
-            estimate = _estimate(session, schema.classes, served_before, served_now)
-            if estimate is not None and estimate.enough_data and estimate.estimated is not None:
-                evidence["estimated"] = estimate.model_dump()
-                if estimate.reference_value - estimate.estimated > policy.max_accuracy_drop:
-                    kinds.append("estimated_loss")
+            with _tested(evidence, "estimated"):
+                estimate = _estimate(session, schema.classes, served_before, served_now)
+                if estimate is not None and estimate.enough_data and estimate.estimated is not None:
+                    evidence["estimated"] = estimate.model_dump()
+                    baseline = estimate.reference_estimated
+                    if baseline is not None and baseline - estimate.estimated > policy.max_accuracy_drop:
+                        kinds.append("estimated_loss")
 
         blocks = embedding_blocks([f.name for f in schema.features])
         embedded = {name for columns in blocks.values() for name in columns}
@@ -160,49 +180,53 @@ def monitor(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
             for text, columns in blocks.items():
                 # A text is one signal, tested whole on its sentence vectors (MMD), not as 384
                 # coordinates that would each dilute the Bonferroni correction of the rest.
-                moved = text_drift(
-                    reference[columns].to_numpy(dtype=float),
-                    current[columns].to_numpy(dtype=float),
-                    p_threshold=alpha,
-                    n_permutations=int(np.ceil(2 / alpha)),
-                    max_samples=TEXT_SAMPLE,
-                    seed=ctx.seed,
-                )
-                evidence.setdefault("text_drift", {})[text] = moved.model_dump()
-                if moved.drifted:
-                    drifted_texts.append(text)
+                with _tested(evidence, f"text_drift:{text}"):
+                    moved = text_drift(
+                        reference[columns].to_numpy(dtype=float),
+                        current[columns].to_numpy(dtype=float),
+                        p_threshold=alpha,
+                        n_permutations=int(np.ceil(2 / alpha)),
+                        max_samples=TEXT_SAMPLE,
+                        seed=ctx.seed,
+                    )
+                    evidence.setdefault("text_drift", {})[text] = moved.model_dump()
+                    if moved.drifted:
+                        drifted_texts.append(text)
             if drifted_texts and "data_drift" not in kinds:
                 kinds.append("data_drift")
             if policy.multivariate and drift.enough_data:
-                multi = multivariate_drift(reference, current, features)
-                evidence["multivariate"] = multi.model_dump()
-                if multi.drifted and "data_drift" not in kinds:
-                    kinds.append("data_drift")
+                with _tested(evidence, "multivariate"):
+                    multi = multivariate_drift(reference, current, features)
+                    evidence["multivariate"] = multi.model_dump()
+                    if multi.drifted and "data_drift" not in kinds:
+                        kinds.append("data_drift")
         evidence |= {
             "drifted_features": (drift.drifted if drift else []) + drifted_texts,
             "drift": [f.model_dump() for f in drift.features if f.drifted] if drift else [],
             "drift_enough_data": drift.enough_data if drift else False,
         }
-        if len(served_before) >= MIN_ROWS and len(served_now) >= MIN_ROWS:
-            predictions = prediction_drift(
-                served_before["prediction"].to_numpy(),
-                served_now["prediction"].to_numpy(),
-                p_threshold=alpha,
-                psi_threshold=policy.psi_threshold,
-            )
-            evidence["prediction_drift"] = predictions.model_dump()
-            if predictions.drifted:
-                kinds.append("prediction_drift")
+        if len(answered_before) >= MIN_ROWS and len(served_now) >= MIN_ROWS:
+            with _tested(evidence, "prediction_drift"):
+                predictions = prediction_drift(
+                    answered_before["prediction"].to_numpy(),
+                    served_now["prediction"].to_numpy(),
+                    p_threshold=alpha,
+                    psi_threshold=policy.psi_threshold,
+                )
+                evidence["prediction_drift"] = predictions.model_dump()
+                if predictions.drifted:
+                    kinds.append("prediction_drift")
         if len(served_before) >= MIN_ROWS and len(labelled) >= MIN_ROWS:
-            prior = prior_drift(
-                served_before["label"].to_numpy(),
-                labelled["label"].to_numpy(),
-                p_threshold=alpha,
-                psi_threshold=policy.psi_threshold,
-            )
-            evidence["prior_drift"] = prior.model_dump()
-            if prior.drifted:
-                kinds.append("prior_drift")
+            with _tested(evidence, "prior_drift"):
+                prior = prior_drift(
+                    served_before["label"].to_numpy(),
+                    labelled["label"].to_numpy(),
+                    p_threshold=alpha,
+                    psi_threshold=policy.psi_threshold,
+                )
+                evidence["prior_drift"] = prior.model_dump()
+                if prior.drifted:
+                    kinds.append("prior_drift")
         if firing:
             kinds.append("alarm")
         evidence["alarms"] = [
@@ -254,6 +278,16 @@ def monitor(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
 MIN_ROWS = 100
 
 
+@contextmanager
+def _tested(evidence: dict[str, Any], signal: str) -> Iterator[None]:
+    """Run one optional signal; if its data defeats it (a field all missing, probabilities that do
+    not add up, a fit that fails), say so in the evidence and go on with the other signals."""
+    try:
+        yield
+    except (ValueError, RuntimeError) as error:
+        evidence.setdefault("untested", {})[signal] = str(error)
+
+
 def embedding_blocks(names: list[str]) -> dict[str, list[str]]:
     """Sentence-vector columns grouped by the text they encode (``query_e000`` … ``query_e383``).
 
@@ -283,6 +317,9 @@ def _estimate(session: Any, classes: list[str], before: pd.DataFrame, now: pd.Da
         return None
     reference = events.probabilities(session=session, ids=before["id"].tolist(), classes=classes)
     current = events.probabilities(session=session, ids=now["id"].tolist(), classes=classes)
+    # A stored dict naming none of the schema's classes is as good as none.
+    reference[reference.sum(axis=1) <= 0] = np.nan
+    current[current.sum(axis=1) <= 0] = np.nan
     known_ref, known_now = ~np.isnan(reference).any(axis=1), ~np.isnan(current).any(axis=1)
     labels = before["label"].to_numpy()
     in_classes = np.isin(labels, classes)
@@ -342,9 +379,10 @@ def _without_outage_leads(frame: pd.DataFrame, held: list[Quarantine]) -> pd.Dat
 def _describe(evidence: dict[str, Any]) -> str:
     parts = []
     if evidence["balanced_accuracy"] is not None:
+        reference = evidence["reference_balanced_accuracy"]
         parts.append(
             f"balanced accuracy {evidence['balanced_accuracy']:.3f} on {evidence['labelled']} labelled events "
-            f"(reference {evidence['reference_balanced_accuracy']:.3f})"
+            + (f"(reference {reference:.3f})" if reference is not None else "(no reference to judge it against)")
         )
     else:
         parts.append(f"only {evidence['labelled']} labelled events: accuracy not judged")
@@ -354,7 +392,8 @@ def _describe(evidence: dict[str, Any]) -> str:
     if "estimated" in evidence:
         e = evidence["estimated"]
         parts.append(
-            f"estimated {e['metric']} {e['estimated']:.3f} without labels (reference {e['reference_value']:.3f})"
+            f"estimated {e['metric']} {e['estimated']:.3f} without labels (estimated {e['reference_estimated']:.3f} "
+            f"on the reference, measured {e['reference_value']:.3f})"
         )
     if evidence["drifted_features"]:
         parts.append("drifted: " + ", ".join(evidence["drifted_features"]))

@@ -28,7 +28,7 @@ too few labels to judge accuracy is acted on (retrain) before the damage shows.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -51,6 +51,10 @@ Cause = Literal[
 ]
 Remedy = Literal["quarantine", "fix_data", "expand_corpus", "recalibrate", "retrain", "watch", "none"]
 
+#: Columns whose values make the slices errors and drift are compared across, in the order ties
+#: are broken: when two slices hold the same rows (a new device model shipping its own firmware),
+#: the hardware is named, since it decides the firmware and not the other way round.
+SLICE_COLUMNS = ("device_model", "firmware", "region", "group")
 #: Share of an alarmed group's entities that must have gone silent to call it an outage.
 OUTAGE_SILENT_SHARE = 0.5
 #: Share of labels of classes the model never learnt that makes new classes.
@@ -102,6 +106,8 @@ def alarm_evidence(
     if start.tzinfo is not None:
         start = start.tz_convert("UTC").tz_localize(None)
     mine = frame[frame["group"].isin(set(groups))]
+    if isinstance(mine["time"].dtype, pd.DatetimeTZDtype):
+        mine = mine.assign(time=mine["time"].dt.tz_convert("UTC").dt.tz_localize(None))
     before = set(mine.loc[mine["time"] < start, "entity"])
     during = set(mine.loc[mine["time"] >= start, "entity"])
     return AlarmEvidence(
@@ -127,6 +133,7 @@ class SliceEvidence:
     drift_out: float
     error_in: float | None
     error_out: float | None
+    same_rows: list[str] = field(default_factory=list)
 
     @property
     def new(self) -> bool:
@@ -155,6 +162,8 @@ class SliceEvidence:
 
     def describe(self) -> str:
         parts = [f"{self.column}={self.value}"]
+        if self.same_rows:
+            parts[0] += f" (the same rows as {', '.join(self.same_rows)})"
         if self.new:
             parts.append(f"new, now {self.share_current:.0%} of the window")
         if self.feature:
@@ -226,6 +235,9 @@ class Hypothesis:
 
 @dataclass(frozen=True)
 class Diagnosis:
+    """The cause acted on, its remedy and why; ``hypotheses`` lists the cause acted on first,
+    then the others, confirmed before unconfirmed and by score."""
+
     cause: Cause
     remedy: Remedy
     hypotheses: list[Hypothesis]
@@ -233,6 +245,11 @@ class Diagnosis:
     quarantine_groups: list[str] = field(default_factory=list)
     fixes: list[str] = field(default_factory=list)
     slice: dict[str, str] | None = None
+    enough_data: bool = True
+
+    def __post_init__(self) -> None:
+        ranked = sorted(self.hypotheses, key=lambda h: (h.cause == self.cause, h.confirmed, h.score), reverse=True)
+        object.__setattr__(self, "hypotheses", ranked)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -297,12 +314,14 @@ def slice_evidence(
     # The rest of the fleet in the same window is the control for a slice's errors.
     current_errors = _errors(current)
     found: list[SliceEvidence] = []
+    rows_of: dict[str, bytes] = {}
     for column in columns:
         if column not in current.columns or column not in reference.columns:
             continue
         counts = current[column].value_counts()
         for value in counts[counts >= min_rows].index:
             inside = current[column] == value
+            rows_of[f"{column}={value}"] = np.packbits(inside.to_numpy()).tobytes()
             ref_inside = reference[column] == value
             share_reference = float(ref_inside.mean()) if len(reference) else 0.0
             is_new = int(ref_inside.sum()) < min_rows
@@ -334,6 +353,17 @@ def slice_evidence(
                     error_out=None if error_out is None else round(error_out, 4),
                 )
             )
+    found = [
+        replace(
+            s,
+            same_rows=[
+                k
+                for k, rows in rows_of.items()
+                if rows == rows_of[f"{s.column}={s.value}"] and k != f"{s.column}={s.value}"
+            ],
+        )
+        for s in found
+    ]
     # Stable: ties keep the order of ``columns`` (a new device model before the firmware it ships with).
     found.sort(key=lambda s: (s.explains_drift or s.explains_errors, s.score), reverse=True)
     return found
@@ -457,6 +487,15 @@ def investigate(
         reference, current, sound, p_threshold=p_threshold, psi_threshold=psi_threshold, min_samples=min_rows
     )
     slices = slice_evidence(reference, current, slice_columns, drift.drifted, min_rows=min_rows)
+    if not drift.enough_data and not quality.enough_data and not alarms:
+        return Diagnosis(
+            "none",
+            "none",
+            [],
+            f"Not enough data to diagnose: {len(current)} events in the window and {len(reference)} in the "
+            f"reference (at least {min_rows} each are needed); nothing was tested.",
+            enough_data=False,
+        )
     classes = class_evidence(
         reference if served_reference is None else served_reference,
         current if served_current is None else served_current,
@@ -560,7 +599,7 @@ def diagnose(
             Hypothesis("slice_drift", top.score, bool(explaining), {"slices": [asdict(s) for s in slices[:5]]})
         )
     recall_drop = classes.worst_recall_drop
-    prior_shift = classes.prior_drifted and recall_drop is not None and not classes.recall_fell
+    prior_shift = classes.prior_drifted and recall_drop is not None and not classes.recall_fell and not lost
     if classes.prior_psi is not None:
         hypotheses.append(
             Hypothesis(
@@ -600,7 +639,6 @@ def diagnose(
                 {"drifted_features": drifted},
             )
         )
-    hypotheses.sort(key=lambda h: (h.confirmed, h.score), reverse=True)
     accuracy_text = _accuracy_text(accuracy, reference_accuracy, drop)
 
     if outages:

@@ -116,6 +116,22 @@ def multivariate_drift(
             enough_data=False,
         )
 
+    # A feature that never varies in the reference carries no structure for PCA to learn, and
+    # a window of constants reconstructs "perfectly" (error 0, outside a band of width 0): it
+    # is left to the per-feature tests, which say what a constant column means.
+    features = [(n, k) for n, k in features if reference[n].nunique(dropna=True) > 1]
+    if len(features) < 2:
+        return MultivariateDrift(
+            reconstruction_error=None,
+            lower_threshold=None,
+            upper_threshold=None,
+            drifted=False,
+            n_reference=n_reference,
+            n_current=n_current,
+            chunk_size=None,
+            reference_chunks=None,
+            enough_data=False,
+        )
     names = [name for name, _ in features]
     reference_rows = _prepared(reference, features, "reference")
     current_rows = _prepared(current, features, "current")

@@ -47,7 +47,9 @@ class PerformanceEstimate(BaseModel):
     ``estimated``, ``lower`` and ``upper`` are ``None`` when a window holds fewer rows than
     asked for (``enough_data`` false). ``lower`` and ``upper`` are NannyML's confidence band:
     the estimate plus or minus three standard errors of the metric on a window of that size,
-    clipped to [0, 1].
+    clipped to [0, 1]. ``reference_estimated`` is CBPE's estimate on the reference window itself:
+    a drop is judged from it (not from the realised ``reference_value``), so that the bias of
+    CBPE's calibration on this model cancels out.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -57,6 +59,7 @@ class PerformanceEstimate(BaseModel):
     lower: float | None
     upper: float | None
     reference_value: float
+    reference_estimated: float | None = None
     n_reference: int
     n_current: int
     enough_data: bool
@@ -136,6 +139,7 @@ def estimate_performance(
 
     with _quiet_nannyml() as nannyml_errors:
         import nannyml
+        import nannyml.exceptions
 
         estimator = nannyml.CBPE(
             problem_type="classification_binary" if binary else "classification_multiclass",
@@ -146,7 +150,11 @@ def estimate_performance(
             # One chunk a window: the estimate is for the window as a whole.
             chunk_number=1,
         )
-        estimator.fit(reference_frame)
+        try:
+            estimator.fit(reference_frame)
+        except nannyml.exceptions.NannyMLException as error:
+            # E.g. its calibration's cross-validation needs two reference rows of every class.
+            raise ValueError(f"nannyml could not fit CBPE on the reference window: {error}") from error
         reference_value = _reference_value(estimator, metric)
         if not enough_data:
             return PerformanceEstimate(
@@ -160,6 +168,9 @@ def estimate_performance(
                 enough_data=False,
             )
         row = estimator.estimate(current_frame).filter(period="analysis").data.iloc[0]
+        # CBPE's own estimate on the reference: the baseline its estimate on the window is
+        # compared with, so that its calibration's bias cancels out of the difference.
+        on_reference = estimator.estimate(reference_frame).filter(period="analysis").data.iloc[0]
 
     estimated = float(row[(metric, "value")])
     if math.isnan(estimated):
@@ -168,6 +179,7 @@ def estimate_performance(
     return PerformanceEstimate(
         metric=metric,
         estimated=estimated,
+        reference_estimated=float(on_reference[(metric, "value")]),
         lower=_number_or_none(row[(metric, "lower_confidence_boundary")]),
         upper=_number_or_none(row[(metric, "upper_confidence_boundary")]),
         reference_value=reference_value,

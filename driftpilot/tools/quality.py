@@ -114,6 +114,7 @@ def data_quality(
             raise ValueError(f"feature '{name}' is not a column of the reference data")
     # Text in a number column is refused here as by the drift tests; a field absent from the
     # current window is no type error but a fault of its own (gone missing).
+    check_features(reference, reference, features)
     check_features(reference, current, [(n, k) for n, k in features if n in current.columns])
     if len(reference) < min_samples or len(current) < min_samples:
         return QualityReport(faults=[], unchecked=[], enough_data=False)
@@ -130,10 +131,12 @@ def data_quality(
         if fault is None and kind == "number":
             ref_values = pd.to_numeric(ref, errors="coerce").dropna().to_numpy(dtype=float)
             cur_values = pd.to_numeric(cur, errors="coerce").dropna().to_numpy(dtype=float)
-            if cur_values.size >= min_samples:
-                fault = _rescaled(name, ref_values, cur_values)
-                if fault is None and entity is not None and entity in reference.columns and entity in current:
-                    fault = _stuck(name, reference[[entity, name]], current[[entity, name]], entity)
+            if cur_values.size < min_samples:
+                unchecked.append(name)  # too few readings now, though not few enough to call it gone
+                continue
+            fault = _rescaled(name, ref_values, cur_values)
+            if fault is None and entity is not None and entity in reference.columns and entity in current:
+                fault = _stuck(name, reference[[entity, name]], current[[entity, name]], entity)
         if fault is not None:
             faults.append(fault)
     faults.sort(key=lambda f: f.score, reverse=True)

@@ -35,7 +35,7 @@ import yaml
 from driftpilot.models.tabular_mlp import TabularMLP
 from driftpilot.policies.schema import Monitor
 from driftpilot.scenarios.ont import CLASSES, FEATURES, OntScenarioConfig, OntSimulator, OutageSpec
-from driftpilot.tools.diagnosis import Diagnosis, alarm_evidence, investigate
+from driftpilot.tools.diagnosis import SLICE_COLUMNS, Diagnosis, alarm_evidence, investigate
 from driftpilot.tools.metrics import balanced_accuracy
 
 HERE = Path(__file__).resolve().parent
@@ -43,7 +43,6 @@ RESULTS = HERE.parent / "results"
 TRAIN_DAYS = (0.0, 4.0)
 REFERENCE_DAYS = (4.0, 6.0)
 TRAIN_ROWS = 30_000
-SLICE_COLUMNS = ("device_model", "firmware", "region", "group")
 #: A calm fleet: each incident switches on only what it is about.
 CALM = {
     "firmware_rollout_day": None,
