@@ -6,7 +6,7 @@ default) is then estimated by :func:`driftpilot.tools.performance.estimate_perfo
 the model's probabilities alone, and compared with the window's true accuracy. For contrast,
 the naive estimate carries the reference accuracy forward.
 
-The scenario keeps the shifts that leave P(label | inputs) as it was and drops the one that
+The scenarios keep the shifts that leave P(label | inputs) as it was and drops the one that
 does not:
 
 * fibre ageing (kept): Rx power falls slowly and fibre faults become likelier on weak lines,
@@ -21,15 +21,30 @@ does not:
   per second instead of per interval and changes the crash pattern, so the same readings
   mean something else afterwards: concept drift, which CBPE cannot see by design.
 
-Two scenarios differ only in when the XGS-10 rollout starts:
+Three scenarios:
 
-* ``xgs10-in-training`` (the goal is judged here): day 0, so the training days already hold a
-  few XGS-10 units and their share then grows from about 10 % to about 50 %: covariate shift
-  inside the support of the training data, what CBPE assumes;
-* ``xgs10-after-training`` (for contrast): the day after the reference ends (day 7), so
-  the model meets a device it never saw. P(label | readings, model name) is the same function,
-  but the model has no data on that part of it and is confidently wrong there: for the model
-  this is concept drift, and no label-free estimate can see how wrong it is.
+* ``xgs10-in-training`` (goal judged here): the XGS-10 rollout starts on day 0, so the
+  training days already hold a few XGS-10 units and their share then grows from about 10 % to
+  about 50 %: covariate shift inside the support of the training data, what CBPE assumes. The
+  model's accuracy barely moves, though, so this scenario cannot tell CBPE from the naive
+  estimate;
+* ``heatwave`` (goal judged here): no XGS-10; from the day after the reference ends (day 7)
+  power adapters fail ``k`` times as often, ``k`` set per day by ``Plan.heatwave`` (rising, then
+  alternating: x2 ... x8). Each power failure shows the same precursors as before (the supply
+  sags, the bias current drops), only more ONTs show them, so the inputs shift towards readings
+  the model finds harder and its accuracy falls. Strictly this is prior (label) shift:
+  P(readings | label) is fixed and the share of ``power`` grows. P(label | readings) stays the
+  same where the readings tell a failing ONT from a healthy one (the early, still-``online``
+  readings of a failure grow with the late, ``power`` ones) and moves only where a weak sag
+  overlaps a healthy ONT's noise. The hazards of :class:`OntScenarioConfig` are constants for a
+  run, so each multiplier is a second simulation of the same fleet (same seed and config but
+  ``power_hazard``) whose day is spliced in after the unshifted days (the trick of
+  ``evals/incidents/run.py``'s ``current_simulator``);
+* ``xgs10-after-training`` (for contrast): the XGS-10 rollout starts the day after the
+  reference ends (day 7), so the model meets a device it never saw. P(label | readings, model
+  name) is the same function, but the model has no data on that part of it and is confidently
+  wrong there: for the model this is concept drift, and no label-free estimate can see how
+  wrong it is.
 
 Usage::
 

@@ -96,9 +96,12 @@ def monitor(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
         if champion.snapshot_id not in ctx.references and champion.snapshot_id is not None:
             frame = snapshots.snapshot_frame(session=session, snapshot_id=champion.snapshot_id)
             ctx.references.clear()  # only the champion's reference is ever needed again
-            ctx.references[champion.snapshot_id] = frame.sample(
-                n=min(len(frame), REFERENCE_SAMPLE), random_state=ctx.seed
-            )
+            sample = frame.sample(n=min(len(frame), REFERENCE_SAMPLE), random_state=ctx.seed)
+            # Every class the champion learnt stays in the reference, however rare: the
+            # Diagnostician reads the classes it knows from it (a class missing from a sample
+            # would pass for a new one).
+            rare = frame.groupby("label").head(1)
+            ctx.references[champion.snapshot_id] = pd.concat([sample, rare[~rare.index.isin(sample.index)]])
         reference = ctx.references.get(champion.snapshot_id)
         held = quarantine.list_quarantines(session=session, model_id=model.id)
         handled = handled_alarm_keys([q.reason for q in held])
