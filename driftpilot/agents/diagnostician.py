@@ -10,6 +10,7 @@ import pandas as pd
 from langgraph.runtime import Runtime
 
 from driftpilot.agents.context import AgentContext, now_of, record, usage_today
+from driftpilot.agents.monitor import SERVED_REFERENCE
 from driftpilot.agents.state import LoopState
 from driftpilot.memory import events, models, quarantine, releases, versions
 from driftpilot.tools.diagnosis import (
@@ -128,8 +129,6 @@ def diagnostician(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str,
 RETRAINING = ("retrain", "expand_corpus")
 #: Most recent events of a window the diagnosis reads.
 WINDOW_SAMPLE = 5000
-#: How far back the champion's served events make the reference for its predictions.
-SERVED_REFERENCE = timedelta(days=7)
 
 
 def _served(

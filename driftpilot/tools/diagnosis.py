@@ -255,23 +255,6 @@ class Diagnosis:
         return asdict(self)
 
 
-def error_by_slice(frame: pd.DataFrame, columns: Sequence[str], *, min_rows: int = 30) -> dict[str, dict[str, float]]:
-    """Error rate of the served predictions per value of each slice column.
-
-    >>> f = pd.DataFrame({"fw": ["a", "a", "b", "b"], "label": ["x", "y", "x", "x"],
-    ...                   "prediction": ["x", "x", "x", "x"]})
-    >>> error_by_slice(f, ["fw"], min_rows=1)
-    {'fw': {'a': 0.5, 'b': 0.0}}
-    """
-    wrong = frame["prediction"] != frame["label"]
-    result: dict[str, dict[str, float]] = {}
-    for column in columns:
-        grouped = wrong.groupby(frame[column])
-        rates = grouped.mean()[grouped.size() >= min_rows]
-        result[column] = {str(k): round(float(v), 4) for k, v in rates.sort_index().items()}
-    return result
-
-
 def _ks(a: pd.Series, b: pd.Series) -> float:
     a, b = a.dropna(), b.dropna()
     if a.empty or b.empty:
