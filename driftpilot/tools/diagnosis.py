@@ -55,6 +55,8 @@ Remedy = Literal["quarantine", "fix_data", "expand_corpus", "recalibrate", "retr
 #: are broken: when two slices hold the same rows (a new device model shipping its own firmware),
 #: the hardware is named, since it decides the firmware and not the other way round.
 SLICE_COLUMNS = ("device_model", "firmware", "region", "group")
+#: Most drifted features a slice search looks at.
+SLICE_FEATURES = 3
 #: Share of an alarmed group's entities that must have gone silent to call it an outage.
 OUTAGE_SILENT_SHARE = 0.5
 #: Share of labels of classes the model never learnt that makes new classes.
@@ -469,7 +471,12 @@ def investigate(
     drift = feature_drift(
         reference, current, sound, p_threshold=p_threshold, psi_threshold=psi_threshold, min_samples=min_rows
     )
-    slices = slice_evidence(reference, current, slice_columns, drift.drifted, min_rows=min_rows)
+    # The slices are searched for the most drifted features (each value of each slice column
+    # costs two KS tests per feature; a port column alone has dozens of values).
+    strongest = sorted((f for f in drift.features if f.drifted), key=lambda f: f.statistic, reverse=True)
+    slices = slice_evidence(
+        reference, current, slice_columns, [f.feature for f in strongest[:SLICE_FEATURES]], min_rows=min_rows
+    )
     if not drift.enough_data and not quality.enough_data and not alarms:
         return Diagnosis(
             "none",

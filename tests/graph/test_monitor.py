@@ -214,7 +214,8 @@ def test_a_performance_loss_is_high_and_raised_at_every_check(tmp_path):
 
 
 def test_accuracy_is_estimated_from_served_probabilities_when_labels_are_few(tmp_path):
-    world = build_world(tmp_path, serve="model", window_labels=50)
+    # The inputs moved (rx_power 6 dB lower) and only 50 labels came back: CBPE is asked.
+    world = build_world(tmp_path, serve="model", window_labels=50, rx_shift=-6.0)
 
     update, decision = world.check(CHECK)
 
@@ -222,28 +223,30 @@ def test_accuracy_is_estimated_from_served_probabilities_when_labels_are_few(tmp
     assert evidence["labelled"] == 50 and evidence["balanced_accuracy"] is None
     estimated = evidence["estimated"]
     assert (estimated["metric"], estimated["method"], estimated["enough_data"]) == ("accuracy", "cbpe", True)
-    assert (estimated["n_reference"], estimated["n_current"]) == (2289, 2289)
-    assert (round(estimated["estimated"], 4), round(estimated["reference_value"], 4)) == (0.8598, 0.9655)
+    assert (estimated["n_reference"], estimated["n_current"]) == (2000, 2000)  # CBPE_SAMPLE a side
+    assert (round(estimated["estimated"], 4), round(estimated["reference_value"], 4)) == (0.9274, 0.965)
     assert estimated["lower"] < estimated["estimated"] < estimated["upper"]
-    assert round(estimated["reference_estimated"], 4) == 0.8598
+    # CBPE is biased low on this poorly calibrated model (0.935 on the reference against 0.965
+    # measured): the drop is judged from its own estimate on the reference, 0.8 points, within
+    # the policy's 3, so the drift is reported but no loss.
+    assert round(estimated["reference_estimated"], 4) == 0.9353
     assert (
-        "estimated accuracy 0.860 without labels (estimated 0.860 on the reference, measured 0.965)"
+        "estimated accuracy 0.927 without labels (estimated 0.935 on the reference, measured 0.965)"
         in decision.rationale
     )
-    # The window holds the reference's very readings: CBPE's estimate is biased low on this poorly
-    # calibrated model (0.860 against 0.965 measured), but equally on both, so no loss is found.
-    assert evidence["kinds"] == [] and evidence["severity"] is None
-    assert update["outcome"] == decision.outcome == "healthy"
+    assert "estimated_loss" not in evidence["kinds"] and "data_drift" in evidence["kinds"]
+    assert evidence["severity"] == "medium"
+    assert update["outcome"] == decision.outcome == "finding"
 
 
-def test_a_window_served_exactly_as_the_reference_shows_no_estimated_loss(tmp_path):
-    # The judged window 12:00-24:00 holds the same readings, served with the same probabilities,
-    # as the champion's labelled reference a day earlier: nothing changed.
+def test_no_estimate_is_made_while_nothing_moved(tmp_path):
+    # The same readings as the reference, 50 labels: CBPE has nothing to reveal, and is not fitted.
     world = build_world(tmp_path, serve="model", window_labels=50)
 
-    _, decision = world.check(CHECK)
+    update, decision = world.check(CHECK)
 
-    assert "estimated_loss" not in decision.evidence["kinds"]
+    assert "estimated" not in decision.evidence and decision.evidence["kinds"] == []
+    assert update["outcome"] == "healthy"
 
 
 def test_an_empty_window_is_checked_without_crashing(tmp_path):
