@@ -52,6 +52,21 @@ class MultivariateDrift(BaseModel):
     reference_chunks: int | None
     enough_data: bool
 
+    @classmethod
+    def not_enough_data(cls, n_reference: int, n_current: int) -> MultivariateDrift:
+        """The answer when nothing could be tested."""
+        return cls(
+            reconstruction_error=None,
+            lower_threshold=None,
+            upper_threshold=None,
+            drifted=False,
+            n_reference=n_reference,
+            n_current=n_current,
+            chunk_size=None,
+            reference_chunks=None,
+            enough_data=False,
+        )
+
 
 def multivariate_drift(
     reference: pd.DataFrame,
@@ -104,34 +119,14 @@ def multivariate_drift(
 
     n_reference, n_current = len(reference), len(current)
     if n_current < min_samples or n_reference < reference_chunks * min_samples:
-        return MultivariateDrift(
-            reconstruction_error=None,
-            lower_threshold=None,
-            upper_threshold=None,
-            drifted=False,
-            n_reference=n_reference,
-            n_current=n_current,
-            chunk_size=None,
-            reference_chunks=None,
-            enough_data=False,
-        )
+        return MultivariateDrift.not_enough_data(n_reference, n_current)
 
     # A feature that never varies in the reference carries no structure for PCA to learn, and
     # a window of constants reconstructs "perfectly" (error 0, outside a band of width 0): it
     # is left to the per-feature tests, which say what a constant column means.
     features = [(n, k) for n, k in features if reference[n].nunique(dropna=True) > 1]
     if len(features) < 2:
-        return MultivariateDrift(
-            reconstruction_error=None,
-            lower_threshold=None,
-            upper_threshold=None,
-            drifted=False,
-            n_reference=n_reference,
-            n_current=n_current,
-            chunk_size=None,
-            reference_chunks=None,
-            enough_data=False,
-        )
+        return MultivariateDrift.not_enough_data(n_reference, n_current)
     names = [name for name, _ in features]
     reference_rows = _prepared(reference, features, "reference")
     current_rows = _prepared(current, features, "current")
