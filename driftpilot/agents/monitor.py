@@ -198,28 +198,24 @@ def monitor(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
             "drift": [f.model_dump() for f in drift.features if f.drifted] if drift else [],
             "drift_enough_data": drift.enough_data if drift else False,
         }
-        if len(answered_before) >= MIN_ROWS and len(served_now) >= MIN_ROWS:
-            with _tested(evidence, "prediction_drift"):
-                predictions = prediction_drift(
-                    answered_before["prediction"].to_numpy(),
-                    served_now["prediction"].to_numpy(),
+        # The champion's answers against what it answered before, and the labels against the
+        # labels it met before: one categorical test each.
+        for signal, test, before_values, now_values in (
+            ("prediction_drift", prediction_drift, answered_before["prediction"], served_now["prediction"]),
+            ("prior_drift", prior_drift, served_before["label"], labelled["label"]),
+        ):
+            if len(before_values) < MIN_ROWS or len(now_values) < MIN_ROWS:
+                continue
+            with _tested(evidence, signal):
+                result = test(
+                    before_values.to_numpy(),
+                    now_values.to_numpy(),
                     p_threshold=alpha,
                     psi_threshold=policy.psi_threshold,
                 )
-                evidence["prediction_drift"] = predictions.model_dump()
-                if predictions.drifted:
-                    kinds.append("prediction_drift")
-        if len(served_before) >= MIN_ROWS and len(labelled) >= MIN_ROWS:
-            with _tested(evidence, "prior_drift"):
-                prior = prior_drift(
-                    served_before["label"].to_numpy(),
-                    labelled["label"].to_numpy(),
-                    p_threshold=alpha,
-                    psi_threshold=policy.psi_threshold,
-                )
-                evidence["prior_drift"] = prior.model_dump()
-                if prior.drifted:
-                    kinds.append("prior_drift")
+                evidence[signal] = result.model_dump()
+                if result.drifted:
+                    kinds.append(signal)
         # Without labels to judge it, accuracy is estimated from the served probabilities when
         # the inputs or the answers moved: on unchanged data CBPE has nothing to reveal, and its
         # fit (~0.4 s) is the dearest step of a check.

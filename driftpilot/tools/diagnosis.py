@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from driftpilot.tools.drift import DriftReport, FeatureKind, categorical_drift, feature_drift
+from driftpilot.tools.drift import DriftReport, FeatureKind, feature_drift, prior_drift
 from driftpilot.tools.metrics import per_class_recall
 from driftpilot.tools.quality import QualityReport, data_quality
 
@@ -383,12 +383,8 @@ def class_evidence(
             result["low_confidence_reference"] = round(float((ref_conf < LOW_CONFIDENCE).mean()), 4)
             result["low_confidence_current"] = round(float((cur_conf < LOW_CONFIDENCE).mean()), 4)
     if len(cur_labels) >= min_rows and len(ref_labels) >= min_rows:
-        prior = categorical_drift(
-            ref_labels.to_numpy(),
-            cur_labels.to_numpy(),
-            feature="label",
-            p_threshold=p_threshold,
-            psi_threshold=psi_threshold,
+        prior = prior_drift(
+            ref_labels.to_numpy(), cur_labels.to_numpy(), p_threshold=p_threshold, psi_threshold=psi_threshold
         )
         result["prior_p_value"] = prior.p_value
         result["prior_psi"] = round(prior.psi, 4)
