@@ -7,10 +7,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -25,6 +25,7 @@ bench: $(STAMP)
 	$(PY) evals/drift_bench.py
 	$(PY) evals/cbpe_bench.py
 	$(PY) evals/incidents/run.py
+	$(PY) evals/incremental_bench.py
 	$(PY) evals/replay_bench.py
 
 lint: $(STAMP)
