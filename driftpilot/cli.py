@@ -18,6 +18,25 @@ def _sessions(args: argparse.Namespace) -> Any:
     return db.connect(args.database_url or settings.db_url)
 
 
+def _epoch_bar(progress: Any) -> Any:
+    """A callback drawing each training run as a bar of its epochs, with its latest losses."""
+    task: list[Any] = []
+
+    def on_epoch(point: dict[str, Any]) -> None:
+        if point["epoch"] == 1:
+            if task:
+                progress.remove_task(task.pop())
+            task.append(progress.add_task("training", total=point["max_epochs"]))
+        val = "" if point.get("val_loss") is None else f", validation {point['val_loss']:.3f}"
+        progress.update(
+            task[0],
+            completed=point["epoch"],
+            description=f"training: epoch {point['epoch']}, loss {point['train_loss']:.3f}{val}",
+        )
+
+    return on_epoch
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -34,17 +53,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
         policy_path=Path(args.policy) if args.policy else None,
         # The demo keeps its own SQLite under --out unless a database is named explicitly.
         database_url=args.database_url,
+        device=args.device,
     )
     with Progress(
-        TextColumn("[bold]simulated time"),
+        TextColumn("[bold]{task.description}"),
         BarColumn(),
         TextColumn("{task.percentage:>3.0f}%"),
         TimeElapsedColumn(),
         console=console,
         transient=False,
     ) as progress:
-        task = progress.add_task("demo", total=1)
-        result = run_demo(config, progress=lambda done, total: progress.update(task, completed=done, total=total))
+        task = progress.add_task("simulated time", total=1)
+        result = run_demo(
+            config,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+            on_epoch=_epoch_bar(progress),
+        )
     table = Table(title="Balanced accuracy per simulated day")
     for column in ("day", "never updated", "served", "offline share", "decisions"):
         table.add_column(column, justify="right" if column != "decisions" else "left")
@@ -96,17 +120,23 @@ def cmd_replay(args: argparse.Namespace) -> int:
         periodic_window=args.periodic_window,
         database_url=args.database_url,
         embedding_cache=settings.embedding_cache_dir,
+        family=args.family,
+        device=args.device,
     )
     console = Console()
     with Progress(
-        TextColumn("[bold]rows"),
+        TextColumn("[bold]{task.description}"),
         BarColumn(),
         TextColumn("{task.completed:,}/{task.total:,}"),
         TimeElapsedColumn(),
         console=console,
     ) as progress:
-        task = progress.add_task("replay", total=1)
-        result = run_replay(config, progress=lambda done, total: progress.update(task, completed=done, total=total))
+        task = progress.add_task("rows", total=1)
+        result = run_replay(
+            config,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+            on_epoch=_epoch_bar(progress),
+        )
     s = result.summary
     table = Table(title=f"{s['model']}: {s['evaluated_rows']:,} rows replayed after {s['warmup']:,} of warm-up")
     for column in ("system", "accuracy", "macro-F1"):
@@ -157,6 +187,41 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _event_ids(text: str) -> list[int]:
+    try:
+        ids = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--events must be comma-separated event ids, got {text!r}") from None
+    if not ids:
+        raise ValueError("--events names no event id")
+    return ids
+
+
+def cmd_golden(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from driftpilot.memory import golden, models
+
+    ids = _event_ids(args.events) if args.golden_command in ("pin", "unpin") else []
+    sessions = _sessions(args)
+    with sessions() as session:
+        model_id = models.get_model(session=session, name=args.model).id
+        if args.golden_command == "pin":
+            now = datetime.now(UTC)
+            added = golden.pin(session=session, model_id=model_id, event_ids=ids, time=now, note=args.note)
+            pinned = golden.golden_ids(session=session, model_id=model_id)
+            print(f"pinned {added} new events to the golden set of '{args.model}' ({len(pinned)} pinned in all)")
+        elif args.golden_command == "unpin":
+            removed = golden.unpin(session=session, model_id=model_id, event_ids=ids)
+            pinned = golden.golden_ids(session=session, model_id=model_id)
+            print(f"unpinned {removed} events from the golden set of '{args.model}' ({len(pinned)} pinned in all)")
+        else:
+            pinned = golden.golden_ids(session=session, model_id=model_id)
+            listing = ": " + ",".join(map(str, pinned)) if pinned else ""
+            print(f"{len(pinned)} events in the golden set of '{args.model}'{listing}")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from driftpilot.memory import models, versions
 
@@ -194,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--days", type=float, default=30)
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--policy", help="policy YAML (default: the shipped default policy)")
+    demo.add_argument("--device", default="cpu", help="where training runs: cpu, cuda, or auto (CUDA when present)")
     demo.set_defaults(func=cmd_demo)
 
     replay = sub.add_parser("replay", help="backtest the loop on a recorded stream, beside the alternatives")
@@ -214,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--periodic-every", type=int, help="rows between periodic retrains (default: a tenth)")
     replay.add_argument("--periodic-window", type=int, default=2000, help="labels the periodic baseline learns from")
     replay.add_argument("--out", default=".driftpilot/replay", help="output folder (the replay's own; wiped)")
+    replay.add_argument(
+        "--family",
+        help="model family: tabular_mlp, hashed_mlp or intent_mlp (default: intent_mlp with --text-col, else tabular_mlp)",
+    )
+    replay.add_argument("--device", default="cpu", help="where training runs: cpu, cuda, or auto (CUDA when present)")
     replay.set_defaults(func=cmd_replay)
 
     scenarios = sub.add_parser("scenarios", help="the shipped streams")
@@ -230,6 +301,19 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--json", action="store_true", help="one JSON object per line")
     audit.add_argument("--all", action="store_true", help="include healthy routine checks")
     audit.set_defaults(func=cmd_audit)
+
+    golden_cmd = sub.add_parser("golden", help="the golden set: events every candidate is scored on")
+    golden_sub = golden_cmd.add_subparsers(dest="golden_command", required=True)
+    pin = golden_sub.add_parser("pin", help="pin events to a model's golden set (pinning again changes nothing)")
+    pin.add_argument("--model", required=True)
+    pin.add_argument("--events", required=True, help="comma-separated event ids, e.g. 1,2,3")
+    pin.add_argument("--note", default="", help="why these events must never get worse (recorded)")
+    unpin = golden_sub.add_parser("unpin", help="take events out of a model's golden set")
+    unpin.add_argument("--model", required=True)
+    unpin.add_argument("--events", required=True, help="comma-separated event ids, e.g. 1,2,3")
+    listing = golden_sub.add_parser("list", help="the event ids in a model's golden set")
+    listing.add_argument("--model", required=True)
+    golden_cmd.set_defaults(func=cmd_golden)
 
     models = sub.add_parser("models", help="managed models, their versions and stages")
     models.set_defaults(func=cmd_models)

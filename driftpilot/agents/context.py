@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,6 +30,8 @@ class AgentContext:
     policy: PolicyEngine
     seed: int = 0
     references: dict[int, pd.DataFrame] = field(default_factory=dict)
+    #: Called with each training epoch's curve point (a progress bar in the CLI).
+    on_epoch: Callable[[dict[str, Any]], None] | None = None
 
 
 def now_of(state: LoopState) -> datetime:

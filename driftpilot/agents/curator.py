@@ -39,14 +39,15 @@ def curator(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
         if len(recent) < training.min_training_labels:
             return _ask_for_labels(ctx, session, state, model, champion, recent, since, now)
 
-        pool = pd.DataFrame(columns=["id", "time", "label"])
+        pool = held = pd.DataFrame(columns=["id", "time", "label"])
         if champion is not None and champion.snapshot_id is not None:
-            pool = _replay_pool(session, champion.snapshot_id, now)
+            pool, held = _replay_pool(session, champion.snapshot_id, now)
         curated = curate_training_set(
             recent,
             pool,
             max_recent=training.max_recent,
             replay_share=training.replay_share,
+            held_out=held,
             seed=ctx.seed,
         )
         stats = dict(curated.stats) | {
@@ -79,20 +80,21 @@ def curator(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     return {"snapshot_id": snapshot.id, "outcome": "snapshot", "last_decision": decision.id}
 
 
-def _replay_pool(session: Session, snapshot_id: int, now: datetime) -> pd.DataFrame:
-    """Everything the champion learnt from or was judged on: its snapshot and its holdouts.
+def _replay_pool(session: Session, snapshot_id: int, now: datetime) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What the champion learnt from (its snapshot: the replay pool) and what it was judged on
+    but never trained on (its holdouts: where forgetting is measured, fairly to both models).
 
-    The holdouts go back into the pool: drawing each generation's old-concept holdout out of
-    the pool for good would shrink a rare class (an outage seen once) by a fifth at every
-    retrain until nothing of it is left to replay.
+    Each generation's holdouts become the next one's old-concept holdout, so the events judged
+    on stay out of training, and old concepts keep being measured on rows no model has seen.
     """
     pool = snapshots.snapshot_frame(session=session, snapshot_id=snapshot_id)
     stats = snapshots.get_snapshot(session=session, snapshot_id=snapshot_id).stats or {}
-    held = [int(i) for i in stats.get("recent_holdout_ids", []) + stats.get("old_holdout_ids", [])]
-    if held:
-        judged = events.events_by_ids(session=session, ids=held, visible_at=now)
-        pool = pd.concat([pool, judged[judged["label"].notna()]], ignore_index=True)
-    return pool
+    ids = [int(i) for i in stats.get("recent_holdout_ids", []) + stats.get("old_holdout_ids", [])]
+    held = pool.iloc[:0]
+    if ids:
+        judged = events.events_by_ids(session=session, ids=ids, visible_at=now)
+        held = judged[judged["label"].notna()]
+    return pool, held
 
 
 def _ask_for_labels(

@@ -125,8 +125,9 @@ def diagnostician(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str,
     return {"diagnosis": result.as_dict() | {"outcome": outcome}, "outcome": outcome, "last_decision": decision.id}
 
 
-#: Remedies that go on to the Data Curator (and a retrain).
-RETRAINING = ("retrain", "expand_corpus")
+#: Remedies that go on to the Data Curator (and the Trainer, which plans the update from the
+#: cause: a recalibration for a prior shift updates the output layer only).
+RETRAINING = ("retrain", "expand_corpus", "recalibrate")
 #: Most recent events of a window the diagnosis reads.
 WINDOW_SAMPLE = 5000
 

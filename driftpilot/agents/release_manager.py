@@ -12,7 +12,6 @@ from driftpilot.agents.context import AgentContext, now_of, record, usage_today
 from driftpilot.agents.state import LoopState
 from driftpilot.memory import events, models, releases, versions
 from driftpilot.tools.canary import paired_canary_evidence
-from driftpilot.tools.evaluation import gate_facts
 
 
 def release_manager(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
@@ -25,9 +24,11 @@ def release_manager(state: LoopState, runtime: Runtime[AgentContext]) -> dict[st
         champion = versions.champion(session=session, model_id=model.id)
         candidate = versions.get_version(session=session, model_id=model.id, number=state["candidate"])
         evaluation = state.get("evaluation") or {}
+        # The Trainer's evaluation carries the facts its gate judged; the canary is asked again
+        # here because the policy (or today's usage) may have changed while the candidate waited.
         verdict = ctx.policy.check(
             "start_canary",
-            gate_facts(evaluation, share),
+            dict(evaluation.get("gate_facts") or {}) | {"share": share},
             usage_today(session, model, now),
         )
         if not verdict.allowed:

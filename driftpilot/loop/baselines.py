@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from driftpilot.models.tabular_mlp import TabularMLP
+from driftpilot.models.base import TorchClassifier
 
 #: Baselines by the name ``--baselines`` takes.
 BASELINES = ("static", "periodic", "river-arf")
@@ -60,7 +60,7 @@ class Static(Baseline):
 
     name = "static"
 
-    def __init__(self, model: TabularMLP) -> None:
+    def __init__(self, model: TorchClassifier) -> None:
         super().__init__()
         self.model = model
 
@@ -77,7 +77,7 @@ class Periodic(Baseline):
 
     name = "periodic"
 
-    def __init__(self, model: TabularMLP, *, start: int, every: int, window: int) -> None:
+    def __init__(self, model: TorchClassifier, *, start: int, every: int, window: int) -> None:
         super().__init__()
         if every < 1 or window < 2:
             raise ValueError(f"periodic retraining needs every >= 1 and window >= 2, got {every} and {window}")
@@ -108,8 +108,8 @@ class Periodic(Baseline):
         y = stream.labels[rows]
         if len(set(y)) < 2:
             return  # one class only: nothing a classifier can learn; keep the current model
-        fresh = TabularMLP.from_config(self.model.config())
-        self.model = fresh.fit(stream.take(rows), y)
+        fresh = type(self.model).from_config(self.model.config())
+        self.model = fresh.fit(stream.take(rows), y, new_classes="grow")
         self.retrains += 1
 
 

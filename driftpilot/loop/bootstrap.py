@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,17 +24,19 @@ def register_first_version(
     model: Any,
     score: float,
     fit_rows: pd.DataFrame,
-    n_holdout: int,
+    holdout_keys: Sequence[str],
     now: datetime,
     source: str,
 ) -> Version:
     """Record version 1 as champion, with the snapshot it learnt from and a bootstrap decision.
 
     ``fit_rows`` holds the event ``key`` and ``label`` of each training row (already ingested);
-    ``score`` is its balanced accuracy on the ``n_holdout`` newest labelled rows held out;
+    ``score`` is its balanced accuracy on the newest labelled rows held out, whose keys
+    ``holdout_keys`` names (they become the first retrain's old-concept holdout);
     ``source`` says in words where the history comes from.
     """
     with sessions() as session:
+        held = event_ids(session=session, model_id=model_id, keys=list(holdout_keys))
         ids = event_ids(session=session, model_id=model_id, keys=list(fit_rows["key"]))
         snapshot = snapshots.create_snapshot(
             session=session,
@@ -41,7 +44,12 @@ def register_first_version(
             event_ids=[ids[k] for k in fit_rows["key"]],
             labels=[str(v) for v in fit_rows["label"]],
             time=now,
-            stats={"recent": len(fit_rows), "replay": 0, "source": source},
+            stats={
+                "recent": len(fit_rows),
+                "replay": 0,
+                "source": source,
+                "recent_holdout_ids": [held[k] for k in holdout_keys],
+            },
         )
         version = registry.register(
             session=session,
@@ -72,7 +80,7 @@ def register_first_version(
             outcome="champion",
             rationale=(
                 f"Version 1 trained from scratch on {len(fit_rows)} labelled events of {source}; "
-                f"balanced accuracy {score:.3f} on the newest {n_holdout} held out."
+                f"balanced accuracy {score:.3f} on the newest {len(holdout_keys)} held out."
             ),
         )
         versions.set_decision(session=session, version_id=version.id, decision_id=decision.id)

@@ -53,6 +53,8 @@ class DemoConfig:
     requested_label_delay: timedelta = timedelta(hours=2)
     policy_path: Path | None = None
     database_url: str | None = None
+    #: Where training runs: ``cpu``, ``cuda`` or ``auto`` (CUDA when present).
+    device: str = "cpu"
 
 
 @dataclass
@@ -78,8 +80,13 @@ def _event_keys(entities: np.ndarray, stamp: str) -> list[str]:
     return [f"{e}/{stamp}" for e in entities]
 
 
-def run_demo(config: DemoConfig, progress: Callable[[int, int], None] | None = None) -> DemoResult:
-    """Run the demo and write its outputs into ``config.out``."""
+def run_demo(
+    config: DemoConfig,
+    progress: Callable[[int, int], None] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> DemoResult:
+    """Run the demo and write its outputs into ``config.out``; ``progress`` hears of simulated
+    time, ``on_epoch`` of every training epoch."""
     if config.days <= WARMUP_DAYS + 1:
         raise ValueError(
             f"days must be more than {WARMUP_DAYS + 1}: the first {WARMUP_DAYS} are the history "
@@ -98,7 +105,7 @@ def run_demo(config: DemoConfig, progress: Callable[[int, int], None] | None = N
     policy = load_policy(config.policy_path)
     engine = PolicyEngine(policy)
     registry = Registry(out / "artifacts")
-    context = AgentContext(sessions=sessions, registry=registry, policy=engine, seed=config.seed)
+    context = AgentContext(sessions=sessions, registry=registry, policy=engine, seed=config.seed, on_epoch=on_epoch)
 
     simulator = OntSimulator(OntScenarioConfig(n_onts=config.onts, days=config.days, seed=config.seed))
     ticks_per_day = 24 * simulator.ticks_per_hour
@@ -120,7 +127,8 @@ def run_demo(config: DemoConfig, progress: Callable[[int, int], None] | None = N
     warmup = pd.concat(history, ignore_index=True)
     n_holdout = len(warmup) // 5
     fit_rows, holdout_rows = warmup.iloc[:-n_holdout], warmup.iloc[-n_holdout:]
-    first = TabularMLP(FEATURES, CLASSES, seed=config.seed).fit(fit_rows, fit_rows["label"].to_numpy())
+    first = TabularMLP(FEATURES, CLASSES, seed=config.seed, device=config.device)
+    first.fit(fit_rows, fit_rows["label"].to_numpy(), on_epoch=on_epoch)
     first_score = balanced_accuracy(holdout_rows["label"].to_numpy(), first.predict(holdout_rows))
 
     with sessions() as session:
@@ -170,7 +178,7 @@ def run_demo(config: DemoConfig, progress: Callable[[int, int], None] | None = N
                 probabilities = first.predict_proba(tick.features)
             else:
                 versions_served = serving.route(list(tick.entities))
-                probabilities = serving.predict_proba(tick.features, versions_served, len(CLASSES))
+                probabilities = serving.predict_proba(tick.features, versions_served, CLASSES)
             prediction = np.asarray(CLASSES)[probabilities.argmax(axis=1)]
             static_prediction = first.predict(tick.features)
 
@@ -226,7 +234,7 @@ def run_demo(config: DemoConfig, progress: Callable[[int, int], None] | None = N
                     model=first,
                     score=first_score,
                     fit_rows=fit_rows,
-                    n_holdout=n_holdout,
+                    holdout_keys=list(holdout_rows["key"]),
                     now=now,
                     source=f"the warm-up days 0-{WARMUP_DAYS - 1}",
                 )

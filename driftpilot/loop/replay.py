@@ -48,8 +48,9 @@ from driftpilot.loop.serving import Serving
 from driftpilot.memory import db, decisions, events, label_requests, models, versions
 from driftpilot.memory.ingest import EventBatch, event_ids
 from driftpilot.memory.schemas import FeatureSpec, ModelSchema
+from driftpilot.models.base import TorchClassifier
+from driftpilot.models.families import family
 from driftpilot.models.registry import Registry
-from driftpilot.models.tabular_mlp import TabularMLP
 from driftpilot.models.text_encoder import SentenceEncoder
 from driftpilot.policies import PolicyEngine, load_policy
 from driftpilot.tools.metrics import accuracy, balanced_accuracy, macro_f1
@@ -92,6 +93,10 @@ class ReplayConfig:
     #: ``None`` keeps them in memory for this run only.
     embedding_cache: Path | None = None
     encoder: SentenceEncoder | None = None
+    #: Model family; by default ``intent_mlp`` for a text column, ``tabular_mlp`` otherwise.
+    family: str | None = None
+    #: Where training runs: ``cpu``, ``cuda`` or ``auto`` (CUDA when present).
+    device: str = "cpu"
 
 
 @dataclass
@@ -291,9 +296,19 @@ class LabelGate:
 # ----------------------------------------------------------------------------- replay
 
 
-def run_replay(config: ReplayConfig, progress: Callable[[int, int], None] | None = None) -> ReplayResult:
-    """Replay ``config.data`` through the loop and the baselines; write the four outputs."""
+def run_replay(
+    config: ReplayConfig,
+    progress: Callable[[int, int], None] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> ReplayResult:
+    """Replay ``config.data`` through the loop and the baselines; write the four outputs.
+
+    ``progress`` hears of rows replayed, ``on_epoch`` of every training epoch (version 1's and
+    the Trainer's).
+    """
     _check_config(config)
+    family_name = config.family or ("intent_mlp" if config.text_col else "tabular_mlp")
+    family(family_name)  # an unknown family is refused before anything is read
     import torch
 
     torch.set_num_threads(1)  # small networks: one thread is faster than two fighting
@@ -311,7 +326,9 @@ def run_replay(config: ReplayConfig, progress: Callable[[int, int], None] | None
     sessions = db.connect(config.database_url or f"sqlite:///{out / 'driftpilot.sqlite'}")
     policy = load_policy(config.policy_path)
     registry = Registry(out / "artifacts")
-    context = AgentContext(sessions=sessions, registry=registry, policy=PolicyEngine(policy), seed=config.seed)
+    context = AgentContext(
+        sessions=sessions, registry=registry, policy=PolicyEngine(policy), seed=config.seed, on_epoch=on_epoch
+    )
     schema = ModelSchema(
         features=data.specs,
         target=config.target,
@@ -323,7 +340,7 @@ def run_replay(config: ReplayConfig, progress: Callable[[int, int], None] | None
         if any(m.name == name for m in models.list_models(session=session)):
             raise FileExistsError(f"the database already holds a model '{name}'; give the replay a fresh one")
         model_id = models.register_model(
-            session=session, name=name, task=data.task, family=TabularMLP.family, schema=schema, policy=policy.name
+            session=session, name=name, task=data.task, family=family_name, schema=schema, policy=policy.name
         ).id
 
     stream = Stream(data.features, data.labels, [(s.name, s.kind) for s in data.specs])
@@ -339,8 +356,8 @@ def run_replay(config: ReplayConfig, progress: Callable[[int, int], None] | None
     gate.log.extend(Reveal(p, p, "history") for p in warm.tolist())
     n_holdout = max(1, config.warmup // 5)
     fit, holdout = warm[:-n_holdout], warm[-n_holdout:]
-    first = TabularMLP([(s.name, s.kind) for s in data.specs], data.classes, seed=config.seed)
-    first.fit(stream.take(fit), data.labels[fit])
+    first = _first_model(config, data, family_name, sorted(set(data.labels[fit])))
+    first.fit(stream.take(fit), data.labels[fit], on_epoch=on_epoch)
     score = balanced_accuracy(data.labels[holdout], first.predict(stream.take(holdout)))
     register_first_version(
         sessions,
@@ -350,7 +367,7 @@ def run_replay(config: ReplayConfig, progress: Callable[[int, int], None] | None
         model=first,
         score=score,
         fit_rows=pd.DataFrame({"key": [keys[p] for p in fit], "label": data.labels[fit]}),
-        n_holdout=len(holdout),
+        holdout_keys=[keys[p] for p in holdout],
         now=data.times[config.warmup - 1],
         source=f"the {config.warmup} warm-up rows of {Path(config.data).name}",
     )
@@ -376,7 +393,7 @@ def run_replay(config: ReplayConfig, progress: Callable[[int, int], None] | None
             end = max(end, start + 1)
 
             served = serving.route(data.entities[start:end])
-            probabilities = serving.predict_proba(stream.columns(start, end), served, len(data.classes))
+            probabilities = serving.predict_proba(stream.columns(start, end), served, data.classes)
             prediction = np.asarray(data.classes, dtype=object)[probabilities.argmax(axis=1)]
             records["served_version"].extend(served.tolist())
             records["prediction"].extend(prediction.tolist())
@@ -457,13 +474,28 @@ def _check_config(config: ReplayConfig) -> None:
         raise ValueError(f"--periodic-window must be at least 2 labels, got {config.periodic_window}")
 
 
+def _first_model(config: ReplayConfig, data: RecordedStream, family_name: str, classes: list[str]) -> TorchClassifier:
+    """Version 1, unfitted: the chosen family over the stream's features, knowing the classes
+    of the warm-up (classes that appear later grow its output layer at a retrain)."""
+    cls = family(family_name)
+    if family_name == "intent_mlp":
+        if not config.text_col:
+            raise ValueError("--family intent_mlp needs --text-col: it classifies a text")
+        # The replay has encoded the texts once; the family reads those vectors.
+        return cls([(config.text_col, "text")], classes, seed=config.seed, device=config.device, encoder=config.encoder)
+    text = [s.name for s in data.specs if config.text_col and s.name.startswith(f"{config.text_col}_e")]
+    if text and len(text) == len(data.specs):
+        raise ValueError(f"--family {family_name} takes numbers and categories; a text-only stream needs intent_mlp")
+    return cls([(s.name, s.kind) for s in data.specs], classes, seed=config.seed, device=config.device)
+
+
 def _model_name(path: Path) -> str:
     cleaned = "".join(c if c.isalnum() or c in "-_" else "-" for c in path.stem).strip("-")
     return cleaned or "replay"
 
 
 def _baselines(
-    config: ReplayConfig, first: TabularMLP, data: RecordedStream, stream: Stream, n: int
+    config: ReplayConfig, first: TorchClassifier, data: RecordedStream, stream: Stream, n: int
 ) -> dict[str, Baseline]:
     warm = list(range(config.warmup))
     built: dict[str, Baseline] = {}

@@ -62,6 +62,77 @@ def _svg(fig: Any) -> str:
     return buffer.getvalue()
 
 
+def training_runs(decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Trainer's runs in the decision log: version, plan, settings, curve and verdict."""
+    runs = []
+    for d in decisions:
+        evidence = d.get("evidence") or {}
+        training = evidence.get("training")
+        if d["agent"] != "trainer" or d["action"] != "retrain" or not isinstance(training, dict):
+            continue
+        runs.append(
+            {
+                "time": d["time"],
+                "version": evidence.get("version"),
+                "plan": (evidence.get("plan") or {}).get("mode", training.get("mode")),
+                "scope": training.get("scope"),
+                "penalty": training.get("penalty"),
+                "lr": training.get("lr"),
+                "lr_source": training.get("lr_source"),
+                "batch_size": training.get("batch_size"),
+                "epochs": training.get("epochs"),
+                "best_epoch": training.get("best_epoch"),
+                "seconds": training.get("seconds"),
+                "outcome": d["outcome"],
+                "curves": training.get("curves") or [],
+            }
+        )
+    return runs
+
+
+def _curves_chart(runs: list[dict[str, Any]]) -> str:
+    """Training and validation loss per epoch of every run, one colour a run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(11, 3.5))
+    colours = plt.get_cmap("viridis")
+    for i, run in enumerate(runs):
+        colour = colours(i / max(len(runs) - 1, 1))
+        epochs = [c["epoch"] for c in run["curves"]]
+        label = f"v{run['version']} ({run['plan']}, {run['scope']})"
+        ax.plot(epochs, [c["train_loss"] for c in run["curves"]], color=colour, lw=1.4, label=label)
+        val = [(c["epoch"], c["val_loss"]) for c in run["curves"] if c.get("val_loss") is not None]
+        if val:
+            ax.plot(*zip(*val, strict=True), color=colour, lw=1.0, ls="--")
+    ax.set_xlabel("epoch (solid: training loss, dashed: validation loss)")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=4, framealpha=0.9)
+    return _svg(fig)
+
+
+def training_section(decisions: list[dict[str, Any]]) -> str:
+    """The report's training part: the curves chart and a table of each run's settings."""
+    runs = training_runs(decisions)
+    if not runs:
+        return "<h2>Training runs</h2><p>No retrain happened.</p>"
+    rows = "".join(
+        f"<tr><td>{html.escape(str(r['time']))}</td><td>{r['version']}</td><td>{html.escape(str(r['plan']))}</td>"
+        f"<td>{html.escape(str(r['scope']))}</td><td>{html.escape(str(r['penalty']))}</td>"
+        f"<td>{r['lr']:.2g} ({html.escape(str(r['lr_source']))})</td><td>{r['batch_size']}</td>"
+        f"<td>{r['epochs']} (best {r['best_epoch']})</td><td>{r['seconds']:.2f}</td>"
+        f"<td>{html.escape(r['outcome'])}</td></tr>"
+        for r in runs
+    )
+    return f"""<h2>Training runs</h2>
+{_curves_chart(runs)}
+<table><tr><th>time</th><th>version</th><th>plan</th><th>scope</th><th>penalty</th><th>learning rate</th>
+<th>batch</th><th>epochs</th><th>seconds</th><th>outcome</th></tr>{rows}</table>"""
+
+
 #: The pages' shared look: plain, printable, no scripts.
 _STYLE = """<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}
 table{border-collapse:collapse;font-size:13px}
@@ -97,6 +168,7 @@ served {bacc["served_days_0_9"]:.3f} → {bacc["served_days_11_30"] or 0:.3f}.</
 {chart}
 <h2>Per day</h2><table>
 <tr><th>day</th><th>static</th><th>served</th><th>offline share</th><th>decisions</th></tr>{days}</table>
+{training_section(decisions)}
 <h2>Decisions (checks left out)</h2><table>
 <tr><th>time</th><th>agent</th><th>action</th><th>outcome</th><th>rationale</th></tr>{rows}</table>
 </body></html>"""
@@ -181,6 +253,7 @@ label delay {summary["label_delay"]} rows, budget {summary["label_budget"]:.0%}
 <h2>Scores after the warm-up</h2><table><tr><th>system</th><th>accuracy</th><th>macro-F1</th></tr>{scores}</table>
 <h2>Accuracy per tenth of the stream</h2><table><tr><th>tenth</th><th>positions (time order)</th>
 {"".join(f"<th>{html.escape(s)}</th>" for s in systems)}</tr>{tenths}</table>
+{training_section(marks)}
 <h2>Decisions (checks left out)</h2><table>
 <tr><th>row</th><th>time</th><th>agent</th><th>action</th><th>outcome</th><th>rationale</th></tr>{acts}</table>
 </body></html>"""

@@ -8,7 +8,7 @@ after each run.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -57,11 +57,21 @@ class Serving:
             served[canary_mask(entities, self.share, salt=self.model_name)] = self.canary
         return served
 
-    def predict_proba(self, features: Mapping[str, Any], served: np.ndarray, n_classes: int) -> np.ndarray:
-        """Class probabilities of each event from the version serving it."""
-        probabilities = np.zeros((len(served), n_classes))
+    def predict_proba(self, features: Mapping[str, Any], served: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+        """Class probabilities of each event from the version serving it, one column per class
+        of ``classes`` (the managed model's). A version that has not learnt a class yet (version
+        1 before a new intent appeared) gives it probability 0."""
+        position = {c: i for i, c in enumerate(classes)}
+        probabilities = np.zeros((len(served), len(classes)))
         for number in np.unique(served):
             rows = served == number
+            model = self.models[int(number)]
+            unknown = [c for c in model.classes if c not in position]
+            if unknown:
+                raise ValueError(
+                    f"version {number} predicts classes {unknown} the model '{self.model_name}' does not have"
+                )
             subset = {k: np.asarray(v)[rows] for k, v in features.items()}
-            probabilities[rows] = self.models[int(number)].predict_proba(subset)
+            columns = [position[c] for c in model.classes]
+            probabilities[np.ix_(rows, columns)] = model.predict_proba(subset)
         return probabilities

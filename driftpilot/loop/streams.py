@@ -57,6 +57,8 @@ def _command(spec: StreamSpec, policy: str | None) -> list[str]:
             words += [flag, value]
     if spec.text_col:
         words += ["--text-col", spec.text_col]
+    if spec.family:
+        words += ["--family", spec.family]
     words += ["--warmup", str(spec.warmup), "--label-delay", str(spec.label_delay), "--label-budget", "0.1"]
     if policy:
         words += ["--policy", policy]
@@ -72,6 +74,7 @@ def replay_config(entry: dict[str, Any], folder: Path, out: Path, **overrides: A
         "time_col": entry.get("time_col"),
         "entity_col": entry.get("entity_col"),
         "text_col": entry.get("text_col"),
+        "family": entry.get("family"),
         "warmup": entry["warmup"],
         "label_delay": entry["label_delay"],
         "label_budget": 0.1,

@@ -284,3 +284,17 @@ class Quarantine(Base):
     groups: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     reason: Mapped[str] = mapped_column(Text)
     decision_id: Mapped[int | None] = mapped_column(ForeignKey("decision.id"), nullable=True)
+
+
+class GoldenEvent(Base):
+    """An event operators pinned to the model's golden set: every candidate is scored on it, and
+    the policy may forbid any regression there."""
+
+    __tablename__ = "golden_event"
+    __table_args__ = (UniqueConstraint("model_id", "event_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("managed_model.id"))
+    event_id: Mapped[int] = mapped_column(ForeignKey("event.id"))
+    pinned_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    note: Mapped[str] = mapped_column(Text, default="")

@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 
 from driftpilot.memory import versions
 from driftpilot.memory.tables import Version
-from driftpilot.models.tabular_mlp import TabularMLP
+from driftpilot.models.base import TorchClassifier
+from driftpilot.models.families import load_model
 
 
 class ArtifactError(RuntimeError):
@@ -53,7 +54,7 @@ class Registry:
     def __init__(self, root: Path) -> None:
         # Absolute, so the paths recorded in versions hold from any working directory.
         self.root = Path(root).resolve()
-        self._loaded: dict[tuple[int, int], TabularMLP] = {}
+        self._loaded: dict[tuple[int, int], TorchClassifier] = {}
 
     def register(
         self,
@@ -61,7 +62,7 @@ class Registry:
         session: Session,
         model_id: int,
         model_name: str,
-        model: TabularMLP,
+        model: TorchClassifier,
         time: datetime,
         parent_id: int | None = None,
         metrics: Mapping[str, Any] | None = None,
@@ -95,10 +96,10 @@ class Registry:
         self._loaded[(model_id, version.number)] = model
         return version
 
-    def load(self, version: Version) -> TabularMLP:
+    def load(self, version: Version) -> TorchClassifier:
         key = (version.model_id, version.number)
         if key not in self._loaded:
             verify_artifacts(version)
             folder = Path(version.artifacts["weights"]["path"]).parent
-            self._loaded[key] = TabularMLP.load(folder)
+            self._loaded[key] = load_model(folder)
         return self._loaded[key]

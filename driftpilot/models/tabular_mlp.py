@@ -1,10 +1,10 @@
-"""Tabular MLP family: preprocessing plus a small torch MLP, exportable to ONNX.
+"""Tabular MLP family (the ONT model): preprocessing plus a small torch MLP, exportable to ONNX.
 
 The preprocessing (symmetric-log and standard scaling of numbers, one-hot encoding of
-categories) is learned at the first fit and saved with the weights. A warm start keeps the
+categories) is learned at a fit from scratch and saved with the weights. An update keeps the
 parent's preprocessing and weights, and only grows the input layer for category values the
-parent never saw (their weights start at zero, so the warm-started network first answers
-exactly as its parent did).
+parent never saw (their weights start at zero, so the updated network first answers exactly as
+its parent did). Training itself is :class:`~driftpilot.models.base.TorchClassifier`'s.
 
 Examples
 --------
@@ -19,16 +19,13 @@ True
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-FeatureList = Sequence[tuple[str, str]]
-Columns = Mapping[str, Any]
+from driftpilot.models.base import Columns, FeatureList, TorchClassifier
 
 
 def _symlog(x: np.ndarray) -> np.ndarray:
@@ -52,12 +49,7 @@ class Preprocessor:
         numeric = [name for name, kind in features if kind == "number"]
         categorical = [name for name, kind in features if kind == "category"]
         prep = cls(numeric=numeric, categorical=categorical)
-        mean, scale = [], []
-        for name in numeric:
-            values = _symlog(_as_float(columns, name))
-            mean.append(float(values.mean()))
-            scale.append(float(values.std()) or 1.0)
-        prep.mean, prep.scale = mean, scale
+        prep.mean, prep.scale = fit_scaling(numeric, columns)
         prep.vocab = {name: sorted({str(v) for v in columns[name]}) for name in categorical}
         return prep
 
@@ -83,10 +75,7 @@ class Preprocessor:
 
     def transform(self, columns: Columns) -> np.ndarray:
         """Encode ``columns`` (a mapping or DataFrame) into a float32 matrix."""
-        blocks = []
-        if self.numeric:
-            numbers = np.column_stack([_symlog(_as_float(columns, name)) for name in self.numeric])
-            blocks.append((numbers - np.asarray(self.mean)) / np.asarray(self.scale))
+        blocks = [scaled(columns, self.numeric, self.mean, self.scale)] if self.numeric else []
         for name in self.categorical:
             values = np.asarray(columns[name]).astype(str)
             vocab = np.asarray(self.vocab[name])
@@ -114,6 +103,22 @@ class Preprocessor:
         )
 
 
+def fit_scaling(numeric: list[str], columns: Columns) -> tuple[list[float], list[float]]:
+    """Mean and spread of each numeric feature after the symmetric log (spread 1 if constant)."""
+    mean, scale = [], []
+    for name in numeric:
+        values = _symlog(_as_float(columns, name))
+        mean.append(float(values.mean()))
+        scale.append(float(values.std()) or 1.0)
+    return mean, scale
+
+
+def scaled(columns: Columns, numeric: list[str], mean: list[float], scale: list[float]) -> np.ndarray:
+    """The numeric features, symmetric-logged and standardised, one column each."""
+    numbers = np.column_stack([_symlog(_as_float(columns, name)) for name in numeric])
+    return (numbers - np.asarray(mean)) / np.asarray(scale)
+
+
 def _as_float(columns: Columns, name: str) -> np.ndarray:
     if name not in columns:
         raise ValueError(f"feature '{name}' is missing from the input")
@@ -123,235 +128,48 @@ def _as_float(columns: Columns, name: str) -> np.ndarray:
         raise ValueError(f"feature '{name}' must hold numbers: {exc}") from None
 
 
-class TabularMLP:
+class TabularMLP(TorchClassifier):
     """A multi-layer perceptron classifier over mixed numeric and categorical features.
 
-    Parameters
-    ----------
-    features
-        ``(name, kind)`` pairs, kind ``"number"`` or ``"category"``.
-    classes
-        The class names; the output layer has one unit per class, in this order.
-    hidden
-        Widths of the hidden layers.
-    epochs, lr, batch_size
-        Training schedule of a fit from scratch; a warm start uses ``warm_epochs`` and
-        ``warm_lr``.
-    seed
-        Seeds weight initialisation and batch order, so fits are reproducible.
+    Features are ``(name, kind)`` pairs, kind ``"number"`` or ``"category"``; the other
+    parameters are :class:`~driftpilot.models.base.TorchClassifier`'s.
     """
 
     family = "tabular_mlp"
 
-    def __init__(
-        self,
-        features: FeatureList,
-        classes: Sequence[str],
-        *,
-        hidden: tuple[int, ...] = (64, 32),
-        epochs: int = 12,
-        lr: float = 3e-3,
-        batch_size: int = 256,
-        warm_epochs: int = 6,
-        warm_lr: float = 1e-3,
-        min_warm_steps: int = 300,
-        weight_decay: float = 1e-5,
-        seed: int = 0,
-    ) -> None:
-        self.features = [(str(n), str(k)) for n, k in features]
-        self.classes = [str(c) for c in classes]
-        self.hidden = tuple(hidden)
-        self.epochs = epochs
-        self.lr = lr
-        self.batch_size = batch_size
-        self.warm_epochs = warm_epochs
-        self.warm_lr = warm_lr
-        self.min_warm_steps = min_warm_steps
-        self.weight_decay = weight_decay
-        self.seed = seed
+    def _check_features(self) -> None:
+        odd = [f"{name} ({kind})" for name, kind in self.features if kind not in ("number", "category")]
+        if odd:
+            raise ValueError(f"the tabular_mlp family takes number and category features, not {odd}")
 
-    # -- building ----------------------------------------------------------------------
-    def _build(self, width: int) -> Any:
-        import torch.nn as nn
+    def _fit_encoding(self, columns: Columns) -> Preprocessor:
+        return Preprocessor.fit(self.features, columns)
 
-        layers: list[Any] = []
-        previous = width
-        for size in self.hidden:
-            layers += [nn.Linear(previous, size), nn.ReLU()]
-            previous = size
-        layers.append(nn.Linear(previous, len(self.classes)))
-        return nn.Sequential(*layers)
+    def _extend_encoding(self, parent: Any, columns: Columns) -> Preprocessor:
+        return parent.extended(columns)
 
-    def _grown_from(self, parent: TabularMLP, prep: Preprocessor) -> Any:
-        """The parent's network with an input layer widened for new one-hot columns."""
+    def _encoding_from_dict(self, data: Mapping[str, Any]) -> Preprocessor:
+        return Preprocessor.from_dict(data)
+
+    def _inherit_body(self, net: Any, parent: TorchClassifier, encoding: Any) -> dict[str, Any]:
+        """The parent's body, its first layer widened for new one-hot columns (zero weights)."""
         import torch
 
-        net = self._build(prep.width)
-        net.load_state_dict(
-            {k: v for k, v in parent.net_.state_dict().items() if not k.startswith("0.")},
-            strict=False,
-        )
-        old_index = {name: i for i, name in enumerate(parent.preprocessor_.column_names())}
+        state = {k: v for k, v in parent.net_.body.state_dict().items() if not k.startswith("0.")}
+        net.body.load_state_dict(state, strict=False)
+        old_index = {name: i for i, name in enumerate(parent.encoding_.column_names())}
+        first, old_first = net.body[0], parent.net_.body[0]
+        mask = torch.zeros_like(first.weight)
         with torch.no_grad():
-            first = net[0]
             first.weight.zero_()
-            old_weight = parent.net_[0].weight
-            for j, name in enumerate(prep.column_names()):
+            for j, name in enumerate(encoding.column_names()):
                 if name in old_index:
-                    first.weight[:, j] = old_weight[:, old_index[name]]
-            first.bias.copy_(parent.net_[0].bias)
-        return net
+                    first.weight[:, j] = old_first.weight[:, old_index[name]]
+                    mask[:, j] = 1
+            first.bias.copy_(old_first.bias)
+        return {"body.0.weight": mask}
 
-    # -- fitting -----------------------------------------------------------------------
-    def fit(
-        self,
-        columns: Columns,
-        y: Sequence[str] | np.ndarray,
-        *,
-        warm_start: TabularMLP | None = None,
-    ) -> TabularMLP:
-        """Train on ``columns`` and labels ``y``; warm-start from ``warm_start`` if given.
-
-        Classes are weighted by inverse frequency, since the model is judged on balanced
-        accuracy and offline cases are a minority.
-        """
-        import torch
-
-        y = np.asarray(y).astype(str)
-        if len(y) == 0:
-            raise ValueError("cannot train on an empty training set")
-        unknown = sorted(set(y) - set(self.classes))
-        if unknown:
-            raise ValueError(f"labels {unknown} are not among the classes {self.classes}")
-        if len(set(y)) < 2:
-            raise ValueError(f"cannot train on a single class ({y[0]!r}); need at least two")
-        for name, _kind in self.features:
-            if name not in columns:
-                raise ValueError(f"feature '{name}' is missing from the training data")
-
-        torch.manual_seed(self.seed)
-        if warm_start is not None:
-            if warm_start.classes != self.classes:
-                raise ValueError("warm start needs the same classes as the parent")
-            prep = warm_start.preprocessor_.extended(columns)
-            net = self._grown_from(warm_start, prep)
-            # A warm start on a small snapshot would take only a handful of optimizer steps
-            # in `warm_epochs`: repeat the epochs until it takes at least `min_warm_steps`.
-            steps_per_epoch = -(-len(y) // self.batch_size)
-            epochs = max(self.warm_epochs, -(-self.min_warm_steps // steps_per_epoch))
-            lr = self.warm_lr
-        else:
-            prep = Preprocessor.fit(self.features, columns)
-            net = self._build(prep.width)
-            epochs, lr = self.epochs, self.lr
-
-        x = torch.from_numpy(prep.transform(columns))
-        index = {c: i for i, c in enumerate(self.classes)}
-        target = torch.from_numpy(np.array([index[v] for v in y], dtype=np.int64))
-        counts = np.bincount(target.numpy(), minlength=len(self.classes)).astype(np.float64)
-        weights = np.where(counts > 0, len(y) / (len(self.classes) * np.maximum(counts, 1)), 0.0)
-        loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(np.sqrt(weights), dtype=torch.float32))
-        optimizer = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=self.weight_decay)
-        generator = torch.Generator().manual_seed(self.seed)
-        history = []
-        net.train()
-        for _epoch in range(epochs):
-            order = torch.randperm(len(y), generator=generator)
-            total = 0.0
-            for start in range(0, len(y), self.batch_size):
-                batch = order[start : start + self.batch_size]
-                optimizer.zero_grad()
-                loss = loss_fn(net(x[batch]), target[batch])
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach()) * len(batch)
-            history.append(total / len(y))
-        net.eval()
-        self.preprocessor_ = prep
-        self.net_ = net
-        self.history_ = history
-        return self
-
-    # -- predicting --------------------------------------------------------------------
-    def predict_proba(self, columns: Columns) -> np.ndarray:
-        import torch
-
-        x = torch.from_numpy(self.preprocessor_.transform(columns))
-        with torch.no_grad():
-            return torch.softmax(self.net_(x), dim=1).numpy()
-
-    def predict(self, columns: Columns) -> np.ndarray:
-        return np.asarray(self.classes)[self.predict_proba(columns).argmax(axis=1)]
-
-    # -- persistence -------------------------------------------------------------------
-    def config(self) -> dict[str, Any]:
-        return {
-            "family": self.family,
-            "features": self.features,
-            "classes": self.classes,
-            "hidden": list(self.hidden),
-            "epochs": self.epochs,
-            "lr": self.lr,
-            "batch_size": self.batch_size,
-            "warm_epochs": self.warm_epochs,
-            "warm_lr": self.warm_lr,
-            "min_warm_steps": self.min_warm_steps,
-            "weight_decay": self.weight_decay,
-            "seed": self.seed,
-        }
-
-    def save(self, folder: Path) -> dict[str, Path]:
-        """Write ``weights.pt``, ``model.json`` (config + preprocessing) and ``model.onnx``."""
-        import torch
-
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = {
-            "weights": folder / "weights.pt",
-            "config": folder / "model.json",
-            "onnx": folder / "model.onnx",
-        }
-        torch.save(self.net_.state_dict(), paths["weights"])
-        meta = {"config": self.config(), "preprocessor": self.preprocessor_.to_dict()}
-        paths["config"].write_text(json.dumps(meta, indent=2, sort_keys=True))
-        self.export_onnx(paths["onnx"])
-        return paths
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> TabularMLP:
-        """An unfitted model with the hyper-parameters of :meth:`config` (e.g. a parent's)."""
-        params = dict(config)
-        params.pop("family", None)
-        features = [tuple(f) for f in params.pop("features")]
-        classes = params.pop("classes")
-        params["hidden"] = tuple(params["hidden"])
-        return cls(features, classes, **params)
-
-    @classmethod
-    def load(cls, folder: Path) -> TabularMLP:
-        import torch
-
-        meta = json.loads((folder / "model.json").read_text())
-        model = cls.from_config(meta["config"])
-        model.preprocessor_ = Preprocessor.from_dict(meta["preprocessor"])
-        model.net_ = model._build(model.preprocessor_.width)
-        model.net_.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
-        model.net_.eval()
-        model.history_ = []
-        return model
-
-    def export_onnx(self, path: Path) -> None:
-        """Export the network (on preprocessed inputs) to ONNX; outputs class probabilities."""
-        import torch
-
-        wrapped = torch.nn.Sequential(self.net_, torch.nn.Softmax(dim=1)).eval()
-        example = torch.zeros(1, self.preprocessor_.width)
-        # The TorchScript exporter needs only `onnx`; the dynamo one would also need onnxscript.
-        torch.onnx.export(
-            wrapped,
-            (example,),
-            str(path),
-            input_names=["x"],
-            output_names=["probabilities"],
-            dynamic_axes={"x": {0: "batch"}, "probabilities": {0: "batch"}},
-            dynamo=False,
-        )
+    @property
+    def preprocessor_(self) -> Preprocessor:
+        """The learnt feature encoding (an alias of ``encoding_``)."""
+        return self.encoding_

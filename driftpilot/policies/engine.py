@@ -151,7 +151,8 @@ def _no_worse(
     old: str,
     max_regression: float,
 ) -> RuleVerdict:
-    limit = -max_regression
+    # 0.0 - x, not -x: a tolerance of 0 would give a floor of -0.0, reported as "-0".
+    limit = 0.0 - max_regression
     new_score = _number(facts, new)
     if isinstance(new_score, str):
         return _missing(rule, new_score, limit)
@@ -243,27 +244,82 @@ def _start_canary(policy: Policy, facts: Mapping[str, Fact], usage: Usage) -> li
     if facts.get("candidate_old_score") is not None or facts.get("champion_old_score") is not None:
         # Forgetting: the candidate must also hold what the champion knew of older concepts
         # (outages seen weeks ago, firmware not yet upgraded), judged on the old holdout.
-        verdicts.append(_forgetting(facts, policy.release.max_regression))
+        verdicts.append(_forgetting(policy, facts))
+    if "worst_slice_delta" in facts:
+        # The evaluation always reports it, None when no slice was large enough to judge.
+        verdicts.append(_slice_gate(policy, facts))
+    if facts.get("candidate_golden_score") is not None or facts.get("champion_golden_score") is not None:
+        verdicts.append(
+            _no_worse(
+                "golden_gate",
+                facts,
+                "candidate_golden_score",
+                "champion_golden_score",
+                policy.evaluation.max_golden_regression,
+            )
+        )
     return verdicts
 
 
-def _forgetting(facts: Mapping[str, Fact], max_regression: float) -> RuleVerdict:
-    """What the candidate gives up on old concepts may not exceed what it gains on recent ones.
+def _forgetting(policy: Policy, facts: Mapping[str, Fact]) -> RuleVerdict:
+    """What the candidate gives up on old concepts: at most ``evaluation.max_forgetting``.
 
-    A loss within ``max_regression`` always passes. Beyond it, a candidate passes only when its
-    gain on the recent holdout is larger still: when the concept itself has changed (a flipped
-    rule, a new firmware's counters), the old holdout describes a world that is gone, and
-    holding on to it would keep serving a model that is wrong now.
+    One exception: when the Diagnostician found that the concept itself changed (fact
+    ``concept_changed`` is ``"yes"`` or 1: a flipped rule, a new firmware's counters), the old
+    holdout describes a world that is gone, and a loss there is tolerated up to the candidate's
+    gain on the recent holdout: holding on to it would keep serving a model that is wrong now.
+    Otherwise (``"no"``, 0 or absent: new classes, covariate drift, a prior shift) the old
+    concepts still hold, and a candidate that forgets them is refused however much it gains.
     """
+    tolerance = policy.evaluation.max_forgetting
+    changed = _concept_changed(facts)
     gain = 0.0
     new_recent, old_recent = _number(facts, "candidate_score"), _number(facts, "champion_score")
-    if not isinstance(new_recent, str) and not isinstance(old_recent, str):
+    if changed and not isinstance(new_recent, str) and not isinstance(old_recent, str):
         gain = max(0.0, round(new_recent - old_recent, 12))
-    tolerance = max(max_regression, gain)
+        tolerance = max(tolerance, gain)
     verdict = _no_worse("forgetting_gate", facts, "candidate_old_score", "champion_old_score", tolerance)
-    if gain > max_regression:
-        verdict = verdict.model_copy(update={"reason": verdict.reason + f" (the recent gain of {_fmt(gain)})"})
+    if changed and gain > policy.evaluation.max_forgetting:
+        verdict = verdict.model_copy(
+            update={"reason": verdict.reason + f" (the concept changed: the recent gain of {_fmt(gain)})"}
+        )
     return verdict
+
+
+def _concept_changed(facts: Mapping[str, Fact]) -> bool:
+    # Anything but an explicit "yes" (or 1) keeps the strict rule: a misspelt fact must not
+    # waive the forgetting gate.
+    value = facts.get("concept_changed")
+    if isinstance(value, str):
+        return value.strip().lower() == "yes"
+    return value == 1
+
+
+def _slice_gate(policy: Policy, facts: Mapping[str, Fact]) -> RuleVerdict:
+    """The candidate's worst slice (fact ``worst_slice``) may fall at most
+    ``evaluation.max_slice_regression`` behind the champion's score on it."""
+    limit = 0.0 - policy.evaluation.max_slice_regression
+    if facts.get("worst_slice_delta") is None:
+        return RuleVerdict(
+            rule="slice_gate",
+            passed=True,
+            observed=None,
+            limit=limit,
+            reason=f"no slice with at least {policy.evaluation.min_slice_samples} samples to compare",
+        )
+    delta = _number(facts, "worst_slice_delta")
+    if isinstance(delta, str):
+        return _missing("slice_gate", delta, limit)
+    passed = delta >= limit
+    return RuleVerdict(
+        rule="slice_gate",
+        passed=passed,
+        observed=delta,
+        limit=limit,
+        reason=f"worst slice {facts.get('worst_slice')}: candidate - champion {_fmt(delta)}, "
+        + ("at or above" if passed else "below")
+        + f" the floor of {_fmt(limit)}",
+    )
 
 
 def _promote(policy: Policy, facts: Mapping[str, Fact], usage: Usage) -> list[RuleVerdict]:
@@ -312,8 +368,15 @@ def evaluate(policy: Policy, action: Action, facts: Mapping[str, Fact], usage: U
     - ``request_labels``: ``label_budget`` (labels requested today plus fact
       ``n_labels`` within ``max_labels_per_day``).
     - ``start_canary``: ``canary_share`` (fact ``share``, if given, within
-      (0, canary_share]) and ``offline_gate``
-      (``candidate_score - champion_score >= -max_regression``).
+      (0, canary_share]), ``offline_gate``
+      (``candidate_score - champion_score >= -release.max_regression``); ``forgetting_gate``
+      when old scores are given (``candidate_old_score - champion_old_score >=
+      -evaluation.max_forgetting``; when fact ``concept_changed`` is ``"yes"`` or 1 the floor
+      is lowered to minus the recent gain, if that is larger); ``slice_gate`` when fact
+      ``worst_slice_delta`` is given (``worst_slice_delta >= -evaluation.max_slice_regression``;
+      passes when it is None, no slice being large enough); ``golden_gate`` when golden scores
+      are given (``candidate_golden_score - champion_golden_score >=
+      -evaluation.max_golden_regression``).
     - ``promote``: ``canary_samples`` (at least ``min_canary_samples``) and
       ``canary_gate`` (``canary_score - control_score >= -max_regression``).
     - ``rollback``, ``quarantine``, ``alert``: autonomy only; a rollback is never

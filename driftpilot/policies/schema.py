@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Autonomy", "Budgets", "Monitor", "Policy", "Release", "Training"]
+__all__ = ["Autonomy", "Budgets", "Evaluation", "Monitor", "Policy", "Release", "Training"]
 
 #: Autonomy levels of TM Forum's Autonomous Networks framework (IG1218): L0/L1 manual,
 #: L2 recommend only, L3 act with a person approving promotions and rollbacks, L4 act
@@ -58,12 +58,28 @@ class Budgets(_Section):
 
 
 class Training(_Section):
-    """Which data a retrain uses: a recent window plus a replay share of older data."""
+    """Which data a retrain uses (a recent window plus a replay share of older data) and how it
+    trains: an incremental update of the champion, or a full retrain from scratch."""
 
     recent_hours: float = Field(default=24.0, gt=0)
     max_recent: int = Field(default=20000, ge=1)
     replay_share: float = Field(default=0.3, ge=0, lt=1)
     min_training_labels: int = Field(default=500, ge=1)
+    strategy: Literal["auto", "incremental", "full"] = "auto"
+    full_every: int = Field(default=8, ge=1)
+    penalty: Literal["ewc", "l2sp", "none"] = "ewc"
+    penalty_strength: float = Field(default=1.0, ge=0)
+    fallback_to_full: bool = True
+
+
+class Evaluation(_Section):
+    """What a candidate may give up against the champion before it may go to a canary (beside
+    ``release.max_regression`` on the recent holdout)."""
+
+    max_forgetting: float = Field(default=0.02, ge=0, lt=1)
+    max_slice_regression: float = Field(default=0.05, ge=0, lt=1)
+    min_slice_samples: int = Field(default=100, ge=1)
+    max_golden_regression: float = Field(default=0.0, ge=0, lt=1)
 
 
 class Release(_Section):
@@ -96,4 +112,5 @@ class Policy(_Section):
     monitor: Monitor = Field(default_factory=Monitor)
     budgets: Budgets = Field(default_factory=Budgets)
     training: Training = Field(default_factory=Training)
+    evaluation: Evaluation = Field(default_factory=Evaluation)
     release: Release = Field(default_factory=Release)

@@ -92,6 +92,8 @@ class StreamSpec:
     time_col: str | None = None
     entity_col: str | None = None
     text_col: str | None = None
+    #: Model family to replay with (``None``: the replay's default for the stream).
+    family: str | None = None
     warmup: int
     label_delay: int
     rows: int
@@ -196,6 +198,8 @@ def _offers(seed: int, scale: float) -> tuple[pd.DataFrame, StreamSpec]:
         target=offers.TARGET,
         time_col="time",
         entity_col="customer_id",
+        # Hashed embeddings: fibre_2g, launched on day 84, needs no new vocabulary.
+        family="hashed_mlp",
         warmup=_OFFERS_WARMUP_DAYS * config.offers_per_day,
         label_delay=config.offers_per_day,  # one day: whether an offer was taken is known a day later
         rows=len(frame),

@@ -26,14 +26,22 @@ def curate_training_set(
     max_recent: int,
     replay_share: float,
     holdout_share: float = 0.2,
+    held_out: pd.DataFrame | None = None,
+    max_old_holdout: int = 2000,
     seed: int = 0,
 ) -> CuratedSet:
     """Recent labelled events plus a class-balanced replay sample of older ones.
 
     The newest ``holdout_share`` of the recent events (by time) is held out to judge the
-    candidate on what it will serve next; a slice of the replay sample is held out to measure
-    forgetting. The replay sample is drawn class by class (as in class-balanced experience
-    replay) so that rare classes — an upstream outage seen once a week — are not forgotten.
+    candidate on what it will serve next. The replay sample is drawn class by class (as in
+    class-balanced experience replay) so that rare classes — an upstream outage seen once a week —
+    are not forgotten.
+
+    Forgetting is measured on older events neither model learnt from: ``held_out``, the events
+    the champion was judged on but not trained on (a class-balanced sample of at most
+    ``max_old_holdout``). Scoring the champion on its own training rows would flatter it and
+    make every candidate look forgetful. Without ``held_out`` a slice of the replay sample is held
+    out instead (then the champion has seen those rows: the comparison favours it).
 
     Examples
     --------
@@ -55,19 +63,18 @@ def curate_training_set(
     rng = np.random.default_rng(seed)
     n_replay = int(round(len(fit_part) * replay_share / (1 - replay_share)))
     pool = replay_pool[~replay_pool["id"].isin(recent["id"])] if not replay_pool.empty else replay_pool
-    replay_parts = []
-    if n_replay and not pool.empty:
-        classes = sorted(pool["label"].unique())
-        per_class = max(1, n_replay // len(classes))
-        for name in classes:
-            members = pool[pool["label"] == name]
-            take = min(len(members), per_class)
-            replay_parts.append(members.iloc[rng.choice(len(members), take, replace=False)])
-    replay = pd.concat(replay_parts) if replay_parts else pool.iloc[:0]
-    n_old_holdout = int(round(len(replay) * holdout_share))
-    shuffled = replay.iloc[rng.permutation(len(replay))] if len(replay) else replay
-    old_holdout = shuffled.iloc[:n_old_holdout]
-    replay_fit = shuffled.iloc[n_old_holdout:]
+    if held_out is not None and not held_out.empty:
+        held = held_out[~held_out["id"].isin(recent["id"])]
+        old_holdout = _balanced_sample(held, max_old_holdout, rng)
+        pool = pool[~pool["id"].isin(held["id"])]
+        replay = _balanced_sample(pool, n_replay, rng) if n_replay else pool.iloc[:0]
+        replay_fit = replay.iloc[rng.permutation(len(replay))] if len(replay) else replay
+    else:
+        replay = _balanced_sample(pool, n_replay, rng) if n_replay else pool.iloc[:0]
+        n_old_holdout = int(round(len(replay) * holdout_share))
+        shuffled = replay.iloc[rng.permutation(len(replay))] if len(replay) else replay
+        old_holdout = shuffled.iloc[:n_old_holdout]
+        replay_fit = shuffled.iloc[n_old_holdout:]
 
     train = pd.concat([fit_part, replay_fit])
     counts = train["label"].value_counts().sort_index()
@@ -84,6 +91,20 @@ def curate_training_set(
             "class_counts": {str(k): int(v) for k, v in counts.items()},
         },
     )
+
+
+def _balanced_sample(pool: pd.DataFrame, n: int, rng: np.random.Generator) -> pd.DataFrame:
+    """Up to ``n`` rows of ``pool``, an equal share per class (all of a class smaller than it)."""
+    if pool.empty or n <= 0:
+        return pool.iloc[:0]
+    classes = sorted(pool["label"].unique())
+    per_class = max(1, n // len(classes))
+    parts = []
+    for name in classes:
+        members = pool[pool["label"] == name]
+        take = min(len(members), per_class)
+        parts.append(members.iloc[rng.choice(len(members), take, replace=False)])
+    return pd.concat(parts)
 
 
 def most_uncertain(frame: pd.DataFrame, probabilities: np.ndarray, n: int) -> pd.DataFrame:

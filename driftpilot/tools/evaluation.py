@@ -1,81 +1,250 @@
-"""Offline evaluation of a candidate against the champion, on recent and old holdouts."""
+"""Automated evaluation of a candidate against the champion, before any release.
+
+Both models are scored on the same holdouts: the recent one (what they will serve next), the
+old-concept one (what the candidate may have forgotten), and the golden set operators pin (cases
+that must never get worse). Beside balanced accuracy: per-class recall, accuracy per slice
+(firmware, device model, region, port), calibration (top-label ECE), latency and size. The
+result is stored with the version as a comparison table, and its :meth:`Evaluation.gate_facts`
+are what the policy's ``start_canary`` gate judges.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
-from driftpilot.tools.metrics import balanced_accuracy, per_class_recall
+from driftpilot.tools.diagnosis import SLICE_COLUMNS
+from driftpilot.tools.metrics import accuracy, balanced_accuracy, expected_calibration_error, per_class_recall
 
-Predictor = Callable[[pd.DataFrame], np.ndarray]
+__all__ = ["Evaluation", "Scorable", "Scores", "evaluate_candidate"]
+
+
+class Scorable(Protocol):
+    """What evaluation needs of a model (every family in :mod:`driftpilot.models` has it)."""
+
+    classes: list[str]
+
+    def predict_proba(self, columns: Any) -> np.ndarray: ...
+
+    def size_bytes(self) -> int: ...
 
 
 @dataclass(frozen=True)
-class Comparison:
-    """Balanced accuracy of candidate and champion on each holdout."""
+class Scores:
+    """One model's scores on the holdouts.
 
-    candidate_recent: float
-    champion_recent: float
-    candidate_old: float | None
-    champion_old: float | None
+    ``recent``, ``old`` and ``golden`` are balanced accuracies (``None`` for an empty holdout);
+    ``recall`` is per class of the recent holdout and ``slices`` the accuracy of each slice of
+    it; ``ece`` its top-label calibration error; ``ms_per_1000`` the median time of
+    ``predict_proba`` per 1,000 rows of it, in milliseconds.
+    """
+
+    recent: float
+    old: float | None
+    golden: float | None
+    recall: dict[str, float]
+    slices: dict[str, float]
+    ece: float
+    ms_per_1000: float
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A candidate's scores beside the champion's, on the same rows."""
+
+    candidate: Scores
+    champion: Scores
     n_recent: int
     n_old: int
-    candidate_recall: dict[str, float]
+    n_golden: int
+    min_slice_samples: int
 
     @property
-    def gain(self) -> float:
-        return self.candidate_recent - self.champion_recent
+    def candidate_recent(self) -> float:
+        return self.candidate.recent
 
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self) | {"gain": self.gain}
+    @property
+    def champion_recent(self) -> float:
+        return self.champion.recent
+
+    @property
+    def candidate_old(self) -> float | None:
+        return self.candidate.old
+
+    @property
+    def champion_old(self) -> float | None:
+        return self.champion.old
+
+    @property
+    def worst_slice(self) -> tuple[str, float] | None:
+        """The slice where the candidate falls furthest behind the champion, and by how much."""
+        deltas = {k: self.candidate.slices[k] - self.champion.slices[k] for k in self.candidate.slices}
+        if not deltas:
+            return None
+        name = min(deltas, key=lambda k: (deltas[k], k))
+        return name, round(deltas[name], 12)
+
+    def gate_facts(self, share: float | None) -> dict[str, float | str | None]:
+        """The facts the policy's ``start_canary`` rules judge, with the canary ``share`` asked.
+
+        ``candidate_score``/``champion_score`` (recent), ``candidate_old_score``/
+        ``champion_old_score``, ``candidate_golden_score``/``champion_golden_score`` (``None``
+        for an empty holdout), ``worst_slice`` and ``worst_slice_delta`` (``None`` when no slice
+        is large enough). Whether the concept changed (fact ``concept_changed``) is the
+        diagnosis's to say: the caller adds it.
+        """
+        worst = self.worst_slice
+        return {
+            "candidate_score": self.candidate.recent,
+            "champion_score": self.champion.recent,
+            "candidate_old_score": self.candidate.old,
+            "champion_old_score": self.champion.old,
+            "candidate_golden_score": self.candidate.golden,
+            "champion_golden_score": self.champion.golden,
+            "worst_slice": worst[0] if worst else None,
+            "worst_slice_delta": worst[1] if worst else None,
+            "share": share,
+        }
+
+    def table(self) -> list[dict[str, Any]]:
+        """The comparison a person reads: one row per measure, candidate, champion and delta."""
+        rows = []
+
+        def add(measure: str, new: float | None, old: float | None, digits: int = 4) -> None:
+            if new is None and old is None:
+                return
+            delta = None if new is None or old is None else round(new - old, digits)
+            rows.append(
+                {
+                    "measure": measure,
+                    "candidate": None if new is None else round(new, digits),
+                    "champion": None if old is None else round(old, digits),
+                    "delta": delta,
+                }
+            )
+
+        add("balanced accuracy (recent)", self.candidate.recent, self.champion.recent)
+        add("balanced accuracy (old concepts)", self.candidate.old, self.champion.old)
+        add("balanced accuracy (golden set)", self.candidate.golden, self.champion.golden)
+        worst = self.worst_slice
+        if worst:
+            add(f"worst slice: {worst[0]}", self.candidate.slices[worst[0]], self.champion.slices[worst[0]])
+        add("calibration error (ECE)", self.candidate.ece, self.champion.ece)
+        add("latency (ms per 1,000 rows)", self.candidate.ms_per_1000, self.champion.ms_per_1000, 2)
+        add("size (bytes)", float(self.candidate.size_bytes), float(self.champion.size_bytes), 0)
+        for name in sorted(self.candidate.recall):
+            add(f"recall: {name}", self.candidate.recall[name], self.champion.recall.get(name, 0.0))
+        return rows
+
+    def as_dict(self) -> dict[str, Any]:
+        """Everything, JSON-serialisable, to store with the version."""
+        worst = self.worst_slice
+        return asdict(self) | {
+            "candidate_recent": self.candidate.recent,
+            "champion_recent": self.champion.recent,
+            "candidate_old": self.candidate.old,
+            "champion_old": self.champion.old,
+            "gain": self.candidate.recent - self.champion.recent,
+            "worst_slice": worst[0] if worst else None,
+            "worst_slice_delta": worst[1] if worst else None,
+        }
 
 
-def gate_facts(comparison: Mapping[str, Any], share: float) -> dict[str, float | None]:
-    """The facts the policy's ``start_canary`` gates judge, from :meth:`Comparison.as_dict`.
-
-    >>> gate_facts({"candidate_recent": 0.9, "champion_recent": 0.8, "candidate_old": None,
-    ...             "champion_old": None}, 0.2)["candidate_score"]
-    0.9
-    """
-    return {
-        "candidate_score": comparison.get("candidate_recent"),
-        "champion_score": comparison.get("champion_recent"),
-        "candidate_old_score": comparison.get("candidate_old"),
-        "champion_old_score": comparison.get("champion_old"),
-        "share": share,
-    }
-
-
-def compare_models(
-    candidate: Predictor,
-    champion: Predictor,
+def evaluate_candidate(
+    candidate: Scorable,
+    champion: Scorable,
+    *,
     recent: pd.DataFrame,
     old: pd.DataFrame,
-) -> Comparison:
-    """Score both predictors on the recent holdout (what they will serve next) and on the
-    old-concept holdout (what the candidate may have forgotten)."""
+    golden: pd.DataFrame,
+    slice_columns: Sequence[str] = SLICE_COLUMNS,
+    min_slice_samples: int = 100,
+) -> Evaluation:
+    """Score ``candidate`` and ``champion`` on the same holdouts, each with a ``label`` column.
+
+    ``recent`` is what the models will serve next; ``old`` (older concepts, for forgetting) and
+    ``golden`` (the operators' pinned cases) may be empty, their scores are then ``None``. Slices
+    are the values of those ``slice_columns`` present in ``recent`` that hold at least
+    ``min_slice_samples`` rows, keyed ``"column=value"``; smaller slices are too noisy to judge.
+    The two models may know different classes (a candidate that grew new ones): each is scored on
+    the labels as they are, a class it lacks counting as missed (recall 0).
+
+    Raises
+    ------
+    ValueError
+        If ``recent`` is empty, or a non-empty holdout has no ``label`` column.
+    """
     if recent.empty:
         raise ValueError("the recent holdout is empty: nothing to judge the candidate on")
-    truth = recent["label"].to_numpy()
-    cand = candidate(recent)
-    champ = champion(recent)
-    old_scores: tuple[float | None, float | None] = (None, None)
-    if not old.empty:
-        old_truth = old["label"].to_numpy()
-        old_scores = (
-            balanced_accuracy(old_truth, candidate(old)),
-            balanced_accuracy(old_truth, champion(old)),
-        )
-    return Comparison(
-        candidate_recent=balanced_accuracy(truth, cand),
-        champion_recent=balanced_accuracy(truth, champ),
-        candidate_old=old_scores[0],
-        champion_old=old_scores[1],
+    for name, frame in (("recent", recent), ("old", old), ("golden", golden)):
+        if not frame.empty and "label" not in frame:
+            raise ValueError(f"the {name} holdout has no 'label' column: evaluation needs the true labels")
+    slices = _slices(recent, slice_columns, min_slice_samples)
+    return Evaluation(
+        candidate=_score(candidate, recent, old, golden, slices),
+        champion=_score(champion, recent, old, golden, slices),
         n_recent=len(recent),
         n_old=len(old),
-        candidate_recall=per_class_recall(truth, cand),
+        n_golden=len(golden),
+        min_slice_samples=min_slice_samples,
     )
+
+
+def _slices(frame: pd.DataFrame, columns: Sequence[str], minimum: int) -> dict[str, np.ndarray]:
+    found = {}
+    for column in columns:
+        if column not in frame:
+            continue
+        known = frame[column].notna().to_numpy()
+        values = frame[column].astype(str).to_numpy()
+        for value, count in zip(*np.unique(values[known], return_counts=True), strict=True):
+            if count >= minimum:
+                found[f"{column}={value}"] = known & (values == value)
+    return found
+
+
+def _score(
+    model: Scorable, recent: pd.DataFrame, old: pd.DataFrame, golden: pd.DataFrame, slices: dict[str, np.ndarray]
+) -> Scores:
+    truth = recent["label"].astype(str).to_numpy()
+    timings = []
+    for _ in range(3):
+        started = time.perf_counter()
+        proba = model.predict_proba(recent)
+        timings.append(time.perf_counter() - started)
+    predicted = _top_label(model, proba, len(recent))
+    return Scores(
+        recent=balanced_accuracy(truth, predicted),
+        old=_balanced(model, old),
+        golden=_balanced(model, golden),
+        recall=per_class_recall(truth, predicted),
+        # Accuracy, not balanced accuracy, per slice: a slice holds a handful of a rare class at
+        # most, and one of them missed would swing its balanced accuracy by tens of points.
+        slices={name: accuracy(truth[rows], predicted[rows]) for name, rows in slices.items()},
+        ece=expected_calibration_error(truth, proba, model.classes),
+        ms_per_1000=round(1000 * 1000 * float(np.median(timings)) / len(recent), 4),
+        size_bytes=int(model.size_bytes()),
+    )
+
+
+def _balanced(model: Scorable, frame: pd.DataFrame) -> float | None:
+    if frame.empty:
+        return None
+    predicted = _top_label(model, model.predict_proba(frame), len(frame))
+    return balanced_accuracy(frame["label"].astype(str).to_numpy(), predicted)
+
+
+def _top_label(model: Scorable, proba: np.ndarray, rows: int) -> np.ndarray:
+    proba = np.asarray(proba)
+    if proba.shape != (rows, len(model.classes)):
+        raise ValueError(
+            f"predict_proba returned shape {proba.shape} for {rows} rows, expected ({rows}, {len(model.classes)}): "
+            "one column per class of the model's .classes"
+        )
+    return np.asarray(model.classes, dtype=object)[proba.argmax(axis=1)].astype(str)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["accuracy", "balanced_accuracy", "macro_f1", "per_class_recall"]
+__all__ = ["accuracy", "balanced_accuracy", "expected_calibration_error", "macro_f1", "per_class_recall"]
 
 
 def _pair(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -101,3 +101,38 @@ def macro_f1(y_true: ArrayLike, y_pred: ArrayLike, labels: Sequence[object] | No
         denominator = 2 * true_positive + false_positive + false_negative
         scores.append(2 * true_positive / denominator if denominator else 0.0)
     return float(np.mean(scores))
+
+
+def expected_calibration_error(
+    y_true: ArrayLike, probabilities: ArrayLike, classes: Sequence[object], n_bins: int = 15
+) -> float:
+    """Top-label expected calibration error (Guo et al., ICML 2017): the gap between confidence
+    and accuracy, averaged over ``n_bins`` equal-width bins of confidence in [0, 1], each weighted
+    by its share of samples.
+
+    ``probabilities`` has one column per class of ``classes``; a true label outside ``classes``
+    counts as a miss.
+
+    Examples
+    --------
+    >>> expected_calibration_error(["a", "b"], [[0.9, 0.1], [0.2, 0.8]], ["a", "b"])
+    0.15
+    >>> expected_calibration_error(["a", "a"], [[0.6, 0.4], [0.6, 0.4]], ["a", "b"])
+    0.4
+    """
+    true = np.asarray(y_true)
+    proba = np.asarray(probabilities, dtype=np.float64)
+    if proba.ndim != 2 or proba.shape != (true.size, len(classes)):
+        raise ValueError(f"probabilities must have shape ({true.size}, {len(classes)}), got {proba.shape}")
+    if true.size == 0:
+        raise ValueError("y_true is empty: no calibration without labelled samples")
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be at least 1, got {n_bins}")
+    confidence = proba.max(axis=1)
+    hit = np.asarray(classes, dtype=object)[proba.argmax(axis=1)] == true.astype(object)
+    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+    gap = 0.0
+    for b in np.unique(bins):
+        members = bins == b
+        gap += members.mean() * abs(hit[members].mean() - confidence[members].mean())
+    return round(float(gap), 12)

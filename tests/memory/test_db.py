@@ -15,6 +15,7 @@ TABLES = {
     "alembic_version",
     "decision",
     "event",
+    "golden_event",
     "label",
     "label_request",
     "managed_model",
@@ -37,7 +38,7 @@ def test_migrate_creates_every_table_and_matches_the_models(session: Session) ->
 
     assert tables == TABLES
     assert differences == []
-    assert version == "0001"
+    assert version == "0002"
 
 
 def test_sqlite_connections_are_durable_and_enforce_foreign_keys(tmp_path) -> None:

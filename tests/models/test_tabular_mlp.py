@@ -33,7 +33,7 @@ def test_warm_start_grows_for_new_categories_and_starts_from_the_parent():
     parent = TabularMLP(FEATURES, ["no", "yes"], epochs=20, seed=1).fit(x, y)
     new_x, new_y = _data(300, 1, categories=("u", "v", "w"))
 
-    grown = parent._grown_from(parent, parent.preprocessor_.extended(new_x))
+    grown, _masks = parent._grown_from(parent, parent.preprocessor_.extended(new_x))
     child = TabularMLP(FEATURES, ["no", "yes"], seed=1).fit(new_x, new_y, warm_start=parent)
 
     assert child.preprocessor_.vocab["c"] == ["u", "v", "w"]
@@ -67,7 +67,7 @@ def test_save_load_and_onnx_agree(tmp_path):
     [
         ({"a": [], "b": [], "c": []}, [], "empty training set"),
         ({"a": [1.0, 2.0], "b": [1.0, 2.0], "c": ["u", "v"]}, ["no", "no"], "single class"),
-        ({"a": [1.0, 2.0], "b": [1.0, 2.0]}, ["no", "yes"], "feature 'c' is missing"),
+        ({"a": [1.0, 2.0], "b": [1.0, 2.0]}, ["no", "yes"], r"features \['c'\] of the tabular_mlp schema are missing"),
         ({"a": [1.0, 2.0], "b": [1.0, 2.0], "c": ["u", "v"]}, ["no", "maybe"], "not among the classes"),
     ],
 )

@@ -11,6 +11,7 @@ from driftpilot.policies import (
     PolicyVerdict,
     Usage,
     evaluate,
+    load_policy,
 )
 
 # Pinned here rather than taken from the shipped defaults, so tuning the defaults does not
@@ -234,6 +235,7 @@ CASES = [
             "champion_score": 0.55,
             "candidate_old_score": 0.6,
             "champion_old_score": 0.8,
+            "concept_changed": "yes",
         },
         Usage(),
         True,
@@ -252,10 +254,10 @@ CASES = [
                 -0.2,
                 -0.32,
                 "candidate_old_score 0.6 - champion_old_score 0.8: -0.2, at or above the floor of -0.32 "
-                "(the recent gain of 0.32)",
+                "(the concept changed: the recent gain of 0.32)",
             ),
         ],
-        id="start-canary-concept-changed-recent-gain-outweighs-old-loss",
+        id="start-canary-concept-changed-so-the-recent-gain-may-outweigh-the-old-loss",
     ),
     pytest.param("promote", GOOD_CANARY, Usage(), True, GOOD_CANARY_RULES, id="promote-passes"),
     pytest.param(
@@ -322,6 +324,115 @@ def test_verdicts_at_l4(
     assert verdict.needs_approval is False
     failing = [rule[4] for rule in rules if not rule[1]]
     assert verdict.reasons == ([autonomy[4], *[rule[4] for rule in rules]] if allowed else failing)
+
+
+# A candidate that forgets: 0.15 lost on the old-concept holdout for 0.10 gained on the recent one.
+Facts = dict[str, float | int | str | None]
+FORGETFUL: Facts = {"share": 0.1, "candidate_score": 0.85, "champion_score": 0.75}
+FORGETFUL_OLD: Facts = {"candidate_old_score": 0.75, "champion_old_score": 0.9}
+GAIN_ROW = (
+    "offline_gate",
+    True,
+    0.1,
+    -0.02,
+    "candidate_score 0.85 - champion_score 0.75: 0.1, at or above the floor of -0.02",
+)
+
+
+@pytest.mark.parametrize("concept_changed", ["no", 0, "true", None], ids=["no", "0", "misspelt", "absent"])
+def test_a_forgetful_candidate_is_refused_however_much_it_gains_when_the_concept_held(
+    concept_changed: str | int | None,
+) -> None:
+    facts = FORGETFUL | FORGETFUL_OLD | ({} if concept_changed is None else {"concept_changed": concept_changed})
+
+    verdict = evaluate(POLICY, "start_canary", facts, Usage())
+
+    assert _rows(verdict)[1:] == [
+        ("canary_share", True, 0.1, 0.1, "canary share: 0.1, within (0, 0.1]"),
+        GAIN_ROW,
+        (
+            "forgetting_gate",
+            False,
+            -0.15,
+            -0.02,
+            "candidate_old_score 0.75 - champion_old_score 0.9: -0.15, below the floor of -0.02",
+        ),
+    ]
+    assert not verdict.allowed
+
+
+@pytest.mark.parametrize("concept_changed", ["yes", 1])
+def test_when_the_concept_changed_the_old_loss_is_tolerated_up_to_the_recent_gain(concept_changed: str | int) -> None:
+    # The old holdout describes a world that is gone: a loss there up to the recent gain (0.10)
+    # passes, a larger one (0.15) still does not.
+    facts: Facts = FORGETFUL | {"concept_changed": concept_changed}
+
+    within = evaluate(POLICY, "start_canary", facts | {"candidate_old_score": 0.82, "champion_old_score": 0.9}, Usage())
+    beyond = evaluate(POLICY, "start_canary", facts | FORGETFUL_OLD, Usage())
+
+    assert _rows(within)[1:] == [
+        ("canary_share", True, 0.1, 0.1, "canary share: 0.1, within (0, 0.1]"),
+        GAIN_ROW,
+        (
+            "forgetting_gate",
+            True,
+            -0.08,
+            -0.1,
+            "candidate_old_score 0.82 - champion_old_score 0.9: -0.08, at or above the floor of -0.1 "
+            "(the concept changed: the recent gain of 0.1)",
+        ),
+    ]
+    assert within.allowed
+    assert beyond.reasons == [
+        "candidate_old_score 0.75 - champion_old_score 0.9: -0.15, below the floor of -0.1 "
+        "(the concept changed: the recent gain of 0.1)"
+    ]
+    assert not beyond.allowed
+
+
+@pytest.mark.parametrize(
+    ("delta", "passed", "reason"),
+    [
+        (-0.08, False, "worst slice firmware=2.1: candidate - champion -0.08, below the floor of -0.05"),
+        (-0.05, True, "worst slice firmware=2.1: candidate - champion -0.05, at or above the floor of -0.05"),
+        (None, True, "no slice with at least 100 samples to compare"),
+    ],
+)
+def test_slice_gate_refuses_a_slice_that_regressed_more_than_allowed(
+    delta: float | None, passed: bool, reason: str
+) -> None:
+    facts: Facts = {"candidate_score": 0.9, "champion_score": 0.9, "worst_slice_delta": delta}
+    facts |= {"worst_slice": None if delta is None else "firmware=2.1"}
+
+    verdict = evaluate(POLICY, "start_canary", facts, Usage())
+
+    assert _rows(verdict)[-1] == ("slice_gate", passed, delta, -0.05, reason)
+    assert verdict.allowed is passed
+
+
+@pytest.mark.parametrize(
+    ("candidate", "passed", "reason"),
+    [
+        (0.99, False, "candidate_golden_score 0.99 - champion_golden_score 1: -0.01, below the floor of 0"),
+        (1.0, True, "candidate_golden_score 1 - champion_golden_score 1: 0, at or above the floor of 0"),
+    ],
+)
+def test_golden_gate_of_the_shipped_policy_refuses_any_drop_on_the_golden_set(
+    candidate: float, passed: bool, reason: str
+) -> None:
+    facts: Facts = {"candidate_score": 0.9, "champion_score": 0.9}
+    facts |= {"candidate_golden_score": candidate, "champion_golden_score": 1.0}
+
+    verdict = evaluate(load_policy(), "start_canary", facts, Usage())
+
+    assert _rows(verdict)[-1] == ("golden_gate", passed, round(candidate - 1.0, 12), 0.0, reason)
+    assert verdict.allowed is passed
+
+
+def test_without_golden_or_slice_facts_their_gates_are_not_checked() -> None:
+    verdict = evaluate(POLICY, "start_canary", {"candidate_score": 0.9, "champion_score": 0.9}, Usage())
+
+    assert [row[0] for row in _rows(verdict)] == ["autonomy", "canary_share", "offline_gate"]
 
 
 @pytest.mark.parametrize(

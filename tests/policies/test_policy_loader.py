@@ -28,6 +28,10 @@ def test_default_policy_loads_with_every_documented_value() -> None:
     assert policy.release.min_canary_samples == 200
     assert policy.release.max_regression == 0.02
     assert policy.release.max_canary_hours == 24
+    assert policy.evaluation.max_forgetting == 0.02
+    assert policy.evaluation.max_slice_regression == 0.05
+    assert policy.evaluation.min_slice_samples == 100
+    assert policy.evaluation.max_golden_regression == 0.0
 
 
 def test_default_file_writes_every_field_out() -> None:
@@ -38,7 +42,7 @@ def test_default_file_writes_every_field_out() -> None:
     data = yaml.safe_load(text)
 
     assert set(data) == set(Policy.model_fields)
-    for section in ("monitor", "budgets", "training", "release"):
+    for section in ("monitor", "budgets", "training", "evaluation", "release"):
         field = Policy.model_fields[section]
         assert field.annotation is not None
         assert set(data[section]) == set(field.annotation.model_fields)

@@ -21,6 +21,10 @@ from driftpilot.policies import Policy
         ("training", "min_training_labels", True),
         ("release", "max_regression", -0.01),
         ("release", "max_canary_hours", 0),
+        ("evaluation", "max_forgetting", -0.01),
+        ("evaluation", "max_slice_regression", 1.0),
+        ("evaluation", "min_slice_samples", 0),
+        ("evaluation", "max_golden_regression", -0.1),
     ],
 )
 def test_out_of_range_values_are_refused_naming_the_field(section: str, field: str, value: object) -> None:

@@ -1,0 +1,31 @@
+"""The model families by name, as recorded with every managed model and version."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from driftpilot.models.base import TorchClassifier
+from driftpilot.models.hashed_mlp import HashedMLP
+from driftpilot.models.intent_mlp import IntentMLP
+from driftpilot.models.tabular_mlp import TabularMLP
+
+FAMILIES: dict[str, type[TorchClassifier]] = {
+    TabularMLP.family: TabularMLP,
+    IntentMLP.family: IntentMLP,
+    HashedMLP.family: HashedMLP,
+}
+
+
+def family(name: str) -> type[TorchClassifier]:
+    """The class of the family called ``name``."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"unknown model family {name!r}; known: {sorted(FAMILIES)}") from None
+
+
+def load_model(folder: Path) -> TorchClassifier:
+    """A saved model, loaded by the family its ``model.json`` names."""
+    meta = json.loads((folder / "model.json").read_text())
+    return family(meta["config"]["family"]).load(folder)

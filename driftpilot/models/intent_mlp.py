@@ -1,0 +1,130 @@
+"""Intent family (the customer-service classifier): sentence embeddings and an MLP head.
+
+The teacher reads a text feature (kind ``"text"``) through all-MiniLM-L6-v2
+(:class:`~driftpilot.models.text_encoder.SentenceEncoder`, offline, cached by text hash) and
+classifies its 384 numbers with an MLP. Where the caller has encoded the texts already — the
+replay does, once per stream, and hands the vectors on as ``<text>_e000`` … ``<text>_e383`` —
+those columns are used as they are and the encoder is never loaded. New intents grow the head
+(``fit(..., new_classes="grow")``); the encoder stays frozen.
+
+The encoder's own layers are not unfrozen: fine-tuning them would void every cached vector at
+each version and put 22 M parameters into the artifact the edge downloads; the frozen
+embeddings with a trained head already separate Banking77's intents well (see
+``evals/results/incremental_bench.md``).
+
+Examples
+--------
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> centres = rng.normal(size=(2, 384))
+>>> which = rng.integers(0, 2, 300)
+>>> vectors = centres[which] + rng.normal(scale=2.0, size=(300, 384))
+>>> vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+>>> y = np.array(["balance", "card_lost"])[which]
+>>> columns = {f"query_e{j:03d}": vectors[:, j] for j in range(384)}
+>>> model = IntentMLP([("query", "text")], ["balance", "card_lost"], epochs=30, seed=0).fit(columns, y)
+>>> float((model.predict(columns) == y).mean()) > 0.95
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from driftpilot.models.base import Columns, FeatureList, TorchClassifier
+from driftpilot.models.text_encoder import DIMENSIONS, SentenceEncoder
+
+
+def embedding_columns(text: str, dimensions: int = DIMENSIONS) -> list[str]:
+    """The column names of ``text``'s precomputed sentence vector."""
+    return [f"{text}_e{j:03d}" for j in range(dimensions)]
+
+
+def _precomputed(text: str, columns: Columns) -> int:
+    """How many ``<text>_eNNN`` vector columns ``columns`` holds, counted from ``_e000`` on."""
+    count = 0
+    while f"{text}_e{count:03d}" in columns:
+        count += 1
+    return count
+
+
+@dataclass
+class SentenceEncoding:
+    """A text column as its sentence vector, scaled so each component has about unit spread.
+
+    ``dimensions`` is the encoder's (384) unless the caller's precomputed vectors have another
+    width (a stand-in encoder in tests).
+    """
+
+    text: str
+    dimensions: int = DIMENSIONS
+    encoder: SentenceEncoder | None = None
+
+    @property
+    def width(self) -> int:
+        return self.dimensions
+
+    def transform(self, columns: Columns) -> np.ndarray:
+        names = embedding_columns(self.text, self.dimensions)
+        if all(name in columns for name in names):
+            vectors = np.column_stack([np.asarray(columns[name], dtype=np.float32) for name in names])
+        elif self.text in columns:
+            if self.encoder is None:
+                self.encoder = SentenceEncoder()
+            vectors = self.encoder.encode([str(t) for t in np.asarray(columns[self.text])])
+        else:
+            raise ValueError(f"feature '{self.text}' (or its vectors {names[0]}…) is missing from the input")
+        # Unit-length vectors have components of about 1/sqrt(384): scale them to about one.
+        return (vectors * np.sqrt(self.dimensions)).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "dimensions": self.dimensions}
+
+
+class IntentMLP(TorchClassifier):
+    """Frozen all-MiniLM-L6-v2 sentence vectors, then an MLP head.
+
+    Parameters
+    ----------
+    features
+        One ``(name, "text")`` pair.
+    encoder
+        The sentence encoder to use for raw text (one shared by the caller, with its cache);
+        by default one is created, in memory only, the first time raw text arrives.
+
+    The other parameters are :class:`~driftpilot.models.base.TorchClassifier`'s; the hidden
+    layers default to one of 256.
+    """
+
+    family = "intent_mlp"
+
+    def __init__(
+        self, features: FeatureList, classes: Any, *, encoder: SentenceEncoder | None = None, **kwargs: Any
+    ) -> None:
+        kwargs.setdefault("hidden", (256,))
+        self.encoder = encoder
+        super().__init__(features, classes, **kwargs)
+
+    def _check_features(self) -> None:
+        if len(self.features) != 1 or self.features[0][1] != "text":
+            raise ValueError(f"the intent_mlp family takes exactly one text feature, got {self.features}")
+
+    def _missing_features(self, columns: Columns) -> list[str]:
+        text = self.features[0][0]
+        if text in columns or _precomputed(text, columns):
+            return []
+        return [text]
+
+    def _fit_encoding(self, columns: Columns) -> SentenceEncoding:
+        text = self.features[0][0]
+        return SentenceEncoding(text, _precomputed(text, columns) or DIMENSIONS, self.encoder)
+
+    def _extend_encoding(self, parent: Any, columns: Columns) -> SentenceEncoding:
+        return SentenceEncoding(parent.text, parent.dimensions, self.encoder or parent.encoder)
+
+    def _encoding_from_dict(self, data: Mapping[str, Any]) -> SentenceEncoding:
+        return SentenceEncoding(str(data["text"]), int(data.get("dimensions", DIMENSIONS)), self.encoder)

@@ -1,0 +1,131 @@
+"""Training a candidate: how to update the champion, chosen from the evidence and the policy.
+
+:func:`plan_update` turns what the Diagnostician found (its cause), what the data holds (classes
+the champion never saw) and the policy's training settings into an :class:`UpdatePlan`, with the
+reasons a person reads in the decision. :func:`train_candidate` carries the plan out on any model
+family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from driftpilot.models.base import Columns, EpochCallback, TorchClassifier
+
+Strategy = Literal["auto", "incremental", "full"]
+
+#: Causes whose change is local to the decision layer: the features did not move, only how
+#: often each class occurs. Updating the output layer alone follows them without touching what
+#: the network learnt to see.
+HEAD_ONLY_CAUSES = frozenset({"prior_shift"})
+
+
+@dataclass(frozen=True)
+class UpdatePlan:
+    """How a candidate is trained: from scratch, or as an update of the champion."""
+
+    mode: Literal["update", "scratch"]
+    scope: Literal["all", "head"] = "all"
+    penalty: Literal["ewc", "l2sp", "none"] = "none"
+    strength: float = 0.0
+    reasons: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        if self.mode == "scratch":
+            return "a full retrain from scratch"
+        part = "the output layer only" if self.scope == "head" else "the whole network"
+        held = (
+            f", held to the champion's weights by {self.penalty.upper()} (strength {self.strength:g})"
+            if self.penalty != "none"
+            else ""
+        )
+        return f"an incremental update of {part}{held}"
+
+
+def plan_update(
+    *,
+    strategy: Strategy,
+    cause: str | None,
+    parent: TorchClassifier,
+    labels: Sequence[str] | np.ndarray,
+    updates_since_scratch: int,
+    full_every: int,
+    penalty: Literal["ewc", "l2sp", "none"] = "ewc",
+    strength: float = 1.0,
+) -> UpdatePlan:
+    """Choose between an update of ``parent`` and a fit from scratch, and how much to update.
+
+    - ``strategy="full"``: always from scratch (the policy says so).
+    - Under ``"auto"``, from scratch after ``full_every`` updates in a row (small errors of
+      successive updates add up; a periodic fresh start bounds them).
+    - Otherwise an update: of the output layer alone when the cause is local
+      (:data:`HEAD_ONLY_CAUSES`) and no class is new, of the whole network otherwise; held to
+      the parent's weights by ``penalty``.
+
+    >>> from driftpilot.models.tabular_mlp import TabularMLP
+    >>> parent = TabularMLP([("a", "number")], ["no", "yes"])
+    >>> plan = plan_update(strategy="auto", cause="prior_shift", parent=parent,
+    ...                    labels=["no", "yes"], updates_since_scratch=0, full_every=8)
+    >>> plan.mode, plan.scope, plan.penalty
+    ('update', 'head', 'ewc')
+    >>> plan_update(strategy="auto", cause="concept_drift", parent=parent,
+    ...             labels=["no"], updates_since_scratch=8, full_every=8).reasons[0]
+    '8 updates in a row since the last fit from scratch (the policy refreshes every 8)'
+    """
+    if strategy == "full":
+        return UpdatePlan("scratch", reasons=["the policy's training strategy is 'full'"])
+    if strategy == "auto" and updates_since_scratch >= full_every:
+        return UpdatePlan(
+            "scratch",
+            reasons=[
+                f"{updates_since_scratch} updates in a row since the last fit from scratch "
+                f"(the policy refreshes every {full_every})"
+            ],
+        )
+    new = sorted({str(v) for v in labels} - set(parent.classes))
+    reasons = [f"the policy's training strategy is '{strategy}'"]
+    if new:
+        reasons.append(f"new classes {new[:5]}{' …' if len(new) > 5 else ''} grow the output layer")
+    if cause in HEAD_ONLY_CAUSES and not new:
+        scope: Literal["all", "head"] = "head"
+        reasons.append(f"the cause ({cause}) is local to the decision layer: only the output layer is updated")
+    else:
+        scope = "all"
+        reasons.append(f"the cause ({cause or 'unknown'}) may reach every layer: the whole network is updated")
+    if penalty != "none":
+        reasons.append(f"{penalty.upper()} holds the weights that mattered to the champion")
+    return UpdatePlan("update", scope, penalty, float(strength) if penalty != "none" else 0.0, reasons)
+
+
+def train_candidate(
+    parent: TorchClassifier,
+    columns: Columns,
+    labels: Sequence[str] | np.ndarray,
+    plan: UpdatePlan,
+    *,
+    on_epoch: EpochCallback | None = None,
+) -> TorchClassifier:
+    """Train a candidate of ``parent``'s family as ``plan`` says; labels the parent never saw
+    become new classes. Raises ``ValueError`` (naming the problem) on a set it cannot train on."""
+    fresh = type(parent).from_config(parent.config())
+    if getattr(parent, "encoder", None) is not None:
+        fresh.encoder = parent.encoder  # share the sentence encoder and its cache
+    if plan.mode == "scratch":
+        return fresh.fit(columns, labels, new_classes="grow", on_epoch=on_epoch)
+    return fresh.fit(
+        columns,
+        labels,
+        warm_start=parent,
+        scope=plan.scope,
+        penalty=plan.penalty,
+        strength=plan.strength,
+        new_classes="grow",
+        on_epoch=on_epoch,
+    )

@@ -1,0 +1,257 @@
+"""The Trainer: incremental by default and saying why, gated against forgetting, refusing bad sets."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import driftpilot.agents.trainer as trainer_module
+from driftpilot.agents.context import AgentContext
+from driftpilot.agents.trainer import trainer
+from driftpilot.loop.demo import MODEL_NAME, schema_of_ont
+from driftpilot.memory import db, decisions, models, snapshots, versions
+from driftpilot.memory.ingest import EventBatch, ingest_events, ingest_labels
+from driftpilot.models.registry import Registry
+from driftpilot.models.tabular_mlp import TabularMLP
+from driftpilot.policies import PolicyEngine
+from driftpilot.policies.loader import policy_from_mapping
+from driftpilot.scenarios.ont import CLASSES, FEATURES, OntScenarioConfig, OntSimulator
+
+START = datetime(2026, 3, 1, tzinfo=UTC)
+#: The default policy, with room for every test's retrain in one day.
+POLICY = {"name": "trainer-test", "budgets": {"max_retrains_per_day": 100}}
+
+
+class World(SimpleNamespace):
+    def state(self, snapshot_id: int, cause: str = "covariate_drift") -> dict:
+        return {
+            "model": MODEL_NAME,
+            "run_id": "test/1",
+            "now": self.now.isoformat(),
+            "trigger": {"kind": "test"},
+            "diagnosis": {"cause": cause},
+            "snapshot_id": snapshot_id,
+        }
+
+    def snapshot(self, ids, labels=None, *, recent=None, old=None) -> int:
+        ids = [int(i) for i in ids]
+        with self.sessions() as session:
+            return snapshots.create_snapshot(
+                session=session,
+                model_id=self.model_id,
+                event_ids=ids,
+                labels=list(labels) if labels is not None else [self.labels[i] for i in ids],
+                time=self.now,
+                stats={"recent_holdout_ids": list(recent or self.recent), "old_holdout_ids": list(old or self.old)},
+            ).id
+
+    def run(self, snapshot_id: int, *, cause: str = "covariate_drift", policy=None) -> dict:
+        context = AgentContext(
+            sessions=self.sessions,
+            registry=self.registry,
+            policy=PolicyEngine(policy or policy_from_mapping(POLICY)),
+            seed=0,
+        )
+        return trainer(self.state(snapshot_id, cause), SimpleNamespace(context=context))
+
+    def last_decision(self):
+        with self.sessions() as session:
+            return decisions.decision_as_dict(decisions.list_decisions(session=session, model_id=self.model_id)[-1])
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("trainer")
+    sessions = db.connect(f"sqlite:///{tmp / 'm.sqlite'}")
+    registry = Registry(tmp / "artifacts")
+    ticks = list(OntSimulator(OntScenarioConfig(n_onts=150, days=1.0, seed=5, outages=())).ticks())
+    features = {k: np.concatenate([t.features[k] for t in ticks]) for k in ticks[0].features}
+    labels = np.concatenate([t.labels for t in ticks])
+    n = len(labels)
+    ids = np.arange(1, n + 1)  # event ids follow ingestion order
+    rng = np.random.default_rng(0)
+    # The old-concept holdout: rows of the first half the champion was not trained on.
+    old = rng.choice(ids[: n // 2], 400, replace=False)
+    first_half = np.setdiff1d(np.arange(n // 2), old - 1)
+    with sessions() as session:
+        model = models.register_model(
+            session=session,
+            name=MODEL_NAME,
+            task="tabular_classification",
+            family="tabular_mlp",
+            schema=schema_of_ont(),
+        )
+        keys = []
+        for t in ticks:
+            batch = [f"{e}/{t.index}" for e in t.entities]
+            keys += batch
+            ingest_events(
+                session=session,
+                model=MODEL_NAME,
+                events=EventBatch(
+                    keys=batch,
+                    times=[t.time] * len(t),
+                    entities=list(t.entities),
+                    groups=list(t.groups),
+                    features=t.features,
+                    served_version=[1] * len(t),
+                    prediction=list(t.labels),
+                ),
+            )
+        now = ticks[-1].time + timedelta(minutes=5)
+        ingest_labels(
+            session=session,
+            model=MODEL_NAME,
+            labels=[{"event_key": k, "value": str(v), "time": now} for k, v in zip(keys, labels, strict=True)],
+        )
+        champion = TabularMLP(FEATURES, CLASSES, epochs=8, seed=0).fit(
+            {k: v[first_half] for k, v in features.items()}, labels[first_half]
+        )
+        registry.register(
+            session=session,
+            model_id=model.id,
+            model_name=MODEL_NAME,
+            model=champion,
+            time=START,
+            stage="champion",
+            metrics={"reference_balanced_accuracy": 0.9},
+        )
+    recent = ids[-n // 10 :]
+    # As the Curator would: the newer rows, and a replay share of those the champion learnt from.
+    replay = rng.choice(first_half + 1, 2000, replace=False)
+    train = np.concatenate([ids[n // 2 : -n // 10], replay])
+    return World(
+        sessions=sessions,
+        registry=registry,
+        model_id=model.id,
+        now=now,
+        labels={int(i): str(labels[i - 1]) for i in ids},
+        old=old.tolist(),
+        recent=recent.tolist(),
+        train=train.tolist(),
+        root=tmp / "artifacts",
+    )
+
+
+def _versions(world):
+    with world.sessions() as session:
+        return [(v.number, v.stage) for v in versions.list_versions(session=session, model_id=world.model_id)]
+
+
+def _folders(world):
+    return sorted(p.name for p in (world.root / MODEL_NAME).iterdir())
+
+
+def test_the_trainer_updates_incrementally_by_default_and_says_why(world):
+    out = world.run(world.snapshot(world.train))
+
+    decision = world.last_decision()
+    evidence = decision["evidence"]
+    assert decision["outcome"] == out["outcome"] == "candidate"
+    assert evidence["plan"]["mode"] == "update" and evidence["plan"]["scope"] == "all"
+    assert evidence["plan"]["penalty"] == "ewc"
+    assert "incremental update of the whole network" in decision["rationale"]
+    assert "covariate_drift" in decision["rationale"] and "learning rate" in decision["rationale"]
+    training = evidence["training"]
+    assert training["mode"] == "update" and training["lr_source"] == "a third of the parent's"
+    assert len(training["curves"]) == training["epochs"] >= 1
+    assert {row["measure"] for row in evidence["comparison_table"]} >= {"balanced accuracy (recent)"}
+    with world.sessions() as session:
+        version = versions.get_version(session=session, model_id=world.model_id, number=evidence["version"])
+        assert version.metrics["updates_since_scratch"] == 1
+        assert version.metrics["training"]["curves"] == training["curves"]
+        assert version.metrics["comparison_table"] == evidence["comparison_table"]
+
+
+def test_a_local_cause_updates_the_output_layer_only(world):
+    world.run(world.snapshot(world.train), cause="prior_shift")
+
+    decision = world.last_decision()
+    assert decision["evidence"]["plan"]["scope"] == "head"
+    assert "only the output layer is updated" in decision["rationale"]
+
+
+def test_the_policy_can_ask_for_full_retrains(world):
+    policy = policy_from_mapping(POLICY | {"training": {"strategy": "full"}})
+    world.run(world.snapshot(world.train), policy=policy)
+
+    decision = world.last_decision()
+    assert decision["evidence"]["plan"]["mode"] == "scratch"
+    assert decision["evidence"]["training"]["lr_source"] == "range test"
+    assert "full retrain from scratch" in decision["rationale"]
+
+
+def test_the_gate_blocks_a_candidate_that_forgets(world, monkeypatch):
+    real = trainer_module.train_candidate
+    old_ids = set(world.old)
+
+    def forgetful(parent, columns, labels, plan, **kwargs):
+        candidate = real(parent, columns, labels, plan, **kwargs)
+        honest = candidate.predict_proba
+
+        def predict_proba(frame):
+            # Right on what it will serve next, wrong on every old-concept row.
+            proba = honest(frame)
+            if "id" in frame:
+                forgot = frame["id"].isin(old_ids).to_numpy()
+                proba[forgot] = proba[forgot][:, ::-1]
+            return proba
+
+        candidate.predict_proba = predict_proba
+        candidate.predict = lambda frame: np.asarray(candidate.classes)[predict_proba(frame).argmax(axis=1)]
+        return candidate
+
+    monkeypatch.setattr(trainer_module, "train_candidate", forgetful)
+    before = _versions(world)
+
+    out = world.run(world.snapshot(world.train))
+
+    decision = world.last_decision()
+    assert out["outcome"] == decision["outcome"] == "rejected" and out["candidate"] is None
+    failed = [v["rule"] for verdict in decision["policy_verdicts"] for v in verdict["verdicts"] if not v["passed"]]
+    assert failed == ["forgetting_gate"]
+    # The update failed the gate, so the full retrain was tried too; it forgot as well.
+    assert [a["plan"]["mode"] for a in decision["evidence"]["attempts"]] == ["update", "scratch"]
+    assert _versions(world) == [*before, (before[-1][0] + 1, "rejected")]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda w: ([], []), "cannot train on an empty training set"),
+        (lambda w: (w.train[:300], ["online"] * 300), "cannot train on a single class"),
+    ],
+)
+def test_a_set_it_cannot_train_on_fails_clearly_and_registers_nothing(world, make, message):
+    ids, labels = make(world)
+    before, folders = _versions(world), _folders(world)
+
+    out = world.run(world.snapshot(ids, labels))
+
+    decision = world.last_decision()
+    assert out == {"candidate": None, "outcome": "training_failed", "last_decision": decision["id"]}
+    assert decision["outcome"] == "failed" and message in decision["rationale"]
+    assert _versions(world) == before and _folders(world) == folders
+
+
+def test_features_that_do_not_match_the_family_fail_clearly(world, monkeypatch):
+    champion = world.registry.load(_champion(world))
+    stale = TabularMLP([*FEATURES, ("vendor_counter", "number")], CLASSES, epochs=1)
+    stale.encoding_, stale.net_, stale.report_ = champion.encoding_, champion.net_, champion.report_
+    monkeypatch.setattr(world.registry, "load", lambda version: stale)
+    before, folders = _versions(world), _folders(world)
+
+    out = world.run(world.snapshot(world.train))
+
+    decision = world.last_decision()
+    assert out["outcome"] == "training_failed"
+    assert "features ['vendor_counter'] of the tabular_mlp schema are missing" in decision["rationale"]
+    assert _versions(world) == before and _folders(world) == folders
+
+
+def _champion(world):
+    with world.sessions() as session:
+        return versions.champion(session=session, model_id=world.model_id)
