@@ -282,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--out", default=".driftpilot/replay", help="output folder (the replay's own; wiped)")
     replay.add_argument(
         "--family",
-        help="model family: tabular_mlp, hashed_mlp or intent_mlp (default: intent_mlp with --text-col, else tabular_mlp)",
+        help="model family: tabular_mlp, hashed_mlp or intent_mlp "
+        "(default: intent_mlp with --text-col, else tabular_mlp)",
     )
     replay.add_argument("--device", default="cpu", help="where training runs: cpu, cuda, or auto (CUDA when present)")
     replay.set_defaults(func=cmd_replay)

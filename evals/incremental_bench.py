@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from driftpilot.config import Settings  # noqa: E402
+from driftpilot.models import base  # noqa: E402
 from driftpilot.models.base import TorchClassifier  # noqa: E402
 from driftpilot.models.intent_mlp import IntentMLP  # noqa: E402
 from driftpilot.models.tabular_mlp import TabularMLP  # noqa: E402
@@ -209,6 +210,14 @@ def bench_stream(split: Split, seed: int, sensitivity: bool, repeats: int) -> di
         for strength in (0.0, 1.0, 10.0, 100.0, 1000.0):
             out[f"ewc={strength:g}"] = run_method(split, champion, "incremental", seed, strength=strength)
         out["scope=head"] = run_method(split, champion, "incremental", seed, scope="head")
+        # Larger update batches (at least 10 steps an epoch instead of 25): faster here, but on
+        # the demo's small snapshots (1,400 rows) they cost the loop about 5 points (README).
+        default = base.UPDATE_MIN_STEPS
+        base.UPDATE_MIN_STEPS = 10
+        try:
+            out["steps>=10/epoch"] = run_method(split, champion, "incremental", seed)
+        finally:
+            base.UPDATE_MIN_STEPS = default
     return out
 
 

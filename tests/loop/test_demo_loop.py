@@ -92,7 +92,7 @@ def test_pinned_outcome_on_seeded_fleet(demo):
     s = demo.summary
 
     assert s["events"] == 62439
-    assert (s["retrains"], s["promotions"], s["rollbacks"]) == (7, 3, 1)
+    assert (s["retrains"], s["promotions"], s["rollbacks"]) == (6, 3, 1)
     assert round(s["balanced_accuracy"]["static_days_11_30"], 4) == 0.7257
 
 
