@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(PY) evals/incidents/run.py
 	$(PY) evals/incremental_bench.py
 	$(PY) evals/replay_bench.py
+	$(PY) evals/release_bench.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check driftpilot tests

@@ -236,6 +236,24 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_served(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from driftpilot.loop.serving import who_served
+
+    at = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC)
+    at = at if at.tzinfo else at.replace(tzinfo=UTC)
+    with _sessions(args)() as session:
+        answer = who_served(session, model=args.model, entity=args.entity, at=at, group=args.group)
+    if args.json:
+        print(json.dumps(answer.as_dict()))
+    else:
+        version = f"version {answer.version}" if answer.version is not None else "no version"
+        print(f"{answer.entity} at {answer.at}: {version} ({answer.role}) since {answer.since}")
+        print(f"  why: {answer.reason}" + (f" (decision #{answer.decision_id})" if answer.decision_id else ""))
+    return 0
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
     from driftpilot.loop.rollback import manual_rollback
 
@@ -319,9 +337,19 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="managed models, their versions and stages")
     models.set_defaults(func=cmd_models)
 
+    served = sub.add_parser("served", help="which version served an entity at a time, and why")
+    served.add_argument("model")
+    served.add_argument("entity")
+    served.add_argument("--at", help="ISO 8601 time (UTC unless it says otherwise); default now")
+    served.add_argument("--group", help="the entity's group, for group cohorts (default: from its events)")
+    served.add_argument("--json", action="store_true")
+    served.set_defaults(func=cmd_served)
+
     rollback = sub.add_parser("rollback", help="serve an earlier version again (through the policy)")
     rollback.add_argument("model")
-    rollback.add_argument("version", type=int)
+    rollback.add_argument(
+        "version", type=int, nargs="?", help="default: stop the running release, else the previous champion"
+    )
     rollback.add_argument("--policy")
     rollback.add_argument("--who", default="operator", help="who asks (recorded in the decision)")
     rollback.set_defaults(func=cmd_rollback)

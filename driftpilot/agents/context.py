@@ -30,6 +30,9 @@ class AgentContext:
     policy: PolicyEngine
     seed: int = 0
     references: dict[int, pd.DataFrame] = field(default_factory=dict)
+    #: Per running release: both versions' answers on the events seen so far, and the latest
+    #: latency measurement, so that each hourly look predicts only what is new.
+    release_answers: dict[int, tuple[pd.DataFrame, tuple[float, float]]] = field(default_factory=dict)
     #: Called with each training epoch's curve point (a progress bar in the CLI).
     on_epoch: Callable[[dict[str, Any]], None] | None = None
 

@@ -57,3 +57,24 @@ class LoopRunner:
             return self.graph.invoke(Command(resume={"now": now.isoformat()}), config, context=self.context)
         run_id = f"{model}/{now.strftime('%Y-%m-%dT%H:%MZ')}/{trigger.get('kind', 'check')}"
         return self.graph.invoke(initial_state(model, now.isoformat(), run_id, trigger), config, context=self.context)
+
+    def release(
+        self, model: str, candidate: int, now: datetime, gate_facts: dict[str, Any], run_id: str | None = None
+    ) -> dict[str, Any]:
+        """Start a run at the Release Manager for a version registered outside the loop (trained
+        by hand, or injected by a benchmark), as if the Trainer had just made it with these
+        ``gate_facts``; the run then waits for evidence like any other."""
+        config = self._config(model)
+        self.graph.update_state(
+            config,
+            {
+                "model": model,
+                "run_id": run_id or f"{model}/{now.strftime('%Y-%m-%dT%H:%MZ')}/release-v{candidate}",
+                "now": now.isoformat(),
+                "trigger": {"kind": "release", "candidate": candidate},
+                "candidate": candidate,
+                "evaluation": {"gate_facts": gate_facts},
+            },
+            as_node="trainer",
+        )
+        return self.graph.invoke(None, config, context=self.context)

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy.orm import Session, sessionmaker
 
-from driftpilot.memory import decisions, snapshots, versions
+from driftpilot.memory import decisions, releases, snapshots, versions
 from driftpilot.memory.ingest import event_ids
 from driftpilot.memory.tables import Version
 from driftpilot.models.registry import Registry
@@ -84,4 +84,11 @@ def register_first_version(
             ),
         )
         versions.set_decision(session=session, version_id=version.id, decision_id=decision.id)
+        releases.log_serving(
+            session=session,
+            model_id=model_id,
+            at=now,
+            run_id=f"{model_name}/bootstrap",
+            reason=f"Version 1 serves everyone: the first champion, trained on {source}.",
+        )
         return version

@@ -39,6 +39,7 @@ import pandas as pd
 from sqlalchemy.orm import Session, sessionmaker
 
 from driftpilot.agents.context import AgentContext
+from driftpilot.agents.release_manager import RELEASE_STARTS
 from driftpilot.graph.runner import LoopRunner, sqlite_checkpointer
 from driftpilot.loop.baselines import BASELINES, Baseline, Periodic, RiverARF, Static, Stream
 from driftpilot.loop.bootstrap import register_first_version
@@ -658,7 +659,7 @@ def _write_outputs(
             "refused_over_budget": gate.over_budget,
         },
         "retrains": sum(1 for x in logged if x["action"] == "retrain" and x["outcome"] in ("candidate", "rejected")),
-        "releases": sum(1 for x in logged if x["action"] == "start_canary" and x["outcome"] == "canary_started"),
+        "releases": sum(1 for x in logged if x["action"] == "start_canary" and x["outcome"] in RELEASE_STARTS),
         "promotions": sum(1 for x in logged if x["action"] == "promote"),
         "rollbacks": sum(1 for x in logged if x["action"] == "rollback"),
         "versions": n_versions,

@@ -1,4 +1,8 @@
-"""Manual rollback: an operator puts an earlier version back, through the policy engine."""
+"""Manual rollback: an operator puts an earlier version back, through the policy engine.
+
+The change is one transaction that also appends to the serving history, so every process that
+routes predictions (the API, an edge node's assignment) sees it on its next request.
+"""
 
 from __future__ import annotations
 
@@ -8,65 +12,91 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from driftpilot.memory import decisions, models, releases, versions
-from driftpilot.memory.tables import Decision
+from driftpilot.memory.tables import Decision, Version
 from driftpilot.models.registry import verify_artifacts
 from driftpilot.policies import PolicyEngine, Usage, load_policy
+
+
+def _previous_champion(session: Session, model_id: int, current: Version | None) -> int:
+    """The version that was champion before the current one, from the serving history."""
+    for change in reversed(releases.serving_history(session=session, model_id=model_id)):
+        if change.champion is not None and (current is None or change.champion != current.number):
+            return change.champion
+    raise ValueError("no earlier champion to roll back to; name the version")
 
 
 def manual_rollback(
     sessions: sessionmaker[Session],
     *,
     model: str,
-    version: int,
+    version: int | None = None,
     policy_path: str | Path | None = None,
     who: str = "operator",
     now: datetime | None = None,
 ) -> Decision:
-    """Make ``version`` the champion again, ending any canary; refused versions raise.
+    """Serve ``version`` to everyone again, ending any release; refused versions raise.
 
-    The target's artifacts are checked against their recorded sha256 first, so a rollback
-    never puts a damaged model in service.
+    Without ``version``: a running release is stopped (the champion keeps serving), else the
+    previous champion comes back. The target's artifacts are checked against their recorded
+    sha256 first, so a rollback never puts a damaged model in service.
+
+    Raises
+    ------
+    LookupError
+        If the model or the version does not exist.
+    ValueError
+        If the version never served, or there is nothing to undo.
+    driftpilot.models.registry.ArtifactError
+        If the version's artifacts are missing or fail their checksum.
     """
     now = now or datetime.now(UTC)
     engine = PolicyEngine(load_policy(policy_path))
     with sessions() as session:
         row = models.get_model(session=session, name=model)
-        target = versions.get_version(session=session, model_id=row.id, number=version)
-        if target.stage == "rejected" or not target.artifacts:
+        current = versions.champion(session=session, model_id=row.id)
+        release = releases.active_release(session=session, model_id=row.id)
+        if version is None:
+            stopping = release is not None and current is not None
+            version = current.number if stopping else _previous_champion(session, row.id, current)
+        try:
+            target = versions.get_version(session=session, model_id=row.id, number=version)
+        except LookupError:
+            raise LookupError(f"model '{model}' has no version {version}") from None
+        if target.stage in ("rejected", "candidate", "shadow") or not target.artifacts:
             raise ValueError(
                 f"version {version} of '{model}' was never served ({target.stage}); refusing to roll back to it"
             )
         verify_artifacts(target)
-        current = versions.champion(session=session, model_id=row.id)
-        release = releases.active_release(session=session, model_id=row.id)
-        # Rolling back to the champion is how a person stops a canary; with no canary running
-        # there is nothing to undo.
+        # Rolling back to the champion is how a person stops a release; with none running there
+        # is nothing to undo.
         if current is not None and current.number == version and release is None:
-            raise ValueError(f"version {version} of '{model}' is already the champion and no canary is running")
+            raise ValueError(f"version {version} of '{model}' is already the champion and no release is running")
         verdict = engine.check("rollback", {}, Usage())
         evidence = {
             "from": current.number if current else None,
             "to": version,
-            "canary": release.id if release else None,
+            "release": release.id if release else None,
             "requested_by": who,
         }
+        run_id = f"{model}/manual/{now.isoformat()}"
         if verdict.allowed and not verdict.needs_approval:
-            if release is not None:
+            if current is not None and current.id == target.id:
+                rationale = f"{who} stopped the release of '{model}'; version {version} serves everyone."
+                assert release is not None
                 releases.end_release(
                     session=session,
                     release_id=release.id,
                     ended_at=now,
                     verdict="rolled_back",
-                    evidence={"manual": True},
+                    evidence={"manual": True, "by": who},
+                    run_id=run_id,
+                    reason=rationale,
                 )
-                versions.set_stage(session=session, version_id=release.version_id, stage="rolled_back")
-            if current is None or current.id != target.id:
-                if current is not None:
-                    versions.set_stage(session=session, version_id=current.id, stage="rolled_back")
-                versions.set_stage(session=session, version_id=target.id, stage="champion")
-                rationale = f"{who} rolled '{model}' back from version {evidence['from']} to version {version}."
             else:
-                rationale = f"{who} stopped the canary of '{model}'; version {version} serves everyone."
+                rationale = f"{who} rolled '{model}' back from version {evidence['from']} to version {version}."
+                releases.restore_version(
+                    session=session, model_id=row.id, version_id=target.id, at=now, run_id=run_id, reason=rationale
+                )
             outcome = "rolled_back"
         else:
             outcome = "denied"
@@ -74,7 +104,7 @@ def manual_rollback(
         return decisions.record_decision(
             session=session,
             model_id=row.id,
-            run_id=f"{model}/manual/{now.isoformat()}",
+            run_id=run_id,
             agent="operator",
             time=now,
             trigger={"kind": "manual", "by": who},

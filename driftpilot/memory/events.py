@@ -16,6 +16,7 @@ from driftpilot.memory.db import chunks
 from driftpilot.memory.models import get_model_by_id, model_schema
 from driftpilot.memory.schemas import ModelSchema
 from driftpilot.memory.tables import LABEL_SOURCES, Event, Label, Quarantine
+from driftpilot.memory.times import to_naive_utc
 
 FRAME_COLUMNS = (
     "id",
@@ -252,3 +253,30 @@ def event_frame(rows: Sequence[Sequence[Any]], schema: ModelSchema, *, with_feat
 def _objects(values: Sequence[Any]) -> pd.Series:
     # object dtype keeps None as None; pandas 3 would otherwise infer its str dtype (NaN).
     return pd.Series(np.asarray(values, dtype=object), dtype=object)
+
+
+Answer = tuple[int | None, str | None, dict[str, float]]
+
+
+def stored_answers(*, session: Session, model_id: int, keys: Sequence[str]) -> dict[str, Answer]:
+    """What was answered for events already stored under ``keys``: served version, prediction
+    and probabilities, by key (keys not stored are absent)."""
+    found: dict[str, Answer] = {}
+    for part in chunks(list(keys)):
+        stmt = sa.select(Event.key, Event.served_version, Event.prediction, Event.probabilities).where(
+            Event.model_id == model_id, Event.key.in_(part)
+        )
+        for key, version, prediction, probabilities in session.execute(stmt):
+            found[key] = (version, prediction, probabilities or {})
+    return found
+
+
+def last_group(*, session: Session, model_id: int, entity: str, at: datetime) -> str | None:
+    """The group of ``entity``'s last event at or before ``at`` (None if it has none)."""
+    stmt = (
+        sa.select(Event.group_key)
+        .where(Event.model_id == model_id, Event.entity == entity, Event.time <= to_naive_utc(at))
+        .order_by(Event.time.desc())
+        .limit(1)
+    )
+    return session.scalar(stmt)

@@ -35,6 +35,7 @@ LABEL_SOURCES = ("person", "oracle", "system", "pseudo")
 ALARM_STATUSES = ("firing", "resolved")
 VERSION_STAGES = (
     "candidate",
+    "shadow",
     "canary",
     "champion",
     "archived",
@@ -42,6 +43,10 @@ VERSION_STAGES = (
     "rejected",
 )
 LABEL_REQUEST_STATUSES = ("open", "answered", "expired")
+RELEASE_PHASES = ("shadow", "canary", "ended")
+"""A release's phases: the candidate answers in shadow (nothing it says is served), then serves
+a growing canary cohort, then the release ends (promoted or rolled back)."""
+COHORT_KINDS = ("entity", "group")
 
 # Constraint names must be stable so that later migrations can refer to them.
 NAMING_CONVENTION = {
@@ -248,6 +253,43 @@ class Release(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     evidence: Mapped[dict[str, Any]] = mapped_column(JSON)
     verdict: Mapped[str | None] = mapped_column(String, nullable=True)
+    #: ``shadow``, ``canary`` or ``ended``; ``step`` indexes ``plan`` (the canary shares, from the
+    #: policy when the release started), -1 in shadow.
+    phase: Mapped[str] = mapped_column(String, server_default="canary")
+    step: Mapped[int] = mapped_column(Integer, server_default="0")
+    step_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    plan: Mapped[list[float]] = mapped_column(JSON, server_default="[]")
+    #: Cohorts by hashing the entity id or its group (edge node, OLT port), with this salt.
+    cohort: Mapped[str] = mapped_column(String, server_default="entity")
+    salt: Mapped[str] = mapped_column(String, server_default="")
+
+
+class ServingChange(Base):
+    """One change of what a model serves, appended and never updated: from ``at`` until the next
+    change, ``champion`` serves everyone but the ``share`` of cohorts (by ``cohort`` and ``salt``)
+    that ``candidate`` serves; in shadow the candidate only answers beside the champion.
+
+    ``run_id`` and ``reason`` say why: the decision of that run that made the change.
+    """
+
+    __tablename__ = "serving_change"
+    __table_args__ = (
+        Index("ix_serving_change_model_id_at", "model_id", "at"),
+        CheckConstraint(_one_of("cohort", COHORT_KINDS), name="cohort"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("managed_model.id"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    champion: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    candidate: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    phase: Mapped[str | None] = mapped_column(String, nullable=True)
+    share: Mapped[float] = mapped_column(Float)
+    cohort: Mapped[str] = mapped_column(String)
+    salt: Mapped[str] = mapped_column(String)
+    release_id: Mapped[int | None] = mapped_column(ForeignKey("release.id"), nullable=True)
+    run_id: Mapped[str] = mapped_column(String)
+    reason: Mapped[str] = mapped_column(Text)
 
 
 class LabelRequest(Base):

@@ -18,8 +18,9 @@ from driftpilot.models.base import TorchClassifier
 from driftpilot.models.families import load_model
 
 
-class ArtifactError(RuntimeError):
-    """An artifact is missing or does not match the checksum recorded with its version."""
+class ArtifactError(RuntimeError, ValueError):
+    """An artifact is missing or does not match the checksum recorded with its version (a
+    ValueError too, so that callers refusing bad input refuse it with the rest)."""
 
 
 def sha256_of(path: Path) -> str:

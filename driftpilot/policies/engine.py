@@ -336,7 +336,36 @@ def _promote(policy: Policy, facts: Mapping[str, Fact], usage: Usage) -> list[Ru
         "control_score",
         policy.release.max_regression,
     )
-    return [samples_verdict, gate]
+    verdicts = [samples_verdict, gate]
+    if "sequential_verdict" in facts:
+        # The release's always-valid test: promotion needs the candidate shown better.
+        observed = facts["sequential_verdict"]
+        passed = observed == "better"
+        verdicts.append(
+            RuleVerdict(
+                rule="sequential_test",
+                passed=passed,
+                observed=observed,
+                limit="better",
+                reason=f"sequential test (alpha {_fmt(policy.release.alpha)}): {observed}"
+                + ("" if passed else ", not shown better than the champion"),
+            )
+        )
+    if "worse_slices" in facts:
+        worse = _number(facts, "worse_slices")
+        if isinstance(worse, str):
+            verdicts.append(_missing("slice_test", worse, 0))
+        else:
+            verdicts.append(
+                RuleVerdict(
+                    rule="slice_test",
+                    passed=worse == 0,
+                    observed=worse,
+                    limit=0,
+                    reason=f"slices shown worse than the champion: {_fmt(worse)}, at most 0",
+                )
+            )
+    return verdicts
 
 
 def _no_guardrail(policy: Policy, facts: Mapping[str, Fact], usage: Usage) -> list[RuleVerdict]:
@@ -377,8 +406,10 @@ def evaluate(policy: Policy, action: Action, facts: Mapping[str, Fact], usage: U
       passes when it is None, no slice being large enough); ``golden_gate`` when golden scores
       are given (``candidate_golden_score - champion_golden_score >=
       -evaluation.max_golden_regression``).
-    - ``promote``: ``canary_samples`` (at least ``min_canary_samples``) and
-      ``canary_gate`` (``canary_score - control_score >= -max_regression``).
+    - ``promote``: ``canary_samples`` (at least ``min_canary_samples``),
+      ``canary_gate`` (``canary_score - control_score >= -max_regression``), and when the facts
+      carry them ``sequential_test`` (``sequential_verdict`` is ``better``) and ``slice_test``
+      (no slice shown worse, fact ``worse_slices``).
     - ``rollback``, ``quarantine``, ``alert``: autonomy only; a rollback is never
       blocked by a budget.
 

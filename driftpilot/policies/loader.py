@@ -53,7 +53,7 @@ def policy_from_mapping(data: object, *, source: str = "<mapping>") -> Policy:
     >>> data = {"name": "bot", "budgets": {"max_retrains_per_day": 2}}
     >>> policy_from_mapping(data).budgets
     Budgets(max_retrains_per_day=2, max_labels_per_day=2000)
-    >>> bad = {"name": "bot", "release": {"canary_share": 1.5}}
+    >>> bad = {"name": "bot", "release": {"steps": [1.5]}}
     >>> policy_from_mapping(bad, source="bot.yaml")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
@@ -85,8 +85,8 @@ def load_policy(path: str | Path | None = None) -> Policy:
     Examples
     --------
     >>> policy = load_policy()
-    >>> policy.name, policy.autonomy, policy.release.canary_share
-    ('default', 'L4', 0.2)
+    >>> policy.name, policy.autonomy, policy.release.steps
+    ('default', 'L4', [0.05, 0.25])
     """
     if path is None:
         resource = resources.files("driftpilot.policies").joinpath(DEFAULT_POLICY_FILE)

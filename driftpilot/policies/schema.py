@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["Autonomy", "Budgets", "Evaluation", "Monitor", "Policy", "Release", "Training"]
+__all__ = ["Autonomy", "Budgets", "Evaluation", "Guards", "Monitor", "Policy", "Release", "Training"]
 
 #: Autonomy levels of TM Forum's Autonomous Networks framework (IG1218): L0/L1 manual,
 #: L2 recommend only, L3 act with a person approving promotions and rollbacks, L4 act
@@ -82,13 +82,73 @@ class Evaluation(_Section):
     max_golden_regression: float = Field(default=0.0, ge=0, lt=1)
 
 
-class Release(_Section):
-    """How a candidate is exposed (canary) and judged before promotion."""
+class Guards(_Section):
+    """Label-free guards: they can stop a release before any label arrives. Each compares the
+    candidate with the champion on the same events since the release started."""
 
-    canary_share: float = Field(default=0.2, gt=0, lt=1)
+    #: Events (labelled or not) a guard needs before it judges.
+    min_events: int = Field(default=200, ge=1)
+    #: Largest share of events on which the two may answer differently.
+    max_disagreement: float = Field(default=0.5, gt=0, le=1)
+    #: Largest drop of the candidate's confidence-based accuracy estimate (the mean of its top
+    #: class probability, CBPE's estimate for accuracy) below the champion's.
+    max_estimated_drop: float = Field(default=0.1, ge=0, le=1)
+    #: Largest ratio of the candidate's prediction time to the champion's, on the same rows.
+    max_latency_ratio: float = Field(default=5.0, gt=1)
+    #: Largest share of events the candidate fails to answer (an error, or non-finite output).
+    max_error_rate: float = Field(default=0.0, ge=0, lt=1)
+
+
+class Release(_Section):
+    """How a candidate is released: shadow, canary steps over cohorts, and the verdict.
+
+    The verdict is a sequential test on labelled events that both versions answered (the one
+    not serving an event answers it in shadow): ``better`` or ``worse`` at error rate ``alpha``,
+    looked at as often as the loop likes. Promotion (100%) needs ``better``.
+    """
+
+    #: The candidate first answers beside the champion, nothing it says being served.
+    shadow: bool = True
+    #: Labelled events the shadow must have answered before the first canary step.
+    min_shadow_samples: int = Field(default=500, ge=1)
+    #: ``better``: the shadow lasts until the candidate is also shown better (the canary steps then
+    #: confirm it while serving); ``samples``: only until ``min_shadow_samples``. Both versions
+    #: answer every event either way, so staying in shadow costs time, never evidence.
+    shadow_until: Literal["better", "samples"] = "better"
+    #: Canary shares, increasing, each strictly between 0 and 1; promotion serves everyone.
+    steps: list[float] = Field(default_factory=lambda: [0.05, 0.25], min_length=1)
+    #: Labelled events the candidate must have served itself at each step before the next one
+    #: (or promotion).
+    min_step_samples: int = Field(default=50, ge=1)
+    #: Cohorts by hashing the entity id, or its group (edge node, OLT port): a whole group moves.
+    cohort: Literal["entity", "group"] = "entity"
+    #: Chance of a verdict (better or worse) between two equally good versions, all looks and
+    #: slices together.
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    #: Slices (values of the model's categorical features) checked on their own; each gets its
+    #: share of ``alpha``.
+    max_slices: int = Field(default=20, ge=0)
+    #: Labelled events both answered before promotion.
     min_canary_samples: int = Field(default=200, ge=1)
+    #: Largest regression on the recent holdout with which a candidate may start a release.
     max_regression: float = Field(default=0.02, ge=0, lt=1)
+    #: Longest a release may run: undecided by then, the champion is kept.
     max_canary_hours: float = Field(default=24.0, gt=0)
+    guards: Guards = Field(default_factory=Guards)
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing_shares(cls, steps: list[float]) -> list[float]:
+        if any(not 0.0 < s < 1.0 for s in steps):
+            raise ValueError("every step's share must be strictly between 0 and 1")
+        if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+            raise ValueError("step shares must increase")
+        return steps
+
+    @property
+    def canary_share(self) -> float:
+        """The largest share a candidate serves before promotion."""
+        return self.steps[-1]
 
 
 class Policy(_Section):
@@ -96,14 +156,14 @@ class Policy(_Section):
 
     Examples
     --------
-    >>> policy = Policy(name="ont-offline", release={"canary_share": 0.05})
+    >>> policy = Policy(name="ont-offline", release={"steps": [0.05, 0.5]})
     >>> policy.autonomy, policy.release.canary_share, policy.budgets.max_labels_per_day
-    ('L4', 0.05, 2000)
-    >>> Policy(name="x", release={"canary_shares": 0.05})
+    ('L4', 0.5, 2000)
+    >>> Policy(name="x", release={"step": [0.05]})
     Traceback (most recent call last):
     ...
     pydantic_core._pydantic_core.ValidationError: 1 validation error for Policy
-    release.canary_shares
+    release.step
     ...
     """
 

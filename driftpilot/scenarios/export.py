@@ -64,10 +64,12 @@ _MIN_WARMUP = 20  # the fewest rows replay trains a first version on
 
 # Offers arrive about a thousand a day, not thousands an hour: the monitor needs a week to see
 # enough labels, a retrain a month, and a canary, whose labels come a day late, a week.
-#: Canaries on small fleets and row-clock streams: with a 10 % label budget and a fifth of the
-#: traffic, the default's 200 labelled canary events take days to gather; half the traffic and
-#: 100 events give a verdict within the canary's 24 hours.
-_SMALL_FLEET_POLICY: dict[str, dict[str, object]] = {"release": {"canary_share": 0.5, "min_canary_samples": 100}}
+#: Releases on small fleets and row-clock streams: with a 10 % label budget, the default plan
+#: (5 % and 25 % of 60 entities: three and fifteen) gathers its per-step evidence too slowly;
+#: larger steps (a quarter, then half) decide within the release's 24 hours.
+_SMALL_FLEET_POLICY: dict[str, dict[str, object]] = {
+    "release": {"steps": [0.25, 0.5], "min_shadow_samples": 50, "min_step_samples": 30, "min_canary_samples": 100}
+}
 _OFFERS_POLICY: dict[str, dict[str, object]] = {
     "monitor": {"check_every_minutes": 1440, "window_hours": 168, "min_labelled": 150},
     "training": {"recent_hours": 720, "min_training_labels": 300},

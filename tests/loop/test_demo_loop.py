@@ -20,7 +20,8 @@ POLICY = """
 name: small-fleet
 monitor: {min_labelled: 100}
 training: {min_training_labels: 300}
-release: {canary_share: 0.5, min_canary_samples: 60}
+release: {steps: [0.25, 0.5], min_shadow_samples: 50, shadow_until: samples, min_step_samples: 30,
+          min_canary_samples: 60}
 """
 
 
@@ -62,17 +63,23 @@ def test_the_loop_retrains_canaries_and_promotes(demo):
         ("diagnostician", "diagnose", "retrain"),
         ("curator", "curate", "snapshot"),
         ("trainer", "retrain", "candidate"),
-        ("release_manager", "start_canary", "canary_started"),
+        ("release_manager", "start_canary", "shadow_started"),
+        ("release_manager", "start_canary", "canary_step"),
+        ("release_manager", "start_canary", "canary_step"),
         ("release_manager", "promote", "promoted"),
     ]
     turns = [i for i in range(len(steps)) if steps[i : i + len(full_turn)] == full_turn]
     assert turns, steps
     promotion = next(d for d in logged if d["action"] == "promote")
-    assert promotion["evidence"]["n_labelled"] >= 60
+    assert promotion["evidence"]["overall"]["n"] >= 60
+    assert promotion["evidence"]["overall"]["verdict"] == "better"
+    assert promotion["evidence"]["served_labelled_this_step"] >= 30
     assert {v["rule"] for v in promotion["policy_verdicts"][0]["verdicts"]} >= {
         "autonomy",
         "canary_samples",
         "canary_gate",
+        "sequential_test",
+        "slice_test",
     }
     served = pd.read_csv(demo.files["predictions"])["served_version"]
     assert served.max() >= 2
@@ -92,8 +99,9 @@ def test_pinned_outcome_on_seeded_fleet(demo):
     s = demo.summary
 
     assert s["events"] == 62439
-    assert (s["retrains"], s["promotions"], s["rollbacks"]) == (6, 3, 1)
+    assert (s["retrains"], s["promotions"], s["rollbacks"]) == (2, 1, 1)
     assert round(s["balanced_accuracy"]["static_days_11_30"], 4) == 0.7257
+    assert round(s["balanced_accuracy"]["served_days_11_30"], 4) == 0.8092
 
 
 def test_cli_audit_and_models_read_the_demo(demo, capsys):
@@ -128,6 +136,16 @@ def test_cli_rollback_goes_through_the_policy_and_refuses_unknown_versions(demo,
     last = _decisions_of(home)[-1]
     assert (last["agent"], last["action"], last["outcome"]) == ("operator", "rollback", "rolled_back")
     assert last["policy_verdicts"][0]["allowed"] is True
+
+    # The serving history answers for any entity and time: before the rollback, after it.
+    assert main(["--home", str(home), "served", "ont-offline", "ont-0001", "--at", "2026-03-09T00:30:00"]) == 0
+    early = capsys.readouterr().out
+    assert early.startswith("ont-0001 at 2026-03-09T00:30:00+00:00: version 1 (champion) since 2026-03-08T23:45:00")
+    assert "why: Version 1 serves everyone: the first champion" in early
+    assert main(["--home", str(home), "served", "ont-offline", "ont-0001", "--json"]) == 0
+    now = json.loads(capsys.readouterr().out)
+    assert (now["version"], now["role"], now["decision_id"]) == (1, "champion", last["id"])
+    assert now["reason"] == last["rationale"]
 
 
 def _decisions_of(home: Path) -> list[dict]:

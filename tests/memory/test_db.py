@@ -21,6 +21,7 @@ TABLES = {
     "managed_model",
     "quarantine",
     "release",
+    "serving_change",
     "snapshot",
     "snapshot_item",
     "version",
@@ -38,7 +39,7 @@ def test_migrate_creates_every_table_and_matches_the_models(session: Session) ->
 
     assert tables == TABLES
     assert differences == []
-    assert version == "0002"
+    assert version == "0003"
 
 
 def test_sqlite_connections_are_durable_and_enforce_foreign_keys(tmp_path) -> None:

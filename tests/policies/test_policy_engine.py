@@ -17,7 +17,7 @@ from driftpilot.policies import (
 # Pinned here rather than taken from the shipped defaults, so tuning the defaults does not
 # change what these cases check: 6 retrains, 2000 labels, 500 training labels, canary share
 # 0.1, 300 canary samples, max regression 0.02.
-POLICY = Policy(name="ont", release={"canary_share": 0.1, "min_canary_samples": 300})
+POLICY = Policy(name="ont", release={"steps": [0.1], "min_canary_samples": 300})
 
 L4 = ("autonomy", True, "L4", "L3", "autonomy L4 may '{action}' within the guardrails")
 
@@ -542,6 +542,22 @@ def test_l3_promote_failing_a_guardrail_asks_no_approval() -> None:
     assert (verdict.allowed, verdict.needs_approval) == (False, False)
 
 
+def test_promotion_needs_the_sequential_test_to_say_better_and_no_slice_worse() -> None:
+    shown = evaluate(POLICY, "promote", {**GOOD_CANARY, "sequential_verdict": "better", "worse_slices": 0}, Usage())
+    undecided = evaluate(POLICY, "promote", {**GOOD_CANARY, "sequential_verdict": "undecided"}, Usage())
+    slice_worse = evaluate(
+        POLICY, "promote", {**GOOD_CANARY, "sequential_verdict": "better", "worse_slices": 1}, Usage()
+    )
+
+    assert shown.allowed
+    assert _rows(shown)[-2:] == [
+        ("sequential_test", True, "better", "better", "sequential test (alpha 0.05): better"),
+        ("slice_test", True, 0, 0, "slices shown worse than the champion: 0, at most 0"),
+    ]
+    assert undecided.reasons == ["sequential test (alpha 0.05): undecided, not shown better than the champion"]
+    assert slice_worse.reasons == ["slices shown worse than the champion: 1, at most 0"]
+
+
 def test_unknown_action_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="action 'deploy' is not one of"):
         evaluate(POLICY, "deploy", {}, Usage())  # type: ignore[arg-type]
@@ -567,8 +583,8 @@ def test_engine_checks_under_the_policy_in_force_and_replaces_it() -> None:
 def test_engine_keeps_its_policy_when_a_replacement_is_invalid() -> None:
     engine = PolicyEngine(POLICY)
 
-    with pytest.raises(PolicyError, match="release.canary_share"):
-        engine.replace({"name": "ont", "release": {"canary_share": 2}})
+    with pytest.raises(PolicyError, match="release.steps"):
+        engine.replace({"name": "ont", "release": {"steps": [2.0]}})
 
     assert engine.policy is POLICY
     assert engine.replace({"name": "new", "autonomy": "L3"}).name == "ont"

@@ -24,7 +24,7 @@ def test_default_policy_loads_with_every_documented_value() -> None:
     assert policy.training.max_recent == 20000
     assert policy.training.replay_share == 0.3
     assert policy.training.min_training_labels == 500
-    assert policy.release.canary_share == 0.2
+    assert policy.release.steps == [0.05, 0.25]
     assert policy.release.min_canary_samples == 200
     assert policy.release.max_regression == 0.02
     assert policy.release.max_canary_hours == 24
@@ -66,13 +66,13 @@ def test_a_typo_is_refused_naming_the_field_and_file(tmp_path: Path) -> None:
 
 
 def test_an_invalid_share_is_refused_naming_the_field(tmp_path: Path) -> None:
-    path = _write(tmp_path, "name: ont\nrelease:\n  canary_share: 1.5\n")
+    path = _write(tmp_path, "name: ont\nrelease:\n  steps: [1.5]\n")
 
-    with pytest.raises(PolicyError, match="field 'release.canary_share'") as caught:
+    with pytest.raises(PolicyError, match="field 'release.steps'") as caught:
         load_policy(path)
 
-    assert caught.value.fields == ("release.canary_share",)
-    assert "got 1.5" in str(caught.value)
+    assert caught.value.fields == ("release.steps",)
+    assert "got [1.5]" in str(caught.value)
 
 
 def test_every_fault_is_named(tmp_path: Path) -> None:

@@ -9,8 +9,10 @@ from driftpilot.policies import Policy
 @pytest.mark.parametrize(
     ("section", "field", "value"),
     [
-        ("release", "canary_share", 0.0),
-        ("release", "canary_share", 1.0),
+        ("release", "steps", [0.0]),
+        ("release", "steps", [1.0]),
+        ("release", "steps", [0.5, 0.2]),
+        ("release", "steps", []),
         ("training", "replay_share", 1.0),
         ("training", "replay_share", -0.1),
         ("monitor", "drift_p_value", 0.0),
@@ -43,7 +45,7 @@ def test_policy_is_frozen() -> None:
     policy = Policy(name="x")
 
     with pytest.raises(ValidationError):
-        policy.release.canary_share = 0.5  # type: ignore[misc]
+        policy.release.alpha = 0.5  # type: ignore[misc]
 
 
 def test_boundary_values_are_accepted() -> None:
@@ -52,7 +54,7 @@ def test_boundary_values_are_accepted() -> None:
             "name": "edge",
             "autonomy": "L0",
             "training": {"replay_share": 0.0},
-            "release": {"max_regression": 0.0, "canary_share": 0.99},
+            "release": {"max_regression": 0.0, "steps": [0.99]},
             "monitor": {"window_hours": 1},
         }
     )

@@ -1,0 +1,112 @@
+"""The Release Manager in the graph: shadow until shown better, then canary steps, then promotion."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+
+from driftpilot.agents.context import AgentContext
+from driftpilot.graph.runner import LoopRunner, sqlite_checkpointer
+from driftpilot.loop.demo import MODEL_NAME
+from driftpilot.loop.serving import Serving
+from driftpilot.memory import decisions, releases, versions
+from driftpilot.memory.ingest import ingest_labels
+from driftpilot.policies import PolicyEngine
+from driftpilot.policies.loader import policy_from_mapping
+
+from ..loop.test_release_serving import START, world  # noqa: F401 - the fixture
+
+POLICY = {
+    "name": "release-test",
+    "release": {
+        "min_shadow_samples": 20,
+        "steps": [0.5],
+        "min_step_samples": 5,
+        "min_canary_samples": 20,
+        # The test's two versions disagree on most events; the guards are not what is tested here.
+        "guards": {"min_events": 50, "max_disagreement": 1.0, "max_estimated_drop": 1.0},
+    },
+}
+
+
+def test_shadow_lasts_until_the_candidate_is_shown_better_then_steps_and_promotes(world, tmp_path):  # noqa: F811
+    sessions, registry, model_id, tick = world
+    context = AgentContext(
+        sessions=sessions, registry=registry, policy=PolicyEngine(policy_from_mapping(POLICY)), seed=0
+    )
+    serving = Serving(sessions, registry, model_id, MODEL_NAME)
+    with sessions() as session:
+        answers = {
+            n: registry.load(versions.get_version(session=session, model_id=model_id, number=n)).predict(tick.features)
+            for n in (1, 2)
+        }
+
+    def hour(h: int, truth: np.ndarray, labelled: np.ndarray) -> None:
+        """An hour of traffic through the serving path, labelled where ``labelled``."""
+        at = START + timedelta(hours=h)
+        keys = [f"{e}/{h}" for e in tick.entities]
+        serving.predict(
+            keys=keys,
+            times=[at] * len(keys),
+            entities=list(tick.entities),
+            groups=list(tick.groups),
+            features=tick.features,
+        )
+        with sessions() as session:
+            ingest_labels(
+                session=session,
+                model=MODEL_NAME,
+                labels=[
+                    {"event_key": k, "value": str(v), "time": at + timedelta(minutes=30)}
+                    for k, v, keep in zip(keys, truth, labelled, strict=True)
+                    if keep
+                ],
+            )
+
+    def stage() -> str:
+        with sessions() as session:
+            return versions.get_version(session=session, model_id=model_id, number=2).stage
+
+    agree = answers[1] == answers[2]
+    with sqlite_checkpointer(tmp_path / "cp.sqlite") as checkpointer:
+        runner = LoopRunner(context, checkpointer)
+        runner.release(MODEL_NAME, 2, START, {"candidate_score": 0.9, "champion_score": 0.9}, run_id="t")
+        serving.refresh()
+        # Hour 0: labels only where both versions agree: plenty of labels, no evidence either way.
+        hour(0, answers[1], agree)
+        runner.step(MODEL_NAME, START + timedelta(hours=1), {"kind": "schedule"})
+        shadow_stage = stage()
+        # Hour 1: the truth is what the candidate says: it is right where the champion is wrong.
+        hour(1, answers[2], np.ones(len(tick), dtype=bool))
+        runner.step(MODEL_NAME, START + timedelta(hours=2), {"kind": "schedule"})
+        canary_stage = stage()
+        serving.refresh()
+        served = serving.route(list(tick.entities))
+        hour(2, answers[2], np.ones(len(tick), dtype=bool))
+        runner.step(MODEL_NAME, START + timedelta(hours=3), {"kind": "schedule"})
+        assert not runner.waiting(MODEL_NAME)
+
+    with sessions() as session:
+        logged = [
+            d for d in decisions.list_decisions(session=session, model_id=model_id) if d.agent == "release_manager"
+        ]
+        history = releases.serving_history(session=session, model_id=model_id)
+    assert shadow_stage == "shadow"  # agreeing labels: undecided, so still in shadow
+    assert canary_stage == "canary"
+    assert 0.3 < float(np.mean(served == 2)) < 0.7
+    assert [(d.action, d.outcome) for d in logged] == [
+        ("start_canary", "shadow_started"),
+        ("start_canary", "canary_step"),
+        ("promote", "promoted"),
+    ]
+    assert logged[1].evidence["verdict"] == "better" and "shown better" in logged[1].rationale
+    # Slices (the ONTs' device models, firmwares, regions, ports) are tested beside the whole.
+    assert logged[2].evidence["slices_tested"] >= 3
+    assert [(h.champion, h.candidate, h.phase, h.share) for h in history] == [
+        (1, None, None, 0.0),
+        (1, 2, "shadow", 0.0),
+        (1, 2, "canary", 0.5),
+        (2, None, None, 0.0),
+    ]
+    assert stage() == "champion"

@@ -1,0 +1,76 @@
+"""The API's prediction routing, rollback and serving-history routes, over HTTP (TestClient)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+from fastapi.testclient import TestClient
+
+from driftpilot.api import create_app
+from driftpilot.loop.demo import MODEL_NAME
+from driftpilot.memory import events, releases, versions
+
+from .test_release_serving import START, world  # noqa: F401 - the fixture
+
+
+def _events(tick, n: int, prefix: str) -> list[dict]:
+    return [
+        {
+            "key": f"{prefix}/{i}",
+            "time": (START + timedelta(hours=1)).isoformat(),
+            "entity": str(tick.entities[i]),
+            "group": str(tick.groups[i]),
+            "features": {k: (v[i].item() if isinstance(v[i], np.generic) else v[i]) for k, v in tick.features.items()},
+        }
+        for i in range(n)
+    ]
+
+
+def test_predict_routes_records_and_rolls_back_over_http(world):  # noqa: F811
+    sessions, registry, model_id, tick = world
+    with sessions() as session:
+        v2 = versions.get_version(session=session, model_id=model_id, number=2)
+        releases.restore_version(session=session, model_id=model_id, version_id=v2.id, at=START, run_id="r", reason="2")
+    client = TestClient(create_app(sessions, registry))
+
+    first = client.post(f"/models/{MODEL_NAME}/predict", json={"events": _events(tick, 5, "a")})
+    again = client.post(f"/models/{MODEL_NAME}/predict", json={"events": _events(tick, 5, "a")})
+    rolled = client.post(f"/models/{MODEL_NAME}/rollback", json={"version": 1, "who": "bob"})
+    after = client.post(f"/models/{MODEL_NAME}/predict", json={"events": _events(tick, 5, "b")})
+
+    assert first.status_code == 200, first.text
+    assert {a["version"] for a in first.json()["answers"]} == {2}
+    assert again.json() == first.json()  # the same keys: the answers first given, nothing stored twice
+    assert rolled.status_code == 200 and rolled.json()["outcome"] == "rolled_back"
+    assert {a["version"] for a in after.json()["answers"]} == {1}
+    with sessions() as session:
+        stored = events.window(session=session, model_id=model_id, start=None, end=None, with_features=False)
+    assert stored["served_version"].tolist() == [2] * 5 + [1] * 5
+    entity = str(tick.entities[0])
+    served = client.get(
+        f"/models/{MODEL_NAME}/served", params={"entity": entity, "at": (START + timedelta(minutes=30)).isoformat()}
+    )
+    assert served.json()["version"] == 2 and served.json()["reason"] == "2"
+    assert [h["champion"] for h in client.get(f"/models/{MODEL_NAME}/serving-history").json()] == [1, 2, 1]
+    assert client.get(f"/models/{MODEL_NAME}/assignment", params={"entity": entity}).json()["version"] == 1
+
+
+def test_the_api_names_what_was_wrong(world):  # noqa: F811
+    sessions, registry, _, tick = world
+    client = TestClient(create_app(sessions, registry))
+    bad = _events(tick, 1, "c")
+    del bad[0]["features"]["rx_power"]
+
+    missing_version = client.post(f"/models/{MODEL_NAME}/rollback", json={"version": 7})
+    unknown_model = client.post("/models/nope/predict", json={"events": _events(tick, 1, "d")})
+    missing_feature = client.post(f"/models/{MODEL_NAME}/predict", json={"events": bad})
+    empty = client.post(f"/models/{MODEL_NAME}/predict", json={"events": []})
+
+    assert (missing_version.status_code, missing_version.json()["detail"]) == (
+        404,
+        "model 'ont-offline' has no version 7",
+    )
+    assert unknown_model.status_code == 404 and "nope" in unknown_model.json()["detail"]
+    assert missing_feature.status_code == 422 and "rx_power" in missing_feature.json()["detail"]
+    assert empty.status_code == 422
