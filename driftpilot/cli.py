@@ -169,6 +169,109 @@ def cmd_scenarios_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _when(text: str | None, flag: str) -> Any:
+    from datetime import UTC, datetime
+
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{flag} must be an ISO 8601 time such as 2026-03-12T08:00, got {text!r}") from None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC).replace(tzinfo=None)
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from driftpilot.memory.audit import verify_chain
+
+    with _sessions(args)() as session:
+        report = verify_chain(session=session)
+    if report.ok:
+        print(f"chain intact: {report.checked} decisions, every hash recomputed and linked")
+        return 0
+    print(f"chain BROKEN at decision {report.first_broken_id}: {report.reason}")
+    return 1
+
+
+_EXPORT_COLUMNS = ("id", "time", "model_id", "run_id", "agent", "action", "outcome", "rationale")
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    import csv
+
+    from driftpilot.memory import decisions, models
+
+    with _sessions(args)() as session:
+        model_id = models.get_model(session=session, name=args.filter_model).id if args.filter_model else None
+        rows = [
+            decisions.decision_as_dict(d)
+            for d in decisions.list_decisions(
+                session=session,
+                model_id=model_id,
+                agent=args.agent,
+                action=args.action,
+                outcome=args.outcome,
+                since=_when(args.since, "--since"),
+                until=_when(args.until, "--until"),
+            )
+        ]
+    out = open(args.out, "w", newline="", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
+    try:
+        if args.format == "jsonl":
+            for row in rows:
+                out.write(json.dumps(row, default=str) + "\n")
+        else:
+            # The flat columns first; the structured fields as JSON text, so that nothing is lost.
+            rest = [k for k in (rows[0] if rows else {}) if k not in _EXPORT_COLUMNS]
+            writer = csv.DictWriter(out, fieldnames=[*_EXPORT_COLUMNS, *rest])
+            writer.writeheader()
+            for row in rows:
+                writer.writerow(
+                    {k: json.dumps(v, default=str) if isinstance(v, dict | list) else v for k, v in row.items()}
+                )
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    if args.out:
+        print(f"{len(rows)} decisions written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_audit_show(args: argparse.Namespace) -> int:
+    from driftpilot.memory import decisions
+    from driftpilot.memory.tables import Decision
+
+    with _sessions(args)() as session:
+        found = session.get(Decision, args.id)
+        if found is None:
+            raise LookupError(f"no decision #{args.id} in the log")
+        d = decisions.decision_as_dict(found)
+    lines = [
+        f"Decision #{d['id']} at {d['time']} (model {d['model_id']}, run {d['run_id']})",
+        f"  {d['agent']} → {d['action']}: {d['outcome']}",
+        "",
+        f"  Why: {d['rationale']}",
+        "",
+        f"  Trigger: {json.dumps(d['trigger'], default=str)}",
+    ]
+    for verdict in d["policy_verdicts"] or []:
+        state = "allowed" if verdict.get("allowed") else "refused"
+        approval = ", needs a person's approval" if verdict.get("needs_approval") else ""
+        lines.append(f"  Policy on '{verdict.get('action')}': {state}{approval}")
+        for rule in verdict.get("verdicts", []):
+            lines.append(f"    [{'pass' if rule['passed'] else 'FAIL'}] {rule['rule']}: {rule['reason']}")
+    if d["evidence"]:
+        lines.append("  Evidence:")
+        lines += [f"    {k}: {json.dumps(v, default=str)}" for k, v in d["evidence"].items()]
+    if d["diagnosis"]:
+        lines.append(f"  Diagnosis: {json.dumps(d['diagnosis'], default=str)}")
+    if d["approvals"]:
+        lines.append(f"  Approvals: {json.dumps(d['approvals'], default=str)}")
+    lines.append(f"  Hash {d['hash']} (previous {d['prev_hash'] or '-'})")
+    print("\n".join(lines))
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from driftpilot.memory import decisions, models
 
@@ -320,6 +423,22 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--json", action="store_true", help="one JSON object per line")
     audit.add_argument("--all", action="store_true", help="include healthy routine checks")
     audit.set_defaults(func=cmd_audit)
+    audit_sub = audit.add_subparsers(dest="audit_command", required=False)
+    verify = audit_sub.add_parser("verify", help="prove the hash chain intact, or name the first broken link")
+    verify.set_defaults(func=cmd_audit_verify)
+    export = audit_sub.add_parser("export", help="the decisions as JSON lines or CSV, filtered")
+    export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    export.add_argument("--model", dest="filter_model")
+    export.add_argument("--agent")
+    export.add_argument("--action")
+    export.add_argument("--outcome")
+    export.add_argument("--since", help="ISO 8601 time, inclusive (UTC unless it says otherwise)")
+    export.add_argument("--until", help="ISO 8601 time, exclusive")
+    export.add_argument("--out", help="file to write (default: standard output)")
+    export.set_defaults(func=cmd_audit_export)
+    show = audit_sub.add_parser("show", help="one decision as a person would read it")
+    show.add_argument("id", type=int)
+    show.set_defaults(func=cmd_audit_show)
 
     golden_cmd = sub.add_parser("golden", help="the golden set: events every candidate is scored on")
     golden_sub = golden_cmd.add_subparsers(dest="golden_command", required=True)

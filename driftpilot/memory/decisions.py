@@ -76,9 +76,12 @@ def list_decisions(
     action: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    outcome: str | None = None,
 ) -> list[Decision]:
-    """Decisions in log order, filtered by model, agent, action and ``since <= time < until``."""
+    """Decisions in log order, filtered by model, agent, action, outcome and ``since <= time < until``."""
     stmt = sa.select(Decision).order_by(Decision.id)
+    if outcome is not None:
+        stmt = stmt.where(Decision.outcome == outcome)
     if model_id is not None:
         stmt = stmt.where(Decision.model_id == model_id)
     if agent is not None:
