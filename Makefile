@@ -7,6 +7,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench
 
+# The same seeded figures on every x86-64 CPU: MKL, oneDNN and ATen otherwise pick AVX-512
+# kernels where the CPU has them, whose float rounding differs from AVX2's, and a seeded
+# training run then lands elsewhere (tests pin its outputs). AVX2 costs little on small networks.
+export MKL_CBWR ?= AVX2
+export DNNL_MAX_CPU_ISA ?= AVX2
+export ATEN_CPU_CAPABILITY ?= avx2
+
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
