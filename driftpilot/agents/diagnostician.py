@@ -10,6 +10,7 @@ import pandas as pd
 from langgraph.runtime import Runtime
 
 from driftpilot.agents.context import AgentContext, now_of, record, usage_today
+from driftpilot.agents.llm import narrate
 from driftpilot.agents.monitor import SERVED_REFERENCE
 from driftpilot.agents.state import LoopState
 from driftpilot.memory import events, models, quarantine, releases, versions
@@ -74,7 +75,7 @@ def diagnostician(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str,
         outcome = result.remedy
         rationale = result.rationale
         if result.remedy == "quarantine":
-            verdict = ctx.policy.check("quarantine", {}, usage_today(session, model, now))
+            verdict = ctx.policy.check("quarantine", {}, usage_today(session, model, now), at=now)
             verdicts.append(verdict)
             if verdict.allowed:
                 for alarm, raw in zip(alarm_evidence, finding.get("alarms", []), strict=True):
@@ -103,6 +104,22 @@ def diagnostician(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str,
         elif result.remedy in RETRAINING and releases.active_release(session=session, model_id=model.id):
             outcome = "deferred"
             rationale += " Deferred: a canary release is in progress; it is judged first."
+        evidence = to_json(
+            {
+                "alarms": [a.__dict__ for a in alarm_evidence],
+                "window_rows": len(current),
+                "reference_rows": len(reference),
+                "served_reference_rows": len(served),
+            }
+        )
+        diagnosis = to_json(result.as_dict())
+        chat = getattr(ctx, "chat", None)
+        if chat is not None:
+            # The model only rephrases: the deterministic rationale stays the decision's rationale,
+            # and the narrative (None when the model failed) is kept beside it with what it saw.
+            evidence["narrative"] = narrate(
+                chat, {"outcome": outcome, "diagnosis": diagnosis, "evidence": evidence}, rationale
+            )
         decision = record(
             session,
             state,
@@ -111,15 +128,8 @@ def diagnostician(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str,
             action="diagnose",
             outcome=outcome,
             rationale=rationale,
-            evidence=to_json(
-                {
-                    "alarms": [a.__dict__ for a in alarm_evidence],
-                    "window_rows": len(current),
-                    "reference_rows": len(reference),
-                    "served_reference_rows": len(served),
-                }
-            ),
-            diagnosis=to_json(result.as_dict()),
+            evidence=evidence,
+            diagnosis=diagnosis,
             verdicts=verdicts,
         )
     return {"diagnosis": result.as_dict() | {"outcome": outcome}, "outcome": outcome, "last_decision": decision.id}
