@@ -366,6 +366,51 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0 if decision.outcome == "rolled_back" else 1
 
 
+def cmd_approvals(args: argparse.Namespace) -> int:
+    from driftpilot.memory import approvals, models
+
+    with _sessions(args)() as session:
+        model_id = models.get_model(session=session, name=args.model).id if args.model else None
+        rows = approvals.list_approvals(session=session, model_id=model_id, status=None if args.all else "pending")
+        for a in rows:
+            answer = f" by {a.decided_by}" if a.decided_by else ""
+            print(
+                f"#{a.id} {a.status}{answer}: {a.action} {json.dumps(a.subject)} asked {a.requested_at:%Y-%m-%d %H:%M}"
+            )
+            print(f"  {a.reason}")
+        if not rows:
+            print("no approval requests" + ("" if args.all else " waiting"))
+    return 0
+
+
+def cmd_decide(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from driftpilot.memory import approvals
+
+    with _sessions(args)() as session:
+        approval = approvals.decide_approval(
+            session=session,
+            approval_id=args.id,
+            approve=args.command == "approve",
+            by=args.by,
+            at=datetime.now(UTC),
+            comment=args.comment,
+        )
+        subject = json.dumps(approval.subject)
+        print(f"#{approval.id} {approval.status} by {approval.decided_by}: {approval.action} {subject}")
+    print("the waiting run acts on it when the loop next looks at it")
+    return 0
+
+
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    from driftpilot.policies import load_policy
+
+    policy = load_policy(args.file)
+    print(f"{args.file}: valid policy '{policy.name}', autonomy {policy.autonomy}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="driftpilot", description="Keep deployed models healthy.")
     parser.add_argument("--home", help="driftpilot's folder (database, artifacts); default ./.driftpilot")
@@ -472,6 +517,23 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--policy")
     rollback.add_argument("--who", default="operator", help="who asks (recorded in the decision)")
     rollback.set_defaults(func=cmd_rollback)
+
+    listing = sub.add_parser("approvals", help="approval requests waiting for a person (autonomy L3)")
+    listing.add_argument("model", nargs="?")
+    listing.add_argument("--all", action="store_true", help="answered and expired ones too")
+    listing.set_defaults(func=cmd_approvals)
+    for verb, what in (("approve", "let the action happen"), ("deny", "refuse the action")):
+        decide = sub.add_parser(verb, help=f"answer an approval request: {what}")
+        decide.add_argument("id", type=int)
+        decide.add_argument("--by", required=True, help="who answers (recorded with the decision)")
+        decide.add_argument("--comment", default="")
+        decide.set_defaults(func=cmd_decide)
+
+    policy = sub.add_parser("policy", help="policy files")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
+    check = policy_sub.add_parser("check", help="validate a policy file; errors name the fields at fault")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_policy_check)
     return parser
 
 

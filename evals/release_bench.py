@@ -56,6 +56,7 @@ from driftpilot.models.registry import Registry  # noqa: E402
 from driftpilot.models.tabular_mlp import TabularMLP  # noqa: E402
 from driftpilot.policies import PolicyEngine, load_policy  # noqa: E402
 from driftpilot.scenarios.ont import CLASSES, FEATURES, OntScenarioConfig, OntSimulator  # noqa: E402
+from driftpilot.tools.cohort import canary_mask  # noqa: E402
 from driftpilot.tools.metrics import balanced_accuracy  # noqa: E402
 
 RESULTS = ROOT / "evals" / "results"
@@ -269,8 +270,6 @@ def _timings(sessions: Any, serving: Serving, stream: Stream, start: Any) -> tup
 
 def fixed_canary(stream: Stream, champion: Any, candidate: Any, seed: int, *, share=0.05, labels=200, margin=0.02):
     """The peer: a fixed-horizon canary on a hashed share of entities, judged once."""
-    from driftpilot.tools.cohort import canary_mask
-
     rng = np.random.default_rng(seed + 1000)
     canary_truth, canary_pred, control_truth, control_pred = [], [], [], []
     served = total = 0

@@ -11,7 +11,7 @@ import pandas as pd
 from sqlalchemy.orm import Session, sessionmaker
 
 from driftpilot.agents.state import LoopState
-from driftpilot.memory import decisions, label_requests
+from driftpilot.memory import decisions, label_requests, versions
 from driftpilot.memory.tables import Decision, ManagedModel
 from driftpilot.models.registry import Registry
 from driftpilot.policies import PolicyEngine, PolicyVerdict, Usage
@@ -35,6 +35,8 @@ class AgentContext:
     release_answers: dict[int, tuple[pd.DataFrame, tuple[float, float]]] = field(default_factory=dict)
     #: Called with each training epoch's curve point (a progress bar in the CLI).
     on_epoch: Callable[[dict[str, Any]], None] | None = None
+    #: The optional chat model (see :mod:`driftpilot.agents.llm`); None keeps every agent deterministic.
+    chat: Any = None
 
 
 def now_of(state: LoopState) -> datetime:
@@ -52,6 +54,7 @@ def usage_today(session: Session, model: ManagedModel, now: datetime) -> Usage:
         labels_requested_today=label_requests.count_label_requests(
             session=session, model_id=model.id, since=day, until=until
         ),
+        compute_seconds_today=versions.training_seconds(session=session, model_id=model.id, since=day, until=until),
     )
 
 
@@ -67,8 +70,9 @@ def record(
     evidence: Any = None,
     diagnosis: Any = None,
     verdicts: list[PolicyVerdict] | None = None,
+    approvals: list[dict[str, Any]] | None = None,
 ) -> Decision:
-    """Append this step's decision to the log (trigger, evidence, verdicts, outcome, why)."""
+    """Append this step's decision to the log (trigger, evidence, verdicts, approvals, outcome, why)."""
     return decisions.record_decision(
         session=session,
         model_id=model.id,
@@ -82,4 +86,5 @@ def record(
         action=action,
         outcome=outcome,
         rationale=rationale,
+        approvals=approvals or [],
     )

@@ -35,6 +35,7 @@ def curator(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
             visible_at=now,
             labelled_only=True,
             limit=training.max_recent,
+            exclude_quarantined=ctx.policy.policy.data.exclude_quarantined,
         )
         if len(recent) < training.min_training_labels:
             return _ask_for_labels(ctx, session, state, model, champion, recent, since, now)
@@ -124,7 +125,7 @@ def _ask_for_labels(
         limit=CANDIDATES_FOR_LABELS,
     )
     unlabelled = unlabelled[unlabelled["label"].isna() & ~unlabelled["id"].isin(pending)]
-    verdict = ctx.policy.check("request_labels", {"n_labels": needed}, usage_today(session, model, now))
+    verdict = ctx.policy.check("request_labels", {"n_labels": needed}, usage_today(session, model, now), at=now)
     asked = 0
     if needed and verdict.allowed and champion is not None and len(unlabelled):
         scorer = ctx.registry.load(champion)

@@ -25,11 +25,12 @@ from langgraph.types import interrupt
 
 from driftpilot.agents.context import AgentContext, now_of, record, usage_today
 from driftpilot.agents.state import LoopState
-from driftpilot.memory import events, models, releases, versions
+from driftpilot.memory import approvals, decisions, events, models, releases, versions
 from driftpilot.memory.tables import Release, Version
 from driftpilot.policies.schema import Release as ReleaseRules
 from driftpilot.tools.canary import ReleaseEvidence, label_free_guards, release_evidence
 from driftpilot.tools.diagnosis import SLICE_COLUMNS
+from driftpilot.tools.evaluation import slice_masks
 
 #: Outcomes of a release's first decision: shadow first, or straight to a canary step.
 RELEASE_STARTS = ("shadow_started", "canary_started")
@@ -40,7 +41,7 @@ def _may_serve(ctx: AgentContext, session: Any, state: Any, model: Any, share: f
     Trainer's gate judged: asked again at every step, since the policy (or today's usage) may have
     changed while the candidate waited."""
     facts = dict((state.get("evaluation") or {}).get("gate_facts") or {}) | {"share": share}
-    return ctx.policy.check("start_canary", facts, usage_today(session, model, now))
+    return ctx.policy.check("start_canary", facts, usage_today(session, model, now), at=now)
 
 
 def release_manager(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
@@ -53,7 +54,41 @@ def release_manager(state: LoopState, runtime: Runtime[AgentContext]) -> dict[st
         champion = versions.champion(session=session, model_id=model.id)
         candidate = versions.get_version(session=session, model_id=model.id, number=state["candidate"])
         first_share = 0.0 if rules.shadow else rules.steps[0]
+        started = releases.release_started_by(session=session, model_id=model.id, run_id=state["run_id"])
+        if started is not None:
+            # Resumed after a crash that came after the release started: start nothing twice.
+            return _started_before(ctx, session, state, model, started, candidate)
         verdict = _may_serve(ctx, session, state, model, rules.steps[0], now)
+        given: list[dict[str, Any]] = []
+        if verdict.allowed and verdict.needs_approval:
+            approval, waiting = _approval(
+                ctx,
+                session,
+                state,
+                model,
+                "start_canary",
+                {"version": candidate.number, "champion": champion.number if champion else None},
+                f"Start the release of version {candidate.number} "
+                f"({'shadow' if rules.shadow else f'{first_share:.0%}'} first); "
+                "the policy's autonomy L3 asks a person first",
+                [verdict],
+            )
+            if waiting:
+                return {"release_id": None, "approval_id": approval.id, "outcome": "waiting_for_approval"}
+            given = [approvals.as_dict(approval)]
+            if approval.status != "approved":
+                decision = record(
+                    session,
+                    state,
+                    model,
+                    agent="release_manager",
+                    action="start_canary",
+                    outcome=f"approval_{approval.status}",
+                    rationale=f"Version {candidate.number} is not released: {_answer(approval)}.",
+                    verdicts=[verdict],
+                    approvals=given,
+                )
+                return {"release_id": None, "outcome": f"approval_{approval.status}", "last_decision": decision.id}
         if not verdict.allowed:
             decision = record(
                 session,
@@ -111,22 +146,129 @@ def release_manager(state: LoopState, runtime: Runtime[AgentContext]) -> dict[st
                 "champion": champion.number if champion else None,
             },
             verdicts=[verdict],
+            approvals=given,
         )
     return {"release_id": release.id, "outcome": "canary_started", "last_decision": decision.id}
 
 
-def _answers(model: Any, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, int]:
-    """A version's answers and top-class probabilities on ``frame``, and how many rows it failed
-    to answer (rows with non-finite output; all rows if it raised)."""
+def _started_before(
+    ctx: AgentContext, session: Any, state: Any, model: Any, release: Release, candidate: Version
+) -> dict[str, Any]:
+    """The state after a release this run started before a restart; its decision is written now
+    if the crash came between the two writes."""
+    decision = decisions.run_decision(
+        session=session,
+        model_id=model.id,
+        run_id=state["run_id"],
+        agent="release_manager",
+        action="start_canary",
+        outcomes=RELEASE_STARTS,
+    )
+    if decision is None:
+        decision = record(
+            session,
+            state,
+            model,
+            agent="release_manager",
+            action="start_canary",
+            outcome="shadow_started" if release.phase == "shadow" else "canary_started",
+            rationale=(
+                f"The release of version {candidate.number} was started by this run before a restart "
+                f"(release {release.id}); it goes on, nothing was started twice."
+            ),
+            evidence={"release": release.id, "candidate": candidate.number, "recovered": True},
+        )
+    return {"release_id": release.id, "outcome": "canary_started", "last_decision": decision.id}
+
+
+def _answer(approval: Any) -> str:
+    if approval.status == "expired":
+        return f"nobody answered the approval request {approval.id} in time"
+    comment = f" ({approval.comment})" if approval.comment else ""
+    return f"{approval.decided_by} {approval.status} it{comment}"
+
+
+def _approval(
+    ctx: AgentContext,
+    session: Any,
+    state: Any,
+    model: Any,
+    action: str,
+    subject: dict[str, Any],
+    reason: str,
+    verdicts: list[Any],
+) -> tuple[Any, bool]:
+    """This run's approval request for ``action`` (opened, and its decision written, the first
+    time), expired when nobody answered within the policy's time; and whether it is still open."""
+    now = now_of(state)
+    approval = approvals.request_approval(
+        session=session,
+        model_id=model.id,
+        run_id=state["run_id"],
+        action=action,
+        subject=subject,
+        reason=reason,
+        time=now,
+    )
+    asked = decisions.run_decision(
+        session=session,
+        model_id=model.id,
+        run_id=state["run_id"],
+        agent="release_manager",
+        action=action,
+        outcomes=["awaiting_approval"],
+    )
+    if asked is None:
+        record(
+            session,
+            state,
+            model,
+            agent="release_manager",
+            action=action,
+            outcome="awaiting_approval",
+            rationale=f"{reason}: approval request {approval.id} waits for an answer.",
+            evidence={"approval": approval.id, **subject},
+            verdicts=verdicts,
+            approvals=[approvals.as_dict(approval)],
+        )
+    if approval.status == "pending":
+        timeout = timedelta(hours=ctx.policy.policy.changes.approval_timeout_hours)
+        if now.replace(tzinfo=None) - approval.requested_at.replace(tzinfo=None) < timeout:
+            return approval, True
+        approval = approvals.expire_approval(session=session, approval_id=approval.id, at=now)
+    return approval, False
+
+
+def approval_gate(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    """Wait (durably) for a person's answer to the release's approval request."""
+    resumed = interrupt({"waiting_for": "approval", "approval_id": state["approval_id"]})
+    now_iso = resumed["now"]
+    with runtime.context.sessions() as session:
+        approval = approvals.get_approval(session=session, approval_id=state["approval_id"])
+        timeout = timedelta(hours=runtime.context.policy.policy.changes.approval_timeout_hours)
+        waited = datetime.fromisoformat(now_iso).replace(tzinfo=None) - approval.requested_at.replace(tzinfo=None)
+        if approval.status == "pending" and waited < timeout:
+            return {"now": now_iso, "outcome": "waiting_for_approval"}
+    # Answered (or timed out): the Release Manager acts on it, asking the policy again.
+    return {"now": now_iso, "outcome": "approval_answered"}
+
+
+def after_approval(state: LoopState) -> Literal["approval_gate", "release_manager"]:
+    return "approval_gate" if state.get("outcome") == "waiting_for_approval" else "release_manager"
+
+
+def _answers(model: Any, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """A version's answers and top-class probabilities on ``frame``; None where it failed to
+    answer (non-finite output, or every row if it raised), counted as errors by the guards."""
     if frame.empty:
-        return np.array([], dtype=object), np.array([]), 0
+        return np.array([], dtype=object), np.array([])
     try:
         probabilities = np.asarray(model.predict_proba(frame), dtype=float)
     except Exception:  # noqa: BLE001 - any failure of a candidate is evidence against it, not a crash
-        return np.full(len(frame), None, dtype=object), np.zeros(len(frame)), len(frame)
+        return np.full(len(frame), None, dtype=object), np.zeros(len(frame))
     ok = np.isfinite(probabilities).all(axis=1)
     answers = np.asarray(model.classes, dtype=object)[np.nan_to_num(probabilities).argmax(axis=1)]
-    return answers, np.where(ok, probabilities.max(axis=1, initial=0.0), 0.0), int((~ok).sum())
+    return np.where(ok, answers, None), np.where(ok, probabilities.max(axis=1, initial=0.0), 0.0)
 
 
 #: Rows and repeats of the latency measurement: the best of a few runs on the same rows, taken
@@ -150,18 +292,6 @@ def _latencies(candidate: Any, champion: Any, frame: pd.DataFrame) -> tuple[floa
     return best[0], best[1]
 
 
-def _slice_masks(frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    masks = {}
-    for column in SLICE_COLUMNS:
-        if column not in frame:
-            continue
-        values = frame[column].astype(str).to_numpy()
-        known = frame[column].notna().to_numpy()
-        for value in np.unique(values[known]):
-            masks[f"{column}={value}"] = known & (values == value)
-    return masks
-
-
 def _answers_since_start(
     ctx: AgentContext, session: Any, release: Release, candidate: Any, champion: Any, ids: np.ndarray
 ) -> tuple[pd.DataFrame, tuple[float, float]]:
@@ -173,8 +303,8 @@ def _answers_since_start(
     new_ids = [int(i) for i in ids if i not in known]
     if new_ids:
         rows = events.events_by_ids(session=session, ids=new_ids)
-        cand_answers, cand_conf, _ = _answers(candidate, rows)
-        champ_answers, champ_conf, _ = _answers(champion, rows)
+        cand_answers, cand_conf = _answers(candidate, rows)
+        champ_answers, champ_conf = _answers(champion, rows)
         fresh = pd.DataFrame(
             {
                 "candidate": cand_answers,
@@ -239,7 +369,7 @@ def gather_evidence(
         truth,
         cand_answers[labelled].astype(str),
         champ_answers[labelled].astype(str),
-        slices={k: v[labelled] for k, v in _slice_masks(answers).items()},
+        slices={k: v[labelled] for k, v in slice_masks(answers, SLICE_COLUMNS).items()},
         guards=guards,
         alpha=rules.alpha,
         max_slices=rules.max_slices,
@@ -303,7 +433,9 @@ def canary_judge(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, 
         overall = evidence.overall
         verdict = evidence.verdict
 
-        def end(outcome: str, why: str, promote: bool, verdicts: list[Any]) -> dict[str, Any]:
+        def end(
+            outcome: str, why: str, promote: bool, verdicts: list[Any], given: list[dict[str, Any]] | None = None
+        ) -> dict[str, Any]:
             ctx.release_answers.pop(release.id, None)
             rationale = (
                 f"Version {candidate.number} promoted to champion: {why}."
@@ -331,6 +463,7 @@ def canary_judge(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, 
                 rationale=rationale,
                 evidence=details,
                 verdicts=verdicts,
+                approvals=given,
             )
             return {"now": now_iso, "outcome": "promoted" if promote else "rolled_back", "last_decision": decision.id}
 
@@ -342,7 +475,7 @@ def canary_judge(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, 
             else "no labelled events yet"
         )
         if verdict in ("guard_failed", "worse", "worse_on_slice"):
-            rollback = ctx.policy.check("rollback", {}, usage_today(session, model, now))
+            rollback = ctx.policy.check("rollback", {}, usage_today(session, model, now), at=now)
             if verdict == "guard_failed":
                 failed = "; ".join(g.reason for g in evidence.failed_guards)
                 why = f"a label-free guard failed in {where}: {failed}"
@@ -356,7 +489,7 @@ def canary_judge(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, 
                 )
             return end(verdict, why, False, [rollback])
         if elapsed >= timedelta(hours=rules.max_canary_hours):
-            rollback = ctx.policy.check("rollback", {}, usage_today(session, model, now))
+            rollback = ctx.policy.check("rollback", {}, usage_today(session, model, now), at=now)
             why = f"not shown better within {rules.max_canary_hours:g} hours ({scores})"
             return end("inconclusive", why, False, [rollback])
 
@@ -385,15 +518,35 @@ def canary_judge(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, 
                 "worse_slices": len(evidence.worse_slices),
             },
             usage_today(session, model, now),
+            at=now,
         )
-        if promote.allowed and not promote.needs_approval:
+        if promote.allowed and promote.needs_approval:
+            approval, waiting = _approval(
+                ctx,
+                session,
+                state,
+                model,
+                "promote",
+                {"version": candidate.number, "release": release.id, "champion": champion.number},
+                f"Promote version {candidate.number}, shown better after {where}; the policy's autonomy L3 asks "
+                "a person first",
+                [promote],
+            )
+            if waiting:
+                # The release goes on at its last step meanwhile; its guards still watch.
+                return {"now": now_iso, "outcome": "waiting_for_evidence"}
+            given = [approvals.as_dict(approval)]
+            if approval.status == "approved":
+                return end(
+                    "promoted", f"shown better after {where} ({scores}); {_answer(approval)}", True, [promote], given
+                )
+            return end(f"approval_{approval.status}", _answer(approval), False, [promote], given)
+        if promote.allowed:
             return end("promoted", f"shown better after {where}: {scores}", True, [promote])
-        why = (
-            "; ".join(promote.reasons)
-            if not promote.allowed
-            else "promotion needs a person's approval at this autonomy level"
-        )
-        return end("denied", why, False, [promote])
+        if any(v.rule == "change_calendar" and not v.passed for v in promote.verdicts):
+            # Outside a change window or in a freeze: keep the canary at its step and ask again later.
+            return {"now": now_iso, "outcome": "waiting_for_evidence"}
+        return end("denied", "; ".join(promote.reasons), False, [promote])
 
 
 def _slice_sentence(evidence: ReleaseEvidence, name: str) -> str:

@@ -27,6 +27,7 @@ class LoopState(TypedDict, total=False):
     evaluation: dict[str, Any] | None
     candidate: int | None
     release_id: int | None
+    approval_id: int | None
     outcome: str
     last_decision: int | None
 
@@ -44,6 +45,7 @@ def initial_state(model: str, now: str, run_id: str, trigger: dict[str, Any]) ->
         evaluation=None,
         candidate=None,
         release_id=None,
+        approval_id=None,
         outcome="started",
         last_decision=None,
     )

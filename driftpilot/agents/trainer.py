@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from driftpilot.agents.context import AgentContext, now_of, record, usage_today
 from driftpilot.agents.state import LoopState
-from driftpilot.memory import events, golden, models, snapshots, versions
+from driftpilot.memory import decisions, events, golden, models, snapshots, versions
 from driftpilot.memory.tables import Version
 from driftpilot.models.base import TorchClassifier
 from driftpilot.policies import PolicyVerdict
@@ -35,6 +35,9 @@ def trainer(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     now = now_of(state)
     with ctx.sessions() as session:
         model = models.get_model(session=session, name=state["model"])
+        done = _trained_before(session, state, model)
+        if done is not None:
+            return done
         champion = versions.champion(session=session, model_id=model.id)
         if champion is None:
             raise LookupError(f"model '{model.name}' has no champion to warm-start from")
@@ -43,7 +46,13 @@ def trainer(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
         # The labelled events behind the retrain: what it learns from and the recent ones held out
         # to judge it, as the Curator counted them when it decided there were enough.
         labelled = snapshot.n_rows + len(snapshot.stats.get("recent_holdout_ids", []))
-        retrain = ctx.policy.check("retrain", {"training_labels": labelled}, usage)
+        schema = models.model_schema(model)
+        retrain = ctx.policy.check(
+            "retrain",
+            {"training_labels": labelled, "features": ",".join(f.name for f in schema.features)},
+            usage,
+            at=now,
+        )
         if not retrain.allowed:
             decision = record(
                 session,
@@ -119,7 +128,8 @@ def trainer(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
             parent_id=champion.id,
             snapshot_id=snapshot.id,
             stage="candidate" if accepted else "rejected",
-            metrics=_metrics(champion, snapshot.n_rows, plan, candidate, evaluation),
+            metrics=_metrics(champion, snapshot.n_rows, plan, candidate, evaluation)
+            | {"run_id": state["run_id"], "gate_facts": evaluation.gate_facts(None) | facts},
         )
         decision = record(
             session,
@@ -146,6 +156,42 @@ def trainer(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
         "candidate": version.number if accepted else None,
         "evaluation": evaluation.as_dict() | {"gate_facts": evaluation.gate_facts(None) | facts},
         "outcome": "candidate" if accepted else "rejected",
+        "last_decision": decision.id,
+    }
+
+
+def _trained_before(session: Session, state: LoopState, model: Any) -> dict[str, Any] | None:
+    """What this run trained before a restart, or None: a run resumed after a crash never trains
+    (or registers) twice. The version is found by its run; its decision is written now if the
+    crash came between the two writes."""
+    version = versions.version_of_run(session=session, model_id=model.id, run_id=state["run_id"])
+    if version is None:
+        return None
+    accepted = version.stage != "rejected"
+    outcome = "candidate" if accepted else "rejected"
+    decision = decisions.run_decision(
+        session=session, model_id=model.id, run_id=state["run_id"], agent="trainer", action="retrain"
+    )
+    if decision is None:
+        decision = record(
+            session,
+            state,
+            model,
+            agent="trainer",
+            action="retrain",
+            outcome=outcome,
+            rationale=(
+                f"Version {version.number} was trained and registered by this run before a restart; "
+                f"it is taken as it is ({'goes to canary' if accepted else 'kept for audit'}), not trained again."
+            ),
+            evidence={"version": version.number, "recovered": True, "evaluation": version.metrics.get("evaluation")},
+        )
+        versions.set_decision(session=session, version_id=version.id, decision_id=decision.id)
+    metrics = version.metrics or {}
+    return {
+        "candidate": version.number if accepted else None,
+        "evaluation": dict(metrics.get("evaluation") or {}) | {"gate_facts": metrics.get("gate_facts") or {}},
+        "outcome": outcome,
         "last_decision": decision.id,
     }
 

@@ -19,11 +19,14 @@ from fastapi import FastAPI, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session, sessionmaker
 
+from driftpilot.agents.llm import chat_model
+from driftpilot.api.chat import chat_router
 from driftpilot.loop.rollback import manual_rollback
 from driftpilot.loop.serving import Serving, assignment, who_served
-from driftpilot.memory import models, releases
+from driftpilot.memory import approvals, models, releases
 from driftpilot.memory.decisions import decision_as_dict
 from driftpilot.models.registry import ArtifactError, Registry
+from driftpilot.policies import PolicyEngine, load_policy
 
 
 class PredictEvent(BaseModel):
@@ -42,6 +45,16 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     events: list[PredictEvent] = Field(min_length=1)
+
+
+class ApprovalAnswer(BaseModel):
+    """A person's answer to an approval request; sending the same answer again changes nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    approve: bool
+    by: str = Field(min_length=1)
+    comment: str = ""
 
 
 class RollbackRequest(BaseModel):
@@ -143,6 +156,47 @@ def create_app(sessions: sessionmaker[Session], registry: Registry, policy_path:
                 ]
         except LookupError as exc:
             raise _refuse(exc) from exc
+
+    # The operator chat: the policy in force is the app's policy file (watched: a changed file is
+    # read again, an invalid one refused), the chat model the one the settings name, if any.
+    engine = PolicyEngine.from_file(policy_path) if policy_path else PolicyEngine(load_policy())
+    chat = chat_model()
+
+    def engine_for(name: str) -> PolicyEngine:
+        engine.reload_if_changed()
+        return engine
+
+    app.include_router(chat_router(sessions, registry, engine_for, lambda: chat, policy_path=policy_path))
+
+    @app.get("/approvals")
+    def pending(model: str | None = Query(default=None), status: str | None = Query(default="pending")) -> list[Any]:
+        """Approval requests (waiting ones unless ``status`` says otherwise), oldest first."""
+        try:
+            with sessions() as session:
+                model_id = models.get_model(session=session, name=model).id if model else None
+                rows = approvals.list_approvals(session=session, model_id=model_id, status=status or None)
+                return [approvals.as_dict(a) for a in rows]
+        except LookupError as exc:
+            raise _refuse(exc) from exc
+
+    @app.post("/approvals/{approval_id}")
+    def answer(approval_id: int, request: ApprovalAnswer) -> dict[str, Any]:
+        """Approve or deny; stored before the reply. A different answer to a decided request is 409."""
+        try:
+            with sessions() as session:
+                approval = approvals.decide_approval(
+                    session=session,
+                    approval_id=approval_id,
+                    approve=request.approve,
+                    by=request.by,
+                    at=datetime.now(UTC),
+                    comment=request.comment,
+                )
+                return approvals.as_dict(approval)
+        except LookupError as exc:
+            raise _refuse(exc) from exc
+        except ValueError as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from exc
 
     return app
 

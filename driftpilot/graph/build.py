@@ -10,7 +10,9 @@
        │ snapshot
     trainer ─candidate worse─► end
        │ candidate
-    release_manager ─► canary_judge ⟲ (interrupt: waiting for evidence) ─► end
+    release_manager ─needs approval─► approval_gate ⟲ (interrupt: waiting for a person) ─► release_manager
+       │ release started
+    canary_judge ⟲ (interrupt: waiting for evidence; at L3 also for approval of the promotion) ─► end
 """
 
 from __future__ import annotations
@@ -23,7 +25,13 @@ from driftpilot.agents.context import AgentContext
 from driftpilot.agents.curator import curator
 from driftpilot.agents.diagnostician import RETRAINING, diagnostician
 from driftpilot.agents.monitor import monitor
-from driftpilot.agents.release_manager import after_canary, canary_judge, release_manager
+from driftpilot.agents.release_manager import (
+    after_approval,
+    after_canary,
+    approval_gate,
+    canary_judge,
+    release_manager,
+)
 from driftpilot.agents.state import LoopState
 from driftpilot.agents.trainer import trainer
 
@@ -44,8 +52,10 @@ def after_training(state: LoopState) -> Literal["release_manager", "__end__"]:
     return "release_manager" if state.get("candidate") is not None else END
 
 
-def after_release(state: LoopState) -> Literal["canary_judge", "__end__"]:
-    return "canary_judge" if state.get("release_id") is not None else END
+def after_release(state: LoopState) -> Literal["canary_judge", "approval_gate", "__end__"]:
+    if state.get("release_id") is not None:
+        return "canary_judge"
+    return "approval_gate" if state.get("outcome") == "waiting_for_approval" else END
 
 
 def build_graph(checkpointer: Any) -> Any:
@@ -56,6 +66,7 @@ def build_graph(checkpointer: Any) -> Any:
     builder.add_node("curator", curator)
     builder.add_node("trainer", trainer)
     builder.add_node("release_manager", release_manager)
+    builder.add_node("approval_gate", approval_gate)
     builder.add_node("canary_judge", canary_judge)
     builder.add_edge(START, "monitor")
     builder.add_conditional_edges("monitor", after_monitor)
@@ -63,5 +74,6 @@ def build_graph(checkpointer: Any) -> Any:
     builder.add_conditional_edges("curator", after_curation)
     builder.add_conditional_edges("trainer", after_training)
     builder.add_conditional_edges("release_manager", after_release)
+    builder.add_conditional_edges("approval_gate", after_approval)
     builder.add_conditional_edges("canary_judge", after_canary)
     return builder.compile(checkpointer=checkpointer)

@@ -14,6 +14,34 @@ from langgraph.types import Command
 from driftpilot.agents.context import AgentContext
 from driftpilot.agents.state import initial_state
 from driftpilot.graph.build import build_graph
+from driftpilot.memory import decisions, models
+
+
+@contextmanager
+def open_checkpointer(database_url: str | None, sqlite_path: Path) -> Iterator[Any]:
+    """PostgreSQL's checkpointer in the memory's own database when that is PostgreSQL (runs then
+    survive the loss of the machine with the rest of the memory), else SQLite at ``sqlite_path``."""
+    if database_url and database_url.startswith(("postgresql", "postgres:")):
+        with postgres_checkpointer(database_url) as saver:
+            yield saver
+    else:
+        with sqlite_checkpointer(sqlite_path) as saver:
+            yield saver
+
+
+@contextmanager
+def postgres_checkpointer(database_url: str) -> Iterator[Any]:
+    """LangGraph's PostgreSQL checkpointer on ``database_url`` (a SQLAlchemy or libpq URL); its
+    tables are created on first use."""
+    from langgraph.checkpoint.postgres import PostgresSaver
+
+    # SQLAlchemy's "postgresql+psycopg://" is not a libpq URL.
+    url = database_url.replace("postgresql+psycopg://", "postgresql://").replace(
+        "postgresql+psycopg2://", "postgresql://"
+    )
+    with PostgresSaver.from_conn_string(url) as saver:
+        saver.setup()
+        yield saver
 
 
 @contextmanager
@@ -48,15 +76,55 @@ class LoopRunner:
         return {"configurable": {"thread_id": f"{model}:{thread}"}}
 
     def waiting(self, model: str, thread: str = "main") -> bool:
+        """Whether the thread holds an unfinished run: one waiting at an interrupt (labels, canary
+        evidence, a person), or one a crash stopped between two agents."""
         return bool(self.graph.get_state(self._config(model, thread)).next)
 
     def step(self, model: str, now: datetime, trigger: dict[str, Any], thread: str = "main") -> dict[str, Any]:
-        """Resume the model's waiting run with the current time, or start a new run."""
+        """Resume the model's unfinished run, or start a new run.
+
+        A run waiting at an interrupt is resumed with the current time; a run a crash stopped is
+        finished from its last checkpoint (the agent that was running runs again, and finds in
+        memory what it already did: see the Trainer and the Release Manager). The policy file is
+        read again first if it changed.
+        """
+        self._reload_policy(model, now)
         config = self._config(model, thread)
-        if self.waiting(model, thread):
-            return self.graph.invoke(Command(resume={"now": now.isoformat()}), config, context=self.context)
+        snapshot = self.graph.get_state(config)
+        if snapshot.next:
+            if any(task.interrupts for task in snapshot.tasks):
+                return self.graph.invoke(Command(resume={"now": now.isoformat()}), config, context=self.context)
+            return self.graph.invoke(None, config, context=self.context)
         run_id = f"{model}/{now.strftime('%Y-%m-%dT%H:%MZ')}/{trigger.get('kind', 'check')}"
         return self.graph.invoke(initial_state(model, now.isoformat(), run_id, trigger), config, context=self.context)
+
+    def _reload_policy(self, model: str, now: datetime) -> None:
+        """Put a changed policy file in force, or refuse it whole; either way it is a decision."""
+        reload = self.context.policy.reload_if_changed()
+        if reload is None:
+            return
+        with self.context.sessions() as session:
+            model_id = models.get_model(session=session, name=model).id
+            decisions.record_decision(
+                session=session,
+                model_id=model_id,
+                run_id=f"{model}/{now.strftime('%Y-%m-%dT%H:%MZ')}/policy",
+                agent="policy",
+                time=now,
+                trigger={"kind": "policy_file", "source": reload.source, "sha256": reload.digest},
+                evidence={"fields": list(reload.fields), "error": reload.error},
+                diagnosis={},
+                policy_verdicts=[],
+                action="reload_policy",
+                outcome="applied" if reload.applied else "refused",
+                rationale=(
+                    f"Policy file {reload.source} changed and is now in force"
+                    + (f" (changed: {', '.join(reload.fields)})." if reload.fields else " (no field changed).")
+                    if reload.applied
+                    else f"Policy file {reload.source} changed but was refused as a whole; the policy in force "
+                    f"stays: {reload.error}"
+                ),
+            )
 
     def release(
         self, model: str, candidate: int, now: datetime, gate_facts: dict[str, Any], run_id: str | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,8 +31,8 @@ from driftpilot.memory.ingest import EventBatch, ingest_alarm, ingest_labels
 from driftpilot.memory.schemas import FeatureSpec, ModelSchema
 from driftpilot.models.registry import Registry
 from driftpilot.models.tabular_mlp import TabularMLP
-from driftpilot.policies import PolicyEngine, load_policy
-from driftpilot.scenarios.ont import CLASSES, FEATURES, OntScenarioConfig, OntSimulator, class_balance
+from driftpilot.policies import PolicyEngine, load_policy, policy_from_mapping
+from driftpilot.scenarios.ont import CLASSES, FEATURES, OntScenarioConfig, OntSimulator, OutageSpec, class_balance
 from driftpilot.tools.metrics import balanced_accuracy
 
 MODEL_NAME = "ont-offline"
@@ -55,6 +55,17 @@ class DemoConfig:
     database_url: str | None = None
     #: Where training runs: ``cpu``, ``cuda`` or ``auto`` (CUDA when present).
     device: str = "cpu"
+    #: Simulator settings other than size, length and seed (scripted incidents: a calm fleet
+    #: with one change), and policy fields over the policy file's (a mapping, validated whole).
+    scenario: dict[str, Any] = field(default_factory=dict)
+    policy: dict[str, Any] = field(default_factory=dict)
+    #: Hooks of scripted incidents: ``fault(features, now)`` changes the readings before they are
+    #: served (a firmware's unit change); ``feedback(keys, labels, now)`` the labels people send
+    #: back (poisoned feedback); ``hourly(context, runner, now)`` acts as a person or a tool would
+    #: (answering approvals, releasing a version trained by hand) at the top of every hour.
+    fault: Callable[[dict[str, np.ndarray], datetime], dict[str, np.ndarray]] | None = None
+    feedback: Callable[[list[str], np.ndarray, datetime], np.ndarray] | None = None
+    hourly: Callable[[AgentContext, LoopRunner, datetime], None] | None = None
 
 
 @dataclass
@@ -103,11 +114,16 @@ def run_demo(
     url = config.database_url or f"sqlite:///{out / 'driftpilot.sqlite'}"
     sessions = db.connect(url)
     policy = load_policy(config.policy_path)
-    engine = PolicyEngine(policy)
+    if config.policy:
+        policy = policy_from_mapping(_merged(policy.model_dump(mode="json"), config.policy), source="the demo's policy")
+    # A policy file given alone is watched: changed while the demo runs, it is read again (or refused).
+    engine = PolicyEngine(policy, None if config.policy else config.policy_path)
     registry = Registry(out / "artifacts")
     context = AgentContext(sessions=sessions, registry=registry, policy=engine, seed=config.seed, on_epoch=on_epoch)
 
-    simulator = OntSimulator(OntScenarioConfig(n_onts=config.onts, days=config.days, seed=config.seed))
+    simulator = OntSimulator(
+        OntScenarioConfig(n_onts=config.onts, days=config.days, seed=config.seed, **_scenario(config.scenario))
+    )
     ticks_per_day = 24 * simulator.ticks_per_hour
     warmup_ticks = WARMUP_DAYS * ticks_per_day
     label_rng = np.random.default_rng([config.seed, 1])
@@ -177,6 +193,8 @@ def run_demo(
                 versions_served = np.full(len(tick), 1)
                 probabilities = first.predict_proba(tick.features)
             else:
+                if config.fault is not None:
+                    tick = replace(tick, features=config.fault(dict(tick.features), now))
                 versions_served = serving.route(list(tick.entities))
                 probabilities = serving.predict_proba(tick.features, versions_served, CLASSES)
             prediction = np.asarray(CLASSES)[probabilities.argmax(axis=1)]
@@ -198,9 +216,12 @@ def run_demo(
             # Natural feedback: a seeded share of readings get their label, late.
             seen = label_rng.random(len(tick)) < config.label_share
             label_time = now + config.label_delay
+            sent = tick.labels[seen]
+            if config.feedback is not None and tick.index >= warmup_ticks:
+                sent = config.feedback(list(np.asarray(keys)[seen]), sent, now)
             pending_labels.setdefault(tick.index + label_delay_ticks, []).extend(
                 {"event_key": k, "value": str(v), "source": "system", "time": label_time}
-                for k, v in zip(np.asarray(keys)[seen], tick.labels[seen], strict=True)
+                for k, v in zip(np.asarray(keys)[seen], sent, strict=True)
             )
             truth_by_key.update(zip(keys, (str(v) for v in tick.labels), strict=True))
             outbox.add_labels(pending_labels.pop(tick.index, []))
@@ -240,6 +261,8 @@ def run_demo(
                 )
                 serving.refresh()
             if tick.index >= warmup_ticks:
+                if config.hourly is not None and tick.index % simulator.ticks_per_hour == 0:
+                    config.hourly(context, runner, now)
                 for alarm in alarms_now:
                     # An alarm webhook triggers a run of its own, next to any waiting canary.
                     runner.step(MODEL_NAME, now, {"kind": "alarm", "alarm": alarm.key}, thread="alarms")
@@ -261,6 +284,22 @@ def run_demo(
 
     predictions = pd.DataFrame(records)
     return _write_outputs(out, sessions, model_row.id, predictions, simulator, time.perf_counter() - wall_start, config)
+
+
+def _merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in changes.items():
+        merged[key] = (
+            _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        )
+    return merged
+
+
+def _scenario(overrides: dict[str, Any]) -> dict[str, Any]:
+    values = dict(overrides)
+    if "outages" in values:
+        values["outages"] = tuple(o if isinstance(o, OutageSpec) else OutageSpec(**o) for o in values["outages"])
+    return values
 
 
 def _answer_label_requests(

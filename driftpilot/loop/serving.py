@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from driftpilot.memory import events, models, releases, versions
 from driftpilot.memory.ingest import EventBatch, ingest_events
+from driftpilot.memory.schemas import ModelSchema
 from driftpilot.memory.tables import ServingChange
 from driftpilot.models.registry import Registry
 from driftpilot.tools.cohort import canary_mask, in_canary
@@ -63,6 +64,16 @@ def _route_of(change: ServingChange | None) -> Route:
     )
 
 
+def current_route(session: Session, model_id: int) -> Route:
+    """The routing in force now: the newest serving change (or, for a model registered before
+    serving history existed, its champion serving everyone)."""
+    change = releases.latest_change(session=session, model_id=model_id)
+    if change is not None:
+        return _route_of(change)
+    champ = versions.champion(session=session, model_id=model_id)
+    return Route(champion=champ.number if champ else None)
+
+
 class Serving:
     """The live versions of one managed model and their loaded artifacts; safe to share between
     threads (a refresh swaps the routing and the loaded models in one assignment)."""
@@ -73,6 +84,8 @@ class Serving:
         self.model_id = model_id
         self.model_name = model_name
         self._state: tuple[Route, dict[int, Any]] = (Route(champion=None), {})
+        # The model's schema (features, classes): fixed once registered, read at the first refresh.
+        self._schema: ModelSchema | None = None
         self._lock = threading.Lock()
 
     @property
@@ -99,12 +112,9 @@ class Serving:
     def refresh(self) -> None:
         """Read the routing in force from memory; load the versions that are new."""
         with self._lock, self.sessions() as session:
-            change = releases.latest_change(session=session, model_id=self.model_id)
-            route = _route_of(change)
-            if change is None:
-                # A model registered before serving history existed: its champion serves all.
-                champ = versions.champion(session=session, model_id=self.model_id)
-                route = Route(champion=champ.number if champ else None)
+            route = current_route(session, self.model_id)
+            if self._schema is None:
+                self._schema = models.model_schema(models.get_model_by_id(session=session, model_id=self.model_id))
             live = {n for n in (route.champion, route.candidate) if n is not None}
             loaded = self._state[1]
             # Loaded artifacts are kept while their version stays live: a refresh that changes
@@ -179,9 +189,10 @@ class Serving:
                 f"keys, times, entities and groups differ in length: {len(keys)}, {len(times)}, "
                 f"{len(entities)}, {len(groups)}"
             )
-        self.refresh_if_changed()
-        with self.sessions() as session:
-            schema = models.model_schema(models.get_model(session=session, name=self.model_name))
+        if not self.refresh_if_changed() and self._schema is None:
+            self.refresh()
+        schema = self._schema
+        assert schema is not None  # every refresh reads it
         classes = schema.classes
         missing = sorted({f.name for f in schema.features} - set(features))
         if missing:
@@ -269,11 +280,7 @@ def assignment(session: Session, *, model: str, entity: str, group: str | None =
     """The version an edge node (``entity`` in ``group``) must run now, with its artifacts'
     checksums: what the edge runtime pulls, so a rollback reaches edge cohorts too."""
     row = models.get_model(session=session, name=model)
-    change = releases.latest_change(session=session, model_id=row.id)
-    route = _route_of(change)
-    if route.champion is None:
-        champ = versions.champion(session=session, model_id=row.id)
-        route = Route(champion=champ.number if champ else None)
+    route = current_route(session, row.id)
     number = route.version_for(entity, group)
     if number is None:
         raise LookupError(f"model '{model}' has no version to serve")

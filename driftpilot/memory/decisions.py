@@ -135,6 +135,22 @@ def last_decision(
     return session.scalar(stmt.order_by(Decision.time.desc(), Decision.id.desc()).limit(1))
 
 
+def run_decision(
+    *, session: Session, model_id: int, run_id: str, agent: str, action: str, outcomes: Sequence[str] | None = None
+) -> Decision | None:
+    """The first decision run ``run_id`` took with this agent and action (one of ``outcomes``), or
+    None: how a step resumed after a crash finds out that it already acted."""
+    stmt = sa.select(Decision).where(
+        Decision.model_id == model_id,
+        Decision.run_id == str(run_id),
+        Decision.agent == agent,
+        Decision.action == action,
+    )
+    if outcomes is not None:
+        stmt = stmt.where(Decision.outcome.in_(list(outcomes)))
+    return session.scalar(stmt.order_by(Decision.id).limit(1))
+
+
 def get_decision(*, session: Session, decision_id: int) -> Decision:
     """The decision with this id; LookupError if there is none."""
     decision = session.get(Decision, decision_id)

@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from driftpilot.memory import versions
 from driftpilot.memory.audit import to_jsonable
 from driftpilot.memory.db import committing
 from driftpilot.memory.tables import COHORT_KINDS, Decision, Release, ServingChange, Version
@@ -33,29 +34,25 @@ def _version(session: Session, version_id: int | None) -> Version | None:
     return None if version_id is None else session.get(Version, version_id)
 
 
-def _champion(session: Session, model_id: int) -> Version | None:
-    stmt = (
-        sa.select(Version)
-        .where(Version.model_id == model_id, Version.stage == "champion")
-        .order_by(Version.number.desc())
-    )
-    return session.scalars(stmt).first()
-
-
 def _set_champion(session: Session, version: Version) -> None:
-    session.execute(
-        sa.update(Version)
-        .where(Version.model_id == version.model_id, Version.stage == "champion", Version.id != version.id)
-        .values(stage="archived"),
-        execution_options={"synchronize_session": "fetch"},
-    )
+    versions.archive_champion(session, version.model_id, keep_id=version.id)
     version.stage = "champion"
+
+
+def _close(release: Release, at: datetime, verdict: str, evidence: Mapping[str, Any] | None) -> None:
+    if release.ended_at is not None:
+        raise ValueError(f"release {release.id} already ended at {release.ended_at.isoformat()}")
+    release.ended_at = to_naive_utc(at)
+    release.verdict = verdict
+    release.phase = "ended"
+    if evidence is not None:
+        release.evidence = to_jsonable(dict(evidence))
 
 
 def _append_change(session: Session, model_id: int, at: datetime, run_id: str, reason: str) -> ServingChange:
     """Append what the model serves now (after this transaction's changes) to the history."""
     session.flush()
-    champion = _champion(session, model_id)
+    champion = versions.champion(session=session, model_id=model_id)
     release = active_release(session=session, model_id=model_id)
     candidate = _version(session, release.version_id) if release is not None else None
     change = ServingChange(
@@ -181,13 +178,7 @@ def end_release(
     ``promote``, else it is rolled back and the champion serves everyone again."""
     with committing(session):
         release = get_release(session=session, release_id=release_id)
-        if release.ended_at is not None:
-            raise ValueError(f"release {release_id} already ended at {release.ended_at.isoformat()}")
-        release.ended_at = to_naive_utc(ended_at)
-        release.verdict = verdict
-        release.phase = "ended"
-        if evidence is not None:
-            release.evidence = to_jsonable(dict(evidence))
+        _close(release, ended_at, verdict, evidence)
         candidate = _version(session, release.version_id)
         assert candidate is not None  # a foreign key
         if promote:
@@ -209,14 +200,11 @@ def restore_version(
             raise LookupError(f"model {model_id} has no version with id {version_id}")
         release = active_release(session=session, model_id=model_id)
         if release is not None:
-            release.ended_at = to_naive_utc(at)
-            release.verdict = "rolled_back"
-            release.phase = "ended"
-            release.evidence = {**(release.evidence or {}), "manual": True}
+            _close(release, at, "rolled_back", {**(release.evidence or {}), "manual": True})
             candidate = _version(session, release.version_id)
             if candidate is not None and candidate.id != target.id:
                 candidate.stage = "rolled_back"
-        current = _champion(session, model_id)
+        current = versions.champion(session=session, model_id=model_id)
         if current is not None and current.id != target.id:
             current.stage = "rolled_back"
             session.flush()
@@ -231,6 +219,22 @@ def active_release(*, session: Session, model_id: int) -> Release | None:
         sa.select(Release).where(Release.model_id == model_id, Release.ended_at.is_(None)).order_by(Release.id.desc())
     )
     return session.scalars(stmt).first()
+
+
+def release_started_by(*, session: Session, model_id: int, run_id: str) -> Release | None:
+    """The release run ``run_id`` started, or None (found through the serving change it logged)."""
+    stmt = (
+        sa.select(ServingChange.release_id)
+        .where(
+            ServingChange.model_id == model_id,
+            ServingChange.run_id == str(run_id),
+            ServingChange.release_id.is_not(None),
+        )
+        .order_by(ServingChange.id)
+        .limit(1)
+    )
+    release_id = session.scalar(stmt)
+    return session.get(Release, release_id) if release_id is not None else None
 
 
 def get_release(*, session: Session, release_id: int) -> Release:

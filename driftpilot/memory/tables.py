@@ -47,6 +47,9 @@ RELEASE_PHASES = ("shadow", "canary", "ended")
 """A release's phases: the candidate answers in shadow (nothing it says is served), then serves
 a growing canary cohort, then the release ends (promoted or rolled back)."""
 COHORT_KINDS = ("entity", "group")
+APPROVAL_STATUSES = ("pending", "approved", "denied", "expired")
+"""An approval request waits for a person (``pending``) until they approve or deny it, or until
+the policy's ``approval_timeout_hours`` pass (``expired``)."""
 
 # Constraint names must be stable so that later migrations can refer to them.
 NAMING_CONVENTION = {
@@ -340,3 +343,31 @@ class GoldenEvent(Base):
     event_id: Mapped[int] = mapped_column(ForeignKey("event.id"))
     pinned_at: Mapped[datetime] = mapped_column(UTCDateTime)
     note: Mapped[str] = mapped_column(Text, default="")
+
+
+class Approval(Base):
+    """A person's approval asked for one action of one run (at autonomy L3: a release's start and
+    its promotion), and their answer.
+
+    One request per (model, run, action): asking again, after a restart, finds the same one.
+    """
+
+    __tablename__ = "approval"
+    __table_args__ = (
+        UniqueConstraint("model_id", "run_id", "action"),
+        Index("ix_approval_model_id_status", "model_id", "status"),
+        CheckConstraint(_one_of("status", APPROVAL_STATUSES), name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("managed_model.id"))
+    run_id: Mapped[str] = mapped_column(String)
+    action: Mapped[str] = mapped_column(String)
+    #: What is to be approved: the version, the release, the share.
+    subject: Mapped[dict[str, Any]] = mapped_column(JSON)
+    reason: Mapped[str] = mapped_column(Text)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String, default="pending")
+    decided_by: Mapped[str | None] = mapped_column(String, nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    comment: Mapped[str] = mapped_column(Text, default="")

@@ -35,7 +35,8 @@ def _check_artifacts(artifacts: Mapping[str, Any]) -> dict[str, dict[str, str]]:
     return checked
 
 
-def _archive_champion(session: Session, model_id: int, keep_id: int | None) -> None:
+def archive_champion(session: Session, model_id: int, keep_id: int | None) -> None:
+    """Archive the model's champion (all but ``keep_id``), inside the caller's transaction."""
     stmt = sa.update(Version).where(Version.model_id == model_id, Version.stage == "champion").values(stage="archived")
     if keep_id is not None:
         stmt = stmt.where(Version.id != keep_id)
@@ -64,7 +65,7 @@ def add_version(
     with committing(session):
         last = session.scalar(sa.select(sa.func.max(Version.number)).where(Version.model_id == model_id))
         if stage == "champion":
-            _archive_champion(session, model_id, keep_id=None)
+            archive_champion(session, model_id, keep_id=None)
         version = Version(
             model_id=model_id,
             number=(last or 0) + 1,
@@ -117,7 +118,7 @@ def set_stage(*, session: Session, version_id: int, stage: str) -> Version:
     with committing(session):
         version = get_version_by_id(session=session, version_id=version_id)
         if stage == "champion":
-            _archive_champion(session, version.model_id, keep_id=version.id)
+            archive_champion(session, version.model_id, keep_id=version.id)
         version.stage = stage
     return version
 
@@ -128,3 +129,20 @@ def set_decision(*, session: Session, version_id: int, decision_id: int) -> Vers
         version = get_version_by_id(session=session, version_id=version_id)
         version.decision_id = decision_id
     return version
+
+
+def training_seconds(*, session: Session, model_id: int, since: datetime, until: datetime) -> float:
+    """Seconds of training spent on the model's versions registered in ``since <= time < until``
+    (candidates kept for audit included: the compute was spent either way)."""
+    stmt = sa.select(Version.metrics).where(
+        Version.model_id == model_id, Version.time >= to_naive_utc(since), Version.time < to_naive_utc(until)
+    )
+    # A handful of versions a day: summing in Python spares a JSON query per SQL dialect.
+    return float(sum(float((metrics or {}).get("train_seconds", 0.0)) for metrics in session.scalars(stmt)))
+
+
+def version_of_run(*, session: Session, model_id: int, run_id: str) -> Version | None:
+    """The version run ``run_id`` registered (its metrics name the run), or None."""
+    stmt = sa.select(Version).where(Version.model_id == model_id).order_by(Version.number.desc())
+    # Few versions per model, newest first: a Python look at the JSON spares a query per dialect.
+    return next((v for v in session.scalars(stmt) if (v.metrics or {}).get("run_id") == str(run_id)), None)

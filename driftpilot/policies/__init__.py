@@ -6,6 +6,7 @@ from __future__ import annotations
 from driftpilot.policies.engine import (
     Action,
     PolicyEngine,
+    PolicyReload,
     PolicyVerdict,
     RuleVerdict,
     Usage,
@@ -29,6 +30,7 @@ __all__ = [
     "Policy",
     "PolicyEngine",
     "PolicyError",
+    "PolicyReload",
     "PolicyVerdict",
     "Release",
     "RuleVerdict",

@@ -8,19 +8,24 @@ records the whole reasoning and not only what failed.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from driftpilot.policies.loader import policy_from_mapping
+from driftpilot.policies.loader import PolicyError, load_policy, policy_from_mapping
 from driftpilot.policies.schema import Policy
 
 __all__ = [
     "Action",
     "PolicyEngine",
+    "PolicyReload",
     "PolicyVerdict",
     "RuleVerdict",
     "Usage",
@@ -39,8 +44,11 @@ Action = Literal[
 ACTIONS: tuple[str, ...] = get_args(Action)
 
 #: At L3 a person approves these before they happen (TM Forum AN level 3: the system
-#: acts, people confirm the decisions that change what is served in production).
-_APPROVED_AT_L3 = frozenset({"promote", "rollback"})
+#: acts, people confirm the decisions that change what is served in production). A rollback
+#: restores what was served before and never waits for anyone.
+_APPROVED_AT_L3 = frozenset({"start_canary", "promote"})
+#: Actions that change what is served: held to the policy's change windows and freezes.
+_CHANGES = frozenset({"start_canary", "promote"})
 
 Fact = float | int | str | None
 
@@ -82,6 +90,7 @@ class Usage(BaseModel):
 
     retrains_today: int = Field(default=0, ge=0)
     labels_requested_today: int = Field(default=0, ge=0)
+    compute_seconds_today: float = Field(default=0.0, ge=0)
 
 
 def _fmt(value: float | str | None) -> str:
@@ -184,11 +193,86 @@ def _retrain(policy: Policy, facts: Mapping[str, Fact], usage: Usage) -> list[Ru
         limit=limit,
         reason=f"retrains today: {used}, " + ("below" if used < limit else "at") + f" the limit of {limit} a day",
     )
+    verdicts = [budget]
+    seconds = policy.budgets.max_compute_seconds_per_day
+    if seconds is not None:
+        spent = round(usage.compute_seconds_today, 3)
+        verdicts.append(
+            RuleVerdict(
+                rule="compute_budget",
+                passed=spent < seconds,
+                observed=spent,
+                limit=seconds,
+                reason=f"training seconds spent today: {_fmt(spent)}, "
+                + ("below" if spent < seconds else "at or over")
+                + f" the budget of {_fmt(seconds)} a day",
+            )
+        )
+    if policy.data.never_train_on:
+        verdicts.append(_data_rules(policy, facts))
     minimum = policy.training.min_training_labels
     labels = _number(facts, "training_labels")
     if isinstance(labels, str):
-        return [budget, _missing("training_labels", labels, minimum)]
-    return [budget, _at_least("training_labels", "training labels", labels, minimum)]
+        return [*verdicts, _missing("training_labels", labels, minimum)]
+    return [*verdicts, _at_least("training_labels", "training labels", labels, minimum)]
+
+
+def _data_rules(policy: Policy, facts: Mapping[str, Fact]) -> RuleVerdict:
+    """Fact ``features`` (the model's features, comma-separated) may hold no ``never_train_on`` field."""
+    forbidden = sorted(policy.data.never_train_on)
+    features = facts.get("features")
+    if not isinstance(features, str):
+        return _missing(
+            "data_rules", "fact 'features' missing: cannot tell what the model trains on", ", ".join(forbidden)
+        )
+    used = sorted(set(features.split(",")) & set(forbidden))
+    return RuleVerdict(
+        rule="data_rules",
+        passed=not used,
+        observed=", ".join(used) or None,
+        limit=", ".join(forbidden),
+        reason=(
+            f"the model would train on {', '.join(used)}, which the policy never allows"
+            if used
+            else f"none of the fields never to train on ({', '.join(forbidden)}) is a feature"
+        ),
+    )
+
+
+def _change_calendar(policy: Policy, action: str, at: datetime | None) -> RuleVerdict | None:
+    """Changes to what is served happen inside a change window (when any is set), never in a freeze."""
+    changes = policy.changes
+    # Without ``at`` the question is not "now?" but "ever?": the Trainer's evaluation gate asks
+    # whether a candidate is fit for a release, which the calendar may hold back later.
+    if at is None or action not in _CHANGES or not (changes.windows or changes.freezes):
+        return None
+    stamp = at.strftime("%Y-%m-%d %H:%M UTC")
+    for freeze in changes.freezes:
+        if freeze.start <= at < freeze.end:
+            return RuleVerdict(
+                rule="change_calendar",
+                passed=False,
+                observed=stamp,
+                limit=f"freeze {freeze.start:%Y-%m-%d %H:%M} to {freeze.end:%Y-%m-%d %H:%M}",
+                reason=f"{stamp} is inside the change freeze '{freeze.reason}' "
+                f"({freeze.start:%Y-%m-%d %H:%M} to {freeze.end:%Y-%m-%d %H:%M} UTC)",
+            )
+    windows = "; ".join(f"{','.join(w.days)} {w.start}-{w.end}" for w in changes.windows)
+    if changes.windows and not any(window.holds(at) for window in changes.windows):
+        return RuleVerdict(
+            rule="change_calendar",
+            passed=False,
+            observed=stamp,
+            limit=windows,
+            reason=f"{stamp} is outside the change windows ({windows} UTC)",
+        )
+    return RuleVerdict(
+        rule="change_calendar",
+        passed=True,
+        observed=stamp,
+        limit=windows or "no freeze",
+        reason=f"{stamp} is " + (f"inside a change window ({windows} UTC)" if windows else "in no change freeze"),
+    )
 
 
 def _request_labels(policy: Policy, facts: Mapping[str, Fact], usage: Usage) -> list[RuleVerdict]:
@@ -385,15 +469,20 @@ _RULES = {
 }
 
 
-def evaluate(policy: Policy, action: Action, facts: Mapping[str, Fact], usage: Usage) -> PolicyVerdict:
-    """Check ``action`` against ``policy`` given the ``facts`` and today's ``usage``.
+def evaluate(
+    policy: Policy, action: Action, facts: Mapping[str, Fact], usage: Usage, at: datetime | None = None
+) -> PolicyVerdict:
+    """Check ``action`` against ``policy`` given the ``facts``, today's ``usage`` and the time ``at``.
 
     The rules, all reported whether they pass or not:
 
     - ``autonomy`` for every action: L0/L1 deny (manual), L2 denies ("recommend only"),
       L3 allows but ``promote`` and ``rollback`` need a person's approval, L4 allows.
-    - ``retrain``: ``retrain_budget`` (retrains today below the daily limit) and
-      ``training_labels`` (fact ``training_labels`` at least ``min_training_labels``).
+    - ``retrain``: ``retrain_budget`` (retrains today below the daily limit), ``compute_budget``
+      when ``budgets.max_compute_seconds_per_day`` is set (training seconds spent today below it),
+      ``data_rules`` when ``data.never_train_on`` lists fields (fact ``features``, the model's
+      features comma-separated, holds none of them) and ``training_labels`` (fact
+      ``training_labels`` at least ``min_training_labels``).
     - ``request_labels``: ``label_budget`` (labels requested today plus fact
       ``n_labels`` within ``max_labels_per_day``).
     - ``start_canary``: ``canary_share`` (fact ``share``, if given, within
@@ -410,12 +499,14 @@ def evaluate(policy: Policy, action: Action, facts: Mapping[str, Fact], usage: U
       ``canary_gate`` (``canary_score - control_score >= -max_regression``), and when the facts
       carry them ``sequential_test`` (``sequential_verdict`` is ``better``) and ``slice_test``
       (no slice shown worse, fact ``worse_slices``).
+    - ``start_canary`` and ``promote`` also: ``change_calendar`` when ``at`` is given and the
+      policy sets change windows or freezes (``at`` inside a window, if any, and in no freeze).
     - ``rollback``, ``quarantine``, ``alert``: autonomy only; a rollback is never
-      blocked by a budget.
+      blocked by a budget, a freeze or a person's absence.
 
     A required fact that is missing fails its rule with the reason "fact 'x' missing"
     (one that is not a finite number fails too, saying so). ``needs_approval`` is true
-    only for an allowed action that waits for a person (L3 promote or rollback).
+    only for an allowed action that waits for a person (L3 start_canary or promote).
 
     Raises
     ------
@@ -433,11 +524,16 @@ def evaluate(policy: Policy, action: Action, facts: Mapping[str, Fact], usage: U
     ['retrains today: 2, at the limit of 2 a day']
     >>> supervised = Policy(name="ont", autonomy="L3")
     >>> evaluate(supervised, "rollback", {}, Usage()).needs_approval
+    False
+    >>> evaluate(supervised, "start_canary", {"candidate_score": 0.9, "champion_score": 0.9}, Usage()).needs_approval
     True
     """
     if action not in _RULES:
         raise ValueError(f"action {action!r} is not one of {', '.join(ACTIONS)}")
     verdicts = [_autonomy(policy, action), *_RULES[action](policy, facts, usage)]
+    calendar = _change_calendar(policy, action, at)
+    if calendar is not None:
+        verdicts.append(calendar)
     allowed = all(verdict.passed for verdict in verdicts)
     needs_approval = allowed and policy.autonomy == "L3" and action in _APPROVED_AT_L3
     return PolicyVerdict(action=action, allowed=allowed, needs_approval=needs_approval, verdicts=verdicts)
@@ -456,19 +552,47 @@ class PolicyEngine:
     ('L2', True)
     """
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, path: str | Path | None = None) -> None:
         self._policy = policy
         self._lock = threading.Lock()
+        #: The file the policy came from, watched by :meth:`reload_if_changed`.
+        self.path = Path(path) if path is not None else None
+        self._digest = _digest(self.path) if self.path is not None else None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> PolicyEngine:
+        """The policy of ``path`` (validated; a :class:`PolicyError` names what is wrong), watched."""
+        return cls(load_policy(path), path)
 
     @property
     def policy(self) -> Policy:
         """The policy in force."""
         return self._policy
 
-    def check(self, action: Action, facts: Mapping[str, Fact], usage: Usage) -> PolicyVerdict:
+    def check(
+        self, action: Action, facts: Mapping[str, Fact], usage: Usage, at: datetime | None = None
+    ) -> PolicyVerdict:
         """Evaluate ``action`` under the policy in force (see :func:`evaluate`)."""
         # One read of the attribute: a concurrent replace() never mixes two policies.
-        return evaluate(self._policy, action, facts, usage)
+        return evaluate(self._policy, action, facts, usage, at)
+
+    def reload_if_changed(self) -> PolicyReload | None:
+        """Read the watched file again if its bytes changed: a valid policy replaces the one in
+        force; an invalid one is refused as a whole and the old one stays. None when nothing
+        changed (or no file is watched)."""
+        if self.path is None:
+            return None
+        digest = _digest(self.path)
+        if digest == self._digest:
+            return None
+        self._digest = digest
+        try:
+            new_policy = load_policy(self.path)
+        except PolicyError as exc:
+            return PolicyReload(applied=False, source=str(self.path), digest=digest, error=str(exc), fields=exc.fields)
+        previous = self.replace(new_policy)
+        changed = _changed_fields(previous.model_dump(mode="json"), new_policy.model_dump(mode="json"))
+        return PolicyReload(applied=True, source=str(self.path), digest=digest, error=None, fields=tuple(changed))
 
     def replace(self, new_policy: Policy | Mapping[str, object]) -> Policy:
         """Put ``new_policy`` in force and return the one it replaces.
@@ -482,3 +606,34 @@ class PolicyEngine:
         with self._lock:
             previous, self._policy = self._policy, new_policy
         return previous
+
+
+@dataclass(frozen=True)
+class PolicyReload:
+    """What :meth:`PolicyEngine.reload_if_changed` did: applied the new file (``fields`` it
+    changed), or refused it (``error``, ``fields`` at fault) keeping the policy in force."""
+
+    applied: bool
+    source: str
+    digest: str | None
+    error: str | None
+    fields: tuple[str, ...]
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        # A file being replaced (or removed) is read again at the next look.
+        return None
+
+
+def _changed_fields(old: Mapping[str, object], new: Mapping[str, object], prefix: str = "") -> list[str]:
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            changed.extend(_changed_fields(a, b, f"{prefix}{key}."))
+        elif a != b:
+            changed.append(f"{prefix}{key}")
+    return changed

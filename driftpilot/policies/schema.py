@@ -8,11 +8,25 @@ one replaces it whole (see :class:`driftpilot.policies.engine.PolicyEngine`).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["Autonomy", "Budgets", "Evaluation", "Guards", "Monitor", "Policy", "Release", "Training"]
+__all__ = [
+    "Autonomy",
+    "Budgets",
+    "ChangeWindow",
+    "Changes",
+    "Data",
+    "Evaluation",
+    "Freeze",
+    "Guards",
+    "Monitor",
+    "Policy",
+    "Release",
+    "Training",
+]
 
 #: Autonomy levels of TM Forum's Autonomous Networks framework (IG1218): L0/L1 manual,
 #: L2 recommend only, L3 act with a person approving promotions and rollbacks, L4 act
@@ -51,10 +65,78 @@ class Monitor(_Section):
 
 
 class Budgets(_Section):
-    """Daily budgets: how often the loop may retrain, how many labels it may ask for."""
+    """Daily budgets (UTC days): how often the loop may retrain, how many labels it may ask for,
+    how many seconds of training it may spend (None: no limit)."""
 
     max_retrains_per_day: int = Field(default=6, ge=1)
     max_labels_per_day: int = Field(default=2000, ge=1)
+    max_compute_seconds_per_day: float | None = Field(default=None, gt=0)
+
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class ChangeWindow(_Section):
+    """Days and hours (UTC) in which what is served may change; ``end`` before ``start`` spans
+    midnight (``22:00``-``04:00``)."""
+
+    days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS), min_length=1)
+    #: ``"HH:MM"``, quoted in YAML (unquoted, YAML 1.1 reads 22:00 as the number 1320).
+    start: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    end: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> ChangeWindow:
+        if self.start == self.end:
+            raise ValueError("a change window's start and end must differ")
+        return self
+
+    def holds(self, at: datetime) -> bool:
+        """Whether ``at`` (aware, any zone; judged in UTC) falls in the window."""
+        moment = at.astimezone(UTC)
+        now, day = moment.strftime("%H:%M"), WEEKDAYS[moment.weekday()]
+        if self.start < self.end:
+            return day in self.days and self.start <= now < self.end
+        # Spanning midnight: the evening belongs to the day it starts on, the morning to the day before.
+        yesterday = WEEKDAYS[(moment.weekday() - 1) % 7]
+        return (day in self.days and now >= self.start) or (yesterday in self.days and now < self.end)
+
+
+class Freeze(_Section):
+    """A period in which nothing served may change (a holiday season, a network migration)."""
+
+    # Not strict: YAML gives datetimes, JSON strings (ISO 8601 with a zone).
+    start: AwareDatetime = Field(strict=False)
+    end: AwareDatetime = Field(strict=False)
+    reason: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Freeze:
+        if self.end <= self.start:
+            raise ValueError(f"a freeze must end after it starts, got {self.start} to {self.end}")
+        return self
+
+
+class Changes(_Section):
+    """When changes to what is served (a release's start or step, a promotion) may happen: inside
+    one of ``windows`` if any are given, and never during a freeze. A rollback restores what was
+    served before and is allowed at any time."""
+
+    windows: list[ChangeWindow] = Field(default_factory=list)
+    freezes: list[Freeze] = Field(default_factory=list)
+    #: Longest a person's approval is waited for (autonomy L3); unanswered by then, it is a no.
+    approval_timeout_hours: float = Field(default=24.0, gt=0)
+
+
+class Data(_Section):
+    """What the loop may learn from."""
+
+    #: Leave out events inside a quarantine (an upstream outage): no reason to learn from them.
+    exclude_quarantined: bool = True
+    #: Features no model of this policy may train on (identifiers, protected attributes): a
+    #: retrain of a model whose schema uses one is refused.
+    never_train_on: list[str] = Field(default_factory=list)
 
 
 class Training(_Section):
@@ -174,3 +256,5 @@ class Policy(_Section):
     training: Training = Field(default_factory=Training)
     evaluation: Evaluation = Field(default_factory=Evaluation)
     release: Release = Field(default_factory=Release)
+    changes: Changes = Field(default_factory=Changes)
+    data: Data = Field(default_factory=Data)

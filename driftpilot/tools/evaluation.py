@@ -21,7 +21,7 @@ import pandas as pd
 from driftpilot.tools.diagnosis import SLICE_COLUMNS
 from driftpilot.tools.metrics import accuracy, balanced_accuracy, expected_calibration_error, per_class_recall
 
-__all__ = ["Evaluation", "Scorable", "Scores", "evaluate_candidate"]
+__all__ = ["Evaluation", "Scorable", "Scores", "evaluate_candidate", "slice_masks"]
 
 
 class Scorable(Protocol):
@@ -185,7 +185,7 @@ def evaluate_candidate(
     for name, frame in (("recent", recent), ("old", old), ("golden", golden)):
         if not frame.empty and "label" not in frame:
             raise ValueError(f"the {name} holdout has no 'label' column: evaluation needs the true labels")
-    slices = _slices(recent, slice_columns, min_slice_samples)
+    slices = slice_masks(recent, slice_columns, min_slice_samples)
     return Evaluation(
         candidate=_score(candidate, recent, old, golden, slices),
         champion=_score(champion, recent, old, golden, slices),
@@ -196,7 +196,8 @@ def evaluate_candidate(
     )
 
 
-def _slices(frame: pd.DataFrame, columns: Sequence[str], minimum: int) -> dict[str, np.ndarray]:
+def slice_masks(frame: pd.DataFrame, columns: Sequence[str], minimum: int = 1) -> dict[str, np.ndarray]:
+    """A boolean mask per ``"column=value"`` of ``columns`` holding at least ``minimum`` rows."""
     found = {}
     for column in columns:
         if column not in frame:

@@ -12,6 +12,7 @@ from driftpilot.memory.tables import Base
 
 TABLES = {
     "alarm",
+    "approval",
     "alembic_version",
     "decision",
     "event",
@@ -39,7 +40,7 @@ def test_migrate_creates_every_table_and_matches_the_models(session: Session) ->
 
     assert tables == TABLES
     assert differences == []
-    assert version == "0003"
+    assert version == "0004"
 
 
 def test_sqlite_connections_are_durable_and_enforce_foreign_keys(tmp_path) -> None:

@@ -524,13 +524,16 @@ def test_l2_denies_every_action_as_recommend_only(action: str) -> None:
     assert verdict.reasons == [f"autonomy L2 is recommend only: '{action}' may be proposed, not executed"]
 
 
-def test_l3_rollback_needs_approval_but_retrain_does_not() -> None:
+def test_l3_a_release_start_needs_approval_but_a_rollback_or_retrain_does_not() -> None:
     policy = POLICY.model_copy(update={"autonomy": "L3"})
 
+    start = evaluate(policy, "start_canary", {"candidate_score": 0.9, "champion_score": 0.9}, Usage())
     rollback = evaluate(policy, "rollback", {}, Usage())
     retrain = evaluate(policy, "retrain", {"training_labels": 900}, Usage())
 
-    assert (rollback.allowed, rollback.needs_approval) == (True, True)
+    assert (start.allowed, start.needs_approval) == (True, True)
+    # A rollback restores what served before: it never waits for a person.
+    assert (rollback.allowed, rollback.needs_approval) == (True, False)
     assert (retrain.allowed, retrain.needs_approval) == (True, False)
 
 

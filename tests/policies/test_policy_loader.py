@@ -42,7 +42,7 @@ def test_default_file_writes_every_field_out() -> None:
     data = yaml.safe_load(text)
 
     assert set(data) == set(Policy.model_fields)
-    for section in ("monitor", "budgets", "training", "evaluation", "release"):
+    for section in ("monitor", "budgets", "training", "evaluation", "release", "changes", "data"):
         field = Policy.model_fields[section]
         assert field.annotation is not None
         assert set(data[section]) == set(field.annotation.model_fields)
