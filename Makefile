@@ -7,12 +7,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench
 
-# The same seeded figures on every x86-64 CPU: MKL, oneDNN and ATen otherwise pick AVX-512
-# kernels where the CPU has them, whose float rounding differs from AVX2's, and a seeded
-# training run then lands elsewhere (tests pin its outputs). AVX2 costs little on small networks.
+# The same seeded figures on every x86-64 CPU: MKL, oneDNN, ATen and numpy otherwise pick
+# AVX-512 kernels where the CPU has them, whose float rounding differs from AVX2's, and a seeded
+# training run (or a CBPE estimate) then lands elsewhere; tests pin those outputs. AVX2 costs
+# little on small networks. (numpy refuses names outside its build's dispatch list: these are in it.)
 export MKL_CBWR ?= AVX2
 export DNNL_MAX_CPU_ISA ?= AVX2
 export ATEN_CPU_CAPABILITY ?= avx2
+export NPY_DISABLE_CPU_FEATURES ?= X86_V4 AVX512_ICL AVX512_SPR
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
