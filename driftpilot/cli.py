@@ -403,6 +403,34 @@ def cmd_decide(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chat(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from driftpilot.agents.context import AgentContext
+    from driftpilot.agents.llm import chat_model
+    from driftpilot.agents.operator import operate
+    from driftpilot.api.chat import execute_rollback
+    from driftpilot.config import Settings
+    from driftpilot.models.registry import Registry
+    from driftpilot.policies import PolicyEngine, load_policy
+
+    settings = Settings()
+    sessions = _sessions(args)
+    engine = PolicyEngine(load_policy(args.policy))
+    context = AgentContext(sessions=sessions, registry=Registry(settings.artifact_dir), policy=engine)
+    now = datetime.now(UTC)
+    reply = operate(context, args.model, args.message, now, chat_model(settings), who=args.who)
+    print(reply.reply)
+    for proposal in reply.proposals:
+        print(f"  #{proposal.decision_id} {proposal.action} {json.dumps(proposal.arguments)}: {proposal.outcome}")
+        for reason in proposal.reasons:
+            print(f"    {reason}")
+        if proposal.outcome == "accepted" and proposal.action == "rollback":
+            done = execute_rollback(sessions, args.model, proposal.arguments.get("version"), args.policy, args.who, now)
+            print(f"    executed: {done.get('error') or done.get('rationale')}")
+    return 0
+
+
 def cmd_policy_check(args: argparse.Namespace) -> int:
     from driftpilot.policies import load_policy
 
@@ -528,6 +556,13 @@ def build_parser() -> argparse.ArgumentParser:
         decide.add_argument("--by", required=True, help="who answers (recorded with the decision)")
         decide.add_argument("--comment", default="")
         decide.set_defaults(func=cmd_decide)
+
+    chat = sub.add_parser("chat", help="ask the operator agent (a chat model when OPENAI_* is set, else commands)")
+    chat.add_argument("model")
+    chat.add_argument("message", help='e.g. "status", "rollback", "promote 3", "retrain", "label 200"')
+    chat.add_argument("--policy", help="the model's policy file (default: the shipped one)")
+    chat.add_argument("--who", default="operator", help="who asks (recorded in the decisions)")
+    chat.set_defaults(func=cmd_chat)
 
     policy = sub.add_parser("policy", help="policy files")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True)

@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     openai_base_url: str | None = Field(
         default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "DRIFTPILOT_OPENAI_BASE_URL")
     )
+    #: The chat model asked (a local server names its own, e.g. ``qwen2.5:7b`` on Ollama).
+    chat_model: str = "gpt-4o-mini"
 
     @property
     def db_url(self) -> str:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 from langgraph.runtime import Runtime
+from langgraph.types import interrupt
 from sqlalchemy.orm import Session
 
 from driftpilot.agents.context import AgentContext, now_of, record, usage_today
 from driftpilot.agents.state import LoopState
-from driftpilot.memory import events, label_requests, models, snapshots, versions
+from driftpilot.memory import decisions, events, label_requests, models, snapshots, versions
 from driftpilot.memory.tables import ManagedModel, Version
 from driftpilot.tools.curation import curate_training_set, most_uncertain
 
@@ -26,6 +27,12 @@ def curator(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     since = now - timedelta(hours=training.recent_hours)
     with ctx.sessions() as session:
         model = models.get_model(session=session, name=state["model"])
+        done = decisions.run_decision(
+            session=session, model_id=model.id, run_id=state["run_id"], agent="curator", action="curate"
+        )
+        if done is not None:
+            # Resumed after a crash: the snapshot this run made stands (snapshots are immutable).
+            return {"snapshot_id": int(done.evidence["snapshot"]), "outcome": "snapshot", "last_decision": done.id}
         champion = versions.champion(session=session, model_id=model.id)
         recent = events.window(
             session=session,
@@ -157,4 +164,65 @@ def _ask_for_labels(
         evidence={"labelled": len(recent), "pending": len(pending), "needed": needed, "asked": asked},
         verdicts=[verdict],
     )
-    return {"snapshot_id": None, "outcome": "waiting_for_labels", "last_decision": decision.id}
+    if not (asked or pending):
+        return {"snapshot_id": None, "outcome": "not_enough_labels", "last_decision": decision.id}
+    # The run waits (an interrupt, see label_gate) until the labels are in, or for so long.
+    return {
+        "snapshot_id": None,
+        "outcome": "waiting_for_labels",
+        "waiting_since": state.get("waiting_since") or now.isoformat(),
+        "last_decision": decision.id,
+    }
+
+
+def label_gate(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    """Wait (durably) for the labels the Curator asked for: back to the Curator once the window
+    holds enough labelled events or people answered every request; the run ends after
+    ``training.label_wait_hours`` without enough."""
+    resumed = interrupt({"waiting_for": "labels", "since": state.get("waiting_since")})
+    now_iso = resumed["now"]
+    now = datetime.fromisoformat(now_iso)
+    ctx = runtime.context
+    training = ctx.policy.policy.training
+    with ctx.sessions() as session:
+        model = models.get_model(session=session, name=state["model"])
+        labelled = events.window(
+            session=session,
+            model_id=model.id,
+            start=now - timedelta(hours=training.recent_hours),
+            end=now,
+            visible_at=now,
+            labelled_only=True,
+            limit=training.min_training_labels,
+            exclude_quarantined=ctx.policy.policy.data.exclude_quarantined,
+        )
+        open_requests = label_requests.open_label_requests(session=session, model_id=model.id)
+        if len(labelled) >= training.min_training_labels or not open_requests:
+            # Enough now, or every request answered and still short (older labels left the
+            # window meanwhile): the Curator curates, or asks for what is still missing.
+            return {"now": now_iso, "outcome": "labels_arrived"}
+        since = datetime.fromisoformat(state.get("waiting_since") or now_iso)
+        if now - since < timedelta(hours=training.label_wait_hours):
+            return {"now": now_iso, "outcome": "waiting_for_labels"}
+        decision = record(
+            session,
+            {**state, "now": now_iso},
+            model,
+            agent="curator",
+            action="request_labels",
+            outcome="labels_timed_out",
+            rationale=(
+                f"Waited {training.label_wait_hours:g} h for labels: {len(labelled)} labelled events in the last "
+                f"{training.recent_hours:g} h, {training.min_training_labels} needed. The run ends; the next "
+                "check starts over."
+            ),
+            evidence={"labelled": len(labelled), "needed": training.min_training_labels},
+        )
+    return {"now": now_iso, "outcome": "labels_timed_out", "last_decision": decision.id}
+
+
+def after_labels(state: LoopState) -> Literal["label_gate", "curator", "__end__"]:
+    outcome = state.get("outcome")
+    if outcome == "labels_arrived":
+        return "curator"
+    return "label_gate" if outcome == "waiting_for_labels" else "__end__"

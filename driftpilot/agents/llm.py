@@ -22,8 +22,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: The chat model asked when no other is named.
-DEFAULT_CHAT_MODEL = "gpt-4o-mini"
 #: Seconds one request may take; a narrative is not worth holding the loop longer.
 TIMEOUT_SECONDS = 30.0
 #: Retries of a failed request (the openai client's backoff between them).
@@ -40,8 +38,9 @@ NARRATOR_PROMPT = (
 )
 
 
-def chat_model(settings: Settings | None = None, model_name: str = DEFAULT_CHAT_MODEL) -> ChatOpenAI | None:
-    """The chat model named ``model_name`` when the settings name an OpenAI key or server, else None.
+def chat_model(settings: Settings | None = None, model_name: str | None = None) -> ChatOpenAI | None:
+    """The chat model named ``model_name`` (default: the settings' ``chat_model``, from
+    ``DRIFTPILOT_CHAT_MODEL``) when the settings name an OpenAI key or server, else None.
 
     With only a base URL (a local vLLM or Ollama server) the key sent is ``"not-needed"``. The
     model answers over chat completions, which every OpenAI-compatible server offers, at
@@ -61,7 +60,7 @@ def chat_model(settings: Settings | None = None, model_name: str = DEFAULT_CHAT_
     from langchain_openai import ChatOpenAI
 
     return ChatOpenAI(
-        model=model_name,
+        model=model_name or settings.chat_model,
         api_key=SecretStr(settings.openai_api_key or "not-needed"),
         base_url=settings.openai_base_url,
         timeout=TIMEOUT_SECONDS,

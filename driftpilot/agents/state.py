@@ -28,6 +28,8 @@ class LoopState(TypedDict, total=False):
     candidate: int | None
     release_id: int | None
     approval_id: int | None
+    #: When the run began waiting for labels (ISO 8601).
+    waiting_since: str | None
     outcome: str
     last_decision: int | None
 
@@ -46,6 +48,7 @@ def initial_state(model: str, now: str, run_id: str, trigger: dict[str, Any]) ->
         candidate=None,
         release_id=None,
         approval_id=None,
+        waiting_since=None,
         outcome="started",
         last_decision=None,
     )

@@ -63,14 +63,16 @@ def chat_router(
         for proposal in reply.proposals:
             executed: dict[str, Any] | None = None
             if proposal.outcome == "accepted" and proposal.action == "rollback":
-                executed = _rollback(sessions, name, proposal.arguments.get("version"), policy_path, request.who, now)
+                executed = execute_rollback(
+                    sessions, name, proposal.arguments.get("version"), policy_path, request.who, now
+                )
             proposals.append({**proposal.__dict__, "executed": executed})
         return {**reply.as_dict(), "proposals": proposals}
 
     return router
 
 
-def _rollback(
+def execute_rollback(
     sessions: sessionmaker[Session],
     name: str,
     version: int | None,

@@ -6,7 +6,7 @@
        │ finding
     diagnostician ─outage / nothing to do─► end
        │ retrain
-    curator ─needs labels─► end (labels requested)
+    curator ─needs labels─► label_gate ⟲ (interrupt: waiting for labels) ─► curator (or end after label_wait_hours)
        │ snapshot
     trainer ─candidate worse─► end
        │ candidate
@@ -22,7 +22,7 @@ from typing import Any, Literal
 from langgraph.graph import END, START, StateGraph
 
 from driftpilot.agents.context import AgentContext
-from driftpilot.agents.curator import curator
+from driftpilot.agents.curator import after_labels, curator, label_gate
 from driftpilot.agents.diagnostician import RETRAINING, diagnostician
 from driftpilot.agents.monitor import monitor
 from driftpilot.agents.release_manager import (
@@ -44,8 +44,10 @@ def after_diagnosis(state: LoopState) -> Literal["curator", "__end__"]:
     return "curator" if state.get("outcome") in RETRAINING else END
 
 
-def after_curation(state: LoopState) -> Literal["trainer", "__end__"]:
-    return "trainer" if state.get("snapshot_id") is not None else END
+def after_curation(state: LoopState) -> Literal["trainer", "label_gate", "__end__"]:
+    if state.get("snapshot_id") is not None:
+        return "trainer"
+    return "label_gate" if state.get("outcome") == "waiting_for_labels" else END
 
 
 def after_training(state: LoopState) -> Literal["release_manager", "__end__"]:
@@ -64,6 +66,7 @@ def build_graph(checkpointer: Any) -> Any:
     builder.add_node("monitor", monitor)
     builder.add_node("diagnostician", diagnostician)
     builder.add_node("curator", curator)
+    builder.add_node("label_gate", label_gate)
     builder.add_node("trainer", trainer)
     builder.add_node("release_manager", release_manager)
     builder.add_node("approval_gate", approval_gate)
@@ -72,6 +75,7 @@ def build_graph(checkpointer: Any) -> Any:
     builder.add_conditional_edges("monitor", after_monitor)
     builder.add_conditional_edges("diagnostician", after_diagnosis)
     builder.add_conditional_edges("curator", after_curation)
+    builder.add_conditional_edges("label_gate", after_labels)
     builder.add_conditional_edges("trainer", after_training)
     builder.add_conditional_edges("release_manager", after_release)
     builder.add_conditional_edges("approval_gate", after_approval)

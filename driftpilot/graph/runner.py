@@ -95,8 +95,19 @@ class LoopRunner:
             if any(task.interrupts for task in snapshot.tasks):
                 return self.graph.invoke(Command(resume={"now": now.isoformat()}), config, context=self.context)
             return self.graph.invoke(None, config, context=self.context)
-        run_id = f"{model}/{now.strftime('%Y-%m-%dT%H:%MZ')}/{trigger.get('kind', 'check')}"
+        run_id = self._run_id(model, now, trigger, thread, snapshot.values.get("run_id"))
         return self.graph.invoke(initial_state(model, now.isoformat(), run_id, trigger), config, context=self.context)
+
+    @staticmethod
+    def _run_id(model: str, now: datetime, trigger: dict[str, Any], thread: str, previous: str | None) -> str:
+        """A run's id, unique: side effects are found again by it after a crash, so two runs must
+        never share one (two alarms in a minute, a thread run twice in a minute)."""
+        run_id = f"{model}/{now.strftime('%Y-%m-%dT%H:%MZ')}/{thread}/{trigger.get('kind', 'check')}"
+        if trigger.get("alarm"):
+            run_id += f"/{trigger['alarm']}"
+        if previous is not None and previous.split("#")[0] == run_id:
+            run_id += f"#{int(previous.split('#')[1]) + 1 if '#' in previous else 2}"
+        return run_id
 
     def _reload_policy(self, model: str, now: datetime) -> None:
         """Put a changed policy file in force, or refuse it whole; either way it is a decision."""

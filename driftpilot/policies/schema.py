@@ -127,6 +127,9 @@ class Changes(_Section):
     freezes: list[Freeze] = Field(default_factory=list)
     #: Longest a person's approval is waited for (autonomy L3); unanswered by then, it is a no.
     approval_timeout_hours: float = Field(default=24.0, gt=0)
+    #: After a person denied a release (or let the request expire), hours before the loop trains
+    #: a new candidate to ask again.
+    after_denial_hours: float = Field(default=24.0, ge=0)
 
 
 class Data(_Section):
@@ -152,6 +155,8 @@ class Training(_Section):
     penalty: Literal["ewc", "l2sp", "none"] = "ewc"
     penalty_strength: float = Field(default=1.0, ge=0)
     fallback_to_full: bool = True
+    #: Hours a run waits for the labels the Curator asked people for before it ends.
+    label_wait_hours: float = Field(default=12.0, gt=0)
 
 
 class Evaluation(_Section):

@@ -37,7 +37,7 @@ from scipy import stats
 
 from driftpilot.tools.drift import DriftReport, FeatureKind, feature_drift, prior_drift
 from driftpilot.tools.metrics import per_class_recall
-from driftpilot.tools.quality import QualityReport, data_quality
+from driftpilot.tools.quality import QualityFault, QualityReport, data_quality
 
 Cause = Literal[
     "upstream_outage",
@@ -410,6 +410,34 @@ def _shares(labels: pd.Series) -> dict[str, float]:
     return {str(k): round(float(v), 4) for k, v in labels.value_counts(normalize=True).sort_index().items()}
 
 
+def _quality(
+    reference: pd.DataFrame,
+    consecutive: pd.DataFrame | None,
+    current: pd.DataFrame,
+    features: Sequence[tuple[str, str]],
+    min_rows: int,
+) -> QualityReport:
+    """Data faults of ``current``: units, scales and missing fields judged against ``reference``
+    (what the model learnt from: a fault that lasts longer than a window must not become the
+    norm it is judged by), stuck sensors against ``consecutive`` readings when given."""
+    reports = [data_quality(reference, current, features, entity=None, min_samples=min_rows)]
+    if consecutive is not None:
+        reports.append(data_quality(consecutive, current, features, entity="entity", min_samples=min_rows))
+    faults: dict[str, QualityFault] = {}
+    for fault in (f for report in reports for f in report.faults):
+        if fault.feature not in faults or fault.score > faults[fault.feature].score:
+            faults[fault.feature] = fault
+    return QualityReport(
+        faults=sorted(faults.values(), key=lambda f: f.score, reverse=True),
+        unchecked=sorted({name for report in reports for name in report.unchecked}),
+        enough_data=any(report.enough_data for report in reports),
+    )
+
+
+#: The newest 1/4, 1/8 and 1/16 of a window are checked for data faults on their own as well.
+NEWEST_PARTS = (4, 8, 16)
+
+
 def investigate(
     reference: pd.DataFrame,
     current: pd.DataFrame,
@@ -453,13 +481,20 @@ def investigate(
     # A stuck sensor is a run of equal readings: only a reference of consecutive readings can
     # say how often a field holds still (a training snapshot is a sample, it cannot).
     consecutive = quality_reference is not None and len(quality_reference) >= min_rows
-    quality = data_quality(
-        quality_reference if consecutive else reference,
-        current,
-        features,
-        entity="entity" if consecutive else None,
-        min_samples=min_rows,
-    )
+    quality = _quality(reference, quality_reference if consecutive else None, current, features, min_rows)
+    if not quality.faults and "time" in current.columns:
+        # A fault that began inside the window (a firmware pushed an hour ago) breaks only its
+        # newest readings: check the newest quarter, eighth and sixteenth on their own too, for
+        # units, scales and missing fields (too short a stretch to judge runs of stuck readings).
+        ordered = current.sort_values("time")
+        for part in NEWEST_PARTS:
+            newest = ordered.tail(len(current) // part)
+            if len(newest) < min_rows:
+                break
+            recent = _quality(reference, None, newest, features, min_rows)
+            if recent.faults:
+                quality = recent
+                break
     broken = {f.feature for f in quality.faults}
     # A broken field is not drift: it is tested once repaired. A field gone from the current
     # window cannot be tested at all.

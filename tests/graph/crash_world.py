@@ -44,8 +44,10 @@ POLICY = {
 }
 
 
-def parts(folder: Path) -> tuple[AgentContext, Path]:
-    sessions = db.connect(f"sqlite:///{folder / 'memory.sqlite'}")
+def parts(folder: Path, url: str | None = None) -> tuple[AgentContext, Path]:
+    """The world's context (memory at ``url``, default SQLite in ``folder``) and its SQLite
+    checkpoint file (see :func:`driftpilot.graph.runner.open_checkpointer` for PostgreSQL)."""
+    sessions = db.connect(url or f"sqlite:///{folder / 'memory.sqlite'}")
     context = AgentContext(
         sessions=sessions,
         registry=Registry(folder / "artifacts"),
@@ -55,8 +57,8 @@ def parts(folder: Path) -> tuple[AgentContext, Path]:
     return context, folder / "checkpoints.sqlite"
 
 
-def build(folder: Path) -> None:
-    context, _ = parts(folder)
+def build(folder: Path, url: str | None = None) -> None:
+    context, _ = parts(folder, url)
     ticks = list(OntSimulator(OntScenarioConfig(n_onts=80, days=0.5, seed=3, outages=())).ticks())
     features = {k: np.concatenate([t.features[k] for t in ticks]) for k in ticks[0].features}
     labels = np.concatenate([t.labels for t in ticks])
@@ -89,7 +91,10 @@ def build(folder: Path) -> None:
         ingest_labels(
             session=session,
             model=MODEL_NAME,
-            labels=[{"event_key": k, "value": str(v), "time": NOW - timedelta(hours=1)} for k, v in zip(keys, labels)],
+            labels=[
+                {"event_key": k, "value": str(v), "time": NOW - timedelta(hours=1)}
+                for k, v in zip(keys, labels, strict=True)
+            ],
         )
         half = n // 2
         champion = TabularMLP(FEATURES, CLASSES, epochs=3, seed=0).fit(

@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import numpy as np
+import pytest
 
 from driftpilot.agents.context import AgentContext
 from driftpilot.graph.runner import LoopRunner, sqlite_checkpointer
 from driftpilot.loop.demo import MODEL_NAME
 from driftpilot.loop.serving import Serving
-from driftpilot.memory import decisions, releases, versions
+from driftpilot.memory import approvals, decisions, releases, versions
 from driftpilot.memory.ingest import ingest_labels
 from driftpilot.policies import PolicyEngine
 from driftpilot.policies.loader import policy_from_mapping
@@ -110,3 +111,68 @@ def test_shadow_lasts_until_the_candidate_is_shown_better_then_steps_and_promote
         (2, None, None, 0.0),
     ]
     assert stage() == "champion"
+
+
+@pytest.mark.parametrize("approve", [True, False])
+def test_at_l3_the_start_and_the_promotion_wait_for_a_person(world, tmp_path, approve):  # noqa: F811
+    sessions, registry, model_id, tick = world
+    policy = policy_from_mapping(POLICY | {"autonomy": "L3"})
+    context = AgentContext(sessions=sessions, registry=registry, policy=PolicyEngine(policy), seed=0)
+    with sessions() as session:
+        truth = registry.load(versions.get_version(session=session, model_id=model_id, number=2)).predict(tick.features)
+
+    def hour(h: int) -> None:
+        at = START + timedelta(hours=h)
+        keys = [f"{e}/{h}" for e in tick.entities]
+        Serving(sessions, registry, model_id, MODEL_NAME).predict(
+            keys=keys,
+            times=[at] * len(keys),
+            entities=list(tick.entities),
+            groups=list(tick.groups),
+            features=tick.features,
+        )
+        with sessions() as session:
+            ingest_labels(
+                session=session,
+                model=MODEL_NAME,
+                labels=[
+                    {"event_key": k, "value": str(v), "time": at + timedelta(minutes=30)}
+                    for k, v in zip(keys, truth, strict=True)
+                ],
+            )
+
+    def answer(action: str, yes: bool) -> None:
+        with sessions() as session:
+            (pending,) = approvals.list_approvals(session=session, model_id=model_id, status="pending")
+            assert pending.action == action
+            approvals.decide_approval(session=session, approval_id=pending.id, approve=yes, by="noc", at=START)
+
+    with sqlite_checkpointer(tmp_path / "cp.sqlite") as checkpointer:
+        runner = LoopRunner(context, checkpointer)
+        runner.release(MODEL_NAME, 2, START, {"candidate_score": 0.9, "champion_score": 0.9}, run_id="l3")
+        answer("start_canary", True)
+        for h in range(4):
+            runner.step(MODEL_NAME, START + timedelta(hours=h, minutes=1), {"kind": "schedule"})
+            hour(h)
+        # Shown better after the last step: the promotion waits; the canary keeps serving meanwhile.
+        runner.step(MODEL_NAME, START + timedelta(hours=5), {"kind": "schedule"})
+        answer("promote", approve)
+        runner.step(MODEL_NAME, START + timedelta(hours=6), {"kind": "schedule"})
+        assert not runner.waiting(MODEL_NAME)
+
+    with sessions() as session:
+        logged = [
+            (d.action, d.outcome, [a["status"] for a in d.approvals])
+            for d in decisions.list_decisions(session=session, model_id=model_id)
+            if d.agent == "release_manager"
+        ]
+        (release,) = releases.list_releases(session=session, model_id=model_id)
+        stage = versions.get_version(session=session, model_id=model_id, number=2).stage
+    assert logged == [
+        ("start_canary", "awaiting_approval", ["pending"]),
+        ("start_canary", "shadow_started", ["approved"]),
+        ("start_canary", "canary_step", []),
+        ("promote", "awaiting_approval", ["pending"]),
+        ("promote", "promoted", ["approved"]) if approve else ("rollback", "rolled_back", ["denied"]),
+    ]
+    assert (release.verdict, stage) == (("promoted", "champion") if approve else ("approval_denied", "rolled_back"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
@@ -23,13 +24,15 @@ from driftpilot.scenarios.ont import CLASSES, FEATURES, OntScenarioConfig, OntSi
 START = datetime(2026, 3, 1, tzinfo=UTC)
 #: The default policy, with room for every test's retrain in one day.
 POLICY = {"name": "trainer-test", "budgets": {"max_retrains_per_day": 100}}
+RUNS = itertools.count(1)
 
 
 class World(SimpleNamespace):
     def state(self, snapshot_id: int, cause: str = "covariate_drift") -> dict:
         return {
             "model": MODEL_NAME,
-            "run_id": "test/1",
+            # Each run its own id: a run that finds its own version (a resume) does not train again.
+            "run_id": f"test/{next(RUNS)}",
             "now": self.now.isoformat(),
             "trigger": {"kind": "test"},
             "diagnosis": {"cause": cause},

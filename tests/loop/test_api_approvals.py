@@ -72,3 +72,15 @@ def test_policy_check_names_the_field_at_fault(tmp_path, capsys):
     bad.write_text("name: x\nchanges:\n  windows: [{start: '22:00', end: '22:00'}]\n")
     assert cli.main(["policy", "check", str(bad)]) == 2
     assert "changes.windows.0" in capsys.readouterr().err
+
+
+def test_the_cli_chat_without_a_chat_model_plans_from_commands(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("DRIFTPILOT_HOME", str(tmp_path))
+    url, _ = _world(tmp_path)
+    assert cli.main(["--database-url", url, "chat", MODEL_NAME, "promote 7", "--who", "ana"]) == 0
+    out = capsys.readouterr().out
+    assert ": refused" in out and "promote" in out
+    assert cli.main(["--database-url", url, "chat", MODEL_NAME, "make it better"]) == 2
+    assert "make it better" in capsys.readouterr().err

@@ -100,8 +100,8 @@ def test_pinned_outcome_on_seeded_fleet(demo):
 
     assert s["events"] == 62439
     assert (s["retrains"], s["promotions"], s["rollbacks"]) == (2, 1, 1)
-    assert round(s["balanced_accuracy"]["static_days_11_30"], 4) == 0.7257
-    assert round(s["balanced_accuracy"]["served_days_11_30"], 4) == 0.8092
+    assert round(s["balanced_accuracy"]["static_days_11_30"], 4) == 0.7238
+    assert round(s["balanced_accuracy"]["served_days_11_30"], 4) == 0.809
 
 
 def test_cli_audit_and_models_read_the_demo(demo, capsys):
