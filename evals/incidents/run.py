@@ -1,4 +1,11 @@
-"""Scripted ONT incidents: does the Diagnostician name the right cause?
+"""Scripted ONT incidents: does the whole loop take the expected path, and does the
+Diagnostician name the right cause?
+
+Two parts (``--part paths|diagnosis|both``, default both). ``paths``: the whole-loop incidents
+of ``paths/*.yaml`` (see :mod:`paths`), each run through the real loop and compared with the
+path it states (agents, actions taken or refused, approvals); the table is written to
+``evals/results/incident_paths.{json,md}``. ``diagnosis``, described below: the Diagnostician
+alone on a window of each incident.
 
 Each ``*.yaml`` file beside this script is one incident: the simulator's knobs (and, for a
 prior shift, the knobs of the window under diagnosis), a fault injected into the readings,
@@ -15,13 +22,15 @@ Every incident runs on three seeds of the simulator. Prints a table and writes
 
 Usage::
 
-    .venv/bin/python evals/incidents/run.py [--only unit_change,olt_outage] [--onts 300] [--seeds 11,12,13]
+    .venv/bin/python evals/incidents/run.py [--part paths] [--only unit_change,olt_outage]
+                                            [--onts 300] [--seeds 11,12,13]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -253,14 +262,70 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def run_paths(only: list[str] | None, seed: int, work: Path) -> None:
+    """The whole-loop incidents of ``paths/`` (see :mod:`paths`): expected path against actual."""
+    sys.path.insert(0, str(HERE))
+    from paths import actual_path, judge, load_paths, run_path
+
+    rows = []
+    for spec in load_paths(only):
+        result = run_path(spec, work / spec["name"], seed)
+        verdict = judge(spec, result)
+        rows.append(
+            {
+                "incident": spec["name"],
+                "expected": spec["expected"],
+                "actual": actual_path(spec, result["steps"]),
+                "approvals": result["approvals"],
+                "ok": verdict["ok"],
+                "problems": verdict["problems"],
+                "seconds": result["seconds"],
+            }
+        )
+        print(
+            f"{spec['name']}: {'as expected' if verdict['ok'] else '; '.join(verdict['problems'])} "
+            f"({result['seconds']:.0f} s)",
+            flush=True,
+        )
+    lines = [
+        "| incident | expected path | actual path (steps the expectation names) | approvals | as expected |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        want = " → ".join(r["expected"].get("path", []))
+        never = "; never: " + ", ".join(r["expected"]["never"]) if r["expected"].get("never") else ""
+        lines.append(
+            f"| {r['incident']} | {want}{never} | {' → '.join(r['actual'])} | {', '.join(r['approvals']) or '-'} "
+            f"| {'yes' if r['ok'] else 'NO: ' + '; '.join(r['problems'])} |"
+        )
+    table = "\n".join(lines)
+    print(table)
+    print(f"{sum(r['ok'] for r in rows)} of {len(rows)} incidents took the expected path")
+    if only is None:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "incident_paths.json").write_text(json.dumps({"seed": seed, "rows": rows}, indent=2) + "\n")
+        (RESULTS / "incident_paths.md").write_text(table + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="comma-separated incident names (default: all)")
     parser.add_argument("--onts", type=int, default=300)
     parser.add_argument("--seeds", default="11,12,13", help="comma-separated simulator seeds")
+    parser.add_argument(
+        "--part",
+        choices=("diagnosis", "paths", "both"),
+        default="both",
+        help="the Diagnostician's incidents, the whole-loop paths, or both",
+    )
+    parser.add_argument("--work", default=".driftpilot/incidents", help="where the whole-loop runs keep their files")
     args = parser.parse_args()
     torch.set_num_threads(1)  # small batches: threads only contend on these shared cores
     only = [n.strip() for n in args.only.split(",")] if args.only else None
+    if args.part in ("paths", "both"):
+        run_paths(only, seed=7, work=Path(args.work))
+        if args.part == "paths":
+            return
     rows = []
     started = time.perf_counter()
     seeds = [int(s) for s in args.seeds.split(",")]
