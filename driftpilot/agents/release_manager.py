@@ -232,11 +232,16 @@ def _approval(
             approvals=[approvals.as_dict(approval)],
         )
     if approval.status == "pending":
-        timeout = timedelta(hours=ctx.policy.policy.changes.approval_timeout_hours)
-        if now.replace(tzinfo=None) - approval.requested_at.replace(tzinfo=None) < timeout:
+        if _still_open(ctx, approval, now):
             return approval, True
         approval = approvals.expire_approval(session=session, approval_id=approval.id, at=now)
     return approval, False
+
+
+def _still_open(ctx: AgentContext, approval: Any, now: datetime) -> bool:
+    """Whether the request still waits for an answer at ``now`` (pending, not yet timed out)."""
+    waited = now.replace(tzinfo=None) - approval.requested_at.replace(tzinfo=None)
+    return approval.status == "pending" and waited < timedelta(hours=ctx.policy.policy.changes.approval_timeout_hours)
 
 
 def approval_gate(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
@@ -245,9 +250,7 @@ def approval_gate(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str,
     now_iso = resumed["now"]
     with runtime.context.sessions() as session:
         approval = approvals.get_approval(session=session, approval_id=state["approval_id"])
-        timeout = timedelta(hours=runtime.context.policy.policy.changes.approval_timeout_hours)
-        waited = datetime.fromisoformat(now_iso).replace(tzinfo=None) - approval.requested_at.replace(tzinfo=None)
-        if approval.status == "pending" and waited < timeout:
+        if _still_open(runtime.context, approval, datetime.fromisoformat(now_iso)):
             return {"now": now_iso, "outcome": "waiting_for_approval"}
     # Answered (or timed out): the Release Manager acts on it, asking the policy again.
     return {"now": now_iso, "outcome": "approval_answered"}
