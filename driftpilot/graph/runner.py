@@ -75,6 +75,16 @@ class LoopRunner:
     def _config(self, model: str, thread: str = "main") -> dict[str, Any]:
         return {"configurable": {"thread_id": f"{model}:{thread}"}}
 
+    def invoke(self, value: Any, config: dict[str, Any]) -> dict[str, Any]:
+        """Run the graph from ``value`` (a fresh state, a resume, or None: go on from the last
+        checkpoint) until it ends or waits.
+
+        Each step's checkpoint is written before the next step starts (LangGraph's ``sync``
+        durability; its default writes it meanwhile): a process killed in the middle of a step
+        then always finds the step before it finished in the checkpointer, and resumes there.
+        """
+        return self.graph.invoke(value, config, context=self.context, durability="sync")
+
     def waiting(self, model: str, thread: str = "main") -> bool:
         """Whether the thread holds an unfinished run: one waiting at an interrupt (labels, canary
         evidence, a person), or one a crash stopped between two agents."""
@@ -93,10 +103,10 @@ class LoopRunner:
         snapshot = self.graph.get_state(config)
         if snapshot.next:
             if any(task.interrupts for task in snapshot.tasks):
-                return self.graph.invoke(Command(resume={"now": now.isoformat()}), config, context=self.context)
-            return self.graph.invoke(None, config, context=self.context)
+                return self.invoke(Command(resume={"now": now.isoformat()}), config)
+            return self.invoke(None, config)
         run_id = self._run_id(model, now, trigger, thread, snapshot.values.get("run_id"))
-        return self.graph.invoke(initial_state(model, now.isoformat(), run_id, trigger), config, context=self.context)
+        return self.invoke(initial_state(model, now.isoformat(), run_id, trigger), config)
 
     @staticmethod
     def _run_id(model: str, now: datetime, trigger: dict[str, Any], thread: str, previous: str | None) -> str:
@@ -156,4 +166,4 @@ class LoopRunner:
             },
             as_node="trainer",
         )
-        return self.graph.invoke(None, config, context=self.context)
+        return self.invoke(None, config)

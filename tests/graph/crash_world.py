@@ -7,6 +7,8 @@ and kills that process (SIGKILL: no cleanup, no last checkpoint) at ``WHERE``:
 - ``fit``: in the middle of training, before anything is registered;
 - ``registered``: after the version and the Trainer's decision are written, before the graph
   checkpoints the step;
+- ``before_release``: as the Release Manager starts, before it writes anything (the Trainer's
+  step must be found checkpointed: LangGraph's default durability would still be writing it);
 - ``release``: after the release started, before its decision is written.
 """
 
@@ -134,7 +136,7 @@ def start_run(runner: LoopRunner) -> None:
         },
         as_node="curator",
     )
-    runner.graph.invoke(None, config, context=runner.context)
+    runner.invoke(None, config)
 
 
 def _die() -> None:
@@ -151,11 +153,13 @@ def main(folder: Path, where: str) -> None:
     elif where == "registered":
         set_decision = trainer.versions.set_decision
         trainer.versions.set_decision = lambda **kw: (set_decision(**kw), _die())
+    elif where == "before_release":
+        release_manager.releases.release_started_by = lambda **kw: _die()
     elif where == "release":
         start_release = release_manager.releases.start_release
         release_manager.releases.start_release = lambda **kw: (start_release(**kw), _die())
     else:
-        raise SystemExit(f"unknown kill point {where!r}: fit, registered or release")
+        raise SystemExit(f"unknown kill point {where!r}: fit, registered, before_release or release")
     with sqlite_checkpointer(checkpoints) as checkpointer:
         start_run(LoopRunner(context, checkpointer))
 

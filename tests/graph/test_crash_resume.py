@@ -68,6 +68,8 @@ def _facts(context) -> dict:
         ("fit", 1, [False, False]),
         # Killed after the version and its decision were written: nothing is trained again.
         ("registered", 0, [False, False]),
+        # Killed as the release was about to start: the Trainer's finished step is found.
+        ("before_release", 0, [False, False]),
         # Killed after the release started but before its decision: the decision is written now.
         ("release", 0, [False, True]),
     ],

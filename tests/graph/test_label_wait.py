@@ -30,7 +30,7 @@ def _start_at_the_curator(runner: LoopRunner) -> None:
         },
         as_node="diagnostician",
     )
-    runner.graph.invoke(None, CONFIG, context=runner.context)
+    runner.invoke(None, CONFIG)
 
 
 def _steps(context, model_id):

@@ -218,7 +218,7 @@ def test_a_canary_rolled_back_by_hand_while_waiting_is_left_alone(world):
             },
             as_node="release_manager",
         )
-        runner.graph.invoke(None, config, context=context)
+        runner.invoke(None, config)
         assert runner.waiting(MODEL_NAME)
 
         manual_rollback(context.sessions, model=MODEL_NAME, version=1, who="alice", now=now + timedelta(hours=1))
