@@ -164,7 +164,7 @@ def _trained_before(session: Session, state: LoopState, model: Any) -> dict[str,
     """What this run trained before a restart, or None: a run resumed after a crash never trains
     (or registers) twice. The version is found by its run; its decision is written now if the
     crash came between the two writes."""
-    version = versions.version_of_run(session=session, model_id=model.id, run_id=state["run_id"])
+    version = versions.version_of_run(session=session, model_id=model.id, run_id=state["run_id"], time=now_of(state))
     if version is None:
         return None
     accepted = version.stage != "rejected"

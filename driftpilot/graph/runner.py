@@ -85,6 +85,12 @@ class LoopRunner:
         """
         return self.graph.invoke(value, config, context=self.context, durability="sync")
 
+    def forget(self, model: str) -> None:
+        """Drop whatever the checkpointer holds of the model's threads: a model registered anew
+        (a demo or replay on a database used before) must not resume an old model's runs."""
+        for thread in self.THREADS:
+            self.graph.checkpointer.delete_thread(f"{model}:{thread}")
+
     def waiting(self, model: str, thread: str = "main") -> bool:
         """Whether the thread holds an unfinished run: one waiting at an interrupt (labels, canary
         evidence, a person), or one a crash stopped between two agents."""

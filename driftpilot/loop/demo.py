@@ -21,7 +21,7 @@ import pandas as pd
 from sqlalchemy.orm import Session, sessionmaker
 
 from driftpilot.agents.context import AgentContext
-from driftpilot.graph.runner import LoopRunner, sqlite_checkpointer
+from driftpilot.graph.runner import LoopRunner, open_checkpointer
 from driftpilot.loop.bootstrap import register_first_version
 from driftpilot.loop.home import fresh_home
 from driftpilot.loop.outbox import Outbox
@@ -180,8 +180,10 @@ def run_demo(
     serving = Serving(sessions, registry, model_row.id, MODEL_NAME)
     outbox = Outbox(MODEL_NAME)
 
-    with sqlite_checkpointer(out / "checkpoints.sqlite") as checkpointer:
+    # In the memory's own database when that is PostgreSQL, else a SQLite file beside it.
+    with open_checkpointer(url, out / "checkpoints.sqlite") as checkpointer:
         runner = LoopRunner(context, checkpointer)
+        runner.forget(MODEL_NAME)
         total = simulator.n_ticks
         for tick in simulator.ticks():
             now = tick.time

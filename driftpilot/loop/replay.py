@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from driftpilot.agents.context import AgentContext
 from driftpilot.agents.release_manager import RELEASE_STARTS
-from driftpilot.graph.runner import LoopRunner, sqlite_checkpointer
+from driftpilot.graph.runner import LoopRunner, open_checkpointer
 from driftpilot.loop.baselines import BASELINES, Baseline, Periodic, RiverARF, Static, Stream
 from driftpilot.loop.bootstrap import register_first_version
 from driftpilot.loop.home import fresh_home
@@ -383,8 +383,10 @@ def run_replay(
     next_check = data.times[config.warmup - 1] + check_every
     next_hour = data.times[config.warmup - 1] + timedelta(hours=1)
     start = config.warmup
-    with sqlite_checkpointer(out / "checkpoints.sqlite") as checkpointer:
+    # In the memory's own database when that is PostgreSQL, else a SQLite file beside it.
+    with open_checkpointer(config.database_url, out / "checkpoints.sqlite") as checkpointer:
         runner = LoopRunner(context, checkpointer)
+        runner.forget(name)
         while start < n:
             until = min(next_check, next_hour).timestamp()
             end = min(n, start + MAX_CHUNK, int(np.searchsorted(data.stamps, until, side="right")))

@@ -141,8 +141,9 @@ def training_seconds(*, session: Session, model_id: int, since: datetime, until:
     return float(sum(float((metrics or {}).get("train_seconds", 0.0)) for metrics in session.scalars(stmt)))
 
 
-def version_of_run(*, session: Session, model_id: int, run_id: str) -> Version | None:
-    """The version run ``run_id`` registered (its metrics name the run), or None."""
-    stmt = sa.select(Version).where(Version.model_id == model_id).order_by(Version.number.desc())
-    # Few versions per model, newest first: a Python look at the JSON spares a query per dialect.
+def version_of_run(*, session: Session, model_id: int, run_id: str, time: datetime) -> Version | None:
+    """The version run ``run_id`` registered at ``time`` (the run's logical time; its metrics
+    name the run), or None."""
+    stmt = sa.select(Version).where(Version.model_id == model_id, Version.time == to_naive_utc(time))
+    # The versions of one instant are one or two: a Python look at the JSON spares a query per dialect.
     return next((v for v in session.scalars(stmt) if (v.metrics or {}).get("run_id") == str(run_id)), None)

@@ -85,3 +85,30 @@ def test_the_run_ends_when_no_labels_come_within_the_policys_time(world):  # noq
         ("curator", "request_labels", "waiting_for_labels"),
         ("curator", "request_labels", "labels_timed_out"),
     ]
+
+
+def test_a_changed_policy_file_is_logged_applied_or_refused_and_old_runs_can_be_forgotten(world, tmp_path):  # noqa: F811
+    from driftpilot.policies import PolicyEngine
+
+    context, _, model_id, _ = world
+    path = tmp_path / "policy.yaml"
+    path.write_text("name: ont\nautonomy: L4\n")
+    context.policy = PolicyEngine.from_file(path)
+    with sqlite_checkpointer(tmp_path / "cp.sqlite") as checkpointer:
+        runner = LoopRunner(context, checkpointer)
+        _start_at_the_curator(runner)
+        path.write_text("name: ont\nautonomy: L3\n")
+        runner.step(MODEL_NAME, NOW + timedelta(hours=1), {"kind": "schedule"})
+        path.write_text("name: ont\nautonomy: L9\n")
+        runner.step(MODEL_NAME, NOW + timedelta(hours=2), {"kind": "schedule"})
+        assert runner.waiting(MODEL_NAME)
+        runner.forget(MODEL_NAME)
+        assert not runner.waiting(MODEL_NAME)
+    with context.sessions() as session:
+        reloads = decisions.list_decisions(session=session, model_id=model_id, agent="policy")
+    assert [(d.action, d.outcome, d.evidence["fields"]) for d in reloads] == [
+        ("reload_policy", "applied", ["autonomy"]),
+        ("reload_policy", "refused", ["autonomy"]),
+    ]
+    assert "the policy in force stays" in reloads[1].rationale
+    assert context.policy.policy.autonomy == "L3"

@@ -31,6 +31,29 @@ POLICY = {
 }
 
 
+def _serve_hour(serving, sessions, tick, h: int, truth: np.ndarray, labelled: np.ndarray) -> None:
+    """An hour of traffic through the serving path, labelled (half an hour later) where ``labelled``."""
+    at = START + timedelta(hours=h)
+    keys = [f"{e}/{h}" for e in tick.entities]
+    serving.predict(
+        keys=keys,
+        times=[at] * len(keys),
+        entities=list(tick.entities),
+        groups=list(tick.groups),
+        features=tick.features,
+    )
+    with sessions() as session:
+        ingest_labels(
+            session=session,
+            model=MODEL_NAME,
+            labels=[
+                {"event_key": k, "value": str(v), "time": at + timedelta(minutes=30)}
+                for k, v, keep in zip(keys, truth, labelled, strict=True)
+                if keep
+            ],
+        )
+
+
 def test_shadow_lasts_until_the_candidate_is_shown_better_then_steps_and_promotes(world, tmp_path):  # noqa: F811
     sessions, registry, model_id, tick = world
     context = AgentContext(
@@ -44,26 +67,7 @@ def test_shadow_lasts_until_the_candidate_is_shown_better_then_steps_and_promote
         }
 
     def hour(h: int, truth: np.ndarray, labelled: np.ndarray) -> None:
-        """An hour of traffic through the serving path, labelled where ``labelled``."""
-        at = START + timedelta(hours=h)
-        keys = [f"{e}/{h}" for e in tick.entities]
-        serving.predict(
-            keys=keys,
-            times=[at] * len(keys),
-            entities=list(tick.entities),
-            groups=list(tick.groups),
-            features=tick.features,
-        )
-        with sessions() as session:
-            ingest_labels(
-                session=session,
-                model=MODEL_NAME,
-                labels=[
-                    {"event_key": k, "value": str(v), "time": at + timedelta(minutes=30)}
-                    for k, v, keep in zip(keys, truth, labelled, strict=True)
-                    if keep
-                ],
-            )
+        _serve_hour(serving, sessions, tick, h, truth, labelled)
 
     def stage() -> str:
         with sessions() as session:
@@ -121,25 +125,10 @@ def test_at_l3_the_start_and_the_promotion_wait_for_a_person(world, tmp_path, ap
     with sessions() as session:
         truth = registry.load(versions.get_version(session=session, model_id=model_id, number=2)).predict(tick.features)
 
+    serving = Serving(sessions, registry, model_id, MODEL_NAME)
+
     def hour(h: int) -> None:
-        at = START + timedelta(hours=h)
-        keys = [f"{e}/{h}" for e in tick.entities]
-        Serving(sessions, registry, model_id, MODEL_NAME).predict(
-            keys=keys,
-            times=[at] * len(keys),
-            entities=list(tick.entities),
-            groups=list(tick.groups),
-            features=tick.features,
-        )
-        with sessions() as session:
-            ingest_labels(
-                session=session,
-                model=MODEL_NAME,
-                labels=[
-                    {"event_key": k, "value": str(v), "time": at + timedelta(minutes=30)}
-                    for k, v in zip(keys, truth, strict=True)
-                ],
-            )
+        _serve_hour(serving, sessions, tick, h, truth, np.ones(len(tick), dtype=bool))
 
     def answer(action: str, yes: bool) -> None:
         with sessions() as session:
