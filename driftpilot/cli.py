@@ -199,10 +199,10 @@ _EXPORT_COLUMNS = ("id", "time", "model_id", "run_id", "agent", "action", "outco
 def cmd_audit_export(args: argparse.Namespace) -> int:
     import csv
 
-    from driftpilot.memory import decisions, models
+    from driftpilot.memory import decisions, managed
 
     with _sessions(args)() as session:
-        model_id = models.get_model(session=session, name=args.filter_model).id if args.filter_model else None
+        model_id = managed.get_model(session=session, name=args.filter_model).id if args.filter_model else None
         rows = [
             decisions.decision_as_dict(d)
             for d in decisions.list_decisions(
@@ -273,11 +273,11 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from driftpilot.memory import decisions, models
+    from driftpilot.memory import decisions, managed
 
     sessions = _sessions(args)
     with sessions() as session:
-        model_id = models.get_model(session=session, name=args.model).id if args.model else None
+        model_id = managed.get_model(session=session, name=args.model).id if args.model else None
         rows = [decisions.decision_as_dict(d) for d in decisions.list_decisions(session=session, model_id=model_id)]
     if not args.all:
         rows = [r for r in rows if r["action"] != "check" or r["outcome"] != "healthy"]
@@ -303,12 +303,12 @@ def _event_ids(text: str) -> list[int]:
 def cmd_golden(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from driftpilot.memory import golden, models
+    from driftpilot.memory import golden, managed
 
     ids = _event_ids(args.events) if args.golden_command in ("pin", "unpin") else []
     sessions = _sessions(args)
     with sessions() as session:
-        model_id = models.get_model(session=session, name=args.model).id
+        model_id = managed.get_model(session=session, name=args.model).id
         if args.golden_command == "pin":
             now = datetime.now(UTC)
             added = golden.pin(session=session, model_id=model_id, event_ids=ids, time=now, note=args.note)
@@ -326,11 +326,11 @@ def cmd_golden(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from driftpilot.memory import models, versions
+    from driftpilot.memory import managed, versions
 
     sessions = _sessions(args)
     with sessions() as session:
-        for model in models.list_models(session=session):
+        for model in managed.list_models(session=session):
             print(f"{model.name} ({model.task}, {model.family}, policy {model.policy})")
             for v in versions.list_versions(session=session, model_id=model.id):
                 score = (v.metrics or {}).get("recent_balanced_accuracy")
@@ -342,7 +342,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_served(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from driftpilot.loop.serving import who_served
+    from driftpilot.serving.routing import who_served
 
     at = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC)
     at = at if at.tzinfo else at.replace(tzinfo=UTC)
@@ -358,7 +358,7 @@ def cmd_served(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from driftpilot.loop.rollback import manual_rollback
+    from driftpilot.serving.rollback import manual_rollback
 
     sessions = _sessions(args)
     decision = manual_rollback(sessions, model=args.model, version=args.version, policy_path=args.policy, who=args.who)
@@ -367,10 +367,10 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_approvals(args: argparse.Namespace) -> int:
-    from driftpilot.memory import approvals, models
+    from driftpilot.memory import approvals, managed
 
     with _sessions(args)() as session:
-        model_id = models.get_model(session=session, name=args.model).id if args.model else None
+        model_id = managed.get_model(session=session, name=args.model).id if args.model else None
         rows = approvals.list_approvals(session=session, model_id=model_id, status=None if args.all else "pending")
         for a in rows:
             answer = f" by {a.decided_by}" if a.decided_by else ""

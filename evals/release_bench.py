@@ -5,7 +5,7 @@ the fleet from day 11, when the rollout has degraded it. Four candidates, each o
 the offline gate, are released into that stream, one at a time, through the real path: the
 loop's graph (``release_manager`` then ``canary_judge``, resumed every hour), the default
 policy's plan (shadow, 5 %, 25 %, promotion), predictions served and recorded through
-:meth:`driftpilot.loop.serving.Serving.predict`, a quarter of the readings labelled 75 minutes
+:meth:`driftpilot.serving.routing.Serving.predict`, a quarter of the readings labelled 75 minutes
 late (as in the demo).
 
 * **better**: trained on days 10-11, after the rollout began;
@@ -48,14 +48,14 @@ sys.path.insert(0, str(ROOT))
 from driftpilot.agents.context import AgentContext  # noqa: E402
 from driftpilot.graph.runner import LoopRunner, sqlite_checkpointer  # noqa: E402
 from driftpilot.loop.demo import MODEL_NAME, schema_of_ont  # noqa: E402
-from driftpilot.loop.rollback import manual_rollback  # noqa: E402
-from driftpilot.loop.serving import Serving, who_served  # noqa: E402
-from driftpilot.memory import db, decisions, events, models, releases, versions  # noqa: E402
+from driftpilot.memory import db, decisions, events, managed, releases, versions  # noqa: E402
 from driftpilot.memory.ingest import ingest_labels  # noqa: E402
 from driftpilot.models.registry import Registry  # noqa: E402
 from driftpilot.models.tabular_mlp import TabularMLP  # noqa: E402
 from driftpilot.policies import PolicyEngine, load_policy  # noqa: E402
 from driftpilot.scenarios.ont import CLASSES, FEATURES, OntScenarioConfig, OntSimulator  # noqa: E402
+from driftpilot.serving.rollback import manual_rollback  # noqa: E402
+from driftpilot.serving.routing import Serving, who_served  # noqa: E402
 from driftpilot.tools.cohort import canary_mask  # noqa: E402
 from driftpilot.tools.metrics import balanced_accuracy  # noqa: E402
 
@@ -153,7 +153,7 @@ def release_one(stream: Stream, champion: Any, candidate: Any, seed: int) -> dic
         registry = _BenchRegistry(folder / "artifacts", stand_ins)
         start = stream.ticks[0].time
         with sessions() as session:
-            model = models.register_model(
+            model = managed.register_model(
                 session=session,
                 name=MODEL_NAME,
                 task="tabular_classification",

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from driftpilot.agents.context import AgentContext, now_of, record, usage_today
 from driftpilot.agents.state import LoopState
-from driftpilot.memory import decisions, events, label_requests, models, snapshots, versions
+from driftpilot.memory import decisions, events, label_requests, managed, snapshots, versions
 from driftpilot.memory.tables import ManagedModel, Version
 from driftpilot.tools.curation import curate_training_set, most_uncertain
 
@@ -26,7 +26,7 @@ def curator(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     now = now_of(state)
     since = now - timedelta(hours=training.recent_hours)
     with ctx.sessions() as session:
-        model = models.get_model(session=session, name=state["model"])
+        model = managed.get_model(session=session, name=state["model"])
         done = decisions.run_decision(
             session=session, model_id=model.id, run_id=state["run_id"], agent="curator", action="curate"
         )
@@ -185,7 +185,7 @@ def label_gate(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, An
     ctx = runtime.context
     training = ctx.policy.policy.training
     with ctx.sessions() as session:
-        model = models.get_model(session=session, name=state["model"])
+        model = managed.get_model(session=session, name=state["model"])
         labelled = events.window(
             session=session,
             model_id=model.id,

@@ -13,7 +13,7 @@ from driftpilot.agents.context import AgentContext, now_of, record, usage_today
 from driftpilot.agents.llm import narrate
 from driftpilot.agents.monitor import SERVED_REFERENCE
 from driftpilot.agents.state import LoopState
-from driftpilot.memory import decisions, events, models, quarantine, releases, versions
+from driftpilot.memory import decisions, events, managed, quarantine, releases, versions
 from driftpilot.tools.diagnosis import (
     OUTAGE_SILENT_SHARE,
     SLICE_COLUMNS,
@@ -37,8 +37,8 @@ def diagnostician(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str,
     finding = state["finding"] or {}
     now = now_of(state)
     with ctx.sessions() as session:
-        model = models.get_model(session=session, name=state["model"])
-        schema = models.model_schema(model)
+        model = managed.get_model(session=session, name=state["model"])
+        schema = managed.model_schema(model)
         champion = versions.champion(session=session, model_id=model.id)
         alarm_evidence = [_alarm_evidence(session, model.id, alarm, now) for alarm in finding.get("alarms", [])]
         start = now - timedelta(hours=policy.monitor.window_hours)

@@ -29,7 +29,7 @@ from langgraph.runtime import Runtime
 
 from driftpilot.agents.context import AgentContext, now_of, record
 from driftpilot.agents.state import LoopState
-from driftpilot.memory import alarms, decisions, events, models, quarantine, snapshots, versions
+from driftpilot.memory import alarms, decisions, events, managed, quarantine, snapshots, versions
 from driftpilot.memory.tables import Quarantine
 from driftpilot.tools.detectors import error_rate_change
 from driftpilot.tools.diagnosis import to_json
@@ -76,8 +76,8 @@ def monitor(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     alpha = policy.check_alpha / SIGNALS  # Bonferroni across the signals of one check
     now = now_of(state)
     with ctx.sessions() as session:
-        model = models.get_model(session=session, name=state["model"])
-        schema = models.model_schema(model)
+        model = managed.get_model(session=session, name=state["model"])
+        schema = managed.model_schema(model)
         champion = versions.champion(session=session, model_id=model.id)
         if champion is None:
             raise LookupError(f"model '{model.name}' has no champion version to monitor")

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from driftpilot.agents.context import AgentContext, record, usage_today
 from driftpilot.agents.llm import evidence_json, model_name_of, shown
-from driftpilot.memory import decisions, labels, models, releases, versions
+from driftpilot.memory import decisions, labels, managed, releases, versions
 from driftpilot.memory.tables import ManagedModel, Version
 from driftpilot.policies import PolicyVerdict
 
@@ -200,14 +200,14 @@ def operate(
 
     Raises
     ------
-    driftpilot.memory.models.UnknownModelError
+    driftpilot.memory.managed.UnknownModelError
         When no model is called ``model_name``.
     NotUnderstoodError
         When the grammar does not understand the message; nothing is recorded then.
     """
     now = now.astimezone(UTC) if now.tzinfo else now.replace(tzinfo=UTC)
     with ctx.sessions() as session:
-        status = status_of(session, models.get_model(session=session, name=model_name), now)
+        status = status_of(session, managed.get_model(session=session, name=model_name), now)
     # The model is asked outside any database transaction: it may take its time.
     planned = _plan_with_model(chat, model_name, message, status) if chat is not None else None
     notes: list[str] = []
@@ -232,7 +232,7 @@ def operate(
     }
     proposals = []
     with ctx.sessions() as session:
-        model = models.get_model(session=session, name=model_name)
+        model = managed.get_model(session=session, name=model_name)
         for call in calls:
             if call.name != "status":
                 proposals.append(_propose(ctx, session, state, model, call, source, now))
@@ -417,7 +417,7 @@ def _facts(session: Session, model: ManagedModel, call: Call, now: datetime) -> 
     """
     if call.name == "retrain":
         known = labels.count_labels(session=session, model_id=model.id, until=now + timedelta(seconds=1))
-        features = ",".join(models.model_schema(model).feature_names)
+        features = ",".join(managed.model_schema(model).feature_names)
         return {"training_labels": known, "features": features}, [f"{known} labels known so far."]
     if call.name == "request_labels":
         return {"n_labels": call.arguments["n"]}, []

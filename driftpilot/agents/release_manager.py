@@ -25,7 +25,7 @@ from langgraph.types import interrupt
 
 from driftpilot.agents.context import AgentContext, now_of, record, usage_today
 from driftpilot.agents.state import LoopState
-from driftpilot.memory import approvals, decisions, events, models, releases, versions
+from driftpilot.memory import approvals, decisions, events, managed, releases, versions
 from driftpilot.memory.tables import Release, Version
 from driftpilot.policies.schema import Release as ReleaseRules
 from driftpilot.tools.canary import ReleaseEvidence, label_free_guards, release_evidence
@@ -50,7 +50,7 @@ def release_manager(state: LoopState, runtime: Runtime[AgentContext]) -> dict[st
     rules = ctx.policy.policy.release
     now = now_of(state)
     with ctx.sessions() as session:
-        model = models.get_model(session=session, name=state["model"])
+        model = managed.get_model(session=session, name=state["model"])
         champion = versions.champion(session=session, model_id=model.id)
         candidate = versions.get_version(session=session, model_id=model.id, number=state["candidate"])
         first_share = 0.0 if rules.shadow else rules.steps[0]
@@ -402,7 +402,7 @@ def canary_judge(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, 
     ctx = runtime.context
     rules = ctx.policy.policy.release
     with ctx.sessions() as session:
-        model = models.get_model(session=session, name=state["model"])
+        model = managed.get_model(session=session, name=state["model"])
         candidate = versions.get_version(session=session, model_id=model.id, number=state["candidate"])
         release = releases.get_release(session=session, release_id=state["release_id"])
         if release.ended_at is not None:

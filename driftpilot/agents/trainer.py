@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from driftpilot.agents.context import AgentContext, now_of, record, usage_today
 from driftpilot.agents.state import LoopState
-from driftpilot.memory import decisions, events, golden, models, snapshots, versions
+from driftpilot.memory import decisions, events, golden, managed, snapshots, versions
 from driftpilot.memory.tables import Version
 from driftpilot.models.base import TorchClassifier
 from driftpilot.policies import PolicyVerdict
@@ -34,7 +34,7 @@ def trainer(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     policy = ctx.policy.policy
     now = now_of(state)
     with ctx.sessions() as session:
-        model = models.get_model(session=session, name=state["model"])
+        model = managed.get_model(session=session, name=state["model"])
         done = _trained_before(session, state, model)
         if done is not None:
             return done
@@ -46,7 +46,7 @@ def trainer(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
         # The labelled events behind the retrain: what it learns from and the recent ones held out
         # to judge it, as the Curator counted them when it decided there were enough.
         labelled = snapshot.n_rows + len(snapshot.stats.get("recent_holdout_ids", []))
-        schema = models.model_schema(model)
+        schema = managed.model_schema(model)
         retrain = ctx.policy.check(
             "retrain",
             {"training_labels": labelled, "features": ",".join(f.name for f in schema.features)},

@@ -21,12 +21,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from driftpilot.agents.llm import chat_model
 from driftpilot.api.chat import chat_router
-from driftpilot.loop.rollback import manual_rollback
-from driftpilot.loop.serving import Serving, assignment, who_served
-from driftpilot.memory import approvals, models, releases
+from driftpilot.memory import approvals, managed, releases
 from driftpilot.memory.decisions import decision_as_dict
 from driftpilot.models.registry import ArtifactError, Registry
 from driftpilot.policies import PolicyEngine, load_policy
+from driftpilot.serving.rollback import manual_rollback
+from driftpilot.serving.routing import Serving, assignment, who_served
 
 
 class PredictEvent(BaseModel):
@@ -82,7 +82,7 @@ def create_app(sessions: sessionmaker[Session], registry: Registry, policy_path:
         with lock:
             if name not in servings:
                 with sessions() as session:
-                    row = models.get_model(session=session, name=name)
+                    row = managed.get_model(session=session, name=name)
                 servings[name] = Serving(sessions, registry, row.id, name)
             return servings[name]
 
@@ -140,7 +140,7 @@ def create_app(sessions: sessionmaker[Session], registry: Registry, policy_path:
         """Every change of what the model serves, oldest first."""
         try:
             with sessions() as session:
-                row = models.get_model(session=session, name=name)
+                row = managed.get_model(session=session, name=name)
                 return [
                     {
                         "at": c.at.isoformat(),
@@ -173,7 +173,7 @@ def create_app(sessions: sessionmaker[Session], registry: Registry, policy_path:
         """Approval requests (waiting ones unless ``status`` says otherwise), oldest first."""
         try:
             with sessions() as session:
-                model_id = models.get_model(session=session, name=model).id if model else None
+                model_id = managed.get_model(session=session, name=model).id if model else None
                 rows = approvals.list_approvals(session=session, model_id=model_id, status=status or None)
                 return [approvals.as_dict(a) for a in rows]
         except LookupError as exc:

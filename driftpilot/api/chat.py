@@ -2,7 +2,7 @@
 
 The operator agent (:mod:`driftpilot.agents.operator`) plans and records; this route executes
 what was accepted and has a path here: a rollback, through
-:func:`driftpilot.loop.rollback.manual_rollback`, which checks the policy again and records the
+:func:`driftpilot.serving.rollback.manual_rollback`, which checks the policy again and records the
 change. Other accepted actions (retrain, promote, request labels) are returned for the loop to
 carry out. An unknown model is 404, a message the operator does not understand 422.
 """
@@ -20,10 +20,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from driftpilot.agents.context import AgentContext
 from driftpilot.agents.operator import NotUnderstoodError, operate
-from driftpilot.loop.rollback import manual_rollback
 from driftpilot.memory.decisions import decision_as_dict
 from driftpilot.models.registry import ArtifactError, Registry
 from driftpilot.policies import PolicyEngine
+from driftpilot.serving.rollback import manual_rollback
 
 
 class ChatRequest(BaseModel):
@@ -43,7 +43,7 @@ def chat_router(
 ) -> APIRouter:
     """The chat route. ``engine_getter(name)`` gives the policy engine in force for a model,
     ``chat_getter()`` the chat model or None; ``policy_path`` is the policy file that
-    :func:`~driftpilot.loop.rollback.manual_rollback` loads when it executes a rollback (the
+    :func:`~driftpilot.serving.rollback.manual_rollback` loads when it executes a rollback (the
     same one the app was created with)."""
     router = APIRouter(tags=["chat"])
 

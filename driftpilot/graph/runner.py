@@ -14,7 +14,7 @@ from langgraph.types import Command
 from driftpilot.agents.context import AgentContext
 from driftpilot.agents.state import initial_state
 from driftpilot.graph.build import build_graph
-from driftpilot.memory import decisions, models
+from driftpilot.memory import decisions, managed
 
 
 @contextmanager
@@ -131,7 +131,7 @@ class LoopRunner:
         if reload is None:
             return
         with self.context.sessions() as session:
-            model_id = models.get_model(session=session, name=model).id
+            model_id = managed.get_model(session=session, name=model).id
             decisions.record_decision(
                 session=session,
                 model_id=model_id,

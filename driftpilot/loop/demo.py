@@ -25,14 +25,14 @@ from driftpilot.graph.runner import LoopRunner, open_checkpointer
 from driftpilot.loop.bootstrap import register_first_version
 from driftpilot.loop.home import fresh_home
 from driftpilot.loop.outbox import Outbox
-from driftpilot.loop.serving import Serving
-from driftpilot.memory import db, decisions, events, label_requests, models, versions
+from driftpilot.memory import db, decisions, events, label_requests, managed, versions
 from driftpilot.memory.ingest import EventBatch, ingest_alarm, ingest_labels
 from driftpilot.memory.schemas import FeatureSpec, ModelSchema
 from driftpilot.models.registry import Registry
 from driftpilot.models.tabular_mlp import TabularMLP
 from driftpilot.policies import PolicyEngine, load_policy, policy_from_mapping
 from driftpilot.scenarios.ont import CLASSES, FEATURES, OntScenarioConfig, OntSimulator, OutageSpec, class_balance
+from driftpilot.serving.routing import Serving
 from driftpilot.tools.metrics import balanced_accuracy
 
 MODEL_NAME = "ont-offline"
@@ -84,6 +84,8 @@ def schema_of_ont() -> ModelSchema:
         entity_key="ont_id",
         group_key="olt_port",
         timestamp="time",
+        # Hardware before the firmware it ships with: a new device model is named as the cause.
+        slice_keys=["device_model", "firmware", "region"],
     )
 
 
@@ -148,11 +150,11 @@ def run_demo(
     first_score = balanced_accuracy(holdout_rows["label"].to_numpy(), first.predict(holdout_rows))
 
     with sessions() as session:
-        if any(m.name == MODEL_NAME for m in models.list_models(session=session)):
+        if any(m.name == MODEL_NAME for m in managed.list_models(session=session)):
             raise FileExistsError(
                 f"the database at {url} already holds a demo run of '{MODEL_NAME}'; give the demo a fresh one"
             )
-        model_row = models.register_model(
+        model_row = managed.register_model(
             session=session,
             name=MODEL_NAME,
             task="tabular_classification",

@@ -45,8 +45,7 @@ from driftpilot.loop.baselines import BASELINES, Baseline, Periodic, RiverARF, S
 from driftpilot.loop.bootstrap import register_first_version
 from driftpilot.loop.home import fresh_home
 from driftpilot.loop.outbox import Outbox
-from driftpilot.loop.serving import Serving
-from driftpilot.memory import db, decisions, events, label_requests, models, versions
+from driftpilot.memory import db, decisions, events, label_requests, managed, versions
 from driftpilot.memory.ingest import EventBatch, event_ids
 from driftpilot.memory.schemas import FeatureSpec, ModelSchema
 from driftpilot.models.base import TorchClassifier
@@ -54,6 +53,7 @@ from driftpilot.models.families import family
 from driftpilot.models.registry import Registry
 from driftpilot.models.text_encoder import SentenceEncoder
 from driftpilot.policies import PolicyEngine, load_policy
+from driftpilot.serving.routing import Serving
 from driftpilot.tools.metrics import accuracy, balanced_accuracy, macro_f1
 
 #: The row clock's origin, for streams without a time column.
@@ -251,7 +251,7 @@ class Reveal:
     source: str  # "history", "feedback" or "requested"
 
 
-class LabelGate:
+class LabelReveal:
     """Decides which labels are revealed, and when, under the replay's flags.
 
     The only source of labels in a replay: the loop (through ingest) and every baseline get
@@ -338,16 +338,16 @@ def run_replay(
         timestamp=config.time_col or "time",
     )
     with sessions() as session:
-        if any(m.name == name for m in models.list_models(session=session)):
+        if any(m.name == name for m in managed.list_models(session=session)):
             raise FileExistsError(f"the database already holds a model '{name}'; give the replay a fresh one")
-        model_id = models.register_model(
+        model_id = managed.register_model(
             session=session, name=name, task=data.task, family=family_name, schema=schema, policy=policy.name
         ).id
 
     stream = Stream(data.features, data.labels, [(s.name, s.kind) for s in data.specs])
     keys = [f"row-{r}" for r in data.rows]
     position_of = {k: i for i, k in enumerate(keys)}
-    gate = LabelGate(n, config.warmup, config.label_delay, config.label_budget, config.request_share, config.seed)
+    gate = LabelReveal(n, config.warmup, config.label_delay, config.label_budget, config.request_share, config.seed)
     outbox = Outbox(name)
 
     # Warm-up: labelled history, ingested as such; version 1 learns from all but its newest fifth.
@@ -553,7 +553,7 @@ def _label(data: RecordedStream, keys: list[str], position: int, at: int, source
 def _take_requests(
     sessions: sessionmaker[Session],
     model_id: int,
-    gate: LabelGate,
+    gate: LabelReveal,
     position_of: dict[str, int],
     at: int,
     now: datetime,
@@ -604,7 +604,7 @@ def _write_outputs(
     data: RecordedStream,
     predictions: pd.DataFrame,
     reveals: pd.DataFrame,
-    gate: LabelGate,
+    gate: LabelReveal,
     baselines: dict[str, Baseline],
     seconds: float,
     baseline_seconds: dict[str, float],

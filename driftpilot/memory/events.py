@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from driftpilot.memory.db import chunks
-from driftpilot.memory.models import get_model_by_id, model_schema
+from driftpilot.memory.managed import get_model_by_id, model_schema
 from driftpilot.memory.schemas import ModelSchema
 from driftpilot.memory.tables import LABEL_SOURCES, Event, Label, Quarantine
 from driftpilot.memory.times import to_naive_utc

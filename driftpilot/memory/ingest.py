@@ -24,7 +24,7 @@ from driftpilot.memory.db import (
     committing,
     insert_columns_ignoring_duplicates,
 )
-from driftpilot.memory.models import UnknownModelError, get_model, model_schema
+from driftpilot.memory.managed import UnknownModelError, get_model, model_schema
 from driftpilot.memory.schemas import ModelSchema
 from driftpilot.memory.tables import (
     ALARM_STATUSES,

@@ -20,14 +20,22 @@ class ModelSchema(BaseModel):
     """What a managed model reads and predicts.
 
     ``entity_key`` names what an event is about (a device id), ``group_key`` the grouping used
-    for outages and quarantines (an OLT port), ``timestamp`` the time field of recorded data.
+    for outages and quarantines (a network segment), ``timestamp`` the time field of recorded data.
+    ``slice_keys`` are the category features whose values make the slices that errors and drift
+    are searched in (a hardware model, a software version, a region), in the order a cause is
+    named when two slices hold the same rows; left out, every category feature in schema order.
+    The event's group is always a slice too (the column ``group``) when ``group_key`` is set.
 
     Examples
     --------
-    >>> s = ModelSchema(features=[FeatureSpec(name="rx_power", kind="number")],
-    ...                 target="offline", classes=["no", "yes"], entity_key="ont_id")
-    >>> s.feature_names
-    ['rx_power']
+    >>> s = ModelSchema(features=[FeatureSpec(name="signal", kind="number"),
+    ...                           FeatureSpec(name="hardware", kind="category"),
+    ...                           FeatureSpec(name="software", kind="category")],
+    ...                 target="offline", classes=["no", "yes"], entity_key="device_id", group_key="segment")
+    >>> s.feature_names, s.slice_columns
+    (['signal', 'hardware', 'software'], ['hardware', 'software', 'group'])
+    >>> s.model_copy(update={"slice_keys": ["software"]}).slice_columns
+    ['software', 'group']
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -38,6 +46,7 @@ class ModelSchema(BaseModel):
     entity_key: str = Field(min_length=1)
     group_key: str | None = None
     timestamp: str = "time"
+    slice_keys: list[str] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> ModelSchema:
@@ -54,9 +63,23 @@ class ModelSchema(BaseModel):
             raise ValueError(f"classes must be unique, repeated: {repeated}")
         if self.target in names:
             raise ValueError(f"target {self.target!r} cannot also be a feature")
+        categories = {f.name for f in self.features if f.kind == "category"}
+        wrong = [k for k in self.slice_keys or [] if k not in categories]
+        if wrong:
+            raise ValueError(f"slice_keys must name category features of the schema, got {wrong}")
         return self
 
     @property
     def feature_names(self) -> list[str]:
         """The feature names, in schema order."""
         return [f.name for f in self.features]
+
+    @property
+    def slice_columns(self) -> list[str]:
+        """The columns of an event frame that slice it: the slice keys, then ``group``."""
+        keys = (
+            self.slice_keys
+            if self.slice_keys is not None
+            else [f.name for f in self.features if f.kind == "category"]
+        )
+        return [*keys, "group"] if self.group_key else list(keys)

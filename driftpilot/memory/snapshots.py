@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from driftpilot.memory.audit import to_jsonable
 from driftpilot.memory.db import chunks, committing
 from driftpilot.memory.events import _EVENT_COLUMNS, event_frame
-from driftpilot.memory.models import get_model_by_id, model_schema
+from driftpilot.memory.managed import get_model_by_id, model_schema
 from driftpilot.memory.tables import Event, Snapshot, SnapshotItem, table_of
 from driftpilot.memory.times import to_naive_utc
 

@@ -28,7 +28,7 @@ import yaml
 from driftpilot.agents.context import AgentContext
 from driftpilot.graph.runner import LoopRunner, sqlite_checkpointer
 from driftpilot.loop.demo import MODEL_NAME, DemoConfig, run_demo
-from driftpilot.memory import approvals, decisions, events, golden, models, versions
+from driftpilot.memory import approvals, decisions, events, golden, managed, versions
 from driftpilot.models.tabular_mlp import TabularMLP
 from driftpilot.scenarios.ont import CLASSES, FEATURES
 
@@ -81,7 +81,7 @@ def _hourly(spec: dict[str, Any], start: datetime, seed: int):
 
     def hourly(context: AgentContext, runner: LoopRunner, now: datetime) -> None:
         with context.sessions() as session:
-            model = models.get_model(session=session, name=MODEL_NAME)
+            model = managed.get_model(session=session, name=MODEL_NAME)
             if spec.get("golden") and "golden" not in done:
                 # Operators pinned a sample of the history's labelled readings, checked by hand.
                 frame = events.window(

@@ -22,7 +22,7 @@ from driftpilot.agents.llm import NARRATOR_PROMPT, chat_model, narrate
 from driftpilot.agents.operator import TOOLS, NotUnderstoodError, operate
 from driftpilot.api.chat import chat_router
 from driftpilot.config import Settings
-from driftpilot.memory import db, decisions, models, releases, versions
+from driftpilot.memory import db, decisions, managed, releases, versions
 from driftpilot.memory.schemas import FeatureSpec, ModelSchema
 from driftpilot.models.registry import Registry
 from driftpilot.policies import PolicyEngine
@@ -45,7 +45,7 @@ def world(tmp_path):
     artifact.write_bytes(b"weights")
     artifacts = {"weights": {"path": str(artifact), "sha256": hashlib.sha256(b"weights").hexdigest()}}
     with sessions() as session:
-        model = models.register_model(
+        model = managed.register_model(
             session=session,
             name=NAME,
             task="tabular_classification",

@@ -25,7 +25,7 @@ import numpy as np
 from driftpilot.agents.context import AgentContext
 from driftpilot.graph.runner import LoopRunner, sqlite_checkpointer
 from driftpilot.loop.demo import MODEL_NAME, schema_of_ont
-from driftpilot.memory import db, models, snapshots
+from driftpilot.memory import db, managed, snapshots
 from driftpilot.memory.ingest import EventBatch, ingest_events, ingest_labels
 from driftpilot.models.registry import Registry
 from driftpilot.models.tabular_mlp import TabularMLP
@@ -66,7 +66,7 @@ def build(folder: Path, url: str | None = None) -> None:
     labels = np.concatenate([t.labels for t in ticks])
     n = len(labels)
     with context.sessions() as session:
-        model = models.register_model(
+        model = managed.register_model(
             session=session,
             name=MODEL_NAME,
             task="tabular_classification",

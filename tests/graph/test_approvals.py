@@ -110,11 +110,11 @@ def test_a_change_freeze_refuses_the_release_and_says_which(built, tmp_path):
 def test_no_retrain_in_a_freeze_or_soon_after_a_person_said_no(tmp_path):
     from driftpilot.agents.diagnostician import _held_back
     from driftpilot.loop.demo import schema_of_ont
-    from driftpilot.memory import db, models
+    from driftpilot.memory import db, managed
 
     sessions = db.connect(f"sqlite:///{tmp_path / 'm.sqlite'}")
     with sessions() as session:
-        model_id = models.register_model(
+        model_id = managed.register_model(
             session=session, name="ont", task="tabular_classification", family="tabular_mlp", schema=schema_of_ont()
         ).id
         policy = policy_from_mapping({"name": "p", "changes": {"after_denial_hours": 12}})

@@ -14,7 +14,7 @@ from driftpilot.agents.context import AgentContext
 from driftpilot.agents.monitor import SIGNALS, monitor
 from driftpilot.agents.state import initial_state
 from driftpilot.loop.demo import MODEL_NAME, schema_of_ont
-from driftpilot.memory import db, decisions, events, models, snapshots
+from driftpilot.memory import db, decisions, events, managed, snapshots
 from driftpilot.memory.ingest import EventBatch, ingest_events, ingest_labels
 from driftpilot.models.registry import Registry
 from driftpilot.models.tabular_mlp import TabularMLP
@@ -75,7 +75,7 @@ def build_world(
     history = [("history", t) for t in ticks if SPLIT <= t.time < CHECK]
     judged = [("judged", t) for t in ticks if t.time >= SPLIT]
     with sessions() as session:
-        model = models.register_model(
+        model = managed.register_model(
             session=session,
             name=MODEL_NAME,
             task="tabular_classification",

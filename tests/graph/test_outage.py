@@ -10,7 +10,7 @@ import pytest
 from driftpilot.agents.context import AgentContext
 from driftpilot.graph.runner import LoopRunner, sqlite_checkpointer
 from driftpilot.loop.demo import MODEL_NAME, schema_of_ont
-from driftpilot.memory import db, decisions, models, quarantine, snapshots
+from driftpilot.memory import db, decisions, managed, quarantine, snapshots
 from driftpilot.memory.ingest import EventBatch, ingest_alarm, ingest_events, ingest_labels
 from driftpilot.models.registry import Registry
 from driftpilot.models.tabular_mlp import TabularMLP
@@ -28,7 +28,7 @@ def world(tmp_path):
     sim = OntSimulator(OntScenarioConfig(n_onts=120, days=0.5, seed=4, outages=()))
     ticks = list(sim.ticks())
     with sessions() as session:
-        model = models.register_model(
+        model = managed.register_model(
             session=session,
             name=MODEL_NAME,
             task="tabular_classification",
@@ -184,8 +184,8 @@ def test_curator_does_not_ask_again_while_its_requests_are_open(world):
 
 
 def test_a_canary_rolled_back_by_hand_while_waiting_is_left_alone(world):
-    from driftpilot.loop.rollback import manual_rollback
     from driftpilot.memory import releases, versions
+    from driftpilot.serving.rollback import manual_rollback
 
     context, tmp_path, model_id, _ = world
     now = START + timedelta(hours=12)

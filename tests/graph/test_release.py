@@ -10,13 +10,13 @@ import pytest
 from driftpilot.agents.context import AgentContext
 from driftpilot.graph.runner import LoopRunner, sqlite_checkpointer
 from driftpilot.loop.demo import MODEL_NAME
-from driftpilot.loop.serving import Serving
 from driftpilot.memory import approvals, decisions, releases, versions
 from driftpilot.memory.ingest import ingest_labels
 from driftpilot.policies import PolicyEngine
 from driftpilot.policies.loader import policy_from_mapping
+from driftpilot.serving.routing import Serving
 
-from ..loop.test_release_serving import START, world  # noqa: F401 - the fixture
+from ..serving.test_release_serving import START, world  # noqa: F401 - the fixture
 
 POLICY = {
     "name": "release-test",

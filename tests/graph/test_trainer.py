@@ -13,7 +13,7 @@ import driftpilot.agents.trainer as trainer_module
 from driftpilot.agents.context import AgentContext
 from driftpilot.agents.trainer import trainer
 from driftpilot.loop.demo import MODEL_NAME, schema_of_ont
-from driftpilot.memory import db, decisions, models, snapshots, versions
+from driftpilot.memory import db, decisions, managed, snapshots, versions
 from driftpilot.memory.ingest import EventBatch, ingest_events, ingest_labels
 from driftpilot.models.registry import Registry
 from driftpilot.models.tabular_mlp import TabularMLP
@@ -80,7 +80,7 @@ def world(tmp_path_factory):
     old = rng.choice(ids[: n // 2], 400, replace=False)
     first_half = np.setdiff1d(np.arange(n // 2), old - 1)
     with sessions() as session:
-        model = models.register_model(
+        model = managed.register_model(
             session=session,
             name=MODEL_NAME,
             task="tabular_classification",

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from driftpilot import cli
 from driftpilot.api import create_app
 from driftpilot.loop.demo import MODEL_NAME, schema_of_ont
-from driftpilot.memory import approvals, db, models
+from driftpilot.memory import approvals, db, managed
 from driftpilot.models.registry import Registry
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -19,7 +19,7 @@ def _world(tmp_path):
     url = f"sqlite:///{tmp_path / 'm.sqlite'}"
     sessions = db.connect(url)
     with sessions() as session:
-        model = models.register_model(
+        model = managed.register_model(
             session=session,
             name=MODEL_NAME,
             task="tabular_classification",

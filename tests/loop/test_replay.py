@@ -18,8 +18,8 @@ import pytest
 
 from driftpilot import cli
 from driftpilot.loop import outbox as outbox_module
-from driftpilot.loop.replay import LabelGate, ReplayConfig, read_stream, run_replay
-from driftpilot.memory import db, events, models
+from driftpilot.loop.replay import LabelReveal, ReplayConfig, read_stream, run_replay
+from driftpilot.memory import db, events, managed
 
 ROWS, WARMUP, DELAY, BUDGET = 5000, 500, 60, 0.25
 
@@ -163,7 +163,7 @@ def test_memory_holds_exactly_the_labels_the_gate_revealed(replay):
     result, _, position, _ = replay
     sessions = db.connect(f"sqlite:///{result.out / 'driftpilot.sqlite'}")
     with sessions() as session:
-        model = models.get_model(session=session, name="stream")
+        model = managed.get_model(session=session, name="stream")
         stored = events.window(
             session=session,
             model_id=model.id,
@@ -210,7 +210,7 @@ def test_the_loop_retrains_asks_for_labels_and_releases(replay):
 
 
 def test_the_label_gate_spends_no_more_than_the_budget():
-    gate = LabelGate(n=1100, warmup=100, delay=5, budget=0.1, request_share=0.5, seed=0)
+    gate = LabelReveal(n=1100, warmup=100, delay=5, budget=0.1, request_share=0.5, seed=0)
     scheduled = gate.request(list(range(100, 1100)), at=200)  # a greedy Curator asks for everything
 
     revealed = [r for at in range(1100) for r in gate.due(at)]

@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from driftpilot.memory.db import connect
-from driftpilot.memory.models import register_model
+from driftpilot.memory.managed import register_model
 from driftpilot.memory.schemas import FeatureSpec, ModelSchema
 from driftpilot.memory.tables import ManagedModel
 

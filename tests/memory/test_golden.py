@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from driftpilot import cli
 from driftpilot.memory import db, golden
 from driftpilot.memory.ingest import ingest_events, ingest_labels
-from driftpilot.memory.models import register_model
+from driftpilot.memory.managed import register_model
 from driftpilot.memory.tables import GoldenEvent, ManagedModel
 
 from .conftest import ONT_SCHEMA

@@ -16,7 +16,7 @@ from driftpilot.memory.ingest import (
     ingest_events,
     ingest_labels,
 )
-from driftpilot.memory.models import UnknownModelError
+from driftpilot.memory.managed import UnknownModelError
 from driftpilot.memory.tables import ManagedModel
 
 from .helpers import T0, event

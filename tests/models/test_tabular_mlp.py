@@ -77,7 +77,7 @@ def test_bad_training_sets_are_refused(x, y, message):
 
 
 def test_registry_refuses_an_artifact_that_fails_its_checksum(tmp_path):
-    from driftpilot.memory import db, models
+    from driftpilot.memory import db, managed
     from driftpilot.memory.schemas import FeatureSpec, ModelSchema
 
     sessions = db.connect(f"sqlite:///{tmp_path / 'm.sqlite'}")
@@ -90,7 +90,7 @@ def test_registry_refuses_an_artifact_that_fails_its_checksum(tmp_path):
         entity_key="id",
     )
     with sessions() as session:
-        row = models.register_model(
+        row = managed.register_model(
             session=session, name="m", task="tabular_classification", family="tabular_mlp", schema=schema
         )
         from datetime import UTC, datetime

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from driftpilot.memory import decisions, models, releases, versions
+from driftpilot.memory import decisions, managed, releases, versions
 from driftpilot.memory.tables import Decision, Version
 from driftpilot.models.registry import verify_artifacts
 from driftpilot.policies import PolicyEngine, Usage, load_policy
@@ -52,7 +52,7 @@ def manual_rollback(
     now = now or datetime.now(UTC)
     engine = PolicyEngine(load_policy(policy_path))
     with sessions() as session:
-        row = models.get_model(session=session, name=model)
+        row = managed.get_model(session=session, name=model)
         current = versions.champion(session=session, model_id=row.id)
         release = releases.active_release(session=session, model_id=row.id)
         if version is None:

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from driftpilot.memory.models import (
+from driftpilot.memory.managed import (
     UnknownModelError,
     get_model,
     list_models,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from driftpilot.loop.serving import Serving
+from driftpilot.serving.routing import Serving
 
 
 class _Fixed:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from driftpilot.memory import events, models, releases, versions
+from driftpilot.memory import events, managed, releases, versions
 from driftpilot.memory.ingest import EventBatch, ingest_events
 from driftpilot.memory.schemas import ModelSchema
 from driftpilot.memory.tables import ServingChange
@@ -114,7 +114,7 @@ class Serving:
         with self._lock, self.sessions() as session:
             route = current_route(session, self.model_id)
             if self._schema is None:
-                self._schema = models.model_schema(models.get_model_by_id(session=session, model_id=self.model_id))
+                self._schema = managed.model_schema(managed.get_model_by_id(session=session, model_id=self.model_id))
             live = {n for n in (route.champion, route.candidate) if n is not None}
             loaded = self._state[1]
             # Loaded artifacts are kept while their version stays live: a refresh that changes
@@ -248,7 +248,7 @@ def who_served(session: Session, *, model: str, entity: str, at: datetime, group
     """What was serving ``entity`` of ``model`` at ``at``, and why: from the serving history
     (one indexed lookup) and the cohort hash. With group cohorts the entity's group is that of
     its last event at or before ``at`` unless ``group`` is given."""
-    row = models.get_model(session=session, name=model)
+    row = managed.get_model(session=session, name=model)
     change = releases.serving_at(session=session, model_id=row.id, at=at)
     if change is None:
         return ServedAnswer(model, entity, at.isoformat(), None, "none", None, "nothing was served yet", None, None)
@@ -279,7 +279,7 @@ def who_served(session: Session, *, model: str, entity: str, at: datetime, group
 def assignment(session: Session, *, model: str, entity: str, group: str | None = None) -> dict[str, Any]:
     """The version an edge node (``entity`` in ``group``) must run now, with its artifacts'
     checksums: what the edge runtime pulls, so a rollback reaches edge cohorts too."""
-    row = models.get_model(session=session, name=model)
+    row = managed.get_model(session=session, name=model)
     route = current_route(session, row.id)
     number = route.version_for(entity, group)
     if number is None:

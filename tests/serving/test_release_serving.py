@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from driftpilot.loop.demo import MODEL_NAME, schema_of_ont
-from driftpilot.loop.rollback import manual_rollback
-from driftpilot.loop.serving import Serving, assignment, who_served
-from driftpilot.memory import db, decisions, models, releases, versions
+from driftpilot.memory import db, decisions, managed, releases, versions
 from driftpilot.models.registry import ArtifactError, Registry
 from driftpilot.models.tabular_mlp import TabularMLP
 from driftpilot.scenarios.ont import CLASSES, FEATURES, OntScenarioConfig, OntSimulator
+from driftpilot.serving.rollback import manual_rollback
+from driftpilot.serving.routing import Serving, assignment, who_served
 from driftpilot.tools.cohort import canary_mask
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
@@ -28,7 +28,7 @@ def world(tmp_path: Path):
     registry = Registry(tmp_path / "artifacts")
     tick = next(iter(OntSimulator(OntScenarioConfig(n_onts=200, days=0.1, seed=3, outages=())).ticks()))
     with sessions() as session:
-        model = models.register_model(
+        model = managed.register_model(
             session=session,
             name=MODEL_NAME,
             task="tabular_classification",
