@@ -1,4 +1,10 @@
-"""The ``driftpilot`` command: demo, replay, scenarios, audit, models, rollback."""
+"""The ``driftpilot`` command.
+
+Its commands: ``demo``, ``replay``, ``scenarios export``, ``audit`` (``verify``, ``export``,
+``show``), ``golden`` (``pin``, ``unpin``, ``list``), ``models``, ``served``, ``rollback``,
+``approvals``, ``approve``, ``deny``, ``chat`` and ``policy check``; ``driftpilot COMMAND --help``
+says what each takes.
+"""
 
 from __future__ import annotations
 

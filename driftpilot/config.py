@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     )
     #: The chat model asked (a local server names its own, e.g. ``qwen2.5:7b`` on Ollama).
     chat_model: str = "gpt-4o-mini"
+    #: The alert labels that name the group an alarm affects, tried in order (the first one an
+    #: alert carries wins): ``["olt_port"]`` for a fibre network, ``["site"]`` for a fleet of
+    #: stores. A JSON list in ``DRIFTPILOT_ALARM_GROUP_LABELS``.
+    alarm_group_labels: list[str] = Field(default_factory=lambda: ["group"])
 
     @property
     def db_url(self) -> str:

@@ -1,4 +1,5 @@
-"""The HTTP face of driftpilot (FastAPI): prediction routing, rollback, serving history."""
+"""The HTTP face of driftpilot (FastAPI): prediction routing, rollback, serving history,
+approvals and the operator chat."""
 
 from driftpilot.api.app import create_app
 

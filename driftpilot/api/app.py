@@ -1,11 +1,13 @@
-"""The FastAPI app: prediction routing by cohort, rollback, and "who served this, and why?".
+"""The FastAPI app: prediction routing by cohort, rollback, "who served this, and why?", the
+approval requests a person answers, and the operator chat (:mod:`driftpilot.api.chat`).
 
 ``create_app`` takes what it serves (a session factory, the registry, the policy file) so that
 tests and embedders can hand in their own; ``driftpilot.api.app:app`` builds it from the
 settings for ``uvicorn``.
 
 Errors name what was wrong: an unknown model or version is 404, a refused request (bad input, a
-version that never served) 422, an artifact that fails its checksum 409.
+version that never served) 422, an artifact that fails its checksum, or a different answer to an
+approval already decided, 409.
 """
 
 from __future__ import annotations

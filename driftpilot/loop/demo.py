@@ -418,7 +418,7 @@ def _write_outputs(
         summary["static_drop_points"] = round(100 * (bacc["static_days_0_9"] - bacc["static_days_11_30"]), 2)
         summary["served_gap_points"] = round(100 * (bacc["served_days_0_9"] - bacc["served_days_11_30"]), 2)
     files["summary"].write_text(json.dumps(summary, indent=2, default=str))
-    write_report(files["report"], daily, logged, summary)
+    write_report(files["report"], daily, logged, summary, scenario_marks=simulator.marks())
     return DemoResult(out=out, summary=summary, daily=daily, files=files)
 
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import html
 import io
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-#: The scripted events of the ONT scenario, drawn on the timeline.
-SCENARIO_MARKS = {10: "firmware v2.0 rollout", 18: "new device model", 24: "OLT port outage"}
 
-
-def _chart(daily: pd.DataFrame, decisions: list[dict[str, Any]], start: pd.Timestamp) -> str:
+def _chart(
+    daily: pd.DataFrame, decisions: list[dict[str, Any]], start: pd.Timestamp, scenario_marks: Mapping[float, str]
+) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -22,7 +22,7 @@ def _chart(daily: pd.DataFrame, decisions: list[dict[str, Any]], start: pd.Times
     fig, ax = plt.subplots(figsize=(11, 4.5))
     ax.plot(daily["day"], daily["static"], marker="o", ms=3, label="never updated (static)", color="#999999")
     ax.plot(daily["day"], daily["served"], marker="o", ms=3, label="served by driftpilot", color="#1f6feb")
-    for day, text in SCENARIO_MARKS.items():
+    for day, text in scenario_marks.items():
         if day <= daily["day"].max():
             ax.axvline(day, color="#d29922", ls="--", lw=1)
             ax.text(day + 0.1, 0.45, text, rotation=90, fontsize=8, color="#9a6700", va="bottom")
@@ -139,10 +139,21 @@ table{border-collapse:collapse;font-size:13px}
 td,th{border:1px solid #ddd;padding:3px 6px;vertical-align:top}th{background:#f6f8fa}</style>"""
 
 
-def write_report(path: Path, daily: pd.DataFrame, decisions: list[dict[str, Any]], summary: dict[str, Any]) -> None:
-    """Write a self-contained HTML page (inline SVG chart, no scripts, no network)."""
+def write_report(
+    path: Path,
+    daily: pd.DataFrame,
+    decisions: list[dict[str, Any]],
+    summary: dict[str, Any],
+    *,
+    scenario_marks: Mapping[float, str] | None = None,
+) -> None:
+    """Write a self-contained HTML page (inline SVG chart, no scripts, no network).
+
+    ``scenario_marks`` are the scripted changes of the stream, by day from its start, drawn as
+    dashed lines on the timeline (the scenario that scripted them names them; none by default).
+    """
     start = pd.Timestamp(daily.attrs.get("start", "2026-03-01")).tz_localize(None)
-    chart = _chart(daily, decisions, start)
+    chart = _chart(daily, decisions, start, scenario_marks or {})
     acts = [d for d in decisions if d["action"] not in ("check",)]
     rows = "".join(
         f"<tr><td>{html.escape(str(d['time']))}</td><td>{html.escape(d['agent'])}</td>"

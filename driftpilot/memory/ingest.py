@@ -1,8 +1,10 @@
-"""THE ingest path: events, labels and alarms, as the API, the loop and the demo send them.
+"""THE ingest path: events, labels and alarms, as the API's predictions, the demo and replay send them.
 
 Every batch is validated as a whole first, then written in one transaction, so a refused batch
 leaves nothing behind. Writes are idempotent by the client's key: re-sent events and labels
-are skipped and counted as duplicates, a re-sent alarm updates its row.
+are skipped and counted as duplicates, a re-sent alarm updates its row. Alarms are generic
+(:func:`ingest_alarm`); :func:`alertmanager_to_alarms` converts Prometheus Alertmanager's
+webhook to them, the affected group read from the labels the deployment configures.
 """
 
 from __future__ import annotations
@@ -604,14 +606,27 @@ def ingest_alarm(*, session: Session, alarm: Mapping[str, Any]) -> Alarm:
 _ALERTMANAGER_NO_END = "0001-01-01T00:00:00Z"
 
 
-def alertmanager_to_alarms(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
+def alertmanager_to_alarms(payload: Mapping[str, Any], *, group_labels: Sequence[str]) -> list[dict[str, Any]]:
     """Convert a Prometheus Alertmanager webhook payload to generic alarms.
 
     The key is the alert's fingerprint (a hash of its labels when absent), the name its
     ``alertname`` label, the severity its ``severity`` label (``"warning"`` when absent), the
-    groups the value of an ``olt_port`` or ``group`` label, the model a ``model`` label.
-    Annotations join the labels as ``annotation.<name>``. Times are naive UTC.
+    model a ``model`` label. The affected group is the value of the first of ``group_labels``
+    the alert carries (the deployment's ``Settings.alarm_group_labels``, e.g. ``["group"]``); an
+    alert with none of them names no group. Annotations join the labels as
+    ``annotation.<name>``. Times are naive UTC.
+
+    Examples
+    --------
+    >>> payload = {"alerts": [{"status": "firing", "startsAt": "2026-03-01T10:00:00Z",
+    ...                        "labels": {"alertname": "SegmentDown", "segment": "s-7", "group": "east"}}]}
+    >>> alertmanager_to_alarms(payload, group_labels=["segment"])[0]["groups"]
+    ['s-7']
+    >>> alertmanager_to_alarms(payload, group_labels=["site"])[0]["groups"]
+    []
     """
+    if isinstance(group_labels, str):
+        raise TypeError(f"group_labels must be a list of label names, got the string {group_labels!r}")
     alerts = payload.get("alerts") if isinstance(payload, Mapping) else None
     if not isinstance(alerts, list):
         raise IngestError("Alertmanager payload: field 'alerts' must be a list")
@@ -627,7 +642,7 @@ def alertmanager_to_alarms(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
         )
         status = alert.get("status") or payload.get("status")
         ends = alert.get("endsAt")
-        groups = [labels[name] for name in ("olt_port", "group") if labels.get(name)]
+        groups = [labels[name] for name in group_labels if labels.get(name)]
         try:
             starts_at = to_naive_utc(alert.get("startsAt") or "", what="startsAt")
             ends_at = (

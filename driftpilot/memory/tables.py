@@ -262,7 +262,7 @@ class Release(Base):
     step: Mapped[int] = mapped_column(Integer, server_default="0")
     step_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     plan: Mapped[list[float]] = mapped_column(JSON, server_default="[]")
-    #: Cohorts by hashing the entity id or its group (edge node, OLT port), with this salt.
+    #: Cohorts by hashing the entity id or its group (edge node, network segment), with this salt.
     cohort: Mapped[str] = mapped_column(String, server_default="entity")
     salt: Mapped[str] = mapped_column(String, server_default="")
 

@@ -226,6 +226,32 @@ class OntSimulator:
             plan.append((start, end, chosen, spec))
         return plan
 
+    def marks(self) -> dict[float, str]:
+        """The scripted changes a timeline of this scenario marks, by day from the start.
+
+        The firmware rollout, the new device model and the widest port outage: the changes a
+        model is judged against (the smaller outages are noise a model must ride out). A change
+        the config turns off, or that falls after the last day, is not marked.
+
+        Examples
+        --------
+        >>> OntSimulator().marks()
+        {10.0: 'firmware v2.0 rollout', 18.0: 'new device model', 24.0: 'OLT port outage'}
+        >>> OntSimulator(OntScenarioConfig(days=12, new_model_day=None)).marks()
+        {10.0: 'firmware v2.0 rollout'}
+        """
+        c = self.config
+        marks: dict[float, str] = {}
+        if c.firmware_rollout_day is not None:
+            marks[c.firmware_rollout_day] = f"firmware {_NEW_FIRMWARE} rollout"
+        if c.new_model_day is not None:
+            marks[c.new_model_day] = "new device model"
+        widest = max((spec.ports for spec in c.outages), default=0)
+        for spec in c.outages:
+            if spec.ports == widest:
+                marks[spec.day] = "OLT port outage"
+        return {day: text for day, text in sorted(marks.items()) if day < c.days}
+
     def alarms(self) -> list[Alarm]:
         """The alarms the network raises for the scripted outages (alarmed ones only)."""
         port_of = self._fleet(np.random.default_rng(self.config.seed))["port"]

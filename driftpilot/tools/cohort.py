@@ -27,9 +27,9 @@ def cohort_bucket(entity: str, salt: str = "") -> float:
 
     Examples
     --------
-    >>> round(cohort_bucket("ont-17"), 6)
-    0.160252
-    >>> cohort_bucket("ont-17", salt="release-42") == cohort_bucket("ont-17")
+    >>> round(cohort_bucket("dev-17"), 6)
+    0.18249
+    >>> cohort_bucket("dev-17", salt="release-42") == cohort_bucket("dev-17")
     False
     """
     if not isinstance(entity, str):
@@ -52,7 +52,7 @@ def in_canary(entity: str, share: float, salt: str = "") -> bool:
 
     Examples
     --------
-    >>> in_canary("ont-17", 0.1), in_canary("ont-17", 0.5)
+    >>> in_canary("dev-17", 0.1), in_canary("dev-17", 0.5)
     (False, True)
     """
     _check_share(share)
@@ -64,8 +64,8 @@ def canary_mask(entities: Sequence[str], share: float, salt: str = "") -> np.nda
 
     Examples
     --------
-    >>> canary_mask(["ont-1", "ont-2", "ont-3", "ont-17"], 0.5)
-    array([False, False,  True,  True])
+    >>> canary_mask(["dev-1", "dev-2", "dev-3", "dev-17"], 0.5)
+    array([False,  True, False,  True])
     """
     _check_share(share)
     buckets = np.array([cohort_bucket(entity, salt) for entity in entities], dtype=float)

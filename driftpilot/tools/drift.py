@@ -200,7 +200,7 @@ def numeric_drift(
     --------
     >>> rng = np.random.default_rng(7)
     >>> reference, current = rng.normal(0, 1, 500), rng.normal(1, 1, 500)
-    >>> result = numeric_drift(reference, current, feature="rx_power")
+    >>> result = numeric_drift(reference, current, feature="signal")
     >>> result.drifted, round(result.statistic, 3), round(result.psi, 2)
     (True, 0.478, 1.53)
     """
@@ -274,9 +274,9 @@ def categorical_drift(
 
     Examples
     --------
-    >>> reference = ["fw-1.2"] * 80 + ["fw-1.3"] * 20
-    >>> current = ["fw-1.2"] * 40 + ["fw-1.3"] * 30 + ["fw-2.0"] * 30
-    >>> result = categorical_drift(reference, current, feature="firmware")
+    >>> reference = ["v1.2"] * 80 + ["v1.3"] * 20
+    >>> current = ["v1.2"] * 40 + ["v1.3"] * 30 + ["v2.0"] * 30
+    >>> result = categorical_drift(reference, current, feature="software")
     >>> result.drifted, round(result.statistic, 2), round(result.psi, 2), round(result.jensen_shannon, 2)
     (True, 45.33, 2.72, 0.45)
     """
@@ -454,14 +454,14 @@ def feature_drift(
     Examples
     --------
     >>> rng = np.random.default_rng(0)
-    >>> reference = pd.DataFrame({"rx_power": rng.normal(-20, 1.5, 400),
-    ...                           "model": rng.choice(["HG8245", "F670L"], 400)})
-    >>> current = pd.DataFrame({"rx_power": rng.normal(-23, 1.5, 400),
-    ...                         "model": rng.choice(["HG8245", "F670L"], 400)})
+    >>> reference = pd.DataFrame({"signal": rng.normal(-20, 1.5, 400),
+    ...                           "hardware": rng.choice(["hw-a", "hw-b"], 400)})
+    >>> current = pd.DataFrame({"signal": rng.normal(-23, 1.5, 400),
+    ...                         "hardware": rng.choice(["hw-a", "hw-b"], 400)})
     >>> report = feature_drift(reference, current,
-    ...                        [("rx_power", "number"), ("model", "category")])
+    ...                        [("signal", "number"), ("hardware", "category")])
     >>> report.enough_data, report.drifted
-    (True, ['rx_power'])
+    (True, ['signal'])
     """
     if not 0 < p_threshold < 1:
         raise ValueError(f"p_threshold must be between 0 and 1, got {p_threshold}")

@@ -1,11 +1,11 @@
 """Multivariate drift: nannyml's data-reconstruction error between a reference and a current window.
 
 Per-feature tests see each feature's marginal distribution only; they miss a change in how
-features move together (rx power and bias current that used to rise together and now move
-apart) while every histogram stays put. nannyml's ``DataReconstructionDriftCalculator``
-learns a PCA of the reference (categories count-encoded, everything standardised, enough
-components for 65% of the variance) and measures how badly it reconstructs new rows: the mean
-distance between a row and its reconstruction grows when the correlation structure changes.
+features move together (two readings that used to rise together and now move apart) while
+every histogram stays put. nannyml's ``DataReconstructionDriftCalculator`` learns a PCA of the
+reference (categories count-encoded, everything standardised, enough components for 65% of the
+variance) and measures how badly it reconstructs new rows: the mean distance between a row and
+its reconstruction grows when the correlation structure changes.
 
 The reference is split into chunks of the current window's size (fewer rows a chunk when the
 reference is too short for ``reference_chunks`` of them); the spread of their errors sets the
@@ -101,8 +101,8 @@ def multivariate_drift(
     >>> rng = np.random.default_rng(0)
     >>> def window(correlation, n):
     ...     values = rng.multivariate_normal([0, 0], [[1, correlation], [correlation, 1]], n)
-    ...     return pd.DataFrame(values, columns=["rx_power", "bias_current"])
-    >>> features = [("rx_power", "number"), ("bias_current", "number")]
+    ...     return pd.DataFrame(values, columns=["signal", "load"])
+    >>> features = [("signal", "number"), ("load", "number")]
     >>> result = multivariate_drift(window(0.9, 2000), window(-0.9, 200), features)
     >>> result.drifted, round(result.reconstruction_error, 3), round(result.upper_threshold, 3)
     (True, 1.143, 0.282)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy.orm import Session
 
+from driftpilot.config import Settings
 from driftpilot.memory.alarms import active_alarms, alarms_between
 from driftpilot.memory.ingest import alertmanager_to_alarms, ingest_alarm, ingest_events
 from driftpilot.memory.label_requests import (
@@ -51,7 +53,8 @@ def test_versions_count_up_and_one_champion_remains(session: Session, ont: Manag
         (1, "archived"),
         (2, "champion"),
     ]
-    assert champion(session=session, model_id=ont.id).id == second.id
+    best = champion(session=session, model_id=ont.id)
+    assert best is not None and best.id == second.id
     assert get_version(session=session, model_id=ont.id, number=2).artifacts == {
         "onnx": {"path": "v2/model.onnx", "sha256": SHA}
     }
@@ -82,7 +85,8 @@ def test_one_release_at_a_time(session: Session, ont: ManagedModel) -> None:
             share=0.5,
             started_at=T0,
         )
-    assert active_release(session=session, model_id=ont.id).id == release.id
+    running = active_release(session=session, model_id=ont.id)
+    assert running is not None and running.id == release.id
     end_release(
         session=session,
         release_id=release.id,
@@ -118,7 +122,7 @@ def test_label_requests_open_once_per_event(session: Session, ont: ManagedModel)
     assert count_label_requests(session=session, model_id=ont.id, since=T0, until=T0 + timedelta(days=1)) == 3
 
 
-ALERTMANAGER = {
+ALERTMANAGER: dict[str, Any] = {
     "version": "4",
     "status": "firing",
     "receiver": "driftpilot",
@@ -149,7 +153,8 @@ ALERTMANAGER = {
 
 
 def test_alertmanager_payload_becomes_generic_alarms() -> None:
-    assert alertmanager_to_alarms(ALERTMANAGER) == [
+    # A fibre network names the port an alarm takes down; other alerts fall back to "group".
+    assert alertmanager_to_alarms(ALERTMANAGER, group_labels=["olt_port", "group"]) == [
         {
             "key": "a1b2c3d4e5f60718",
             "name": "OltPortDown",
@@ -180,8 +185,34 @@ def test_alertmanager_payload_becomes_generic_alarms() -> None:
     ]
 
 
+def test_alarm_groups_come_from_the_configured_labels_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    port_alarm, group_alarm = ALERTMANAGER["alerts"]
+
+    # The default configuration reads "group": a port label is just a label then.
+    monkeypatch.delenv("DRIFTPILOT_ALARM_GROUP_LABELS", raising=False)
+    default = Settings().alarm_group_labels
+    assert default == ["group"]
+    assert [a["groups"] for a in alertmanager_to_alarms(ALERTMANAGER, group_labels=default)] == [[], ["site-9"]]
+
+    monkeypatch.setenv("DRIFTPILOT_ALARM_GROUP_LABELS", '["olt_port"]')
+    configured = Settings().alarm_group_labels
+    assert configured == ["olt_port"]
+    assert [a["groups"] for a in alertmanager_to_alarms(ALERTMANAGER, group_labels=configured)] == [["olt-3/1/7"], []]
+    # The labels are kept whole whichever of them names the group.
+    assert alertmanager_to_alarms(ALERTMANAGER, group_labels=default)[0]["labels"]["olt_port"] == "olt-3/1/7"
+
+    # Several labels: the first one an alert carries names its group.
+    both = {**port_alarm, "labels": {**port_alarm["labels"], "group": "site-1"}}
+    (port_first,) = alertmanager_to_alarms({"alerts": [both]}, group_labels=["olt_port", "group"])
+    (group_first,) = alertmanager_to_alarms({"alerts": [both]}, group_labels=["group", "olt_port"])
+    assert (port_first["groups"], group_first["groups"]) == (["olt-3/1/7"], ["site-1"])
+
+    with pytest.raises(TypeError, match="list of label names"):
+        alertmanager_to_alarms(ALERTMANAGER, group_labels="olt_port")
+
+
 def test_alarms_are_idempotent_by_key_and_resolve(session: Session, ont: ManagedModel) -> None:
-    firing, _ = alertmanager_to_alarms(ALERTMANAGER)
+    firing, _ = alertmanager_to_alarms(ALERTMANAGER, group_labels=["olt_port"])
     stored = ingest_alarm(session=session, alarm=firing)
     ingest_alarm(session=session, alarm=firing)
     at = datetime(2026, 3, 1, 11, 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from driftpilot.scenarios.ont import CLASSES, OntScenarioConfig, OntSimulator, OutageSpec, class_balance
@@ -89,3 +90,50 @@ def test_outage_takes_its_ports_offline_together_and_raises_an_alarm():
 def test_bad_config_is_refused_naming_the_field(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         OntScenarioConfig(**bad)
+
+
+def test_marks_are_the_scripted_changes_of_the_config():
+    assert OntSimulator().marks() == {10.0: "firmware v2.0 rollout", 18.0: "new device model", 24.0: "OLT port outage"}
+
+    # They follow the config: moved, turned off, or past the last day.
+    moved = OntScenarioConfig(firmware_rollout_day=4.0, new_model_day=None, outages=(OutageSpec(day=2.5, ports=2),))
+    assert OntSimulator(moved).marks() == {2.5: "OLT port outage", 4.0: "firmware v2.0 rollout"}
+    assert OntSimulator(OntScenarioConfig(days=15)).marks() == {10.0: "firmware v2.0 rollout"}
+    calm = OntScenarioConfig(firmware_rollout_day=None, new_model_day=None, outages=())
+    assert OntSimulator(calm).marks() == {}
+
+
+def test_the_demo_report_draws_the_marks_it_is_given(tmp_path):
+    from driftpilot.loop.report import write_report
+
+    daily = pd.DataFrame(
+        {
+            "day": range(20),
+            "static": [0.9] * 10 + [0.7] * 10,
+            "served": [0.9] * 20,
+            "offline_share": [0.08] * 20,
+            "decisions": [""] * 20,
+        }
+    )
+    bacc = {"static_days_0_9": 0.9, "static_days_11_30": 0.7, "served_days_0_9": 0.9, "served_days_11_30": 0.9}
+    summary = {
+        "model": "m",
+        "onts": 10,
+        "days": 20,
+        "events": 100,
+        "retrains": 0,
+        "promotions": 0,
+        "rollbacks": 0,
+        "wall_seconds": 1.0,
+        "balanced_accuracy": bacc,
+    }
+
+    marked, plain = tmp_path / "marked.html", tmp_path / "plain.html"
+    # A mark after the last day is left off the chart.
+    write_report(marked, daily, [], summary, scenario_marks={10.0: "a scripted change", 25.0: "too late"})
+    write_report(plain, daily, [], summary)
+
+    assert "a scripted change" in marked.read_text()
+    assert "too late" not in marked.read_text()
+    assert "a scripted change" not in plain.read_text()
+    assert "firmware" not in plain.read_text()
