@@ -36,9 +36,9 @@ Streams (five seeds each, 20,000 rows, drifts at rows 5,000 / 10,000 / 15,000):
 Detectors: driftpilot's :class:`~driftpilot.tools.detectors.ErrorRateMonitor` at its default
 budget (1.0 false alarm per 10,000 rows; on stationary error streams it raises about 0.3) --
 one setting for every stream; river's ADWIN,
-Page-Hinkley, KSWIN and DDM through :func:`~driftpilot.tools.detectors.degradation_points` at
-river's defaults (KSWIN seeded), made one-sided so that a fall after a retrain never counts
-against them; nannyml's ``UnivariateDriftCalculator`` on the input features (default methods
+Page-Hinkley, KSWIN and DDM through :func:`peer_detectors.degradation_points` (beside this
+script) at river's defaults (KSWIN seeded), made one-sided so that a fall after a retrain never
+counts against them; nannyml's ``UnivariateDriftCalculator`` on the input features (default methods
 and thresholds, chunks of 500 rows, reference = the first concept's rows, for ONT the training
 days): a chunk with any alert is a detection at its last row.
 
@@ -83,7 +83,10 @@ from river.datasets import synth
 from sklearn.tree import DecisionTreeClassifier
 
 from driftpilot.scenarios.ont import NUMERIC_FEATURES, OntScenarioConfig, OntSimulator, OutageSpec
-from driftpilot.tools.detectors import PEER_DETECTORS, ErrorRateMonitor, degradation_points
+from driftpilot.tools.detectors import ErrorRateMonitor
+
+# evals/ is a folder of scripts, not a package: the peers' module sits beside this one.
+from peer_detectors import PEER_DETECTORS, degradation_points  # isort: skip
 
 HERE = Path(__file__).resolve().parent
 N_ROWS = 20_000
@@ -230,9 +233,7 @@ def ont_stream(seed: int, days: float = ONT_DAYS) -> dict:
 # -- detectors -------------------------------------------------------------------------------
 def monitor_points(errors: np.ndarray) -> list[int]:
     monitor = ErrorRateMonitor()
-    for value in errors.tolist():
-        monitor.update(value)
-    return list(monitor.findings)
+    return [row for row, value in enumerate(errors.tolist()) if monitor.update(value).drift_detected]
 
 
 def nannyml_points(stream: dict) -> list[int]:

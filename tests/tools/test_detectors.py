@@ -1,14 +1,33 @@
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
 import numpy as np
 import pytest
+from river import drift
+from river.base import BinaryDriftDetector
+from scipy import stats
 
-from driftpilot.tools.detectors import (
-    PEER_DETECTORS,
-    ErrorRateMonitor,
-    degradation_points,
-    error_rate_change,
-)
+from driftpilot.tools import detectors
+from driftpilot.tools.detectors import ErrorRateMonitor, error_rate_change
+
+
+def _peer_detectors() -> ModuleType:
+    # evals/ is a folder of scripts, not a package on the path: load the drift bench's peers by file.
+    path = Path(__file__).resolve().parents[2] / "evals" / "peer_detectors.py"
+    spec = importlib.util.spec_from_file_location("peer_detectors", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+peers = _peer_detectors()
+PEER_DETECTORS: tuple[str, ...] = peers.PEER_DETECTORS
+degradation_points: Callable[..., list[int]] = peers.degradation_points
 
 
 def _step(before: float, after: float, *, at: int = 2000, n: int = 4000, seed: int = 42) -> np.ndarray:
@@ -16,11 +35,59 @@ def _step(before: float, after: float, *, at: int = 2000, n: int = 4000, seed: i
     return np.concatenate([rng.random(at) < before, rng.random(n - at) < after]).astype(int)
 
 
-def _run(errors: np.ndarray, **params: float) -> ErrorRateMonitor:
-    monitor = ErrorRateMonitor(**params)  # type: ignore[arg-type]
+def _run(errors: np.ndarray, monitor: ErrorRateMonitor | None = None, **params: float) -> ErrorRateMonitor:
+    monitor = monitor if monitor is not None else ErrorRateMonitor(**params)  # type: ignore[arg-type]
     for error in errors:
         monitor.update(int(error))
     return monitor
+
+
+def test_update_returns_the_monitor_and_drift_detected_is_true_only_right_after_the_finding() -> None:
+    errors = _step(0.1, 0.3)
+    monitor = ErrorRateMonitor()
+
+    returned = [monitor.update(int(error)) for error in errors[:2039]]
+    assert all(r is monitor for r in returned)
+    assert monitor.drift_detected is False and monitor.last_finding is None
+    monitor.update(int(errors[2039]))
+    at_the_drift = (monitor.drift_detected, monitor.findings)
+    monitor.update(int(errors[2040]))
+
+    assert at_the_drift == (True, [2039])
+    assert monitor.drift_detected is False
+    assert monitor.last_finding is not None and monitor.last_finding.position == 2039
+
+
+def test_drift_detected_is_read_only_and_reset_forgets_every_row() -> None:
+    monitor = _run(_step(0.1, 0.3)[:2040])
+    assert monitor.drift_detected is True
+
+    with pytest.raises(AttributeError):
+        monitor.drift_detected = False  # type: ignore[misc]
+    monitor._reset()
+
+    assert (monitor.drift_detected, monitor.n, monitor.findings, monitor.last_finding) == (False, 0, [], None)
+    assert monitor.reference_rate() is None
+    # After the reset the same stream gives the same finding: nothing of the first run is left.
+    assert _run(_step(0.1, 0.3), monitor=monitor).findings == [2039]
+
+
+def test_the_monitor_is_a_river_binary_drift_detector_with_its_parameters_kept() -> None:
+    monitor = ErrorRateMonitor(false_alarms_per_10k=2.0, cooldown=500)
+
+    assert isinstance(monitor, BinaryDriftDetector)
+    assert (monitor.false_alarms_per_10k, monitor.cooldown, monitor.min_rise) == (2.0, 500, 0.02)
+    clone = monitor.clone()
+    assert (clone.false_alarms_per_10k, clone.cooldown, clone.windows) == (2.0, 500, monitor.windows)
+
+
+def test_findings_and_details_cannot_be_changed_from_outside() -> None:
+    monitor = _run(_step(0.1, 0.3))
+
+    monitor.findings.append(7)
+    monitor.details.clear()
+
+    assert monitor.findings == [2039] and len(monitor.details) == 1
 
 
 def test_a_step_from_ten_to_thirty_percent_is_found_40_rows_after_it() -> None:
@@ -124,7 +191,7 @@ def test_no_peer_reports_a_fall_as_a_degradation(detector: str) -> None:
 )
 def test_bad_errors_are_refused_with_the_problem_named(errors: list[object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        degradation_points(errors, "adwin")  # type: ignore[arg-type]
+        degradation_points(errors, "adwin")
     with pytest.raises(ValueError, match=message):
         error_rate_change(errors)  # type: ignore[arg-type]
 
@@ -147,15 +214,18 @@ def test_the_monitor_refuses_a_value_other_than_0_or_1() -> None:
     monitor.update(1)
 
     with pytest.raises(ValueError, match="got 2 at row 1"):
-        monitor.update(2)  # type: ignore[arg-type]
+        monitor.update(2)
 
 
-def test_error_rate_change_reports_the_rise_and_the_peers() -> None:
+def test_error_rate_change_reports_the_rise_and_runs_no_peer() -> None:
     change = error_rate_change(_step(0.1, 0.3))
 
     assert (change.enough_data, change.changed, change.position, change.n) == (True, True, 2039, 4000)
     assert (round(change.rate_before, 4), round(change.rate_after, 4)) == (0.0925, 0.3100)  # type: ignore[arg-type]
-    assert change.peers == {"adwin": [2079], "page_hinkley": [2208], "kswin": [], "ddm": [2500]}
+    assert change.findings == [2039]
+    # river's detectors are the drift bench's peers (their points on this step are pinned above),
+    # not evidence of a check.
+    assert change.peers == {}
 
 
 def test_error_rate_change_on_a_stationary_window_is_unchanged() -> None:
@@ -170,3 +240,46 @@ def test_error_rate_change_with_too_few_rows_says_so_instead_of_testing() -> Non
     change = error_rate_change(_step(0.1, 0.3)[:399])
 
     assert (change.enough_data, change.changed, change.n, change.peers) == (False, False, 399, {})
+
+
+def test_bad_errors_are_refused_with_the_value_and_row_named() -> None:
+    with pytest.raises(ValueError, match=r"got 2 at row 2$"):
+        detectors.as_errors(np.array([0, 1, 2]))
+
+
+def test_binary_kswin_detects_where_rivers_kswin_does() -> None:
+    rng = np.random.default_rng(42)
+    stream = np.concatenate([rng.random(400) < 0.1, rng.random(400) < 0.6, rng.random(400) < 0.1]).astype(int)
+
+    def detections(detector: drift.KSWIN) -> list[int]:
+        rows = []
+        for row, error in enumerate(stream.tolist()):
+            detector.update(error)
+            if detector.drift_detected:
+                rows.append(row)
+        return rows
+
+    ours = detections(peers.BinaryKSWIN(seed=0))
+
+    assert ours == detections(drift.KSWIN(seed=0))
+    assert len(ours) >= 2  # the rise and the fall at least: the comparison is not vacuous
+
+
+def test_importing_and_running_the_detectors_leaves_river_kswin_untouched() -> None:
+    # This module imported driftpilot.tools.detectors; run the monitor and the peers, KSWIN among them.
+    error_rate_change(_step(0.1, 0.3))
+    degradation_points(_step(0.1, 0.6), "kswin")
+
+    assert drift.kswin.stats is stats
+    assert not any(value is drift.kswin for value in vars(detectors).values())
+    assert not any(value is drift.kswin for value in vars(peers).values())
+
+
+def test_the_peers_kswin_does_not_go_through_rivers_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    class NoKS:
+        def __getattr__(self, name: str) -> object:
+            raise AssertionError(f"river.drift.kswin.stats.{name} was used")
+
+    monkeypatch.setattr(drift.kswin, "stats", NoKS())
+
+    assert degradation_points(_step(0.1, 0.6), "kswin") == [2019]
