@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+from langgraph.runtime import Runtime
 
 from driftpilot.agents.context import AgentContext
 from driftpilot.agents.monitor import SIGNALS, monitor
@@ -41,7 +41,7 @@ class World:
     def check(self, at: datetime) -> tuple[dict[str, Any], Any]:
         """Run one Monitor check at ``at``; return its update and the decision it logged."""
         state = initial_state(MODEL_NAME, at.isoformat(), f"check-{at.isoformat()}", {"kind": "schedule"})
-        update = monitor(state, SimpleNamespace(context=self.context))
+        update = monitor(state, Runtime(context=self.context))
         with self.context.sessions() as session:
             logged = decisions.list_decisions(session=session, model_id=self.model_id, agent="monitor")
         assert logged[-1].id == update["last_decision"]
@@ -86,9 +86,9 @@ def build_world(
         for part, t in history + judged:
             after = part == "judged"
             time = t.time if after else t.time - HISTORY_SHIFT
-            columns = dict(t.features)
+            columns: dict[str, np.ndarray | list[Any]] = dict(t.features)
             if after and rx_shift:
-                columns["rx_power"] = columns["rx_power"] + rx_shift
+                columns["rx_power"] = np.asarray(columns["rx_power"]) + rx_shift
             keys = [f"{part}/{e}/{t.index}" for e in t.entities]
             probabilities = None
             if serve == "model":
