@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,16 +13,13 @@ from langgraph.runtime import Runtime
 from driftpilot.agents.context import AgentContext, now_of, record, usage_today
 from driftpilot.agents.llm import narrate
 from driftpilot.agents.monitor import SERVED_REFERENCE
-from driftpilot.agents.state import LoopState
+from driftpilot.agents.state import LoopState, Outcome
 from driftpilot.memory import decisions, events, managed, quarantine, releases, versions
-from driftpilot.tools.diagnosis import (
-    OUTAGE_SILENT_SHARE,
-    SLICE_COLUMNS,
-    AlarmEvidence,
-    alarm_evidence,
-    investigate,
-    to_json,
-)
+from driftpilot.memory.schemas import ModelSchema
+from driftpilot.memory.tables import ManagedModel
+from driftpilot.policies import PolicyVerdict, QuarantineFacts
+from driftpilot.policies.schema import Monitor
+from driftpilot.tools.diagnosis import AlarmEvidence, Diagnosis, alarm_evidence, investigate, to_json
 
 #: How far before an alarm we look to count the entities that were reporting.
 BEFORE_ALARM = timedelta(hours=1)
@@ -32,87 +30,27 @@ PROVISIONAL_OUTAGE = timedelta(hours=6)
 
 
 def diagnostician(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    """Find the cause of the Monitor's finding, act on its remedy as far as the policy and the
+    loop's other work allow (a quarantine, a retrain deferred), and log the decision."""
     ctx = runtime.context
-    policy = ctx.policy.policy
+    monitor = ctx.policy.policy.monitor
     finding = state["finding"] or {}
+    raw_alarms = finding.get("alarms", [])
     now = now_of(state)
     with ctx.sessions() as session:
         model = managed.get_model(session=session, name=state["model"])
         schema = managed.model_schema(model)
-        champion = versions.champion(session=session, model_id=model.id)
-        alarm_evidence = [_alarm_evidence(session, model.id, alarm, now) for alarm in finding.get("alarms", [])]
-        start = now - timedelta(hours=policy.monitor.window_hours)
-        current = _served(session, model.id, schema.classes, start, now, now, limit=WINDOW_SAMPLE)
-        # What the champion learnt from is the reference for the inputs; what it served before
-        # this window (and how that went) the reference for its predictions and the class shares.
-        learnt = ctx.references.get(champion.snapshot_id) if champion is not None else None
-        before = _served(session, model.id, schema.classes, start - SERVED_REFERENCE, start, now, limit=WINDOW_SAMPLE)
-        served = before
-        if champion is not None:
-            served = before[before["served_version"] == champion.number]
-            current_champion = current[current["served_version"] == champion.number]
-        else:
-            current_champion = current
-        reference = learnt if learnt is not None and len(learnt) else served
-        slice_columns = [c for c in SLICE_COLUMNS if c in current.columns]
-        result = investigate(
-            reference,
-            current,
-            features=[(f.name, f.kind) for f in schema.features],
-            known_classes=_known_classes(reference, schema.classes),
-            accuracy=finding.get("balanced_accuracy"),
-            reference_accuracy=finding.get("reference_balanced_accuracy"),
-            max_accuracy_drop=policy.monitor.max_accuracy_drop,
-            alarms=alarm_evidence,
-            slice_columns=slice_columns,
-            p_threshold=policy.monitor.drift_p_value,
-            psi_threshold=policy.monitor.psi_threshold,
-            served_reference=served,
-            served_current=current_champion,
-            quality_reference=before,
-        )
-        verdicts = []
-        outcome = result.remedy
-        rationale = result.rationale
-        if result.remedy == "quarantine":
-            verdict = ctx.policy.check("quarantine", {}, usage_today(session, model, now), at=now)
-            verdicts.append(verdict)
-            if verdict.allowed:
-                for alarm, raw in zip(alarm_evidence, finding.get("alarms", []), strict=True):
-                    if alarm.silent_share < OUTAGE_SILENT_SHARE:
-                        continue
-                    start_at = datetime.fromisoformat(raw["starts_at"])
-                    end = (
-                        datetime.fromisoformat(raw["ends_at"]) if raw.get("ends_at") else start_at + PROVISIONAL_OUTAGE
-                    )
-                    held = quarantine.add_quarantine(
-                        session=session,
-                        model_id=model.id,
-                        start=start_at,
-                        end=end + RECOVERY,
-                        groups=alarm.groups,
-                        reason=f"alarm {alarm.key}: upstream outage",
-                    )
-                    rationale += (
-                        f" Quarantined {', '.join(alarm.groups)} from {held.start:%Y-%m-%d %H:%M} "
-                        f"to {held.end:%Y-%m-%d %H:%M} UTC."
-                    )
-                outcome = "quarantined"
-            else:
-                outcome = "quarantine_denied"
-                rationale += " The policy denied the quarantine: " + "; ".join(verdict.reasons)
-        elif result.remedy in RETRAINING and releases.active_release(session=session, model_id=model.id):
-            outcome = "deferred"
-            rationale += " Deferred: a canary release is in progress; it is judged first."
-        elif result.remedy in RETRAINING and (held_back := _held_back(session, model.id, policy, now)):
-            outcome = "deferred"
-            rationale += f" Deferred: {held_back}."
+        alarms = [_alarm_evidence(session, model.id, alarm, now) for alarm in raw_alarms]
+        windows = _windows(session, ctx, model.id, schema.classes, timedelta(hours=monitor.window_hours), now)
+        result = _diagnose(windows, schema, finding, monitor, alarms)
+        outcome, note, verdicts = _act(session, ctx, model, result, list(zip(alarms, raw_alarms, strict=True)), now)
+        rationale = result.rationale + note
         evidence = to_json(
             {
-                "alarms": [a.__dict__ for a in alarm_evidence],
-                "window_rows": len(current),
-                "reference_rows": len(reference),
-                "served_reference_rows": len(served),
+                "alarms": [a.__dict__ for a in alarms],
+                "window_rows": len(windows.current),
+                "reference_rows": len(windows.reference),
+                "served_reference_rows": len(windows.served),
             }
         )
         diagnosis = to_json(result.as_dict())
@@ -135,7 +73,120 @@ def diagnostician(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str,
             diagnosis=diagnosis,
             verdicts=verdicts,
         )
-    return {"diagnosis": result.as_dict() | {"outcome": outcome}, "outcome": outcome, "last_decision": decision.id}
+    carried = result.as_dict()
+    carried["outcome"] = outcome
+    return {"diagnosis": carried, "outcome": outcome, "last_decision": decision.id}
+
+
+@dataclass(frozen=True)
+class _Windows:
+    """The frames a diagnosis compares.
+
+    ``current`` is the window of the finding and ``current_champion`` its events served by the
+    champion; ``before`` the window just before it (consecutive readings) and ``served`` its
+    events served by the champion; ``reference`` what the champion learnt from when known, else
+    ``served``. What the champion learnt from is the reference for the inputs; what it served
+    before this window (and how that went) the reference for its predictions and class shares.
+    """
+
+    current: pd.DataFrame
+    current_champion: pd.DataFrame
+    before: pd.DataFrame
+    served: pd.DataFrame
+    reference: pd.DataFrame
+
+
+def _windows(
+    session: Any, ctx: AgentContext, model_id: int, classes: list[str], window: timedelta, now: datetime
+) -> _Windows:
+    champion = versions.champion(session=session, model_id=model_id)
+    start = now - window
+    current = _served(session, model_id, classes, start, now, now, limit=WINDOW_SAMPLE)
+    before = _served(session, model_id, classes, start - SERVED_REFERENCE, start, now, limit=WINDOW_SAMPLE)
+    snapshot = champion.snapshot_id if champion is not None else None
+    learnt = ctx.references.get(snapshot) if snapshot is not None else None
+    served, current_champion = before, current
+    if champion is not None:
+        served = before[before["served_version"] == champion.number]
+        current_champion = current[current["served_version"] == champion.number]
+    reference = learnt if learnt is not None and len(learnt) else served
+    return _Windows(current, current_champion, before, served, reference)
+
+
+def _diagnose(
+    windows: _Windows, schema: ModelSchema, finding: dict[str, Any], monitor: Monitor, alarms: list[AlarmEvidence]
+) -> Diagnosis:
+    """Investigate the windows with the model's features and slices and the Monitor's thresholds."""
+    return investigate(
+        windows.reference,
+        windows.current,
+        features=[(f.name, f.kind) for f in schema.features],
+        known_classes=_known_classes(windows.reference, schema.classes),
+        accuracy=finding.get("balanced_accuracy"),
+        reference_accuracy=finding.get("reference_balanced_accuracy"),
+        max_accuracy_drop=monitor.max_accuracy_drop,
+        alarms=alarms,
+        # The schema names the slices, in the order a cause is named when two hold the same rows.
+        slice_columns=[c for c in schema.slice_columns if c in windows.current.columns],
+        p_threshold=monitor.drift_p_value,
+        psi_threshold=monitor.psi_threshold,
+        served_reference=windows.served,
+        served_current=windows.current_champion,
+        quality_reference=windows.before,
+    )
+
+
+def _act(
+    session: Any,
+    ctx: AgentContext,
+    model: ManagedModel,
+    result: Diagnosis,
+    alarms: list[tuple[AlarmEvidence, dict[str, Any]]],
+    now: datetime,
+) -> tuple[Outcome, str, list[PolicyVerdict]]:
+    """What comes of the remedy: (outcome, what to add to the rationale, the policy's verdicts).
+
+    A quarantine is asked of the policy; a remedy that retrains is deferred while a canary runs
+    or while a retrain would be wasted; any other remedy is the outcome itself.
+    """
+    if result.remedy == "quarantine":
+        return _quarantine(session, ctx, model, alarms, now)
+    if result.remedy in RETRAINING and releases.active_release(session=session, model_id=model.id):
+        return "deferred", " Deferred: a canary release is in progress; it is judged first.", []
+    if result.remedy in RETRAINING and (held_back := _held_back(session, model.id, ctx.policy.policy, now)):
+        return "deferred", f" Deferred: {held_back}.", []
+    return result.remedy, "", []
+
+
+def _quarantine(
+    session: Any,
+    ctx: AgentContext,
+    model: ManagedModel,
+    alarms: list[tuple[AlarmEvidence, dict[str, Any]]],
+    now: datetime,
+) -> tuple[Outcome, str, list[PolicyVerdict]]:
+    """Quarantine the groups of every alarm that is an outage, from its start until after its end."""
+    verdict = ctx.policy.check("quarantine", QuarantineFacts(), usage_today(session, model, now), at=now)
+    if not verdict.allowed:
+        return "quarantine_denied", " The policy denied the quarantine: " + "; ".join(verdict.reasons), [verdict]
+    note = ""
+    for alarm, raw in alarms:
+        if not alarm.is_outage:
+            continue
+        start = datetime.fromisoformat(raw["starts_at"])
+        end = datetime.fromisoformat(raw["ends_at"]) if raw.get("ends_at") else start + PROVISIONAL_OUTAGE
+        held = quarantine.add_quarantine(
+            session=session,
+            model_id=model.id,
+            start=start,
+            end=end + RECOVERY,
+            groups=alarm.groups,
+            reason=f"alarm {alarm.key}: upstream outage",
+        )
+        note += (
+            f" Quarantined {', '.join(alarm.groups)} from {held.start:%Y-%m-%d %H:%M} to {held.end:%Y-%m-%d %H:%M} UTC."
+        )
+    return "quarantined", note, [verdict]
 
 
 def _held_back(session: Any, model_id: int, policy: Any, now: datetime) -> str | None:

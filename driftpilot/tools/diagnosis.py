@@ -1,24 +1,26 @@
 """Diagnosis: turn a Monitor finding into a cause, because the cause decides the action.
 
-Not every drift is a reason to retrain. The Diagnostician weighs these hypotheses, each with a
-score and its evidence, and acts on the first one the evidence confirms, in this order (each
-explains away the ones after it):
+Not every drift is a reason to retrain. The evidence of two windows is gathered once into an
+:class:`Evidence`; every cause it bears on is weighed from it as a hypothesis (a score and its
+evidence), and :func:`diagnose` acts on the answer of the first of the :data:`RULES` the
+evidence confirms. The rules are tried in this order, each explaining away the ones after it:
 
 ==================  ==========================================================  ===============
-cause               evidence                                                    remedy
+rule (cause)        evidence                                                    remedy
 ==================  ==========================================================  ===============
 upstream_outage     an alarm, and most entities of its groups silent at once     quarantine
 data_quality        a field's unit or scale changed, a stuck sensor, a field     fix_data
                     gone missing (:mod:`driftpilot.tools.quality`)
 new_classes         labels the model never learnt, or a rising share of          expand_corpus
                     low-confidence inputs
-slice_drift         drift or errors concentrated in one slice (a firmware,       retrain / watch
-                    a device model, a region, an OLT port, an intent group)
+slice_drift         drift or errors concentrated in one slice (a hardware        retrain / watch
+                    model, a software version, a region, a network segment,
+                    an intent group)
 prior_shift         the class shares moved while each class is recognised as     recalibrate
                     well as before
 concept_drift       accuracy fell with no input drift to explain it              retrain
 covariate_drift     inputs drifted across the fleet                              retrain / watch
-none                nothing confirmed                                            none
+none                no rule confirmed (not a rule: what is left)                 none
 ==================  ==========================================================  ===============
 
 A drift that labels say the model copes with is ``watch``: logged, not acted on. A drift with
@@ -27,15 +29,16 @@ too few labels to judge accuracy is acted on (retrain) before the damage shows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from functools import cached_property
+from typing import Any, Literal, NotRequired, TypeAlias, TypedDict, cast
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from driftpilot.tools.drift import DriftReport, FeatureKind, feature_drift, prior_drift
+from driftpilot.tools.drift import FeatureKind, feature_drift, prior_drift
 from driftpilot.tools.metrics import per_class_recall
 from driftpilot.tools.quality import QualityFault, QualityReport, data_quality
 
@@ -51,10 +54,6 @@ Cause = Literal[
 ]
 Remedy = Literal["quarantine", "fix_data", "expand_corpus", "recalibrate", "retrain", "watch", "none"]
 
-#: Columns whose values make the slices errors and drift are compared across, in the order ties
-#: are broken: when two slices hold the same rows (a new device model shipping its own firmware),
-#: the hardware is named, since it decides the firmware and not the other way round.
-SLICE_COLUMNS = ("device_model", "firmware", "region", "group")
 #: Most drifted features a slice search looks at.
 SLICE_FEATURES = 3
 #: Share of an alarmed group's entities that must have gone silent to call it an outage.
@@ -90,6 +89,11 @@ class AlarmEvidence:
     def silent_share(self) -> float:
         return self.entities_silent / self.entities_before if self.entities_before else 0.0
 
+    @property
+    def is_outage(self) -> bool:
+        """Enough of the groups' entities went silent at once (the share is inclusive)."""
+        return self.silent_share >= OUTAGE_SILENT_SHARE
+
 
 def alarm_evidence(
     frame: pd.DataFrame, *, key: str, name: str, groups: Sequence[str], starts_at: pd.Timestamp | Any
@@ -101,7 +105,7 @@ def alarm_evidence(
 
     >>> frame = pd.DataFrame({"time": pd.to_datetime(["2026-03-01 10:00", "2026-03-01 10:00", "2026-03-01 11:30"]),
     ...                       "entity": ["a", "b", "b"], "group": ["p1", "p1", "p1"]})
-    >>> alarm_evidence(frame, key="k", name="OltPortDown", groups=["p1"], starts_at="2026-03-01 11:00").silent_share
+    >>> alarm_evidence(frame, key="k", name="SegmentDown", groups=["p1"], starts_at="2026-03-01 11:00").silent_share
     0.5
     """
     start = pd.Timestamp(starts_at)
@@ -196,6 +200,13 @@ class ClassEvidence:
     support_current: dict[str, int] = field(default_factory=dict)
 
     @property
+    def new_classes(self) -> bool:
+        """Labels of classes never learnt, or (without labels) a rise of low-confidence answers."""
+        if self.unknown_share is not None:
+            return self.unknown_share >= UNKNOWN_LABEL_SHARE
+        return self.low_confidence_rise >= LOW_CONFIDENCE_RISE
+
+    @property
     def low_confidence_rise(self) -> float:
         if self.low_confidence_reference is None or self.low_confidence_current is None:
             return 0.0
@@ -229,10 +240,27 @@ class ClassEvidence:
 
 @dataclass(frozen=True)
 class Hypothesis:
+    """One cause weighed: how strongly the evidence points to it, whether it confirms it, and why."""
+
     cause: Cause
     score: float
     confirmed: bool
     evidence: dict[str, object]
+
+
+class DiagnosisRecord(TypedDict):
+    """A :class:`Diagnosis` as plain data: what the graph state and the decision log keep."""
+
+    cause: Cause
+    remedy: Remedy
+    hypotheses: list[dict[str, object]]
+    rationale: str
+    quarantine_groups: list[str]
+    fixes: list[str]
+    slice: dict[str, str] | None
+    enough_data: bool
+    #: What the Diagnostician made of the remedy (quarantined, deferred, ...), added by the agent.
+    outcome: NotRequired[str]
 
 
 @dataclass(frozen=True)
@@ -253,8 +281,82 @@ class Diagnosis:
         ranked = sorted(self.hypotheses, key=lambda h: (h.cause == self.cause, h.confirmed, h.score), reverse=True)
         object.__setattr__(self, "hypotheses", ranked)
 
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+    def as_dict(self) -> DiagnosisRecord:
+        return cast(DiagnosisRecord, asdict(self))
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Everything a diagnosis weighs, gathered once from two windows.
+
+    ``accuracy`` and ``reference_accuracy`` are the balanced accuracies the Monitor judged (None
+    when labels were too few) and ``max_accuracy_drop`` the fall the policy tolerates;
+    ``drifted`` names the features whose drift was confirmed and ``statistics`` holds each
+    tested feature's drift statistic. The facts derived from them (:attr:`lost`,
+    :attr:`outages`, :attr:`explaining`, ...) are stated here once: the rules act on them and
+    the hypotheses report them.
+    """
+
+    accuracy: float | None
+    reference_accuracy: float | None
+    max_accuracy_drop: float
+    drifted: Sequence[str] = ()
+    statistics: Mapping[str, float] = field(default_factory=dict)
+    alarms: Sequence[AlarmEvidence] = ()
+    faults: Sequence[QualityFault] = ()
+    slices: Sequence[SliceEvidence] = ()
+    classes: ClassEvidence = field(default_factory=ClassEvidence)
+
+    @property
+    def drop(self) -> float | None:
+        """How far balanced accuracy fell (negative when it rose); None without both accuracies."""
+        if self.accuracy is None or self.reference_accuracy is None:
+            return None
+        return self.reference_accuracy - self.accuracy
+
+    @property
+    def lost(self) -> bool:
+        """Accuracy fell by more than the policy tolerates."""
+        drop = self.drop
+        return drop is not None and drop > self.max_accuracy_drop
+
+    @property
+    def outages(self) -> list[AlarmEvidence]:
+        return [a for a in self.alarms if a.is_outage]
+
+    @property
+    def explaining(self) -> list[SliceEvidence]:
+        """The slices that hold the drift or the errors, best first."""
+        return [s for s in self.slices if s.explains_drift or s.explains_errors]
+
+    @property
+    def prior_shift(self) -> bool:
+        """The class shares moved while every class is recognised as before and accuracy held."""
+        classes = self.classes
+        return (
+            classes.prior_drifted
+            and classes.worst_recall_drop is not None
+            and not classes.recall_fell
+            and not self.lost
+        )
+
+    @property
+    def concept_drift(self) -> bool:
+        """Accuracy was lost with no input drift to explain it."""
+        return self.lost and not self.drifted
+
+    @property
+    def accuracy_text(self) -> str:
+        drop = self.drop
+        if self.accuracy is None or self.reference_accuracy is None or drop is None:
+            return ""
+        verb = "fell" if drop > 0 else "held"
+        return f"balanced accuracy {verb} from {self.reference_accuracy:.1%} to {self.accuracy:.1%}"
+
+    @cached_property
+    def hypotheses(self) -> list[Hypothesis]:
+        """Every cause the evidence bears on, weighed (in the order of :data:`RULES`)."""
+        return [h for weigh in WEIGHINGS for h in weigh(self)]
 
 
 def _ks(a: pd.Series, b: pd.Series) -> float:
@@ -289,10 +391,10 @@ def slice_evidence(
     Examples
     --------
     >>> rng = np.random.default_rng(1)
-    >>> reference = pd.DataFrame({"fw": ["v1"] * 400, "crc": rng.poisson(2.0, 400).astype(float)})
-    >>> current = pd.DataFrame({"fw": ["v1"] * 200 + ["v2"] * 200,
-    ...                         "crc": np.r_[rng.poisson(2.0, 200), rng.poisson(2.0, 200) / 900]})
-    >>> best = slice_evidence(reference, current, ["fw"], ["crc"])[0]
+    >>> reference = pd.DataFrame({"version": ["v1"] * 400, "errors": rng.poisson(2.0, 400).astype(float)})
+    >>> current = pd.DataFrame({"version": ["v1"] * 200 + ["v2"] * 200,
+    ...                         "errors": np.r_[rng.poisson(2.0, 200), rng.poisson(2.0, 200) / 900]})
+    >>> best = slice_evidence(reference, current, ["version"], ["errors"])[0]
     >>> best.value, best.new, best.explains_drift, round(best.concentration, 2)
     ('v2', True, True, 0.81)
     """
@@ -349,7 +451,7 @@ def slice_evidence(
         )
         for s in found
     ]
-    # Stable: ties keep the order of ``columns`` (a new device model before the firmware it ships with).
+    # Stable: ties keep the order of ``columns`` (a new hardware model before the software it ships with).
     found.sort(key=lambda s: (s.explains_drift or s.explains_errors, s.score), reverse=True)
     return found
 
@@ -414,7 +516,7 @@ def _quality(
     reference: pd.DataFrame,
     consecutive: pd.DataFrame | None,
     current: pd.DataFrame,
-    features: Sequence[tuple[str, str]],
+    features: Sequence[tuple[str, FeatureKind]],
     min_rows: int,
 ) -> QualityReport:
     """Data faults of ``current``: units, scales and missing fields judged against ``reference``
@@ -483,7 +585,7 @@ def investigate(
     consecutive = quality_reference is not None and len(quality_reference) >= min_rows
     quality = _quality(reference, quality_reference if consecutive else None, current, features, min_rows)
     if not quality.faults and "time" in current.columns:
-        # A fault that began inside the window (a firmware pushed an hour ago) breaks only its
+        # A fault that began inside the window (a software update pushed an hour ago) breaks only its
         # newest readings: check the newest quarter, eighth and sixteenth on their own too, for
         # units, scales and missing fields (too short a stretch to judge runs of stuck readings).
         ordered = current.sort_values("time")
@@ -503,7 +605,7 @@ def investigate(
         reference, current, sound, p_threshold=p_threshold, psi_threshold=psi_threshold, min_samples=min_rows
     )
     # The slices are searched for the most drifted features (each value of each slice column
-    # costs two KS tests per feature; a port column alone has dozens of values).
+    # costs two KS tests per feature; a network-segment column alone has dozens of values).
     strongest = sorted((f for f in drift.features if f.drifted), key=lambda f: f.statistic, reverse=True)
     slices = slice_evidence(
         reference, current, slice_columns, [f.feature for f in strongest[:SLICE_FEATURES]], min_rows=min_rows
@@ -524,240 +626,282 @@ def investigate(
         min_rows=min_rows,
     )
     return diagnose(
-        accuracy=accuracy,
-        reference_accuracy=reference_accuracy,
-        max_accuracy_drop=max_accuracy_drop,
-        drift=drift,
-        alarms=alarms,
-        quality=quality,
-        slices=slices,
-        classes=classes,
+        Evidence(
+            accuracy=accuracy,
+            reference_accuracy=reference_accuracy,
+            max_accuracy_drop=max_accuracy_drop,
+            drifted=list(drift.drifted),
+            statistics={f.feature: f.statistic for f in drift.features},
+            alarms=list(alarms),
+            faults=quality.faults,
+            slices=slices,
+            classes=classes,
+        )
     )
 
 
-def diagnose(
-    *,
-    accuracy: float | None,
-    reference_accuracy: float | None,
-    max_accuracy_drop: float,
-    drift: DriftReport | None = None,
-    drifted_features: Sequence[str] | None = None,
-    alarms: Sequence[AlarmEvidence] = (),
-    quality: QualityReport | None = None,
-    slices: Sequence[SliceEvidence] = (),
-    classes: ClassEvidence | None = None,
-) -> Diagnosis:
-    """Rank the hypotheses for a finding, and act on the first the evidence confirms.
+# --- the hypotheses: what the evidence says of each cause, confirmed or not --------------------
 
-    ``drifted_features`` may stand in for a full ``drift`` report.
+
+def _weigh_outages(e: Evidence) -> list[Hypothesis]:
+    return [
+        Hypothesis(
+            "upstream_outage",
+            round(alarm.silent_share, 4),
+            alarm.is_outage,
+            {
+                "alarm": alarm.key,
+                "name": alarm.name,
+                "groups": list(alarm.groups),
+                "entities_before": alarm.entities_before,
+                "entities_silent": alarm.entities_silent,
+            },
+        )
+        for alarm in e.alarms
+    ]
+
+
+def _weigh_faults(e: Evidence) -> list[Hypothesis]:
+    if not e.faults:
+        return []
+    return [Hypothesis("data_quality", e.faults[0].score, True, {"faults": [f.model_dump() for f in e.faults]})]
+
+
+def _weigh_new_classes(e: Evidence) -> list[Hypothesis]:
+    classes = e.classes
+    if classes.unknown_share is None and classes.low_confidence_current is None:
+        return []
+    unknown = classes.unknown_share or 0.0
+    score = min(1.0, max(unknown / (2 * UNKNOWN_LABEL_SHARE), classes.low_confidence_rise / 0.3))
+    evidence: dict[str, object] = {
+        "unknown_share": classes.unknown_share,
+        "unknown_labels": classes.unknown_labels,
+        "low_confidence_reference": classes.low_confidence_reference,
+        "low_confidence_current": classes.low_confidence_current,
+    }
+    return [Hypothesis("new_classes", round(score, 4), classes.new_classes, evidence)]
+
+
+def _weigh_slices(e: Evidence) -> list[Hypothesis]:
+    if not e.slices:
+        return []
+    explaining = e.explaining
+    top = explaining[0] if explaining else e.slices[0]
+    return [Hypothesis("slice_drift", top.score, bool(explaining), {"slices": [asdict(s) for s in e.slices[:5]]})]
+
+
+def _weigh_prior(e: Evidence) -> list[Hypothesis]:
+    classes = e.classes
+    if classes.prior_psi is None:
+        return []
+    evidence: dict[str, object] = {
+        "prior_psi": classes.prior_psi,
+        "prior_p_value": classes.prior_p_value,
+        "label_shares_reference": classes.label_shares_reference,
+        "label_shares_current": classes.label_shares_current,
+        "worst_recall_drop": classes.worst_recall_drop,
+        "recall_fell": classes.recall_fell,
+    }
+    return [Hypothesis("prior_shift", round(min(1.0, classes.prior_psi), 4), e.prior_shift, evidence)]
+
+
+def _weigh_accuracy(e: Evidence) -> list[Hypothesis]:
+    drop = e.drop
+    if drop is None:
+        return []
+    tolerated = e.max_accuracy_drop
+    score = min(1.0, max(0.0, drop) / (2 * tolerated)) if tolerated else float(e.lost)
+    evidence: dict[str, object] = {
+        "accuracy": round(e.accuracy or 0.0, 4),
+        "reference_accuracy": round(e.reference_accuracy or 0.0, 4),
+        "drop": round(drop, 4),
+        "max_accuracy_drop": tolerated,
+    }
+    return [Hypothesis("concept_drift", round(score, 4), e.concept_drift, evidence)]
+
+
+def _weigh_covariate(e: Evidence) -> list[Hypothesis]:
+    if not e.drifted:
+        return []
+    # A drifted feature named without its test (``statistics`` left out) counts as fully drifted.
+    score = max(e.statistics.get(f, 1.0) for f in e.drifted)
+    return [Hypothesis("covariate_drift", round(score, 4), True, {"drifted_features": list(e.drifted)})]
+
+
+Weighing: TypeAlias = Callable[[Evidence], list[Hypothesis]]
+#: Each cause's weighing, in the order of :data:`RULES` (ties in the ranking keep this order).
+WEIGHINGS: tuple[Weighing, ...] = (
+    _weigh_outages,
+    _weigh_faults,
+    _weigh_new_classes,
+    _weigh_slices,
+    _weigh_prior,
+    _weigh_accuracy,
+    _weigh_covariate,
+)
+
+
+# --- the rules: the first whose cause the evidence confirms decides ------------------------------
+
+
+def _upstream_outage(e: Evidence) -> Diagnosis | None:
+    outages = e.outages
+    if not outages:
+        return None
+    parts = [
+        f"alarm {a.name} on {', '.join(a.groups)}: {a.entities_silent} of {a.entities_before} "
+        f"entities went silent at once"
+        for a in outages
+    ]
+    return Diagnosis(
+        "upstream_outage",
+        "quarantine",
+        e.hypotheses,
+        "Upstream outage, not a model problem: "
+        + "; ".join(parts)
+        + ". The outage window is quarantined from training and monitoring; no retraining.",
+        quarantine_groups=sorted({g for a in outages for g in a.groups}),
+    )
+
+
+def _data_quality(e: Evidence) -> Diagnosis | None:
+    if not e.faults:
+        return None
+    fixes = [f.fix for f in e.faults]
+    named = "; ".join(f"'{f.feature}' {_fault_text(f)}" for f in e.faults)
+    return Diagnosis(
+        "data_quality",
+        "fix_data",
+        e.hypotheses,
+        f"Data-quality fault, not drift: {named}. Alert the data owner and fix the feature "
+        "(" + "; ".join(fixes) + "); no retraining on broken data.",
+        fixes=fixes,
+    )
+
+
+def _new_classes(e: Evidence) -> Diagnosis | None:
+    classes = e.classes
+    if not classes.new_classes:
+        return None
+    what = (
+        f"{classes.unknown_share:.1%} of labels are classes the model never learnt "
+        f"({', '.join(classes.unknown_labels[:5])})"
+        if classes.unknown_share is not None
+        else f"low-confidence predictions rose from {classes.low_confidence_reference:.1%} to "
+        f"{classes.low_confidence_current:.1%}"
+    )
+    return Diagnosis(
+        "new_classes",
+        "expand_corpus",
+        e.hypotheses,
+        f"New classes: {what}. Expand the corpus: gather and label examples of them, then retrain.",
+    )
+
+
+def _slice_drift(e: Evidence) -> Diagnosis | None:
+    explaining = e.explaining
+    if not explaining:
+        return None
+    top = explaining[0]
+    # Without labels to judge accuracy, a drift a slice explains is acted on before the damage shows.
+    act = e.lost or e.drop is None or top.explains_errors
+    accuracy = f"{e.accuracy_text}. " if e.accuracy_text else ""
+    return Diagnosis(
+        "slice_drift",
+        "retrain" if act else "watch",
+        e.hypotheses,
+        f"Drift concentrated in one slice: {top.describe()}. {accuracy}"
+        + ("Retrain with this slice represented." if act else "Accuracy held: watched, not acted on."),
+        slice={"column": top.column, "value": top.value},
+    )
+
+
+def _prior_shift(e: Evidence) -> Diagnosis | None:
+    if not e.prior_shift:
+        return None
+    classes = e.classes
+    return Diagnosis(
+        "prior_shift",
+        "recalibrate",
+        e.hypotheses,
+        f"Prior shift: the class shares moved (PSI {classes.prior_psi:.2f}; "
+        f"{_share_change(classes)}) while every class is recognised as before (largest recall "
+        f"fall {classes.worst_recall_drop:.1%}, within noise). Recalibrate the decision to the new shares "
+        "rather than retrain.",
+    )
+
+
+def _concept_drift(e: Evidence) -> Diagnosis | None:
+    if not e.concept_drift:
+        return None
+    return Diagnosis(
+        "concept_drift",
+        "retrain",
+        e.hypotheses,
+        f"Concept drift: {e.accuracy_text}, more than the {e.max_accuracy_drop:.1%} the policy tolerates, "
+        "with inputs unchanged and no outage to explain it. Retrain on recent labelled data.",
+    )
+
+
+def _covariate_drift(e: Evidence) -> Diagnosis | None:
+    if not e.drifted:
+        return None
+    if e.lost:
+        reason = f"{e.accuracy_text}, more than the {e.max_accuracy_drop:.1%} the policy tolerates"
+    elif e.drop is None:
+        reason = "too few labels to judge accuracy: retrain before the damage shows"
+    else:
+        reason = f"but {e.accuracy_text}: watched, not acted on"
+    return Diagnosis(
+        "covariate_drift",
+        "retrain" if e.lost or e.drop is None else "watch",
+        e.hypotheses,
+        f"Inputs drifted across the fleet ({', '.join(e.drifted)}); {reason}."
+        + (" Retrain on recent labelled data." if e.lost else ""),
+    )
+
+
+Rule: TypeAlias = Callable[[Evidence], Diagnosis | None]
+#: The rules in the order they are tried (the module's table): each explains away the ones after it.
+RULES: tuple[Rule, ...] = (
+    _upstream_outage,
+    _data_quality,
+    _new_classes,
+    _slice_drift,
+    _prior_shift,
+    _concept_drift,
+    _covariate_drift,
+)
+
+
+def diagnose(evidence: Evidence) -> Diagnosis:
+    """The answer of the first of the :data:`RULES` the evidence confirms, or ``none``.
+
+    Every hypothesis the evidence bears on is listed beside the cause acted on.
 
     Examples
     --------
-    >>> outage = AlarmEvidence("k", "OltPortDown", ["p1"], entities_before=60, entities_silent=58)
-    >>> d = diagnose(accuracy=0.8, reference_accuracy=0.95, max_accuracy_drop=0.04, alarms=[outage])
+    >>> outage = AlarmEvidence("k", "SegmentDown", ["p1"], entities_before=60, entities_silent=58)
+    >>> d = diagnose(Evidence(accuracy=0.8, reference_accuracy=0.95, max_accuracy_drop=0.04, alarms=[outage]))
     >>> d.cause, d.remedy, d.quarantine_groups
     ('upstream_outage', 'quarantine', ['p1'])
-    >>> d = diagnose(accuracy=0.8, reference_accuracy=0.95, max_accuracy_drop=0.04, drifted_features=[])
+    >>> d = diagnose(Evidence(accuracy=0.8, reference_accuracy=0.95, max_accuracy_drop=0.04))
     >>> d.cause, d.remedy
     ('concept_drift', 'retrain')
-    >>> d = diagnose(accuracy=0.95, reference_accuracy=0.95, max_accuracy_drop=0.04, drifted_features=["uptime"])
+    >>> d = diagnose(Evidence(accuracy=0.95, reference_accuracy=0.95, max_accuracy_drop=0.04, drifted=["signal"]))
     >>> d.cause, d.remedy
     ('covariate_drift', 'watch')
-    >>> diagnose(accuracy=None, reference_accuracy=0.95, max_accuracy_drop=0.04, drifted_features=["uptime"]).remedy
+    >>> diagnose(Evidence(accuracy=None, reference_accuracy=0.95, max_accuracy_drop=0.04, drifted=["signal"])).remedy
     'retrain'
     """
-    drifted = list(drift.drifted if drift is not None else (drifted_features or []))
-    statistics = {f.feature: f.statistic for f in drift.features} if drift is not None else {}
-    classes = classes or ClassEvidence()
-    drop = None if accuracy is None or reference_accuracy is None else reference_accuracy - accuracy
-    lost = drop is not None and drop > max_accuracy_drop
-    held = drop is not None and not lost
-
-    hypotheses: list[Hypothesis] = []
-    outages = [a for a in alarms if a.silent_share >= OUTAGE_SILENT_SHARE]
-    for alarm in alarms:
-        hypotheses.append(
-            Hypothesis(
-                "upstream_outage",
-                round(alarm.silent_share, 4),
-                alarm.silent_share >= OUTAGE_SILENT_SHARE,
-                {
-                    "alarm": alarm.key,
-                    "name": alarm.name,
-                    "groups": list(alarm.groups),
-                    "entities_before": alarm.entities_before,
-                    "entities_silent": alarm.entities_silent,
-                },
-            )
-        )
-    faults = quality.faults if quality is not None else []
-    if faults:
-        hypotheses.append(
-            Hypothesis("data_quality", faults[0].score, True, {"faults": [f.model_dump() for f in faults]})
-        )
-    unknown = classes.unknown_share or 0.0
-    new_classes = unknown >= UNKNOWN_LABEL_SHARE or (
-        classes.unknown_share is None and classes.low_confidence_rise >= LOW_CONFIDENCE_RISE
-    )
-    if classes.unknown_share is not None or classes.low_confidence_current is not None:
-        hypotheses.append(
-            Hypothesis(
-                "new_classes",
-                round(min(1.0, max(unknown / (2 * UNKNOWN_LABEL_SHARE), classes.low_confidence_rise / 0.3)), 4),
-                new_classes,
-                {
-                    "unknown_share": classes.unknown_share,
-                    "unknown_labels": classes.unknown_labels,
-                    "low_confidence_reference": classes.low_confidence_reference,
-                    "low_confidence_current": classes.low_confidence_current,
-                },
-            )
-        )
-    explaining = [s for s in slices if s.explains_drift or s.explains_errors]
-    if slices:
-        top = explaining[0] if explaining else slices[0]
-        hypotheses.append(
-            Hypothesis("slice_drift", top.score, bool(explaining), {"slices": [asdict(s) for s in slices[:5]]})
-        )
-    recall_drop = classes.worst_recall_drop
-    prior_shift = classes.prior_drifted and recall_drop is not None and not classes.recall_fell and not lost
-    if classes.prior_psi is not None:
-        hypotheses.append(
-            Hypothesis(
-                "prior_shift",
-                round(min(1.0, classes.prior_psi), 4),
-                prior_shift,
-                {
-                    "prior_psi": classes.prior_psi,
-                    "prior_p_value": classes.prior_p_value,
-                    "label_shares_reference": classes.label_shares_reference,
-                    "label_shares_current": classes.label_shares_current,
-                    "worst_recall_drop": recall_drop,
-                    "recall_fell": classes.recall_fell,
-                },
-            )
-        )
-    if drop is not None:
-        hypotheses.append(
-            Hypothesis(
-                "concept_drift",
-                round(min(1.0, max(0.0, drop) / (2 * max_accuracy_drop)) if max_accuracy_drop else float(lost), 4),
-                lost and not drifted,
-                {
-                    "accuracy": round(accuracy or 0.0, 4),
-                    "reference_accuracy": round(reference_accuracy or 0.0, 4),
-                    "drop": round(drop, 4),
-                    "max_accuracy_drop": max_accuracy_drop,
-                },
-            )
-        )
-    if drifted:
-        hypotheses.append(
-            Hypothesis(
-                "covariate_drift",
-                round(max((statistics.get(f, 1.0) for f in drifted), default=1.0), 4),
-                True,
-                {"drifted_features": drifted},
-            )
-        )
-    accuracy_text = _accuracy_text(accuracy, reference_accuracy, drop)
-
-    if outages:
-        groups = sorted({g for a in outages for g in a.groups})
-        parts = [
-            f"alarm {a.name} on {', '.join(a.groups)}: {a.entities_silent} of {a.entities_before} "
-            f"entities went silent at once"
-            for a in outages
-        ]
-        return Diagnosis(
-            "upstream_outage",
-            "quarantine",
-            hypotheses,
-            "Upstream outage, not a model problem: "
-            + "; ".join(parts)
-            + ". The outage window is quarantined from training and monitoring; no retraining.",
-            quarantine_groups=groups,
-        )
-    if faults:
-        fixes = [f.fix for f in faults]
-        named = "; ".join(f"'{f.feature}' {_fault_text(f)}" for f in faults)
-        return Diagnosis(
-            "data_quality",
-            "fix_data",
-            hypotheses,
-            f"Data-quality fault, not drift: {named}. Alert the data owner and fix the feature "
-            "(" + "; ".join(fixes) + "); no retraining on broken data.",
-            fixes=fixes,
-        )
-    if new_classes:
-        what = (
-            f"{unknown:.1%} of labels are classes the model never learnt ({', '.join(classes.unknown_labels[:5])})"
-            if unknown >= UNKNOWN_LABEL_SHARE
-            else f"low-confidence predictions rose from {classes.low_confidence_reference:.1%} to "
-            f"{classes.low_confidence_current:.1%}"
-        )
-        return Diagnosis(
-            "new_classes",
-            "expand_corpus",
-            hypotheses,
-            f"New classes: {what}. Expand the corpus: gather and label examples of them, then retrain.",
-        )
-    if explaining:
-        top = explaining[0]
-        act = lost or drop is None or top.explains_errors
-        return Diagnosis(
-            "slice_drift",
-            "retrain" if act else "watch",
-            hypotheses,
-            f"Drift concentrated in one slice: {top.describe()}. "
-            + (f"{accuracy_text}. " if accuracy_text else "")
-            + ("Retrain with this slice represented." if act else "Accuracy held: watched, not acted on."),
-            slice={"column": top.column, "value": top.value},
-        )
-    if prior_shift:
-        return Diagnosis(
-            "prior_shift",
-            "recalibrate",
-            hypotheses,
-            f"Prior shift: the class shares moved (PSI {classes.prior_psi:.2f}; "
-            f"{_share_change(classes)}) while every class is recognised as before (largest recall "
-            f"fall {recall_drop:.1%}, within noise). Recalibrate the decision to the new shares rather than retrain.",
-        )
-    if lost and not drifted:
-        return Diagnosis(
-            "concept_drift",
-            "retrain",
-            hypotheses,
-            f"Concept drift: {accuracy_text}, more than the {max_accuracy_drop:.1%} the policy tolerates, "
-            "with inputs unchanged and no outage to explain it. Retrain on recent labelled data.",
-        )
-    if drifted:
-        act = not held
-        reason = (
-            f"{accuracy_text}, more than the {max_accuracy_drop:.1%} the policy tolerates"
-            if lost
-            else "too few labels to judge accuracy: retrain before the damage shows"
-            if drop is None
-            else f"but {accuracy_text}: watched, not acted on"
-        )
-        return Diagnosis(
-            "covariate_drift",
-            "retrain" if act else "watch",
-            hypotheses,
-            f"Inputs drifted across the fleet ({', '.join(drifted)}); {reason}."
-            + (" Retrain on recent labelled data." if lost else ""),
-        )
-    return Diagnosis("none", "none", hypotheses, "No evidence strong enough to act on.")
+    for rule in RULES:
+        found = rule(evidence)
+        if found is not None:
+            return found
+    return Diagnosis("none", "none", evidence.hypotheses, "No evidence strong enough to act on.")
 
 
-def _accuracy_text(accuracy: float | None, reference: float | None, drop: float | None) -> str:
-    if accuracy is None or reference is None or drop is None:
-        return ""
-    verb = "fell" if drop > 0 else "held"
-    return f"balanced accuracy {verb} from {reference:.1%} to {accuracy:.1%}"
-
-
-def _fault_text(fault: Any) -> str:
+def _fault_text(fault: QualityFault) -> str:
     e = fault.evidence
     if fault.kind == "unit_change":
         return f"arrives in {e['to']} instead of {e['from']}"

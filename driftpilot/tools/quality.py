@@ -21,7 +21,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 from scipy import stats
 
-from driftpilot.tools.drift import check_features
+from driftpilot.tools.drift import FeatureKind, check_features
 
 __all__ = ["FaultKind", "QualityFault", "QualityReport", "data_quality"]
 
@@ -67,7 +67,7 @@ class QualityReport(BaseModel):
 def data_quality(
     reference: pd.DataFrame,
     current: pd.DataFrame,
-    features: Sequence[tuple[str, str]],
+    features: Sequence[tuple[str, FeatureKind]],
     *,
     entity: str | None = "entity",
     min_samples: int = 30,
@@ -100,12 +100,12 @@ def data_quality(
     Examples
     --------
     >>> rng = np.random.default_rng(3)
-    >>> reference = pd.DataFrame({"rx_power": rng.normal(-20, 2, 500), "temperature": rng.normal(50, 3, 500)})
-    >>> current = pd.DataFrame({"rx_power": 10 ** (rng.normal(-20, 2, 500) / 10),  # now in mW
+    >>> reference = pd.DataFrame({"power": rng.normal(-20, 2, 500), "temperature": rng.normal(50, 3, 500)})
+    >>> current = pd.DataFrame({"power": 10 ** (rng.normal(-20, 2, 500) / 10),  # now in mW
     ...                         "temperature": rng.normal(50, 3, 500) * 1000})     # now in m°C
-    >>> report = data_quality(reference, current, [("rx_power", "number"), ("temperature", "number")])
+    >>> report = data_quality(reference, current, [("power", "number"), ("temperature", "number")])
     >>> [(f.feature, f.kind, f.evidence.get("to", f.evidence.get("factor"))) for f in report.faults]
-    [('temperature', 'scale_change', 1000.0), ('rx_power', 'unit_change', 'mW')]
+    [('temperature', 'scale_change', 1000.0), ('power', 'unit_change', 'mW')]
     """
     for name, kind in features:
         if kind not in ("number", "category"):
@@ -174,7 +174,7 @@ def _converted(ref: np.ndarray, cur: np.ndarray, fixed: np.ndarray) -> tuple[boo
         return False, 1.0
     match = _ks(ref, fixed)
     # Fleet-wide: a unit changed upstream moves (nearly) every reading. A change confined to a
-    # slice (a firmware that counts per second) is drift of that slice, not a broken field.
+    # slice (a software version that counts per second) is drift of that slice, not a broken field.
     return match < RESCALED_MATCH and _repaired_share(ref, cur, fixed) >= FLEET_SHARE, match
 
 
@@ -225,7 +225,7 @@ def _stuck_share(frame: pd.DataFrame, entity: str, name: str) -> tuple[float, in
     """Share of runs of ``STUCK_RUN`` consecutive readings of one entity that hold a single value.
 
     Runs, not whole windows: how often a reading stays put depends on how long one looks (a
-    reboot counter is flat for an ONT that stays up), and runs of one length compare alike
+    restart counter is flat for a device that stays up), and runs of one length compare alike
     whatever the windows' lengths and whichever entities went offline in them.
     """
     values = frame[[entity, name]].dropna(subset=[name])

@@ -41,10 +41,11 @@ import pandas as pd
 import torch
 import yaml
 
+from driftpilot.loop.demo import schema_of_ont
 from driftpilot.models.tabular_mlp import TabularMLP
 from driftpilot.policies.schema import Monitor
 from driftpilot.scenarios.ont import CLASSES, FEATURES, OntScenarioConfig, OntSimulator, OutageSpec
-from driftpilot.tools.diagnosis import SLICE_COLUMNS, Diagnosis, alarm_evidence, investigate
+from driftpilot.tools.diagnosis import Diagnosis, alarm_evidence, investigate
 from driftpilot.tools.metrics import balanced_accuracy
 
 HERE = Path(__file__).resolve().parent
@@ -181,16 +182,18 @@ def run_incident(spec: dict[str, Any], *, n_onts: int, seed: int) -> dict[str, A
     ]
     accuracy = balanced_accuracy(current["label"].to_numpy(), current["prediction"].to_numpy())
     reference_accuracy = balanced_accuracy(reference["label"].to_numpy(), reference["prediction"].to_numpy())
+    # The features and slices as the Diagnostician gets them: from the managed model's schema.
+    schema = schema_of_ont()
     diagnosis = investigate(
         reference,
         current,
-        features=FEATURES,
+        features=[(f.name, f.kind) for f in schema.features],
         known_classes=CLASSES,
         accuracy=accuracy,
         reference_accuracy=reference_accuracy,
         max_accuracy_drop=policy.max_accuracy_drop,
         alarms=alarms,
-        slice_columns=SLICE_COLUMNS,
+        slice_columns=schema.slice_columns,
         p_threshold=policy.drift_p_value,
         psi_threshold=policy.psi_threshold,
         quality_reference=reference,

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from driftpilot.tools import diagnosis as diagnosis_module
 from driftpilot.tools.diagnosis import (
+    RULES,
     AlarmEvidence,
     ClassEvidence,
     Diagnosis,
+    Evidence,
     Hypothesis,
+    SliceEvidence,
     alarm_evidence,
     class_evidence,
     diagnose,
@@ -22,6 +28,7 @@ from driftpilot.tools.diagnosis import (
     to_json,
 )
 from driftpilot.tools.drift import FeatureKind
+from driftpilot.tools.quality import QualityFault
 
 CLASSES = ["ok", "degraded", "offline"]
 FEATURES: list[tuple[str, FeatureKind]] = [("rx_power", "number"), ("temperature", "number")]
@@ -430,7 +437,107 @@ def test_alarm_evidence_accepts_a_timezone_aware_start_on_naive_utc_times() -> N
 def test_an_alarm_with_exactly_half_its_entities_silent_is_an_outage() -> None:
     outage = AlarmEvidence("k", "OltPortDown", ["p1", "p2"], entities_before=10, entities_silent=5)
 
-    diagnosis = diagnose(accuracy=0.8, reference_accuracy=0.95, max_accuracy_drop=0.04, alarms=[outage])
+    diagnosis = diagnose(Evidence(accuracy=0.8, reference_accuracy=0.95, max_accuracy_drop=0.04, alarms=[outage]))
 
     # Exactly half silent is an outage (the threshold is inclusive).
     assert (diagnosis.cause, diagnosis.quarantine_groups) == ("upstream_outage", ["p1", "p2"])
+
+
+# --- the rules, one by one and in order --------------------------------------------------------
+
+_SCALE_FAULT = QualityFault(
+    feature="temperature",
+    kind="scale_change",
+    score=0.9,
+    evidence={"factor": 1000.0, "ks_raw": 1.0, "ks_rescaled": 0.05},
+    fix="multiply 'temperature' by 0.001 to restore its unit",
+)
+_NEW_SLICE = SliceEvidence(
+    column="group",
+    value="g-new",
+    share_reference=0.0,
+    share_current=0.3,
+    feature="signal",
+    drift_in=0.9,
+    drift_out=0.05,
+    error_in=None,
+    error_out=None,
+)
+_MOVED_SHARES = ClassEvidence(
+    prior_psi=0.48,
+    prior_p_value=1e-9,
+    prior_drifted=True,
+    label_shares_reference={"a": 0.7, "b": 0.3},
+    label_shares_current={"a": 0.4, "b": 0.6},
+    recall_reference={"a": 0.9, "b": 0.9},
+    recall_current={"a": 0.89, "b": 0.88},
+    support_reference={"a": 500, "b": 200},
+    support_current={"a": 300, "b": 400},
+)
+#: For each rule of RULES, in order: the evidence only it confirms, and its cause and remedy.
+#: Accuracy held (90 % against 90 %) unless a fixture says otherwise.
+RULE_FIXTURES: list[tuple[dict[str, Any], str, str]] = [
+    ({"alarms": [AlarmEvidence("k", "SegmentDown", ["p1"], 10, 9)]}, "upstream_outage", "quarantine"),
+    ({"faults": [_SCALE_FAULT]}, "data_quality", "fix_data"),
+    ({"classes": ClassEvidence(unknown_share=0.05, unknown_labels=["los"])}, "new_classes", "expand_corpus"),
+    ({"slices": [_NEW_SLICE]}, "slice_drift", "watch"),
+    ({"classes": _MOVED_SHARES}, "prior_shift", "recalibrate"),
+    ({"accuracy": 0.8}, "concept_drift", "retrain"),
+    ({"drifted": ["signal"], "statistics": {"signal": 0.4}}, "covariate_drift", "watch"),
+]
+
+
+def _evidence(fields: dict[str, Any]) -> Evidence:
+    return replace(Evidence(accuracy=0.9, reference_accuracy=0.9, max_accuracy_drop=0.04), **fields)
+
+
+def test_every_rule_has_a_fixture_in_the_order_of_the_rules() -> None:
+    # A rule added without a fixture of its own fails here rather than going untested.
+    assert len(RULE_FIXTURES) == len(RULES)
+
+
+@pytest.mark.parametrize("index", range(len(RULE_FIXTURES)), ids=[cause for _, cause, _ in RULE_FIXTURES])
+def test_each_rule_is_reachable_and_decides_alone_on_its_own_evidence(index: int) -> None:
+    fields, cause, remedy = RULE_FIXTURES[index]
+    evidence = _evidence(fields)
+
+    answers = [rule(evidence) for rule in RULES]
+    diagnosis = diagnose(evidence)
+
+    assert [a is not None for a in answers] == [i == index for i in range(len(RULES))]
+    mine = answers[index]
+    assert mine is not None and (mine.cause, mine.remedy) == (cause, remedy)
+    assert (diagnosis.cause, diagnosis.remedy) == (cause, remedy)
+    assert diagnosis.hypotheses[0].cause == cause and diagnosis.hypotheses[0].confirmed
+
+
+#: Pairs whose evidence cannot hold at once: both read the class evidence; a prior shift needs
+#: accuracy held where concept drift needs it lost; concept drift needs inputs undrifted.
+_EXCLUSIVE = {("new_classes", "prior_shift"), ("prior_shift", "concept_drift"), ("concept_drift", "covariate_drift")}
+_PAIRS = [
+    (i, j)
+    for i in range(len(RULE_FIXTURES))
+    for j in range(i + 1, len(RULE_FIXTURES))
+    if (RULE_FIXTURES[i][1], RULE_FIXTURES[j][1]) not in _EXCLUSIVE
+]
+
+
+@pytest.mark.parametrize(
+    ("first", "second"), _PAIRS, ids=[f"{RULE_FIXTURES[i][1]}-{RULE_FIXTURES[j][1]}" for i, j in _PAIRS]
+)
+def test_when_two_rules_match_the_earlier_one_decides(first: int, second: int) -> None:
+    evidence = _evidence({**RULE_FIXTURES[second][0], **RULE_FIXTURES[first][0]})
+
+    diagnosis = diagnose(evidence)
+
+    assert RULES[first](evidence) is not None and RULES[second](evidence) is not None
+    assert diagnosis.cause == RULE_FIXTURES[first][1]
+    confirmed = {h.cause for h in diagnosis.hypotheses if h.confirmed}
+    assert {RULE_FIXTURES[first][1], RULE_FIXTURES[second][1]} <= confirmed
+
+
+def test_the_module_table_lists_the_rules_in_their_order() -> None:
+    causes = [RULE_FIXTURES[i][1] for i in range(len(RULES))]
+    table = [line.split()[0] for line in (diagnosis_module.__doc__ or "").splitlines() if line[:1].isalpha()]
+
+    assert [word for word in table if word in causes] == causes

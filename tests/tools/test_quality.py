@@ -8,10 +8,11 @@ import pytest
 from scipy import stats
 
 from driftpilot.tools import quality
+from driftpilot.tools.drift import FeatureKind
 from driftpilot.tools.quality import QualityReport, data_quality
 
 N = 600
-FEATURES = [("rx_power", "number"), ("temperature", "number")]
+FEATURES: list[tuple[str, FeatureKind]] = [("rx_power", "number"), ("temperature", "number")]
 
 
 def _healthy(seed: int, n: int = N) -> pd.DataFrame:
@@ -263,7 +264,7 @@ def test_a_feature_with_too_few_reference_values_is_unchecked() -> None:
 
 def test_an_unknown_kind_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match=r"feature 'rx_power' has kind 'float'; expected 'number' or 'category'"):
-        data_quality(_healthy(1), _healthy(2), [("rx_power", "float")])
+        data_quality(_healthy(1), _healthy(2), [("rx_power", "float")])  # type: ignore[list-item]
 
 
 def test_a_feature_not_in_reference_is_refused_by_name() -> None:
