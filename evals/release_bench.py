@@ -52,7 +52,7 @@ from driftpilot.memory import db, decisions, events, managed, releases, versions
 from driftpilot.memory.ingest import ingest_labels  # noqa: E402
 from driftpilot.models.registry import Registry  # noqa: E402
 from driftpilot.models.tabular_mlp import TabularMLP  # noqa: E402
-from driftpilot.policies import PolicyEngine, load_policy  # noqa: E402
+from driftpilot.policies import PolicyEngine, StartCanaryFacts, load_policy  # noqa: E402
 from driftpilot.scenarios.ont import CLASSES, FEATURES, OntScenarioConfig, OntSimulator  # noqa: E402
 from driftpilot.serving.rollback import manual_rollback  # noqa: E402
 from driftpilot.serving.routing import Serving, who_served  # noqa: E402
@@ -179,7 +179,7 @@ def release_one(stream: Stream, champion: Any, candidate: Any, seed: int) -> dic
         with sqlite_checkpointer(folder / "cp.sqlite") as checkpointer:
             runner = LoopRunner(context, checkpointer)
             # The candidate passed the offline gate: the bench is about what live traffic shows.
-            runner.release(MODEL_NAME, version.number, start, {"candidate_score": 0.9, "champion_score": 0.9})
+            runner.release(MODEL_NAME, version.number, start, StartCanaryFacts(candidate_score=0.9, champion_score=0.9))
             for i, tick in enumerate(stream.ticks):
                 keys = [f"{e}/{tick.index}" for e in tick.entities]
                 serving.predict(

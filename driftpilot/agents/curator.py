@@ -14,6 +14,7 @@ from driftpilot.agents.context import AgentContext, now_of, record, usage_today
 from driftpilot.agents.state import LoopState
 from driftpilot.memory import decisions, events, label_requests, managed, snapshots, versions
 from driftpilot.memory.tables import ManagedModel, Version
+from driftpilot.policies import RequestLabelsFacts
 from driftpilot.tools.curation import curate_training_set, most_uncertain
 
 #: Unlabelled recent events looked at when choosing what to ask people to label.
@@ -21,6 +22,8 @@ CANDIDATES_FOR_LABELS = 5000
 
 
 def curator(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    """Snapshot the recent labelled events (with a replay of older ones) for a retrain, or ask
+    people for the labels still missing."""
     ctx = runtime.context
     training = ctx.policy.policy.training
     now = now_of(state)
@@ -46,45 +49,59 @@ def curator(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
         )
         if len(recent) < training.min_training_labels:
             return _ask_for_labels(ctx, session, state, model, champion, recent, since, now)
+        return _snapshot(ctx, session, state, model, champion, recent, now)
 
-        pool = held = pd.DataFrame(columns=["id", "time", "label"])
-        if champion is not None and champion.snapshot_id is not None:
-            pool, held = _replay_pool(session, champion.snapshot_id, now)
-        curated = curate_training_set(
-            recent,
-            pool,
-            max_recent=training.max_recent,
-            replay_share=training.replay_share,
-            held_out=held,
-            seed=ctx.seed,
-        )
-        stats = dict(curated.stats) | {
-            "recent_holdout_ids": curated.recent_holdout_ids,
-            "old_holdout_ids": curated.old_holdout_ids,
-            "window_hours": training.recent_hours,
-        }
-        snapshot = snapshots.create_snapshot(
-            session=session,
-            model_id=model.id,
-            event_ids=curated.train_ids,
-            labels=curated.train_labels,
-            time=now,
-            stats=stats,
-        )
-        decision = record(
-            session,
-            state,
-            model,
-            agent="curator",
-            action="curate",
-            outcome="snapshot",
-            rationale=(
-                f"Snapshot {snapshot.id}: {curated.stats['recent']} recent labelled events of the last "
-                f"{training.recent_hours:g} h plus {curated.stats['replay']} replayed older ones "
-                f"(class-balanced, against forgetting); {len(curated.recent_holdout_ids)} newest held out."
-            ),
-            evidence={"snapshot": snapshot.id, "content_hash": snapshot.content_hash, **curated.stats},
-        )
+
+def _snapshot(
+    ctx: AgentContext,
+    session: Session,
+    state: LoopState,
+    model: ManagedModel,
+    champion: Version | None,
+    recent: pd.DataFrame,
+    now: datetime,
+) -> dict[str, Any]:
+    """Enough labels: the training snapshot, recent events plus a class-balanced replay of what
+    the champion learnt from, with the newest held out to judge the candidate."""
+    training = ctx.policy.policy.training
+    pool = held = pd.DataFrame(columns=["id", "time", "label"])
+    if champion is not None and champion.snapshot_id is not None:
+        pool, held = _replay_pool(session, champion.snapshot_id, now)
+    curated = curate_training_set(
+        recent,
+        pool,
+        max_recent=training.max_recent,
+        replay_share=training.replay_share,
+        held_out=held,
+        seed=ctx.seed,
+    )
+    stats = dict(curated.stats) | {
+        "recent_holdout_ids": curated.recent_holdout_ids,
+        "old_holdout_ids": curated.old_holdout_ids,
+        "window_hours": training.recent_hours,
+    }
+    snapshot = snapshots.create_snapshot(
+        session=session,
+        model_id=model.id,
+        event_ids=curated.train_ids,
+        labels=curated.train_labels,
+        time=now,
+        stats=stats,
+    )
+    decision = record(
+        session,
+        state,
+        model,
+        agent="curator",
+        action="curate",
+        outcome="snapshot",
+        rationale=(
+            f"Snapshot {snapshot.id}: {curated.stats['recent']} recent labelled events of the last "
+            f"{training.recent_hours:g} h plus {curated.stats['replay']} replayed older ones "
+            f"(class-balanced, against forgetting); {len(curated.recent_holdout_ids)} newest held out."
+        ),
+        evidence={"snapshot": snapshot.id, "content_hash": snapshot.content_hash, **curated.stats},
+    )
     return {"snapshot_id": snapshot.id, "outcome": "snapshot", "last_decision": decision.id}
 
 
@@ -132,7 +149,9 @@ def _ask_for_labels(
         limit=CANDIDATES_FOR_LABELS,
     )
     unlabelled = unlabelled[unlabelled["label"].isna() & ~unlabelled["id"].isin(pending)]
-    verdict = ctx.policy.check("request_labels", {"n_labels": needed}, usage_today(session, model, now), at=now)
+    verdict = ctx.policy.check(
+        "request_labels", RequestLabelsFacts(n_labels=needed), usage_today(session, model, now), at=now
+    )
     asked = 0
     if needed and verdict.allowed and champion is not None and len(unlabelled):
         scorer = ctx.registry.load(champion)

@@ -24,7 +24,14 @@ from driftpilot.agents.context import AgentContext, record, usage_today
 from driftpilot.agents.llm import evidence_json, model_name_of, shown
 from driftpilot.memory import decisions, labels, managed, releases, versions
 from driftpilot.memory.tables import ManagedModel, Version
-from driftpilot.policies import PolicyVerdict
+from driftpilot.policies import (
+    ActionFacts,
+    PolicyVerdict,
+    PromoteFacts,
+    RequestLabelsFacts,
+    RetrainFacts,
+    RollbackFacts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -291,8 +298,8 @@ def status_of(session: Session, model: ManagedModel, now: datetime) -> dict[str,
 def status_text(status: dict[str, Any]) -> str:
     """The status in a few sentences.
 
-    >>> status_text({"model": "ont", "champion": 2, "release": None, "last_decisions": []})
-    "Model 'ont': champion version 2; no release running; no decisions in the last 7 days."
+    >>> status_text({"model": "churn", "champion": 2, "release": None, "last_decisions": []})
+    "Model 'churn': champion version 2; no release running; no decisions in the last 7 days."
     """
     champion = f"champion version {status['champion']}" if status["champion"] is not None else "no champion yet"
     release = status["release"]
@@ -343,7 +350,7 @@ def _propose(
 ) -> Proposal:
     """Judge one proposed action by the policy and record the decision."""
     problem = call.problem or _argument_problem(call)
-    facts: dict[str, Any] = {}
+    facts: ActionFacts | None = None
     notes: list[str] = []
     verdict: PolicyVerdict | None = None
     if problem is None:
@@ -351,11 +358,12 @@ def _propose(
             facts, notes = _facts(session, model, call, now)
         except (LookupError, ValueError) as exc:
             problem = str(exc)
-    if problem is None:
-        verdict = ctx.policy.check(call.name, facts, usage_today(session, model, now), at=now)  # type: ignore[arg-type]
+        else:
+            verdict = ctx.policy.check(facts.action, facts, usage_today(session, model, now), at=now)
+    if verdict is not None:
         allowed, needs_approval, reasons = verdict.allowed, verdict.needs_approval, verdict.reasons
     else:
-        allowed, needs_approval, reasons = False, False, [problem]
+        allowed, needs_approval, reasons = False, False, [str(problem)]
     outcome = "refused" if not allowed else "awaiting_approval" if needs_approval else "accepted"
     by = f"The chat model {source['model']}" if source["kind"] == "chat_model" else "A person"
     verdict_words = {
@@ -375,7 +383,11 @@ def _propose(
         action=f"propose_{action}",
         outcome=outcome,
         rationale=rationale,
-        evidence={"proposed_by": source, "arguments": call.arguments, "facts": facts},
+        evidence={
+            "proposed_by": source,
+            "arguments": call.arguments,
+            "facts": facts.model_dump() if facts is not None else {},
+        },
         verdicts=[verdict] if verdict is not None else [],
     )
     return Proposal(
@@ -409,7 +421,7 @@ def _argument_problem(call: Call) -> str | None:
     return None
 
 
-def _facts(session: Session, model: ManagedModel, call: Call, now: datetime) -> tuple[dict[str, Any], list[str]]:
+def _facts(session: Session, model: ManagedModel, call: Call, now: datetime) -> tuple[ActionFacts, list[str]]:
     """The facts the policy's rules read for this action, and notes on where they come from.
 
     Raises LookupError for a version that does not exist, ValueError for one that cannot be the
@@ -417,16 +429,16 @@ def _facts(session: Session, model: ManagedModel, call: Call, now: datetime) -> 
     """
     if call.name == "retrain":
         known = labels.count_labels(session=session, model_id=model.id, until=now + timedelta(seconds=1))
-        features = ",".join(managed.model_schema(model).feature_names)
-        return {"training_labels": known, "features": features}, [f"{known} labels known so far."]
+        features = managed.model_schema(model).feature_names
+        return RetrainFacts(training_labels=known, features=features), [f"{known} labels known so far."]
     if call.name == "request_labels":
-        return {"n_labels": call.arguments["n"]}, []
+        return RequestLabelsFacts(n_labels=call.arguments["n"]), []
     if call.name == "rollback":
         if call.arguments.get("version") is not None:
             target = _version(session, model, call.arguments["version"])
             if target.stage in ("candidate", "shadow", "rejected"):
                 raise ValueError(f"version {target.number} of '{model.name}' never served ({target.stage})")
-        return {}, []
+        return RollbackFacts(), []
     target = _version(session, model, call.arguments["version"])
     champion = versions.champion(session=session, model_id=model.id)
     if champion is not None and champion.id == target.id:
@@ -441,30 +453,31 @@ def _version(session: Session, model: ManagedModel, number: int) -> Version:
         raise LookupError(f"model '{model.name}' has no version {number}") from None
 
 
-def _canary_facts(session: Session, model: ManagedModel, target: Version) -> tuple[dict[str, Any], list[str]]:
+def _canary_facts(session: Session, model: ManagedModel, target: Version) -> tuple[PromoteFacts, list[str]]:
     """Promotion's facts: the release manager's latest recorded look at the target's release.
 
     Without a running release of the target there are none, and the policy says which are missing.
     """
     release = releases.active_release(session=session, model_id=model.id)
     if release is None or release.version_id != target.id:
-        return {}, [f"Version {target.number} has no running release, so no canary evidence."]
+        return PromoteFacts(), [f"Version {target.number} has no running release, so no canary evidence."]
     looks = [
         d
         for d in decisions.list_decisions(session=session, model_id=model.id, agent="release_manager")
         if isinstance(d.evidence, dict) and d.evidence.get("release") == release.id and "overall" in d.evidence
     ]
     if not looks:
-        return {}, [f"Release {release.id} of version {target.number} has no recorded evidence yet."]
+        return PromoteFacts(), [f"Release {release.id} of version {target.number} has no recorded evidence yet."]
     evidence = looks[-1].evidence
     overall = evidence["overall"]
-    facts = {
-        "canary_samples": overall.get("n"),
-        "canary_score": overall.get("candidate_score"),
-        "control_score": overall.get("champion_score"),
-        "sequential_verdict": overall.get("verdict"),
-        "worse_slices": len(evidence.get("worse_slices") or {}),
-    }
+    facts = PromoteFacts(
+        canary_samples=overall.get("n"),
+        canary_score=overall.get("candidate_score"),
+        control_score=overall.get("champion_score"),
+        # A look recorded without the sequential test's verdict has not shown the candidate better.
+        sequential_verdict=overall.get("verdict") or "undecided",
+        worse_slices=len(evidence.get("worse_slices") or {}),
+    )
     return facts, [f"Canary evidence of decision #{looks[-1].id} at {looks[-1].time:%Y-%m-%d %H:%M} UTC."]
 
 

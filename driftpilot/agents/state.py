@@ -6,7 +6,81 @@ of DESIGN.md lets the graph import the agents, not the other way round.
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict, get_args
+
+from driftpilot.tools.evaluation import ScoresRecord
+
+__all__ = ["OUTCOMES", "EvaluationState", "LoopState", "Outcome", "initial_state"]
+
+#: What the last node did, which the routing reads. Most are also the outcome of the decision
+#: the node logged; where the log's word is shorter (the Trainer's ``denied`` and ``failed``,
+#: the Release Manager's ``denied``) the state names the step too.
+Outcome = Literal[
+    "started",
+    # Monitor
+    "healthy",
+    "finding",
+    # Diagnostician: the remedy, or what became of it
+    "quarantine",
+    "fix_data",
+    "expand_corpus",
+    "recalibrate",
+    "retrain",
+    "watch",
+    "none",
+    "quarantined",
+    "quarantine_denied",
+    "deferred",
+    # Data Curator and the label wait
+    "snapshot",
+    "not_enough_labels",
+    "waiting_for_labels",
+    "labels_arrived",
+    "labels_timed_out",
+    # Trainer
+    "candidate",
+    "rejected",
+    "retrain_denied",
+    "training_failed",
+    # Release Manager, the approval wait and the canary judge
+    "waiting_for_approval",
+    "approval_answered",
+    "approval_denied",
+    "approval_expired",
+    "canary_denied",
+    "canary_started",
+    "waiting_for_evidence",
+    "already_ended",
+    "promoted",
+    "rolled_back",
+]
+OUTCOMES: tuple[str, ...] = get_args(Outcome)
+
+
+class EvaluationState(TypedDict, total=False):
+    """The Trainer's evaluation as the run carries it.
+
+    The comparison's keys are those of :class:`~driftpilot.tools.evaluation.EvaluationRecord`
+    (present when the Trainer evaluated the candidate in this run, or stored it with the version
+    it recovers). ``gate_facts`` is always there: the plain dump of the
+    :class:`~driftpilot.policies.StartCanaryFacts` the Trainer's gate judged (or that a release
+    started outside the loop was given), which the Release Manager judges again at every step.
+    """
+
+    candidate: ScoresRecord
+    champion: ScoresRecord
+    n_recent: int
+    n_old: int
+    n_golden: int
+    min_slice_samples: int
+    candidate_recent: float
+    champion_recent: float
+    candidate_old: float | None
+    champion_old: float | None
+    gain: float
+    worst_slice: str | None
+    worst_slice_delta: float | None
+    gate_facts: dict[str, Any]
 
 
 class LoopState(TypedDict, total=False):
@@ -21,16 +95,17 @@ class LoopState(TypedDict, total=False):
     run_id: str
     now: str
     trigger: dict[str, Any]
+    # Typed by their own modules once the Monitor and the Diagnostician return typed records.
     finding: dict[str, Any] | None
     diagnosis: dict[str, Any] | None
     snapshot_id: int | None
-    evaluation: dict[str, Any] | None
+    evaluation: EvaluationState | None
     candidate: int | None
     release_id: int | None
     approval_id: int | None
     #: When the run began waiting for labels (ISO 8601).
     waiting_since: str | None
-    outcome: str
+    outcome: Outcome
     last_decision: int | None
 
 

@@ -7,31 +7,34 @@ class-balanced replay of older data, the output layer grown for new classes — 
 from scratch when the policy asks for one, after ``full_every`` updates in a row, or when an
 update fails the evaluation gate. Every candidate is evaluated against the champion
 (:func:`~driftpilot.tools.evaluation.evaluate_candidate`) and the comparison, the settings the
-fit chose and its curves are stored with the version and the decision.
+fit chose and its curves are stored with the version and the decision. The policy's
+``start_canary`` gate judges the comparison as :class:`~driftpilot.policies.StartCanaryFacts`;
+the run carries their plain dump for the Release Manager, which judges them again at each step.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 from langgraph.runtime import Runtime
 from sqlalchemy.orm import Session
 
 from driftpilot.agents.context import AgentContext, now_of, record, usage_today
-from driftpilot.agents.state import LoopState
+from driftpilot.agents.state import EvaluationState, LoopState
 from driftpilot.memory import decisions, events, golden, managed, snapshots, versions
-from driftpilot.memory.tables import Version
-from driftpilot.models.base import TorchClassifier
-from driftpilot.policies import PolicyVerdict
+from driftpilot.memory.tables import ManagedModel, Snapshot, Version
+from driftpilot.models.base import TorchClassifier, TrainingReport
+from driftpilot.policies import PolicyVerdict, RetrainFacts, StartCanaryFacts, Usage
 from driftpilot.tools.evaluation import Evaluation, evaluate_candidate
 from driftpilot.tools.training import UpdatePlan, plan_update, train_candidate
 
 
 def trainer(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    """Train a candidate on the run's snapshot, judge it against the champion, register it either way."""
     ctx = runtime.context
-    policy = ctx.policy.policy
     now = now_of(state)
     with ctx.sessions() as session:
         model = managed.get_model(session=session, name=state["model"])
@@ -41,18 +44,12 @@ def trainer(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
         champion = versions.champion(session=session, model_id=model.id)
         if champion is None:
             raise LookupError(f"model '{model.name}' has no champion to warm-start from")
-        snapshot = snapshots.get_snapshot(session=session, snapshot_id=state["snapshot_id"])
+        snapshot_id = state.get("snapshot_id")
+        if snapshot_id is None:
+            raise LookupError(f"run {state['run_id']} reached the Trainer without a snapshot to train on")
+        snapshot = snapshots.get_snapshot(session=session, snapshot_id=snapshot_id)
         usage = usage_today(session, model, now)
-        # The labelled events behind the retrain: what it learns from and the recent ones held out
-        # to judge it, as the Curator counted them when it decided there were enough.
-        labelled = snapshot.n_rows + len(snapshot.stats.get("recent_holdout_ids", []))
-        schema = managed.model_schema(model)
-        retrain = ctx.policy.check(
-            "retrain",
-            {"training_labels": labelled, "features": ",".join(f.name for f in schema.features)},
-            usage,
-            at=now,
-        )
+        retrain = ctx.policy.check("retrain", _retrain_facts(model, snapshot), usage, at=now)
         if not retrain.allowed:
             decision = record(
                 session,
@@ -66,42 +63,11 @@ def trainer(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
                 verdicts=[retrain],
             )
             return {"candidate": None, "outcome": "retrain_denied", "last_decision": decision.id}
-
-        frame = snapshots.snapshot_frame(session=session, snapshot_id=snapshot.id)
-        labels = frame["label"].to_numpy()
-        parent = ctx.registry.load(champion)
-        cause = (state.get("diagnosis") or {}).get("cause")
-        plan = plan_update(
-            strategy=policy.training.strategy,
-            cause=cause,
-            parent=parent,
-            labels=labels,
-            updates_since_scratch=int((champion.metrics or {}).get("updates_since_scratch", 0)),
-            full_every=policy.training.full_every,
-            penalty=policy.training.penalty,
-            strength=policy.training.penalty_strength,
-        )
-        recent = _holdout(session, snapshot.stats.get("recent_holdout_ids", []), now)
-        old = _holdout(session, snapshot.stats.get("old_holdout_ids", []), now)
-        pinned = golden.golden_frame(session=session, model_id=model.id, visible_at=now)
-        facts = {"concept_changed": "yes" if cause == "concept_drift" else "no"}
-
-        attempts: list[dict[str, Any]] = []
+        work = _prepare(ctx, session, state, model, champion, snapshot, now)
+        attempts: list[_Attempt] = []
         try:
-            candidate, evaluation, canary = _attempt(
-                ctx, parent, frame, labels, plan, recent, old, pinned, facts, usage
-            )
-            attempts.append(_summary(plan, candidate, evaluation, canary))
-            if not canary.allowed and plan.mode == "update" and policy.training.fallback_to_full:
-                plan = UpdatePlan(
-                    "scratch",
-                    reasons=["the incremental update failed the evaluation gate: " + "; ".join(canary.reasons)],
-                )
-                candidate, evaluation, canary = _attempt(
-                    ctx, parent, frame, labels, plan, recent, old, pinned, facts, usage
-                )
-                attempts.append(_summary(plan, candidate, evaluation, canary))
-        except ValueError as exc:
+            final = _train(ctx, work, usage, attempts)
+        except _TrainingFailed as failed:
             # A set the family cannot train on (empty, one class, features not of its schema):
             # said in the log, nothing registered.
             decision = record(
@@ -111,56 +77,215 @@ def trainer(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
                 agent="trainer",
                 action="retrain",
                 outcome="failed",
-                rationale=f"Training on snapshot {snapshot.id} failed: {exc}. Nothing was registered.",
-                evidence={"snapshot": snapshot.id, "plan": plan.as_dict(), "error": str(exc), "attempts": attempts},
+                rationale=f"Training on snapshot {snapshot.id} failed: {failed.error}. Nothing was registered.",
+                evidence={
+                    "snapshot": snapshot.id,
+                    "plan": failed.plan.as_dict(),
+                    "error": str(failed.error),
+                    "attempts": [a.summary() for a in attempts],
+                },
                 verdicts=[retrain],
             )
             return {"candidate": None, "outcome": "training_failed", "last_decision": decision.id}
+        return _register(ctx, session, state, model, champion, snapshot, final, attempts, retrain)
 
-        accepted = canary.allowed
-        report = candidate.report_
-        version = ctx.registry.register(
-            session=session,
-            model_id=model.id,
-            model_name=model.name,
-            model=candidate,
-            time=now,
-            parent_id=champion.id,
-            snapshot_id=snapshot.id,
-            stage="candidate" if accepted else "rejected",
-            metrics=_metrics(champion, snapshot.n_rows, plan, candidate, evaluation)
-            | {"run_id": state["run_id"], "gate_facts": evaluation.gate_facts(None) | facts},
+
+def _retrain_facts(model: ManagedModel, snapshot: Snapshot) -> RetrainFacts:
+    # The labelled events behind the retrain: what it learns from and the recent ones held out
+    # to judge it, as the Curator counted them when it decided there were enough.
+    labelled = snapshot.n_rows + len(snapshot.stats.get("recent_holdout_ids", []))
+    return RetrainFacts(training_labels=labelled, features=managed.model_schema(model).feature_names)
+
+
+@dataclass(frozen=True)
+class _Work:
+    """What a retrain of this run needs: the data, the champion to start from, the plan, and
+    what the candidate is judged on."""
+
+    frame: pd.DataFrame
+    labels: Any
+    parent: TorchClassifier
+    plan: UpdatePlan
+    recent: pd.DataFrame
+    old: pd.DataFrame
+    golden: pd.DataFrame
+    slice_columns: list[str]
+    concept_changed: bool
+
+
+def _prepare(
+    ctx: AgentContext,
+    session: Session,
+    state: LoopState,
+    model: ManagedModel,
+    champion: Version,
+    snapshot: Snapshot,
+    now: datetime,
+) -> _Work:
+    """Load the snapshot, the champion and the holdouts, and plan the training from the evidence."""
+    training = ctx.policy.policy.training
+    frame = snapshots.snapshot_frame(session=session, snapshot_id=snapshot.id)
+    labels = frame["label"].to_numpy()
+    parent = ctx.registry.load(champion)
+    cause = (state.get("diagnosis") or {}).get("cause")
+    plan = plan_update(
+        strategy=training.strategy,
+        cause=cause,
+        parent=parent,
+        labels=labels,
+        updates_since_scratch=int((champion.metrics or {}).get("updates_since_scratch", 0)),
+        full_every=training.full_every,
+        penalty=training.penalty,
+        strength=training.penalty_strength,
+    )
+    return _Work(
+        frame=frame,
+        labels=labels,
+        parent=parent,
+        plan=plan,
+        recent=_holdout(session, snapshot.stats.get("recent_holdout_ids", []), now),
+        old=_holdout(session, snapshot.stats.get("old_holdout_ids", []), now),
+        golden=golden.golden_frame(session=session, model_id=model.id, visible_at=now),
+        slice_columns=managed.model_schema(model).slice_columns,
+        concept_changed=cause == "concept_drift",
+    )
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """One candidate trained as ``plan`` says, its evaluation, and the gate's verdict on it."""
+
+    plan: UpdatePlan
+    candidate: TorchClassifier
+    evaluation: Evaluation
+    gate: StartCanaryFacts
+    verdict: PolicyVerdict
+
+    @property
+    def report(self) -> TrainingReport:
+        """How the candidate was trained (every family's ``fit`` writes it)."""
+        report = self.candidate.report_
+        if report is None:
+            raise RuntimeError(f"{type(self.candidate).__name__}.fit left no training report")
+        return report
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "plan": self.plan.as_dict(),
+            "seconds": round(self.report.seconds, 3),
+            "epochs": self.report.epochs,
+            "gate_passed": self.verdict.allowed,
+            "gate_reasons": self.verdict.reasons,
+            "candidate_recent": self.evaluation.candidate_recent,
+            "candidate_old": self.evaluation.candidate_old,
+        }
+
+
+class _TrainingFailed(Exception):
+    """Training (or judging) under ``plan`` raised ``error``: the set cannot be learnt from."""
+
+    def __init__(self, plan: UpdatePlan, error: ValueError) -> None:
+        super().__init__(str(error))
+        self.plan = plan
+        self.error = error
+
+
+def _train(ctx: AgentContext, work: _Work, usage: Usage, attempts: list[_Attempt]) -> _Attempt:
+    """Train as planned; an update that fails the gate is tried again as a full retrain when the
+    policy says so. Each attempt is appended to ``attempts``; the last one is returned."""
+    attempt = _attempt(ctx, work, work.plan, usage)
+    attempts.append(attempt)
+    if not attempt.verdict.allowed and work.plan.mode == "update" and ctx.policy.policy.training.fallback_to_full:
+        reason = "the incremental update failed the evaluation gate: " + "; ".join(attempt.verdict.reasons)
+        attempt = _attempt(ctx, work, UpdatePlan("scratch", reasons=[reason]), usage)
+        attempts.append(attempt)
+    return attempt
+
+
+def _attempt(ctx: AgentContext, work: _Work, plan: UpdatePlan, usage: Usage) -> _Attempt:
+    """Train as ``plan`` says, evaluate against the champion, and ask the gate."""
+    policy = ctx.policy.policy
+    try:
+        candidate = train_candidate(work.parent, work.frame, work.labels, plan, on_epoch=ctx.on_epoch)
+        evaluation = evaluate_candidate(
+            candidate,
+            work.parent,
+            recent=work.recent,
+            old=work.old,
+            golden=work.golden,
+            slice_columns=work.slice_columns,
+            min_slice_samples=policy.evaluation.min_slice_samples,
         )
-        decision = record(
-            session,
-            state,
-            model,
-            agent="trainer",
-            action="retrain",
-            outcome="candidate" if accepted else "rejected",
-            rationale=_rationale(
-                version, champion, snapshot.id, snapshot.n_rows, plan, report, evaluation, canary, attempts
-            ),
-            evidence={
-                "version": version.number,
-                "plan": plan.as_dict(),
-                "attempts": attempts,
-                "evaluation": evaluation.as_dict(),
-                "comparison_table": evaluation.table(),
-                "training": report.as_dict(),
-            },
-            verdicts=[retrain, canary],
-        )
-        versions.set_decision(session=session, version_id=version.id, decision_id=decision.id)
+    except ValueError as exc:
+        raise _TrainingFailed(plan, exc) from exc
+    # Judged without a time: whether the candidate is fit for a release at all; the Release
+    # Manager asks again, at the share and time it starts one.
+    gate = _gate_facts(evaluation, work.concept_changed, share=policy.release.canary_share)
+    return _Attempt(plan, candidate, evaluation, gate, ctx.policy.check("start_canary", gate, usage))
+
+
+def _gate_facts(evaluation: Evaluation, concept_changed: bool, share: float | None) -> StartCanaryFacts:
+    return StartCanaryFacts(
+        **evaluation.gate_facts(), share=share, concept_changed=concept_changed, slices_compared=True
+    )
+
+
+def _register(
+    ctx: AgentContext,
+    session: Session,
+    state: LoopState,
+    model: ManagedModel,
+    champion: Version,
+    snapshot: Snapshot,
+    final: _Attempt,
+    attempts: list[_Attempt],
+    retrain: PolicyVerdict,
+) -> dict[str, Any]:
+    """Register the last candidate (for a release, or rejected and kept for audit) and log why."""
+    accepted = final.verdict.allowed
+    evaluation = final.evaluation
+    # Kept without a share: the Release Manager asks for the share of each step it starts.
+    gate_facts = final.gate.model_copy(update={"share": None}).model_dump()
+    version = ctx.registry.register(
+        session=session,
+        model_id=model.id,
+        model_name=model.name,
+        model=final.candidate,
+        time=now_of(state),
+        parent_id=champion.id,
+        snapshot_id=snapshot.id,
+        stage="candidate" if accepted else "rejected",
+        metrics=_metrics(champion, snapshot.n_rows, final) | {"run_id": state["run_id"], "gate_facts": gate_facts},
+    )
+    decision = record(
+        session,
+        state,
+        model,
+        agent="trainer",
+        action="retrain",
+        outcome="candidate" if accepted else "rejected",
+        rationale=_rationale(version, champion, snapshot, final, [a.summary() for a in attempts]),
+        evidence={
+            "version": version.number,
+            "plan": final.plan.as_dict(),
+            "attempts": [a.summary() for a in attempts],
+            "evaluation": evaluation.as_dict(),
+            "comparison_table": evaluation.table(),
+            "training": final.report.as_dict(),
+        },
+        verdicts=[retrain, final.verdict],
+    )
+    versions.set_decision(session=session, version_id=version.id, decision_id=decision.id)
+    carried: EvaluationState = {**evaluation.as_dict(), "gate_facts": gate_facts}
     return {
         "candidate": version.number if accepted else None,
-        "evaluation": evaluation.as_dict() | {"gate_facts": evaluation.gate_facts(None) | facts},
+        "evaluation": carried,
         "outcome": "candidate" if accepted else "rejected",
         "last_decision": decision.id,
     }
 
 
-def _trained_before(session: Session, state: LoopState, model: Any) -> dict[str, Any] | None:
+def _trained_before(session: Session, state: LoopState, model: ManagedModel) -> dict[str, Any] | None:
     """What this run trained before a restart, or None: a run resumed after a crash never trains
     (or registers) twice. The version is found by its run; its decision is written now if the
     crash came between the two writes."""
@@ -188,59 +313,21 @@ def _trained_before(session: Session, state: LoopState, model: Any) -> dict[str,
         )
         versions.set_decision(session=session, version_id=version.id, decision_id=decision.id)
     metrics = version.metrics or {}
+    # As stored with the version by _register (JSON of the same record).
+    carried = cast(
+        EvaluationState, {**(metrics.get("evaluation") or {}), "gate_facts": metrics.get("gate_facts") or {}}
+    )
     return {
         "candidate": version.number if accepted else None,
-        "evaluation": dict(metrics.get("evaluation") or {}) | {"gate_facts": metrics.get("gate_facts") or {}},
+        "evaluation": carried,
         "outcome": outcome,
         "last_decision": decision.id,
     }
 
 
-def _attempt(
-    ctx: AgentContext,
-    parent: TorchClassifier,
-    frame: pd.DataFrame,
-    labels: Any,
-    plan: UpdatePlan,
-    recent: pd.DataFrame,
-    old: pd.DataFrame,
-    pinned: pd.DataFrame,
-    facts: dict[str, Any],
-    usage: Any,
-) -> tuple[TorchClassifier, Evaluation, PolicyVerdict]:
-    """Train as ``plan`` says, evaluate against the champion, and ask the gate."""
-    candidate = train_candidate(parent, frame, labels, plan, on_epoch=ctx.on_epoch)
-    evaluation = evaluate_candidate(
-        candidate,
-        parent,
-        recent=recent,
-        old=old,
-        golden=pinned,
-        min_slice_samples=ctx.policy.policy.evaluation.min_slice_samples,
-    )
-    share = ctx.policy.policy.release.canary_share
-    canary = ctx.policy.check("start_canary", evaluation.gate_facts(share) | facts, usage)
-    return candidate, evaluation, canary
-
-
-def _summary(
-    plan: UpdatePlan, candidate: TorchClassifier, evaluation: Evaluation, canary: PolicyVerdict
-) -> dict[str, Any]:
-    return {
-        "plan": plan.as_dict(),
-        "seconds": round(candidate.report_.seconds, 3),
-        "epochs": candidate.report_.epochs,
-        "gate_passed": canary.allowed,
-        "gate_reasons": canary.reasons,
-        "candidate_recent": evaluation.candidate_recent,
-        "candidate_old": evaluation.candidate_old,
-    }
-
-
-def _metrics(
-    champion: Version, rows: int, plan: UpdatePlan, candidate: TorchClassifier, evaluation: Evaluation
-) -> dict[str, Any]:
-    report = candidate.report_
+def _metrics(champion: Version, rows: int, final: _Attempt) -> dict[str, Any]:
+    """What is stored with the version: its scores, how it was trained, and its comparison."""
+    plan, report, evaluation = final.plan, final.report, final.evaluation
     previous = champion.metrics or {}
     return {
         "recent_balanced_accuracy": evaluation.candidate_recent,
@@ -264,16 +351,9 @@ def _metrics(
 
 
 def _rationale(
-    version: Version,
-    champion: Version,
-    snapshot_id: int,
-    rows: int,
-    plan: UpdatePlan,
-    report: Any,
-    evaluation: Evaluation,
-    canary: PolicyVerdict,
-    attempts: list[dict[str, Any]],
+    version: Version, champion: Version, snapshot: Snapshot, final: _Attempt, attempts: list[dict[str, Any]]
 ) -> str:
+    plan, report, evaluation = final.plan, final.report, final.evaluation
     old = (
         f", on old concepts {evaluation.candidate_old:.3f} vs {evaluation.champion_old:.3f}"
         if evaluation.candidate_old is not None and evaluation.champion_old is not None
@@ -286,10 +366,11 @@ def _rationale(
         else ""
     )
     grown = f" New classes: {', '.join(report.new_classes)}." if report.new_classes else ""
-    verdict = "Goes to canary." if canary.allowed else f"Kept for audit, not released: {'; '.join(canary.reasons)}."
+    reasons = final.verdict.reasons
+    verdict = "Goes to canary." if final.verdict.allowed else f"Kept for audit, not released: {'; '.join(reasons)}."
     return (
-        f"Version {version.number} is {plan.describe()} of version {champion.number} on snapshot {snapshot_id} "
-        f"({rows} rows) because {'; '.join(plan.reasons)}. Settings found for this run: learning rate "
+        f"Version {version.number} is {plan.describe()} of version {champion.number} on snapshot {snapshot.id} "
+        f"({snapshot.n_rows} rows) because {'; '.join(plan.reasons)}. Settings found for this run: learning rate "
         f"{report.lr:.2g} ({report.lr_source}), batch {report.batch_size}, {report.epochs} of at most "
         f"{report.max_epochs} epochs (best {report.best_epoch}{', stopped early' if report.stopped_early else ''}), "
         f"{report.seconds:.1f} s.{grown}{retried} Balanced accuracy on the recent holdout "

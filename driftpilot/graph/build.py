@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import START, StateGraph
 
 from driftpilot.agents.context import AgentContext
 from driftpilot.agents.curator import after_labels, curator, label_gate
@@ -37,27 +37,27 @@ from driftpilot.agents.trainer import trainer
 
 
 def after_monitor(state: LoopState) -> Literal["diagnostician", "__end__"]:
-    return "diagnostician" if state.get("finding") else END
+    return "diagnostician" if state.get("finding") else "__end__"
 
 
 def after_diagnosis(state: LoopState) -> Literal["curator", "__end__"]:
-    return "curator" if state.get("outcome") in RETRAINING else END
+    return "curator" if state.get("outcome") in RETRAINING else "__end__"
 
 
 def after_curation(state: LoopState) -> Literal["trainer", "label_gate", "__end__"]:
     if state.get("snapshot_id") is not None:
         return "trainer"
-    return "label_gate" if state.get("outcome") == "waiting_for_labels" else END
+    return "label_gate" if state.get("outcome") == "waiting_for_labels" else "__end__"
 
 
 def after_training(state: LoopState) -> Literal["release_manager", "__end__"]:
-    return "release_manager" if state.get("candidate") is not None else END
+    return "release_manager" if state.get("candidate") is not None else "__end__"
 
 
 def after_release(state: LoopState) -> Literal["canary_judge", "approval_gate", "__end__"]:
     if state.get("release_id") is not None:
         return "canary_judge"
-    return "approval_gate" if state.get("outcome") == "waiting_for_approval" else END
+    return "approval_gate" if state.get("outcome") == "waiting_for_approval" else "__end__"
 
 
 def build_graph(checkpointer: Any) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +15,7 @@ from driftpilot.agents.context import AgentContext
 from driftpilot.agents.state import initial_state
 from driftpilot.graph.build import build_graph
 from driftpilot.memory import decisions, managed
+from driftpilot.policies import StartCanaryFacts
 
 
 @contextmanager
@@ -154,11 +155,19 @@ class LoopRunner:
             )
 
     def release(
-        self, model: str, candidate: int, now: datetime, gate_facts: dict[str, Any], run_id: str | None = None
+        self,
+        model: str,
+        candidate: int,
+        now: datetime,
+        gate_facts: StartCanaryFacts | Mapping[str, Any],
+        run_id: str | None = None,
     ) -> dict[str, Any]:
         """Start a run at the Release Manager for a version registered outside the loop (trained
         by hand, or injected by a benchmark), as if the Trainer had just made it with these
-        ``gate_facts``; the run then waits for evidence like any other."""
+        ``gate_facts`` (a mapping is validated as :class:`~driftpilot.policies.StartCanaryFacts`);
+        the run then waits for evidence like any other."""
+        if not isinstance(gate_facts, StartCanaryFacts):
+            gate_facts = StartCanaryFacts.model_validate(dict(gate_facts))
         config = self._config(model)
         self.graph.update_state(
             config,
@@ -168,7 +177,7 @@ class LoopRunner:
                 "now": now.isoformat(),
                 "trigger": {"kind": "release", "candidate": candidate},
                 "candidate": candidate,
-                "evaluation": {"gate_facts": gate_facts},
+                "evaluation": {"gate_facts": gate_facts.model_dump()},
             },
             as_node="trainer",
         )

@@ -1,5 +1,5 @@
-"""Policies: the schema, the shipped default, and the engine that answers "may this
-happen now, and why or why not"."""
+"""Policies: the schema, the shipped default, the facts each action is judged on, and the
+engine that answers "may this happen now, and why or why not"."""
 
 from __future__ import annotations
 
@@ -11,6 +11,16 @@ from driftpilot.policies.engine import (
     RuleVerdict,
     Usage,
     evaluate,
+)
+from driftpilot.policies.facts import (
+    ActionFacts,
+    AlertFacts,
+    PromoteFacts,
+    QuarantineFacts,
+    RequestLabelsFacts,
+    RetrainFacts,
+    RollbackFacts,
+    StartCanaryFacts,
 )
 from driftpilot.policies.loader import PolicyError, load_policy, policy_from_mapping
 from driftpilot.policies.schema import (
@@ -24,6 +34,8 @@ from driftpilot.policies.schema import (
 
 __all__ = [
     "Action",
+    "ActionFacts",
+    "AlertFacts",
     "Autonomy",
     "Budgets",
     "Monitor",
@@ -32,8 +44,14 @@ __all__ = [
     "PolicyError",
     "PolicyReload",
     "PolicyVerdict",
+    "PromoteFacts",
+    "QuarantineFacts",
     "Release",
+    "RequestLabelsFacts",
+    "RetrainFacts",
+    "RollbackFacts",
     "RuleVerdict",
+    "StartCanaryFacts",
     "Training",
     "Usage",
     "evaluate",

@@ -11,14 +11,25 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from driftpilot.policies.facts import (
+    Action,
+    ActionFacts,
+    AlertFacts,
+    PromoteFacts,
+    QuarantineFacts,
+    RequestLabelsFacts,
+    RetrainFacts,
+    RollbackFacts,
+    StartCanaryFacts,
+)
 from driftpilot.policies.loader import PolicyError, load_policy, policy_from_mapping
 from driftpilot.policies.schema import Policy
 
@@ -32,15 +43,6 @@ __all__ = [
     "evaluate",
 ]
 
-Action = Literal[
-    "retrain",
-    "request_labels",
-    "start_canary",
-    "promote",
-    "rollback",
-    "quarantine",
-    "alert",
-]
 ACTIONS: tuple[str, ...] = get_args(Action)
 
 #: At L3 a person approves these before they happen (TM Forum AN level 3: the system
@@ -49,8 +51,6 @@ ACTIONS: tuple[str, ...] = get_args(Action)
 _APPROVED_AT_L3 = frozenset({"start_canary", "promote"})
 #: Actions that change what is served: held to the policy's change windows and freezes.
 _CHANGES = frozenset({"start_canary", "promote"})
-
-Fact = float | int | str | None
 
 
 class RuleVerdict(BaseModel):
@@ -99,13 +99,11 @@ def _fmt(value: float | str | None) -> str:
     return str(value)
 
 
-def _number(facts: Mapping[str, Fact], name: str) -> float | str:
-    """The fact as a number, or the reason it cannot be used."""
-    value = facts.get(name)
+def _number(facts: BaseModel, name: str) -> float | str:
+    """The fact as a number, or the reason it cannot be used (missing, or not finite)."""
+    value = getattr(facts, name)
     if value is None:
         return f"fact '{name}' missing"
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return f"fact '{name}' must be a number, got {value!r}"
     if math.isnan(value) or math.isinf(value):
         return f"fact '{name}' must be a finite number, got {value!r}"
     return value
@@ -155,7 +153,7 @@ def _at_least(rule: str, what: str, value: float, limit: float) -> RuleVerdict:
 
 def _no_worse(
     rule: str,
-    facts: Mapping[str, Fact],
+    facts: BaseModel,
     new: str,
     old: str,
     max_regression: float,
@@ -183,7 +181,7 @@ def _no_worse(
     )
 
 
-def _retrain(policy: Policy, facts: Mapping[str, Fact], usage: Usage) -> list[RuleVerdict]:
+def _retrain(policy: Policy, facts: RetrainFacts, usage: Usage) -> list[RuleVerdict]:
     limit = policy.budgets.max_retrains_per_day
     used = usage.retrains_today
     budget = RuleVerdict(
@@ -217,15 +215,14 @@ def _retrain(policy: Policy, facts: Mapping[str, Fact], usage: Usage) -> list[Ru
     return [*verdicts, _at_least("training_labels", "training labels", labels, minimum)]
 
 
-def _data_rules(policy: Policy, facts: Mapping[str, Fact]) -> RuleVerdict:
-    """Fact ``features`` (the model's features, comma-separated) may hold no ``never_train_on`` field."""
+def _data_rules(policy: Policy, facts: RetrainFacts) -> RuleVerdict:
+    """Fact ``features`` (the model's feature names) may hold no ``never_train_on`` field."""
     forbidden = sorted(policy.data.never_train_on)
-    features = facts.get("features")
-    if not isinstance(features, str):
+    if facts.features is None:
         return _missing(
             "data_rules", "fact 'features' missing: cannot tell what the model trains on", ", ".join(forbidden)
         )
-    used = sorted(set(features.split(",")) & set(forbidden))
+    used = sorted(set(facts.features) & set(forbidden))
     return RuleVerdict(
         rule="data_rules",
         passed=not used,
@@ -275,7 +272,7 @@ def _change_calendar(policy: Policy, action: str, at: datetime | None) -> RuleVe
     )
 
 
-def _request_labels(policy: Policy, facts: Mapping[str, Fact], usage: Usage) -> list[RuleVerdict]:
+def _request_labels(policy: Policy, facts: RequestLabelsFacts, usage: Usage) -> list[RuleVerdict]:
     limit = policy.budgets.max_labels_per_day
     asked = _number(facts, "n_labels")
     if isinstance(asked, str):
@@ -294,9 +291,9 @@ def _request_labels(policy: Policy, facts: Mapping[str, Fact], usage: Usage) -> 
     ]
 
 
-def _start_canary(policy: Policy, facts: Mapping[str, Fact], usage: Usage) -> list[RuleVerdict]:
+def _start_canary(policy: Policy, facts: StartCanaryFacts, usage: Usage) -> list[RuleVerdict]:
     limit = policy.release.canary_share
-    if facts.get("share") is None:
+    if facts.share is None:
         share_verdict = RuleVerdict(
             rule="canary_share",
             passed=True,
@@ -325,14 +322,14 @@ def _start_canary(policy: Policy, facts: Mapping[str, Fact], usage: Usage) -> li
         policy.release.max_regression,
     )
     verdicts = [share_verdict, gate]
-    if facts.get("candidate_old_score") is not None or facts.get("champion_old_score") is not None:
+    if facts.candidate_old_score is not None or facts.champion_old_score is not None:
         # Forgetting: the candidate must also hold what the champion knew of older concepts
-        # (outages seen weeks ago, firmware not yet upgraded), judged on the old holdout.
+        # (rare failures seen weeks ago, devices not yet upgraded), judged on the old holdout.
         verdicts.append(_forgetting(policy, facts))
-    if "worst_slice_delta" in facts:
-        # The evaluation always reports it, None when no slice was large enough to judge.
+    if facts.slices_compared or facts.worst_slice_delta is not None:
+        # An evaluation always compares slices; None when no slice was large enough to judge.
         verdicts.append(_slice_gate(policy, facts))
-    if facts.get("candidate_golden_score") is not None or facts.get("champion_golden_score") is not None:
+    if facts.candidate_golden_score is not None or facts.champion_golden_score is not None:
         verdicts.append(
             _no_worse(
                 "golden_gate",
@@ -345,18 +342,18 @@ def _start_canary(policy: Policy, facts: Mapping[str, Fact], usage: Usage) -> li
     return verdicts
 
 
-def _forgetting(policy: Policy, facts: Mapping[str, Fact]) -> RuleVerdict:
+def _forgetting(policy: Policy, facts: StartCanaryFacts) -> RuleVerdict:
     """What the candidate gives up on old concepts: at most ``evaluation.max_forgetting``.
 
     One exception: when the Diagnostician found that the concept itself changed (fact
-    ``concept_changed`` is ``"yes"`` or 1: a flipped rule, a new firmware's counters), the old
-    holdout describes a world that is gone, and a loss there is tolerated up to the candidate's
-    gain on the recent holdout: holding on to it would keep serving a model that is wrong now.
-    Otherwise (``"no"``, 0 or absent: new classes, covariate drift, a prior shift) the old
-    concepts still hold, and a candidate that forgets them is refused however much it gains.
+    ``concept_changed``: a flipped rule, a new software version's counters), the old holdout
+    describes a world that is gone, and a loss there is tolerated up to the candidate's gain on
+    the recent holdout: holding on to it would keep serving a model that is wrong now.
+    Otherwise (new classes, covariate drift, a prior shift) the old concepts still hold, and a
+    candidate that forgets them is refused however much it gains.
     """
     tolerance = policy.evaluation.max_forgetting
-    changed = _concept_changed(facts)
+    changed = facts.concept_changed
     gain = 0.0
     new_recent, old_recent = _number(facts, "candidate_score"), _number(facts, "champion_score")
     if changed and not isinstance(new_recent, str) and not isinstance(old_recent, str):
@@ -370,20 +367,11 @@ def _forgetting(policy: Policy, facts: Mapping[str, Fact]) -> RuleVerdict:
     return verdict
 
 
-def _concept_changed(facts: Mapping[str, Fact]) -> bool:
-    # Anything but an explicit "yes" (or 1) keeps the strict rule: a misspelt fact must not
-    # waive the forgetting gate.
-    value = facts.get("concept_changed")
-    if isinstance(value, str):
-        return value.strip().lower() == "yes"
-    return value == 1
-
-
-def _slice_gate(policy: Policy, facts: Mapping[str, Fact]) -> RuleVerdict:
+def _slice_gate(policy: Policy, facts: StartCanaryFacts) -> RuleVerdict:
     """The candidate's worst slice (fact ``worst_slice``) may fall at most
     ``evaluation.max_slice_regression`` behind the champion's score on it."""
     limit = 0.0 - policy.evaluation.max_slice_regression
-    if facts.get("worst_slice_delta") is None:
+    if facts.worst_slice_delta is None:
         return RuleVerdict(
             rule="slice_gate",
             passed=True,
@@ -400,13 +388,13 @@ def _slice_gate(policy: Policy, facts: Mapping[str, Fact]) -> RuleVerdict:
         passed=passed,
         observed=delta,
         limit=limit,
-        reason=f"worst slice {facts.get('worst_slice')}: candidate - champion {_fmt(delta)}, "
+        reason=f"worst slice {facts.worst_slice}: candidate - champion {_fmt(delta)}, "
         + ("at or above" if passed else "below")
         + f" the floor of {_fmt(limit)}",
     )
 
 
-def _promote(policy: Policy, facts: Mapping[str, Fact], usage: Usage) -> list[RuleVerdict]:
+def _promote(policy: Policy, facts: PromoteFacts, usage: Usage) -> list[RuleVerdict]:
     minimum = policy.release.min_canary_samples
     samples = _number(facts, "canary_samples")
     if isinstance(samples, str):
@@ -421,9 +409,9 @@ def _promote(policy: Policy, facts: Mapping[str, Fact], usage: Usage) -> list[Ru
         policy.release.max_regression,
     )
     verdicts = [samples_verdict, gate]
-    if "sequential_verdict" in facts:
+    if facts.sequential_verdict is not None:
         # The release's always-valid test: promotion needs the candidate shown better.
-        observed = facts["sequential_verdict"]
+        observed = facts.sequential_verdict
         passed = observed == "better"
         verdicts.append(
             RuleVerdict(
@@ -435,102 +423,130 @@ def _promote(policy: Policy, facts: Mapping[str, Fact], usage: Usage) -> list[Ru
                 + ("" if passed else ", not shown better than the champion"),
             )
         )
-    if "worse_slices" in facts:
-        worse = _number(facts, "worse_slices")
-        if isinstance(worse, str):
-            verdicts.append(_missing("slice_test", worse, 0))
-        else:
-            verdicts.append(
-                RuleVerdict(
-                    rule="slice_test",
-                    passed=worse == 0,
-                    observed=worse,
-                    limit=0,
-                    reason=f"slices shown worse than the champion: {_fmt(worse)}, at most 0",
-                )
+    if facts.worse_slices is not None:
+        worse = facts.worse_slices
+        verdicts.append(
+            RuleVerdict(
+                rule="slice_test",
+                passed=worse == 0,
+                observed=worse,
+                limit=0,
+                reason=f"slices shown worse than the champion: {_fmt(worse)}, at most 0",
             )
+        )
     return verdicts
 
 
-def _no_guardrail(policy: Policy, facts: Mapping[str, Fact], usage: Usage) -> list[RuleVerdict]:
+def _no_guardrail(policy: Policy, facts: BaseModel, usage: Usage) -> list[RuleVerdict]:
     # A rollback restores what was served before and must never be blocked by a budget;
     # quarantine and alert change nothing that is served. Only autonomy applies to them.
     return []
 
 
-_RULES = {
-    "retrain": _retrain,
-    "request_labels": _request_labels,
-    "start_canary": _start_canary,
-    "promote": _promote,
-    "rollback": _no_guardrail,
-    "quarantine": _no_guardrail,
-    "alert": _no_guardrail,
+#: Each action's facts model and its guardrails.
+_RULES: dict[str, tuple[type[BaseModel], Callable[[Policy, Any, Usage], list[RuleVerdict]]]] = {
+    "retrain": (RetrainFacts, _retrain),
+    "request_labels": (RequestLabelsFacts, _request_labels),
+    "start_canary": (StartCanaryFacts, _start_canary),
+    "promote": (PromoteFacts, _promote),
+    "rollback": (RollbackFacts, _no_guardrail),
+    "quarantine": (QuarantineFacts, _no_guardrail),
+    "alert": (AlertFacts, _no_guardrail),
 }
 
 
-def evaluate(
-    policy: Policy, action: Action, facts: Mapping[str, Fact], usage: Usage, at: datetime | None = None
-) -> PolicyVerdict:
-    """Check ``action`` against ``policy`` given the ``facts``, today's ``usage`` and the time ``at``.
+def _facts_of(action: str, facts: ActionFacts | Mapping[str, object]) -> BaseModel:
+    """``facts`` as ``action``'s facts model: a mapping is validated into it, another action's
+    facts are refused."""
+    expected = _RULES[action][0]
+    if isinstance(facts, Mapping):
+        return expected.model_validate(dict(facts))
+    if not isinstance(facts, expected):
+        other = getattr(facts, "action", None)
+        of = f" (the facts of '{other}')" if isinstance(other, str) else ""
+        raise TypeError(f"action {action!r} judges {expected.__name__}, got {type(facts).__name__}{of}")
+    return facts
 
-    The rules, all reported whether they pass or not:
+
+def evaluate(
+    policy: Policy,
+    action: Action,
+    facts: ActionFacts | Mapping[str, object],
+    usage: Usage,
+    at: datetime | None = None,
+) -> PolicyVerdict:
+    """Check ``action`` against ``policy`` given its ``facts``, today's ``usage`` and the time ``at``.
+
+    ``facts`` is the action's facts model (:class:`~driftpilot.policies.facts.RetrainFacts` for
+    ``retrain``, and so on), or a mapping of them (plain data from a checkpoint or a benchmark),
+    validated into that model. The rules, all reported whether they pass or not:
 
     - ``autonomy`` for every action: L0/L1 deny (manual), L2 denies ("recommend only"),
-      L3 allows but ``promote`` and ``rollback`` need a person's approval, L4 allows.
+      L3 allows but ``start_canary`` and ``promote`` wait for a person's approval (a rollback
+      never waits: it restores what was served before), L4 allows.
     - ``retrain``: ``retrain_budget`` (retrains today below the daily limit), ``compute_budget``
       when ``budgets.max_compute_seconds_per_day`` is set (training seconds spent today below it),
       ``data_rules`` when ``data.never_train_on`` lists fields (fact ``features``, the model's
-      features comma-separated, holds none of them) and ``training_labels`` (fact
-      ``training_labels`` at least ``min_training_labels``).
+      feature names, holds none of them) and ``training_labels`` (fact ``training_labels`` at
+      least ``min_training_labels``).
     - ``request_labels``: ``label_budget`` (labels requested today plus fact
       ``n_labels`` within ``max_labels_per_day``).
     - ``start_canary``: ``canary_share`` (fact ``share``, if given, within
       (0, canary_share]), ``offline_gate``
       (``candidate_score - champion_score >= -release.max_regression``); ``forgetting_gate``
       when old scores are given (``candidate_old_score - champion_old_score >=
-      -evaluation.max_forgetting``; when fact ``concept_changed`` is ``"yes"`` or 1 the floor
-      is lowered to minus the recent gain, if that is larger); ``slice_gate`` when fact
-      ``worst_slice_delta`` is given (``worst_slice_delta >= -evaluation.max_slice_regression``;
-      passes when it is None, no slice being large enough); ``golden_gate`` when golden scores
+      -evaluation.max_forgetting``; when fact ``concept_changed`` is true the floor is lowered
+      to minus the recent gain, if that is larger); ``slice_gate`` when slices were compared
+      (fact ``slices_compared``) or ``worst_slice_delta`` is given (``worst_slice_delta >=
+      -evaluation.max_slice_regression``; passes when it is None, no slice being large enough);
+      ``golden_gate`` when golden scores
       are given (``candidate_golden_score - champion_golden_score >=
       -evaluation.max_golden_regression``).
     - ``promote``: ``canary_samples`` (at least ``min_canary_samples``),
       ``canary_gate`` (``canary_score - control_score >= -max_regression``), and when the facts
-      carry them ``sequential_test`` (``sequential_verdict`` is ``better``) and ``slice_test``
-      (no slice shown worse, fact ``worse_slices``).
+      carry them (not None) ``sequential_test`` (``sequential_verdict`` is ``better``) and
+      ``slice_test`` (no slice shown worse, fact ``worse_slices``).
     - ``start_canary`` and ``promote`` also: ``change_calendar`` when ``at`` is given and the
       policy sets change windows or freezes (``at`` inside a window, if any, and in no freeze).
     - ``rollback``, ``quarantine``, ``alert``: autonomy only; a rollback is never
       blocked by a budget, a freeze or a person's absence.
 
-    A required fact that is missing fails its rule with the reason "fact 'x' missing"
+    A required fact that is missing (None) fails its rule with the reason "fact 'x' missing"
     (one that is not a finite number fails too, saying so). ``needs_approval`` is true
     only for an allowed action that waits for a person (L3 start_canary or promote).
 
     Raises
     ------
     ValueError
-        When ``action`` is not one of the known actions.
+        When ``action`` is not one of the known actions, or a mapping of facts does not
+        validate as the action's facts (a pydantic ``ValidationError`` naming the field).
+    TypeError
+        When ``facts`` is another action's facts model.
 
     Examples
     --------
-    >>> policy = Policy(name="ont", budgets={"max_retrains_per_day": 2})
+    >>> policy = Policy(name="bot", budgets={"max_retrains_per_day": 2})
     >>> usage = Usage(retrains_today=2)
-    >>> verdict = evaluate(policy, "retrain", {"training_labels": 800}, usage)
+    >>> verdict = evaluate(policy, "retrain", RetrainFacts(training_labels=800), usage)
     >>> verdict.allowed, verdict.needs_approval
     (False, False)
     >>> verdict.reasons
     ['retrains today: 2, at the limit of 2 a day']
-    >>> supervised = Policy(name="ont", autonomy="L3")
-    >>> evaluate(supervised, "rollback", {}, Usage()).needs_approval
+    >>> supervised = Policy(name="bot", autonomy="L3")
+    >>> evaluate(supervised, "rollback", RollbackFacts(), Usage()).needs_approval
     False
-    >>> evaluate(supervised, "start_canary", {"candidate_score": 0.9, "champion_score": 0.9}, Usage()).needs_approval
+    >>> gate = StartCanaryFacts(candidate_score=0.9, champion_score=0.9)
+    >>> evaluate(supervised, "start_canary", gate, Usage()).needs_approval
     True
+    >>> evaluate(supervised, "promote", gate, Usage())
+    Traceback (most recent call last):
+    ...
+    TypeError: action 'promote' judges PromoteFacts, got StartCanaryFacts (the facts of 'start_canary')
     """
     if action not in _RULES:
         raise ValueError(f"action {action!r} is not one of {', '.join(ACTIONS)}")
-    verdicts = [_autonomy(policy, action), *_RULES[action](policy, facts, usage)]
+    judged = _facts_of(action, facts)
+    verdicts = [_autonomy(policy, action), *_RULES[action][1](policy, judged, usage)]
     calendar = _change_calendar(policy, action, at)
     if calendar is not None:
         verdicts.append(calendar)
@@ -545,10 +561,10 @@ class PolicyEngine:
     Examples
     --------
     >>> engine = PolicyEngine(Policy(name="bot", autonomy="L2"))
-    >>> engine.check("alert", {}, Usage()).reasons
+    >>> engine.check("alert", AlertFacts(), Usage()).reasons
     ["autonomy L2 is recommend only: 'alert' may be proposed, not executed"]
     >>> previous = engine.replace(Policy(name="bot", autonomy="L4"))
-    >>> previous.autonomy, engine.check("alert", {}, Usage()).allowed
+    >>> previous.autonomy, engine.check("alert", AlertFacts(), Usage()).allowed
     ('L2', True)
     """
 
@@ -570,7 +586,7 @@ class PolicyEngine:
         return self._policy
 
     def check(
-        self, action: Action, facts: Mapping[str, Fact], usage: Usage, at: datetime | None = None
+        self, action: Action, facts: ActionFacts | Mapping[str, object], usage: Usage, at: datetime | None = None
     ) -> PolicyVerdict:
         """Evaluate ``action`` under the policy in force (see :func:`evaluate`)."""
         # One read of the attribute: a concurrent replace() never mixes two policies.

@@ -29,8 +29,8 @@ __all__ = [
 ]
 
 #: Autonomy levels of TM Forum's Autonomous Networks framework (IG1218): L0/L1 manual,
-#: L2 recommend only, L3 act with a person approving promotions and rollbacks, L4 act
-#: within guardrails. (L5, full autonomy in every scenario, is not offered.)
+#: L2 recommend only, L3 act with a person approving each release's start and its promotion
+#: (a rollback never waits), L4 act within guardrails. (L5, full autonomy in every scenario, is not offered.)
 Autonomy = Literal["L0", "L1", "L2", "L3", "L4"]
 
 
@@ -207,7 +207,8 @@ class Release(_Section):
     #: Labelled events the candidate must have served itself at each step before the next one
     #: (or promotion).
     min_step_samples: int = Field(default=50, ge=1)
-    #: Cohorts by hashing the entity id, or its group (edge node, OLT port): a whole group moves.
+    #: Cohorts by hashing the entity id, or its group (an edge node, a network segment): a whole
+    #: group moves.
     cohort: Literal["entity", "group"] = "entity"
     #: Chance of a verdict (better or worse) between two equally good versions, all looks and
     #: slices together.
@@ -243,7 +244,7 @@ class Policy(_Section):
 
     Examples
     --------
-    >>> policy = Policy(name="ont-offline", release={"steps": [0.05, 0.5]})
+    >>> policy = Policy(name="offline-risk", release={"steps": [0.05, 0.5]})
     >>> policy.autonomy, policy.release.canary_share, policy.budgets.max_labels_per_day
     ('L4', 0.5, 2000)
     >>> Policy(name="x", release={"step": [0.05]})

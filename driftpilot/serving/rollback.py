@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from driftpilot.memory import decisions, managed, releases, versions
 from driftpilot.memory.tables import Decision, Version
 from driftpilot.models.registry import verify_artifacts
-from driftpilot.policies import PolicyEngine, Usage, load_policy
+from driftpilot.policies import PolicyEngine, RollbackFacts, Usage, load_policy
 
 
 def _previous_champion(session: Session, model_id: int, current: Version | None) -> int:
@@ -56,8 +56,11 @@ def manual_rollback(
         current = versions.champion(session=session, model_id=row.id)
         release = releases.active_release(session=session, model_id=row.id)
         if version is None:
+            # Stopping a running release puts the champion back; otherwise the previous champion.
             stopping = release is not None and current is not None
-            version = current.number if stopping else _previous_champion(session, row.id, current)
+            version = (
+                current.number if stopping and current is not None else _previous_champion(session, row.id, current)
+            )
         try:
             target = versions.get_version(session=session, model_id=row.id, number=version)
         except LookupError:
@@ -71,7 +74,7 @@ def manual_rollback(
         # is nothing to undo.
         if current is not None and current.number == version and release is None:
             raise ValueError(f"version {version} of '{model}' is already the champion and no release is running")
-        verdict = engine.check("rollback", {}, Usage())
+        verdict = engine.check("rollback", RollbackFacts(), Usage())
         evidence = {
             "from": current.number if current else None,
             "to": version,

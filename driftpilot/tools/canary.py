@@ -12,19 +12,200 @@ Two kinds of evidence:
   latency, errors;
 - **the sequential test** on labelled events (:func:`release_evidence`), overall and per slice,
   always valid however often it is looked at (:mod:`driftpilot.tools.sequential`).
+
+Both rest on the two versions' answers, paired by event (:func:`paired_answers`, kept from one
+look to the next with :func:`unanswered`, :func:`append_answers` and :func:`answers_on`), and
+on their prediction times on the same rows (:func:`latencies`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
+import pandas as pd
 
 from driftpilot.tools.sequential import PairedVerdict, paired_test
 
-__all__ = ["GuardCheck", "ReleaseEvidence", "label_free_guards", "release_evidence"]
+__all__ = [
+    "ANSWER_COLUMNS",
+    "LATENCY_REPEATS",
+    "LATENCY_ROWS",
+    "GuardCheck",
+    "Predictor",
+    "ReleaseEvidence",
+    "answers",
+    "answers_on",
+    "append_answers",
+    "label_free_guards",
+    "latencies",
+    "paired_answers",
+    "release_evidence",
+    "unanswered",
+]
+
+
+class Predictor(Protocol):
+    """What a release needs of a version (every family in :mod:`driftpilot.models` has it)."""
+
+    @property
+    def classes(self) -> Sequence[str]: ...
+
+    def predict_proba(self, columns: Any) -> np.ndarray: ...
+
+
+#: The columns of a paired-answers frame besides its slice columns.
+ANSWER_COLUMNS = ("candidate", "champion", "candidate_confidence", "champion_confidence")
+
+
+def answers(model: Predictor, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """A version's answers and top-class probabilities on ``rows``.
+
+    The answer is None (and its probability 0) where the version failed to answer: on a row
+    whose probabilities are not all finite, and on every row if it raised. The guards count
+    these as errors, so a failing candidate is stopped rather than crashing the release.
+
+    Examples
+    --------
+    >>> class Fixed:
+    ...     classes = ["no", "yes"]
+    ...     def predict_proba(self, rows):
+    ...         return np.array([[0.25, 0.75], [np.nan, 0.5]])
+    >>> answers(Fixed(), pd.DataFrame({"x": [1.0, 2.0]}))
+    (array(['yes', None], dtype=object), array([0.75, 0.  ]))
+    """
+    if rows.empty:
+        return np.array([], dtype=object), np.array([])
+    try:
+        probabilities = np.asarray(model.predict_proba(rows), dtype=float)
+    except Exception:  # noqa: BLE001 - any failure of a candidate is evidence against it, not a crash
+        return np.full(len(rows), None, dtype=object), np.zeros(len(rows))
+    ok = np.isfinite(probabilities).all(axis=1)
+    top = np.asarray(model.classes, dtype=object)[np.nan_to_num(probabilities).argmax(axis=1)]
+    top[~ok] = None
+    return top, np.where(ok, probabilities.max(axis=1, initial=0.0), 0.0)
+
+
+def paired_answers(
+    candidate: Predictor, champion: Predictor, rows: pd.DataFrame, slice_columns: Sequence[str]
+) -> pd.DataFrame:
+    """Both versions' answers on the same events, one row per event indexed by its ``id``.
+
+    The columns are :data:`ANSWER_COLUMNS` (answers as in :func:`answers`), then those of
+    ``slice_columns`` that ``rows`` has, as strings (None where missing), so that the evidence
+    can be cut into slices without reading the events again.
+
+    Examples
+    --------
+    >>> class Constant:
+    ...     classes = ["no", "yes"]
+    ...     def __init__(self, p):
+    ...         self.p = p
+    ...     def predict_proba(self, rows):
+    ...         return np.tile(self.p, (len(rows), 1))
+    >>> rows = pd.DataFrame({"id": [7, 8], "x": [0.5, 0.1], "colour": ["red", None]})
+    >>> paired_answers(Constant([0.2, 0.8]), Constant([0.9, 0.1]), rows, ["colour", "size"])
+    ... # doctest: +NORMALIZE_WHITESPACE
+       candidate champion  candidate_confidence  champion_confidence colour
+    id
+    7        yes       no                   0.8                  0.9    red
+    8        yes       no                   0.8                  0.9   None
+    """
+    cand_answers, cand_confidence = answers(candidate, rows)
+    champ_answers, champ_confidence = answers(champion, rows)
+    index = pd.Index(rows["id"].astype(int), name="id")
+
+    def strings(values: np.ndarray) -> pd.Series:
+        # Stated as objects: pandas would infer its string dtype and turn each None into NaN.
+        return pd.Series(values, index=index, dtype=object)
+
+    return pd.DataFrame(
+        {
+            "candidate": strings(cand_answers),
+            "champion": strings(champ_answers),
+            "candidate_confidence": pd.Series(cand_confidence, index=index),
+            "champion_confidence": pd.Series(champ_confidence, index=index),
+            **{
+                c: strings(np.where(rows[c].notna().to_numpy(), rows[c].astype(str).to_numpy(), None))
+                for c in slice_columns
+                if c in rows
+            },
+        }
+    )
+
+
+def unanswered(known: pd.DataFrame | None, ids: Sequence[int] | np.ndarray) -> list[int]:
+    """The ids, in their order, that ``known`` (paired answers so far, or None) has no row for.
+
+    >>> known = pd.DataFrame({"candidate": ["a"]}, index=pd.Index([3], name="id"))
+    >>> unanswered(known, np.array([3, 4, 5])), unanswered(None, [1])
+    ([4, 5], [1])
+    """
+    index = known.index if known is not None else pd.Index([])
+    return [int(i) for i in ids if i not in index]
+
+
+def append_answers(known: pd.DataFrame | None, fresh: pd.DataFrame) -> pd.DataFrame:
+    """``known`` paired answers (None: none yet) followed by ``fresh`` ones, on other events.
+
+    Raises
+    ------
+    ValueError
+        If ``fresh`` answers an event ``known`` already holds: each event is answered once.
+
+    >>> a = pd.DataFrame({"candidate": ["x"]}, index=pd.Index([1], name="id"))
+    >>> b = pd.DataFrame({"candidate": ["y"]}, index=pd.Index([2], name="id"))
+    >>> append_answers(append_answers(None, a), b)["candidate"].tolist()
+    ['x', 'y']
+    """
+    if known is None:
+        return fresh
+    twice = known.index.intersection(fresh.index)
+    if len(twice):
+        raise ValueError(f"events {list(twice[:10])} are answered already; pass only unanswered() ones")
+    return pd.concat([known, fresh])
+
+
+def answers_on(known: pd.DataFrame | None, ids: Sequence[int] | np.ndarray) -> pd.DataFrame:
+    """The paired answers on ``ids``, in their order (an empty frame when there are none yet).
+
+    >>> known = pd.DataFrame({"candidate": ["x", "y"]}, index=pd.Index([1, 2], name="id"))
+    >>> answers_on(known, [2, 1])["candidate"].tolist(), len(answers_on(None, []))
+    (['y', 'x'], 0)
+    """
+    if known is None:
+        known = pd.DataFrame(columns=list(ANSWER_COLUMNS))
+    return known.reindex(pd.Index(ids, name="id"))
+
+
+#: Rows and repeats of the latency measurement: the best of a few runs on the same rows, taken
+#: in turns, so that a busy machine slows both versions alike and a pause hits neither's best.
+LATENCY_ROWS, LATENCY_REPEATS = 256, 5
+
+
+def latencies(candidate: Predictor, champion: Predictor, rows: pd.DataFrame) -> tuple[float, float]:
+    """Seconds each version takes to answer the first :data:`LATENCY_ROWS` of ``rows``.
+
+    Each is the best of :data:`LATENCY_REPEATS` runs. ``(0.0, 0.0)``, which no latency guard
+    judges, when there are no rows or either version raises (its failure is counted as errors
+    by :func:`answers` instead).
+    """
+    head = rows.iloc[:LATENCY_ROWS]
+    if head.empty:
+        return 0.0, 0.0
+    best = [float("inf"), float("inf")]
+    for _ in range(LATENCY_REPEATS):
+        for i, model in enumerate((candidate, champion)):
+            start = time.perf_counter()
+            try:
+                model.predict_proba(head)
+            except Exception:  # noqa: BLE001 - counted as errors by answers()
+                return 0.0, 0.0
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best[0], best[1]
 
 
 @dataclass(frozen=True)

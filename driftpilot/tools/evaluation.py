@@ -2,26 +2,34 @@
 
 Both models are scored on the same holdouts: the recent one (what they will serve next), the
 old-concept one (what the candidate may have forgotten), and the golden set operators pin (cases
-that must never get worse). Beside balanced accuracy: per-class recall, accuracy per slice
-(firmware, device model, region, port), calibration (top-label ECE), latency and size. The
-result is stored with the version as a comparison table, and its :meth:`Evaluation.gate_facts`
-are what the policy's ``start_canary`` gate judges.
+that must never get worse). Beside balanced accuracy: per-class recall, accuracy per slice (each
+value of the slice columns the caller names, taken from the model's schema), calibration
+(top-label ECE), latency and size. The result is stored with the version as a comparison table,
+and its :meth:`Evaluation.gate_facts` are what the policy's ``start_canary`` gate judges.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol, TypedDict
 
 import numpy as np
 import pandas as pd
 
-from driftpilot.tools.diagnosis import SLICE_COLUMNS
 from driftpilot.tools.metrics import accuracy, balanced_accuracy, expected_calibration_error, per_class_recall
 
-__all__ = ["Evaluation", "Scorable", "Scores", "evaluate_candidate", "slice_masks"]
+__all__ = [
+    "Evaluation",
+    "EvaluationRecord",
+    "GateFacts",
+    "Scorable",
+    "Scores",
+    "ScoresRecord",
+    "evaluate_candidate",
+    "slice_masks",
+]
 
 
 class Scorable(Protocol):
@@ -52,6 +60,50 @@ class Scores:
     ece: float
     ms_per_1000: float
     size_bytes: int
+
+
+class ScoresRecord(TypedDict):
+    """:class:`Scores` as plain data."""
+
+    recent: float
+    old: float | None
+    golden: float | None
+    recall: dict[str, float]
+    slices: dict[str, float]
+    ece: float
+    ms_per_1000: float
+    size_bytes: int
+
+
+class EvaluationRecord(TypedDict):
+    """:class:`Evaluation` as plain data, stored with the version (see :meth:`Evaluation.as_dict`)."""
+
+    candidate: ScoresRecord
+    champion: ScoresRecord
+    n_recent: int
+    n_old: int
+    n_golden: int
+    min_slice_samples: int
+    candidate_recent: float
+    champion_recent: float
+    candidate_old: float | None
+    champion_old: float | None
+    gain: float
+    worst_slice: str | None
+    worst_slice_delta: float | None
+
+
+class GateFacts(TypedDict):
+    """What the policy's ``start_canary`` gate reads of an evaluation (see :meth:`Evaluation.gate_facts`)."""
+
+    candidate_score: float
+    champion_score: float
+    candidate_old_score: float | None
+    champion_old_score: float | None
+    candidate_golden_score: float | None
+    champion_golden_score: float | None
+    worst_slice: str | None
+    worst_slice_delta: float | None
 
 
 @dataclass(frozen=True)
@@ -90,27 +142,26 @@ class Evaluation:
         name = min(deltas, key=lambda k: (deltas[k], k))
         return name, round(deltas[name], 12)
 
-    def gate_facts(self, share: float | None) -> dict[str, float | str | None]:
-        """The facts the policy's ``start_canary`` rules judge, with the canary ``share`` asked.
+    def gate_facts(self) -> GateFacts:
+        """What the policy's ``start_canary`` rules judge of this evaluation.
 
         ``candidate_score``/``champion_score`` (recent), ``candidate_old_score``/
         ``champion_old_score``, ``candidate_golden_score``/``champion_golden_score`` (``None``
         for an empty holdout), ``worst_slice`` and ``worst_slice_delta`` (``None`` when no slice
-        is large enough). Whether the concept changed (fact ``concept_changed``) is the
-        diagnosis's to say: the caller adds it.
+        is large enough). The share of cohorts asked for and whether the concept changed (the
+        diagnosis's to say) are the caller's to add.
         """
         worst = self.worst_slice
-        return {
-            "candidate_score": self.candidate.recent,
-            "champion_score": self.champion.recent,
-            "candidate_old_score": self.candidate.old,
-            "champion_old_score": self.champion.old,
-            "candidate_golden_score": self.candidate.golden,
-            "champion_golden_score": self.champion.golden,
-            "worst_slice": worst[0] if worst else None,
-            "worst_slice_delta": worst[1] if worst else None,
-            "share": share,
-        }
+        return GateFacts(
+            candidate_score=self.candidate.recent,
+            champion_score=self.champion.recent,
+            candidate_old_score=self.candidate.old,
+            champion_old_score=self.champion.old,
+            candidate_golden_score=self.candidate.golden,
+            champion_golden_score=self.champion.golden,
+            worst_slice=worst[0] if worst else None,
+            worst_slice_delta=worst[1] if worst else None,
+        )
 
     def table(self) -> list[dict[str, Any]]:
         """The comparison a person reads: one row per measure, candidate, champion and delta."""
@@ -142,18 +193,37 @@ class Evaluation:
             add(f"recall: {name}", self.candidate.recall[name], self.champion.recall.get(name, 0.0))
         return rows
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> EvaluationRecord:
         """Everything, JSON-serialisable, to store with the version."""
         worst = self.worst_slice
-        return asdict(self) | {
-            "candidate_recent": self.candidate.recent,
-            "champion_recent": self.champion.recent,
-            "candidate_old": self.candidate.old,
-            "champion_old": self.champion.old,
-            "gain": self.candidate.recent - self.champion.recent,
-            "worst_slice": worst[0] if worst else None,
-            "worst_slice_delta": worst[1] if worst else None,
-        }
+        return EvaluationRecord(
+            candidate=_record(self.candidate),
+            champion=_record(self.champion),
+            n_recent=self.n_recent,
+            n_old=self.n_old,
+            n_golden=self.n_golden,
+            min_slice_samples=self.min_slice_samples,
+            candidate_recent=self.candidate.recent,
+            champion_recent=self.champion.recent,
+            candidate_old=self.candidate.old,
+            champion_old=self.champion.old,
+            gain=self.candidate.recent - self.champion.recent,
+            worst_slice=worst[0] if worst else None,
+            worst_slice_delta=worst[1] if worst else None,
+        )
+
+
+def _record(scores: Scores) -> ScoresRecord:
+    return ScoresRecord(
+        recent=scores.recent,
+        old=scores.old,
+        golden=scores.golden,
+        recall=dict(scores.recall),
+        slices=dict(scores.slices),
+        ece=scores.ece,
+        ms_per_1000=scores.ms_per_1000,
+        size_bytes=scores.size_bytes,
+    )
 
 
 def evaluate_candidate(
@@ -163,15 +233,17 @@ def evaluate_candidate(
     recent: pd.DataFrame,
     old: pd.DataFrame,
     golden: pd.DataFrame,
-    slice_columns: Sequence[str] = SLICE_COLUMNS,
+    slice_columns: Sequence[str],
     min_slice_samples: int = 100,
 ) -> Evaluation:
     """Score ``candidate`` and ``champion`` on the same holdouts, each with a ``label`` column.
 
     ``recent`` is what the models will serve next; ``old`` (older concepts, for forgetting) and
     ``golden`` (the operators' pinned cases) may be empty, their scores are then ``None``. Slices
-    are the values of those ``slice_columns`` present in ``recent`` that hold at least
-    ``min_slice_samples`` rows, keyed ``"column=value"``; smaller slices are too noisy to judge.
+    are the values of those ``slice_columns`` (the model schema's
+    :attr:`~driftpilot.memory.schemas.ModelSchema.slice_columns`) present in ``recent`` that
+    hold at least ``min_slice_samples`` rows, keyed ``"column=value"``; smaller slices are too
+    noisy to judge.
     The two models may know different classes (a candidate that grew new ones): each is scored on
     the labels as they are, a class it lacks counting as missed (recall 0).
 

@@ -115,8 +115,10 @@ def train_candidate(
     """Train a candidate of ``parent``'s family as ``plan`` says; labels the parent never saw
     become new classes. Raises ``ValueError`` (naming the problem) on a set it cannot train on."""
     fresh = type(parent).from_config(parent.config())
-    if getattr(parent, "encoder", None) is not None:
-        fresh.encoder = parent.encoder  # share the sentence encoder and its cache
+    encoder = getattr(parent, "encoder", None)
+    if encoder is not None:
+        # A text family's sentence encoder (and its cache) is shared, not loaded again.
+        fresh.encoder = encoder  # type: ignore[attr-defined]
     if plan.mode == "scratch":
         return fresh.fit(columns, labels, new_classes="grow", on_epoch=on_epoch)
     return fresh.fit(

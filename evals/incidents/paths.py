@@ -30,6 +30,7 @@ from driftpilot.graph.runner import LoopRunner, sqlite_checkpointer
 from driftpilot.loop.demo import MODEL_NAME, DemoConfig, run_demo
 from driftpilot.memory import approvals, decisions, events, golden, managed, versions
 from driftpilot.models.tabular_mlp import TabularMLP
+from driftpilot.policies import StartCanaryFacts
 from driftpilot.scenarios.ont import CLASSES, FEATURES
 
 HERE = Path(__file__).resolve().parent
@@ -131,7 +132,7 @@ def _hourly(spec: dict[str, Any], start: datetime, seed: int):
                 number = None
         if number is not None:
             # Released by hand: the Trainer's offline gate never saw it, the release's checks must.
-            runner.release(MODEL_NAME, number, now, {"candidate_score": 0.9, "champion_score": 0.9})
+            runner.release(MODEL_NAME, number, now, StartCanaryFacts(candidate_score=0.9, champion_score=0.9))
 
     return hourly
 

@@ -11,15 +11,18 @@ import logging
 import socket
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
+from typing import cast
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from langgraph.runtime import Runtime
 
 from driftpilot.agents.context import AgentContext
 from driftpilot.agents.diagnostician import diagnostician
 from driftpilot.agents.llm import NARRATOR_PROMPT, chat_model, narrate
 from driftpilot.agents.operator import TOOLS, NotUnderstoodError, operate
+from driftpilot.agents.state import LoopState
 from driftpilot.api.chat import chat_router
 from driftpilot.config import Settings
 from driftpilot.memory import db, decisions, managed, releases, versions
@@ -347,7 +350,7 @@ def test_the_diagnostician_keeps_its_rationale_and_adds_the_narrative_beside_it(
     def diagnose(chat) -> dict:
         ctx = _context(world, "L4")
         ctx.chat = chat
-        out = diagnostician(state, SimpleNamespace(context=ctx))
+        out = diagnostician(cast(LoopState, state), cast(Runtime[AgentContext], SimpleNamespace(context=ctx)))
         with sessions() as session:
             return decisions.decision_as_dict(decisions.get_decision(session=session, decision_id=out["last_decision"]))
 

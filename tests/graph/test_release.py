@@ -165,3 +165,65 @@ def test_at_l3_the_start_and_the_promotion_wait_for_a_person(world, tmp_path, ap
         ("promote", "promoted", ["approved"]) if approve else ("rollback", "rolled_back", ["denied"]),
     ]
     assert (release.verdict, stage) == (("promoted", "champion") if approve else ("approval_denied", "rolled_back"))
+
+
+@pytest.mark.parametrize(
+    ("rules", "truth_of", "verdict", "why"),
+    [
+        # Labels say the champion is right where the two differ: the candidate is shown worse.
+        ({}, 1, "worse", "shown worse in shadow: on "),
+        # No labels at all, and almost no disagreement allowed: a label-free guard stops it.
+        (
+            {"guards": POLICY["release"]["guards"] | {"max_disagreement": 0.01}},
+            None,
+            "guard_failed",
+            "a label-free guard failed in shadow: share of events answered differently",
+        ),
+        # Labels only where both agree, and one hour to decide: time is up, the champion stays.
+        ({"max_canary_hours": 1}, "agree", "inconclusive", "not shown better within 1 hours (on "),
+    ],
+)
+def test_a_release_not_shown_better_ends_with_the_champion_kept(world, tmp_path, rules, truth_of, verdict, why):  # noqa: F811
+    sessions, registry, model_id, tick = world
+    policy = POLICY | {"release": POLICY["release"] | rules}
+    context = AgentContext(
+        sessions=sessions, registry=registry, policy=PolicyEngine(policy_from_mapping(policy)), seed=0
+    )
+    serving = Serving(sessions, registry, model_id, MODEL_NAME)
+    with sessions() as session:
+        answers = {
+            n: registry.load(versions.get_version(session=session, model_id=model_id, number=n)).predict(tick.features)
+            for n in (1, 2)
+        }
+    agree = answers[1] == answers[2]
+    if truth_of is None:
+        truth, labelled = answers[1], np.zeros(len(tick), dtype=bool)
+    elif truth_of == "agree":
+        truth, labelled = answers[1], agree
+    else:
+        truth, labelled = answers[truth_of], np.ones(len(tick), dtype=bool)
+    assert 0.1 < float(np.mean(agree)) < 0.9  # what each case needs: both agreement and disagreement
+
+    with sqlite_checkpointer(tmp_path / "cp.sqlite") as checkpointer:
+        runner = LoopRunner(context, checkpointer)
+        runner.release(MODEL_NAME, 2, START, {"candidate_score": 0.9, "champion_score": 0.9}, run_id="t")
+        serving.refresh()
+        _serve_hour(serving, sessions, tick, 0, truth, labelled)
+        runner.step(MODEL_NAME, START + timedelta(hours=1), {"kind": "schedule"})
+        assert not runner.waiting(MODEL_NAME)
+
+    with sessions() as session:
+        logged = [
+            d for d in decisions.list_decisions(session=session, model_id=model_id) if d.agent == "release_manager"
+        ]
+        (release,) = releases.list_releases(session=session, model_id=model_id)
+        stage = versions.get_version(session=session, model_id=model_id, number=2).stage
+    assert [(d.action, d.outcome) for d in logged] == [("start_canary", "shadow_started"), ("rollback", "rolled_back")]
+    assert (release.verdict, stage) == (verdict, "rolled_back")
+    last = logged[-1]
+    assert last.rationale.startswith("Version 2 rolled back; champion version 1 serves everyone again: " + why)
+    assert last.evidence["verdict"] == ("undecided" if verdict == "inconclusive" else verdict)
+    assert [v["action"] for v in last.policy_verdicts] == ["rollback"]
+    assert last.evidence["events"] == len(tick) and last.evidence["labelled"] == int(labelled.sum())
+    # The look's answers are dropped with the release.
+    assert context.release_answers == {}

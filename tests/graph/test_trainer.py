@@ -1,23 +1,31 @@
-"""The Trainer: incremental by default and saying why, gated against forgetting, refusing bad sets."""
+"""The Trainer: incremental by default and saying why, gated against forgetting, refusing bad sets.
+
+The champion is deliberately under-trained (a small sample, a few epochs), so a candidate trained
+on the whole snapshot is clearly better: the fixtures sit far from the gate's thresholds, and what
+is asserted of training holds on any CPU.
+"""
 
 from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
+from typing import cast
 
 import numpy as np
 import pytest
+from langgraph.runtime import Runtime
 
 import driftpilot.agents.trainer as trainer_module
 from driftpilot.agents.context import AgentContext
+from driftpilot.agents.state import LoopState
 from driftpilot.agents.trainer import trainer
 from driftpilot.loop.demo import MODEL_NAME, schema_of_ont
 from driftpilot.memory import db, decisions, managed, snapshots, versions
 from driftpilot.memory.ingest import EventBatch, ingest_events, ingest_labels
 from driftpilot.models.registry import Registry
 from driftpilot.models.tabular_mlp import TabularMLP
-from driftpilot.policies import PolicyEngine
+from driftpilot.policies import PolicyEngine, StartCanaryFacts, Usage, evaluate
 from driftpilot.policies.loader import policy_from_mapping
 from driftpilot.scenarios.ont import CLASSES, FEATURES, OntScenarioConfig, OntSimulator
 
@@ -25,6 +33,10 @@ START = datetime(2026, 3, 1, tzinfo=UTC)
 #: The default policy, with room for every test's retrain in one day.
 POLICY = {"name": "trainer-test", "budgets": {"max_retrains_per_day": 100}}
 RUNS = itertools.count(1)
+#: Rows and epochs of the under-trained champion.
+CHAMPION_ROWS, CHAMPION_EPOCHS = 1500, 3
+#: Least gain on the recent holdout that counts as "clearly better" (the gate's floor is -0.02).
+CLEAR_GAIN = 0.03
 
 
 class World(SimpleNamespace):
@@ -58,7 +70,8 @@ class World(SimpleNamespace):
             policy=PolicyEngine(policy or policy_from_mapping(POLICY)),
             seed=0,
         )
-        return trainer(self.state(snapshot_id, cause), SimpleNamespace(context=context))
+        runtime = cast(Runtime[AgentContext], SimpleNamespace(context=context))
+        return trainer(cast(LoopState, self.state(snapshot_id, cause)), runtime)
 
     def last_decision(self):
         with self.sessions() as session:
@@ -110,8 +123,9 @@ def world(tmp_path_factory):
             model=MODEL_NAME,
             labels=[{"event_key": k, "value": str(v), "time": now} for k, v in zip(keys, labels, strict=True)],
         )
-        champion = TabularMLP(FEATURES, CLASSES, epochs=8, seed=0).fit(
-            {k: v[first_half] for k, v in features.items()}, labels[first_half]
+        sample = first_half[:: len(first_half) // CHAMPION_ROWS][:CHAMPION_ROWS]
+        champion = TabularMLP(FEATURES, CLASSES, epochs=CHAMPION_EPOCHS, seed=0).fit(
+            {k: v[sample] for k, v in features.items()}, labels[sample]
         )
         registry.register(
             session=session,
@@ -153,7 +167,10 @@ def test_the_trainer_updates_incrementally_by_default_and_says_why(world):
 
     decision = world.last_decision()
     evidence = decision["evidence"]
+    # A candidate clearly better than the champion is accepted.
+    assert evidence["evaluation"]["gain"] >= CLEAR_GAIN
     assert decision["outcome"] == out["outcome"] == "candidate"
+    assert out["candidate"] == evidence["version"]
     assert evidence["plan"]["mode"] == "update" and evidence["plan"]["scope"] == "all"
     assert evidence["plan"]["penalty"] == "ewc"
     assert "incremental update of the whole network" in decision["rationale"]
@@ -167,6 +184,28 @@ def test_the_trainer_updates_incrementally_by_default_and_says_why(world):
         assert version.metrics["updates_since_scratch"] == 1
         assert version.metrics["training"]["curves"] == training["curves"]
         assert version.metrics["comparison_table"] == evidence["comparison_table"]
+
+
+def test_the_gate_facts_the_run_carries_are_judged_again_as_they_were(world):
+    out = world.run(world.snapshot(world.train), cause="concept_drift")
+
+    decision = world.last_decision()
+    carried = out["evaluation"]
+    # The state carries the evaluation's record and the gate's facts as plain data ...
+    assert carried["gain"] == decision["evidence"]["evaluation"]["gain"]
+    gate = StartCanaryFacts.model_validate(carried["gate_facts"])
+    assert (gate.share, gate.concept_changed, gate.slices_compared) == (None, True, True)
+    assert gate.candidate_score == carried["candidate_recent"]
+    # ... which, rebuilt, the policy judges as the Trainer's gate did (the share aside).
+    policy = policy_from_mapping(POLICY)
+    share = gate.model_copy(update={"share": policy.release.canary_share})
+    again = evaluate(policy, "start_canary", share, Usage())
+    assert again.model_dump() == decision["policy_verdicts"][1]
+    # The slices compared are those of the model's schema.
+    with world.sessions() as session:
+        columns = managed.model_schema(managed.get_model(session=session, name=MODEL_NAME)).slice_columns
+    assert carried["candidate"]["slices"]
+    assert {name.split("=")[0] for name in carried["candidate"]["slices"]} <= set(columns)
 
 
 def test_a_local_cause_updates_the_output_layer_only(world):
@@ -218,6 +257,36 @@ def test_the_gate_blocks_a_candidate_that_forgets(world, monkeypatch):
     assert failed == ["forgetting_gate"]
     # The update failed the gate, so the full retrain was tried too; it forgot as well.
     assert [a["plan"]["mode"] for a in decision["evidence"]["attempts"]] == ["update", "scratch"]
+    assert _versions(world) == [*before, (before[-1][0] + 1, "rejected")]
+
+
+def test_the_gate_rejects_a_candidate_clearly_worse_than_the_champion(world, monkeypatch):
+    real = trainer_module.train_candidate
+
+    def wrong(parent, columns, labels, plan, **kwargs):
+        candidate = real(parent, columns, labels, plan, **kwargs)
+        honest = candidate.predict_proba
+
+        def predict_proba(frame):
+            # Its least likely class on every row: far below the champion everywhere.
+            unlikely = 1.0 - honest(frame)
+            return unlikely / unlikely.sum(axis=1, keepdims=True)
+
+        candidate.predict_proba = predict_proba
+        return candidate
+
+    monkeypatch.setattr(trainer_module, "train_candidate", wrong)
+    before = _versions(world)
+
+    out = world.run(world.snapshot(world.train))
+
+    decision = world.last_decision()
+    assert out["outcome"] == decision["outcome"] == "rejected" and out["candidate"] is None
+    assert decision["evidence"]["evaluation"]["gain"] <= -CLEAR_GAIN
+    failed = {v["rule"] for verdict in decision["policy_verdicts"] for v in verdict["verdicts"] if not v["passed"]}
+    assert "offline_gate" in failed
+    assert [a["plan"]["mode"] for a in decision["evidence"]["attempts"]] == ["update", "scratch"]
+    assert "Kept for audit, not released" in decision["rationale"]
     assert _versions(world) == [*before, (before[-1][0] + 1, "rejected")]
 
 

@@ -3,12 +3,22 @@ from __future__ import annotations
 import threading
 
 import pytest
+from pydantic import ValidationError
 
 from driftpilot.policies import (
+    ActionFacts,
+    AlertFacts,
     Policy,
     PolicyEngine,
     PolicyError,
     PolicyVerdict,
+    PromoteFacts,
+    QuarantineFacts,
+    Release,
+    RequestLabelsFacts,
+    RetrainFacts,
+    RollbackFacts,
+    StartCanaryFacts,
     Usage,
     evaluate,
     load_policy,
@@ -17,11 +27,11 @@ from driftpilot.policies import (
 # Pinned here rather than taken from the shipped defaults, so tuning the defaults does not
 # change what these cases check: 6 retrains, 2000 labels, 500 training labels, canary share
 # 0.1, 300 canary samples, max regression 0.02.
-POLICY = Policy(name="ont", release={"steps": [0.1], "min_canary_samples": 300})
+POLICY = Policy(name="pinned", release=Release(steps=[0.1], min_canary_samples=300))
 
 L4 = ("autonomy", True, "L4", "L3", "autonomy L4 may '{action}' within the guardrails")
 
-GOOD_CANARY = {"canary_samples": 400, "canary_score": 0.86, "control_score": 0.84}
+GOOD_CANARY = PromoteFacts(canary_samples=400, canary_score=0.86, control_score=0.84)
 GOOD_CANARY_RULES = [
     (
         "canary_samples",
@@ -47,7 +57,7 @@ def _rows(verdict: PolicyVerdict) -> list[tuple[object, ...]]:
 CASES = [
     pytest.param(
         "retrain",
-        {"training_labels": 800},
+        RetrainFacts(training_labels=800),
         Usage(retrains_today=5),
         True,
         [
@@ -70,7 +80,7 @@ CASES = [
     ),
     pytest.param(
         "retrain",
-        {"training_labels": 120},
+        RetrainFacts(training_labels=120),
         Usage(retrains_today=6),
         False,
         [
@@ -93,7 +103,7 @@ CASES = [
     ),
     pytest.param(
         "retrain",
-        {},
+        RetrainFacts(),
         Usage(),
         False,
         [
@@ -110,7 +120,7 @@ CASES = [
     ),
     pytest.param(
         "request_labels",
-        {"n_labels": 500},
+        RequestLabelsFacts(n_labels=500),
         Usage(labels_requested_today=1500),
         True,
         [
@@ -126,7 +136,7 @@ CASES = [
     ),
     pytest.param(
         "request_labels",
-        {"n_labels": 600},
+        RequestLabelsFacts(n_labels=600),
         Usage(labels_requested_today=1500),
         False,
         [
@@ -142,7 +152,7 @@ CASES = [
     ),
     pytest.param(
         "start_canary",
-        {"share": 0.05, "candidate_score": 0.80, "champion_score": 0.82},
+        StartCanaryFacts(share=0.05, candidate_score=0.80, champion_score=0.82),
         Usage(),
         True,
         [
@@ -159,7 +169,7 @@ CASES = [
     ),
     pytest.param(
         "start_canary",
-        {"candidate_score": 0.75, "champion_score": 0.82},
+        StartCanaryFacts(candidate_score=0.75, champion_score=0.82),
         Usage(),
         False,
         [
@@ -182,7 +192,7 @@ CASES = [
     ),
     pytest.param(
         "start_canary",
-        {"share": 0.5, "candidate_score": "high", "champion_score": 0.8},
+        StartCanaryFacts(share=0.5, candidate_score=float("nan"), champion_score=0.8),
         Usage(),
         False,
         [
@@ -192,20 +202,20 @@ CASES = [
                 False,
                 None,
                 -0.02,
-                "fact 'candidate_score' must be a number, got 'high'",
+                "fact 'candidate_score' must be a finite number, got nan",
             ),
         ],
-        id="start-canary-share-too-large-and-bad-fact",
+        id="start-canary-share-too-large-and-fact-not-finite",
     ),
     pytest.param(
         "start_canary",
-        {
-            "share": 0.1,
-            "candidate_score": 0.85,
-            "champion_score": 0.83,
-            "candidate_old_score": 0.7,
-            "champion_old_score": 0.9,
-        },
+        StartCanaryFacts(
+            share=0.1,
+            candidate_score=0.85,
+            champion_score=0.83,
+            candidate_old_score=0.7,
+            champion_old_score=0.9,
+        ),
         Usage(),
         False,
         [
@@ -229,14 +239,14 @@ CASES = [
     ),
     pytest.param(
         "start_canary",
-        {
-            "share": 0.1,
-            "candidate_score": 0.87,
-            "champion_score": 0.55,
-            "candidate_old_score": 0.6,
-            "champion_old_score": 0.8,
-            "concept_changed": "yes",
-        },
+        StartCanaryFacts(
+            share=0.1,
+            candidate_score=0.87,
+            champion_score=0.55,
+            candidate_old_score=0.6,
+            champion_old_score=0.8,
+            concept_changed=True,
+        ),
         Usage(),
         True,
         [
@@ -262,7 +272,7 @@ CASES = [
     pytest.param("promote", GOOD_CANARY, Usage(), True, GOOD_CANARY_RULES, id="promote-passes"),
     pytest.param(
         "promote",
-        {"canary_samples": 120, "canary_score": 0.80},
+        PromoteFacts(canary_samples=120, canary_score=0.80),
         Usage(),
         False,
         [
@@ -279,7 +289,7 @@ CASES = [
     ),
     pytest.param(
         "promote",
-        {"canary_samples": 400, "canary_score": 0.80, "control_score": 0.84},
+        PromoteFacts(canary_samples=400, canary_score=0.80, control_score=0.84),
         Usage(),
         False,
         [
@@ -296,21 +306,21 @@ CASES = [
     ),
     pytest.param(
         "rollback",
-        {},
+        RollbackFacts(),
         Usage(retrains_today=99, labels_requested_today=99_999),
         True,
         [],
         id="rollback-never-blocked-by-budgets",
     ),
-    pytest.param("quarantine", {}, Usage(), True, [], id="quarantine"),
-    pytest.param("alert", {}, Usage(), True, [], id="alert"),
+    pytest.param("quarantine", QuarantineFacts(), Usage(), True, [], id="quarantine"),
+    pytest.param("alert", AlertFacts(), Usage(), True, [], id="alert"),
 ]
 
 
 @pytest.mark.parametrize(("action", "facts", "usage", "allowed", "rules"), CASES)
 def test_verdicts_at_l4(
     action: str,
-    facts: dict[str, float | int | str | None],
+    facts: ActionFacts,
     usage: Usage,
     allowed: bool,
     rules: list[tuple[object, ...]],
@@ -327,9 +337,8 @@ def test_verdicts_at_l4(
 
 
 # A candidate that forgets: 0.15 lost on the old-concept holdout for 0.10 gained on the recent one.
-Facts = dict[str, float | int | str | None]
-FORGETFUL: Facts = {"share": 0.1, "candidate_score": 0.85, "champion_score": 0.75}
-FORGETFUL_OLD: Facts = {"candidate_old_score": 0.75, "champion_old_score": 0.9}
+FORGETFUL = {"share": 0.1, "candidate_score": 0.85, "champion_score": 0.75}
+FORGETFUL_OLD = {"candidate_old_score": 0.75, "champion_old_score": 0.9}
 GAIN_ROW = (
     "offline_gate",
     True,
@@ -339,11 +348,12 @@ GAIN_ROW = (
 )
 
 
-@pytest.mark.parametrize("concept_changed", ["no", 0, "true", None], ids=["no", "0", "misspelt", "absent"])
+@pytest.mark.parametrize("concept_changed", [False, None], ids=["held", "absent"])
 def test_a_forgetful_candidate_is_refused_however_much_it_gains_when_the_concept_held(
-    concept_changed: str | int | None,
+    concept_changed: bool | None,
 ) -> None:
-    facts = FORGETFUL | FORGETFUL_OLD | ({} if concept_changed is None else {"concept_changed": concept_changed})
+    said = {} if concept_changed is None else {"concept_changed": concept_changed}
+    facts = StartCanaryFacts.model_validate(FORGETFUL | FORGETFUL_OLD | said)
 
     verdict = evaluate(POLICY, "start_canary", facts, Usage())
 
@@ -361,14 +371,29 @@ def test_a_forgetful_candidate_is_refused_however_much_it_gains_when_the_concept
     assert not verdict.allowed
 
 
-@pytest.mark.parametrize("concept_changed", ["yes", 1])
-def test_when_the_concept_changed_the_old_loss_is_tolerated_up_to_the_recent_gain(concept_changed: str | int) -> None:
+@pytest.mark.parametrize("concept_changed", ["yes", "true", 1, "no", 0])
+def test_a_flag_that_is_not_a_boolean_is_refused_so_it_cannot_relax_the_forgetting_gate(
+    concept_changed: str | int,
+) -> None:
+    # The old "yes"/1 strings: a misspelt flag must not waive the gate, nor silently keep it.
+    with pytest.raises(ValidationError, match="concept_changed"):
+        StartCanaryFacts.model_validate(FORGETFUL | FORGETFUL_OLD | {"concept_changed": concept_changed})
+    with pytest.raises(ValidationError, match="concept_changed"):
+        evaluate(POLICY, "start_canary", FORGETFUL | FORGETFUL_OLD | {"concept_changed": concept_changed}, Usage())
+
+
+def test_when_the_concept_changed_the_old_loss_is_tolerated_up_to_the_recent_gain() -> None:
     # The old holdout describes a world that is gone: a loss there up to the recent gain (0.10)
     # passes, a larger one (0.15) still does not.
-    facts: Facts = FORGETFUL | {"concept_changed": concept_changed}
+    facts = FORGETFUL | {"concept_changed": True}
 
-    within = evaluate(POLICY, "start_canary", facts | {"candidate_old_score": 0.82, "champion_old_score": 0.9}, Usage())
-    beyond = evaluate(POLICY, "start_canary", facts | FORGETFUL_OLD, Usage())
+    within = evaluate(
+        POLICY,
+        "start_canary",
+        StartCanaryFacts.model_validate(facts | {"candidate_old_score": 0.82, "champion_old_score": 0.9}),
+        Usage(),
+    )
+    beyond = evaluate(POLICY, "start_canary", StartCanaryFacts.model_validate(facts | FORGETFUL_OLD), Usage())
 
     assert _rows(within)[1:] == [
         ("canary_share", True, 0.1, 0.1, "canary share: 0.1, within (0, 0.1]"),
@@ -401,8 +426,13 @@ def test_when_the_concept_changed_the_old_loss_is_tolerated_up_to_the_recent_gai
 def test_slice_gate_refuses_a_slice_that_regressed_more_than_allowed(
     delta: float | None, passed: bool, reason: str
 ) -> None:
-    facts: Facts = {"candidate_score": 0.9, "champion_score": 0.9, "worst_slice_delta": delta}
-    facts |= {"worst_slice": None if delta is None else "firmware=2.1"}
+    facts = StartCanaryFacts(
+        candidate_score=0.9,
+        champion_score=0.9,
+        worst_slice_delta=delta,
+        worst_slice=None if delta is None else "firmware=2.1",
+        slices_compared=True,
+    )
 
     verdict = evaluate(POLICY, "start_canary", facts, Usage())
 
@@ -420,8 +450,9 @@ def test_slice_gate_refuses_a_slice_that_regressed_more_than_allowed(
 def test_golden_gate_of_the_shipped_policy_refuses_any_drop_on_the_golden_set(
     candidate: float, passed: bool, reason: str
 ) -> None:
-    facts: Facts = {"candidate_score": 0.9, "champion_score": 0.9}
-    facts |= {"candidate_golden_score": candidate, "champion_golden_score": 1.0}
+    facts = StartCanaryFacts(
+        candidate_score=0.9, champion_score=0.9, candidate_golden_score=candidate, champion_golden_score=1.0
+    )
 
     verdict = evaluate(load_policy(), "start_canary", facts, Usage())
 
@@ -430,7 +461,7 @@ def test_golden_gate_of_the_shipped_policy_refuses_any_drop_on_the_golden_set(
 
 
 def test_without_golden_or_slice_facts_their_gates_are_not_checked() -> None:
-    verdict = evaluate(POLICY, "start_canary", {"candidate_score": 0.9, "champion_score": 0.9}, Usage())
+    verdict = evaluate(POLICY, "start_canary", StartCanaryFacts(candidate_score=0.9, champion_score=0.9), Usage())
 
     assert [row[0] for row in _rows(verdict)] == ["autonomy", "canary_share", "offline_gate"]
 
@@ -503,7 +534,7 @@ def test_without_golden_or_slice_facts_their_gates_are_not_checked() -> None:
 def test_promote_at_each_autonomy_level(
     level: str, allowed: bool, needs_approval: bool, autonomy_row: tuple[object, ...]
 ) -> None:
-    policy = POLICY.model_copy(update={"autonomy": level})  # type: ignore[arg-type]
+    policy = POLICY.model_copy(update={"autonomy": level})
 
     verdict = evaluate(policy, "promote", GOOD_CANARY, Usage())
 
@@ -514,11 +545,18 @@ def test_promote_at_each_autonomy_level(
         assert verdict.reasons == [autonomy_row[4]]
 
 
-@pytest.mark.parametrize("action", ["quarantine", "alert", "retrain"])
-def test_l2_denies_every_action_as_recommend_only(action: str) -> None:
+@pytest.mark.parametrize(
+    ("action", "facts"),
+    [
+        ("quarantine", QuarantineFacts()),
+        ("alert", AlertFacts()),
+        ("retrain", RetrainFacts(training_labels=900)),
+    ],
+)
+def test_l2_denies_every_action_as_recommend_only(action: str, facts: ActionFacts) -> None:
     policy = POLICY.model_copy(update={"autonomy": "L2"})
 
-    verdict = evaluate(policy, action, {"training_labels": 900}, Usage())  # type: ignore[arg-type]
+    verdict = evaluate(policy, action, facts, Usage())  # type: ignore[arg-type]
 
     assert not verdict.allowed
     assert verdict.reasons == [f"autonomy L2 is recommend only: '{action}' may be proposed, not executed"]
@@ -527,9 +565,9 @@ def test_l2_denies_every_action_as_recommend_only(action: str) -> None:
 def test_l3_a_release_start_needs_approval_but_a_rollback_or_retrain_does_not() -> None:
     policy = POLICY.model_copy(update={"autonomy": "L3"})
 
-    start = evaluate(policy, "start_canary", {"candidate_score": 0.9, "champion_score": 0.9}, Usage())
-    rollback = evaluate(policy, "rollback", {}, Usage())
-    retrain = evaluate(policy, "retrain", {"training_labels": 900}, Usage())
+    start = evaluate(policy, "start_canary", StartCanaryFacts(candidate_score=0.9, champion_score=0.9), Usage())
+    rollback = evaluate(policy, "rollback", RollbackFacts(), Usage())
+    retrain = evaluate(policy, "retrain", RetrainFacts(training_labels=900), Usage())
 
     assert (start.allowed, start.needs_approval) == (True, True)
     # A rollback restores what served before: it never waits for a person.
@@ -540,17 +578,18 @@ def test_l3_a_release_start_needs_approval_but_a_rollback_or_retrain_does_not() 
 def test_l3_promote_failing_a_guardrail_asks_no_approval() -> None:
     policy = POLICY.model_copy(update={"autonomy": "L3"})
 
-    verdict = evaluate(policy, "promote", {"canary_samples": 10}, Usage())
+    verdict = evaluate(policy, "promote", PromoteFacts(canary_samples=10), Usage())
 
     assert (verdict.allowed, verdict.needs_approval) == (False, False)
 
 
 def test_promotion_needs_the_sequential_test_to_say_better_and_no_slice_worse() -> None:
-    shown = evaluate(POLICY, "promote", {**GOOD_CANARY, "sequential_verdict": "better", "worse_slices": 0}, Usage())
-    undecided = evaluate(POLICY, "promote", {**GOOD_CANARY, "sequential_verdict": "undecided"}, Usage())
-    slice_worse = evaluate(
-        POLICY, "promote", {**GOOD_CANARY, "sequential_verdict": "better", "worse_slices": 1}, Usage()
-    )
+    def canary(**more: object) -> PromoteFacts:
+        return PromoteFacts.model_validate(GOOD_CANARY.model_dump() | more)
+
+    shown = evaluate(POLICY, "promote", canary(sequential_verdict="better", worse_slices=0), Usage())
+    undecided = evaluate(POLICY, "promote", canary(sequential_verdict="undecided"), Usage())
+    slice_worse = evaluate(POLICY, "promote", canary(sequential_verdict="better", worse_slices=1), Usage())
 
     assert shown.allowed
     assert _rows(shown)[-2:] == [
@@ -563,7 +602,65 @@ def test_promotion_needs_the_sequential_test_to_say_better_and_no_slice_worse() 
 
 def test_unknown_action_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="action 'deploy' is not one of"):
-        evaluate(POLICY, "deploy", {}, Usage())  # type: ignore[arg-type]
+        evaluate(POLICY, "deploy", AlertFacts(), Usage())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("action", "facts", "named"),
+    [
+        ("promote", StartCanaryFacts(candidate_score=0.9, champion_score=0.9), "StartCanaryFacts"),
+        ("retrain", RequestLabelsFacts(n_labels=10), "RequestLabelsFacts"),
+        ("rollback", PromoteFacts(), "PromoteFacts"),
+    ],
+)
+def test_another_actions_facts_are_refused_naming_both(action: str, facts: ActionFacts, named: str) -> None:
+    expected = {"promote": "PromoteFacts", "retrain": "RetrainFacts", "rollback": "RollbackFacts"}[action]
+
+    with pytest.raises(TypeError) as caught:
+        evaluate(POLICY, action, facts, Usage())  # type: ignore[arg-type]
+
+    assert str(caught.value) == f"action '{action}' judges {expected}, got {named} (the facts of '{facts.action}')"
+
+
+@pytest.mark.parametrize(
+    ("action", "facts", "rule", "reason"),
+    [
+        ("retrain", RetrainFacts(features=["x"]), "training_labels", "fact 'training_labels' missing"),
+        ("request_labels", RequestLabelsFacts(), "label_budget", "fact 'n_labels' missing"),
+        ("start_canary", StartCanaryFacts(candidate_score=0.9), "offline_gate", "fact 'champion_score' missing"),
+        ("promote", PromoteFacts(canary_samples=400, control_score=0.8), "canary_gate", "fact 'canary_score' missing"),
+    ],
+)
+def test_a_missing_fact_fails_its_rule_saying_so(action: str, facts: ActionFacts, rule: str, reason: str) -> None:
+    verdict = evaluate(POLICY, action, facts, Usage())  # type: ignore[arg-type]
+
+    (failed,) = [v for v in verdict.verdicts if not v.passed]
+    assert (failed.rule, failed.observed, failed.reason) == (rule, None, reason)
+    assert not verdict.allowed and verdict.reasons == [reason]
+
+
+def test_a_fact_of_the_wrong_type_is_refused_where_it_is_made() -> None:
+    with pytest.raises(ValidationError, match="candidate_score"):
+        StartCanaryFacts(candidate_score="high")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="canary_samples"):
+        PromoteFacts(canary_samples=400.5)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="extra_forbidden"):
+        RetrainFacts(training_label=900)  # type: ignore[call-arg]
+
+
+def test_a_mapping_is_judged_as_the_actions_facts_and_the_plain_dump_round_trips() -> None:
+    # The Trainer keeps its gate facts in the graph's state as plain data; the release rebuilds
+    # them: the verdict must be the same, optional gates (the slice gate here) included.
+    facts = StartCanaryFacts(candidate_score=0.9, champion_score=0.88, slices_compared=True)
+    plain = facts.model_dump()
+
+    assert evaluate(POLICY, "start_canary", plain, Usage()) == evaluate(POLICY, "start_canary", facts, Usage())
+    assert evaluate(POLICY, "start_canary", plain, Usage()).verdicts[-1].reason == (
+        "no slice with at least 100 samples to compare"
+    )
+    assert evaluate(POLICY, "rollback", {}, Usage()).allowed
+    with pytest.raises(ValidationError, match="n_labels"):
+        evaluate(POLICY, "retrain", {"n_labels": 3}, Usage())
 
 
 def test_usage_refuses_negative_counts() -> None:
@@ -574,9 +671,9 @@ def test_usage_refuses_negative_counts() -> None:
 def test_engine_checks_under_the_policy_in_force_and_replaces_it() -> None:
     engine = PolicyEngine(POLICY.model_copy(update={"autonomy": "L2"}))
 
-    before = engine.check("rollback", {}, Usage())
-    previous = engine.replace(Policy(name="ont", autonomy="L4"))
-    after = engine.check("rollback", {}, Usage())
+    before = engine.check("rollback", RollbackFacts(), Usage())
+    previous = engine.replace(Policy(name="pinned", autonomy="L4"))
+    after = engine.check("rollback", RollbackFacts(), Usage())
 
     assert (before.allowed, after.allowed) == (False, True)
     assert previous.autonomy == "L2"
@@ -587,10 +684,10 @@ def test_engine_keeps_its_policy_when_a_replacement_is_invalid() -> None:
     engine = PolicyEngine(POLICY)
 
     with pytest.raises(PolicyError, match="release.steps"):
-        engine.replace({"name": "ont", "release": {"steps": [2.0]}})
+        engine.replace({"name": "pinned", "release": {"steps": [2.0]}})
 
     assert engine.policy is POLICY
-    assert engine.replace({"name": "new", "autonomy": "L3"}).name == "ont"
+    assert engine.replace({"name": "new", "autonomy": "L3"}).name == "pinned"
     assert engine.policy.autonomy == "L3"
 
 
@@ -606,7 +703,7 @@ def test_engine_checks_while_policies_are_replaced() -> None:
     thread = threading.Thread(target=swap)
     thread.start()
     for _ in range(500):
-        verdict = engine.check("alert", {}, Usage())
+        verdict = engine.check("alert", AlertFacts(), Usage())
         seen.add((verdict.allowed, verdict.verdicts[0].observed))  # type: ignore[arg-type]
     thread.join()
 

@@ -6,9 +6,19 @@ from datetime import UTC, datetime
 
 import pytest
 
-from driftpilot.policies import PolicyEngine, PolicyError, Usage, evaluate, policy_from_mapping
+from driftpilot.policies import (
+    PolicyEngine,
+    PolicyError,
+    PromoteFacts,
+    RetrainFacts,
+    RollbackFacts,
+    StartCanaryFacts,
+    Usage,
+    evaluate,
+    policy_from_mapping,
+)
 
-GATE = {"candidate_score": 0.9, "champion_score": 0.9}
+GATE = StartCanaryFacts(candidate_score=0.9, champion_score=0.9)
 # A Monday.
 MONDAY_2300 = datetime(2026, 11, 30, 23, 0, tzinfo=UTC)
 
@@ -25,7 +35,7 @@ def test_changes_happen_only_inside_a_window_that_may_span_midnight():
     after_midnight = evaluate(
         policy,
         "promote",
-        {"canary_samples": 500, "canary_score": 0.9, "control_score": 0.9},
+        PromoteFacts(canary_samples=500, canary_score=0.9, control_score=0.9),
         Usage(),
         at=datetime(2026, 12, 1, 3, 59, tzinfo=UTC),
     )
@@ -34,7 +44,10 @@ def test_changes_happen_only_inside_a_window_that_may_span_midnight():
     assert _calendar(outside).reason == "2026-12-01 04:00 UTC is outside the change windows (mon 22:00-04:00 UTC)"
     # A rollback restores what was served before: no window holds it back.
     assert [
-        v.rule for v in evaluate(policy, "rollback", {}, Usage(), at=datetime(2026, 12, 1, 12, tzinfo=UTC)).verdicts
+        v.rule
+        for v in evaluate(
+            policy, "rollback", RollbackFacts(), Usage(), at=datetime(2026, 12, 1, 12, tzinfo=UTC)
+        ).verdicts
     ] == ["autonomy"]
     # Without a time the question is whether the candidate is fit at all (the Trainer's gate).
     assert [v.rule for v in evaluate(policy, "start_canary", GATE, Usage()).verdicts] == [
@@ -93,15 +106,20 @@ def test_the_compute_budget_and_the_fields_never_to_train_on():
             "data": {"never_train_on": ["customer_id", "age"]},
         }
     )
-    facts = {"training_labels": 900, "features": "rx_power,age,firmware"}
+    facts = RetrainFacts(training_labels=900, features=["rx_power", "age", "firmware"])
     verdict = evaluate(policy, "retrain", facts, Usage(compute_seconds_today=61.5))
     by_rule = {v.rule: v for v in verdict.verdicts}
     assert not verdict.allowed
     assert by_rule["compute_budget"].reason == "training seconds spent today: 61.5, at or over the budget of 60 a day"
     assert (by_rule["data_rules"].passed, by_rule["data_rules"].observed) == (False, "age")
-    fine = evaluate(policy, "retrain", facts | {"features": "rx_power,firmware"}, Usage(compute_seconds_today=10))
+    fine = evaluate(
+        policy,
+        "retrain",
+        RetrainFacts(training_labels=900, features=["rx_power", "firmware"]),
+        Usage(compute_seconds_today=10),
+    )
     assert fine.allowed
-    assert evaluate(policy, "retrain", {"training_labels": 900}, Usage()).reasons == [
+    assert evaluate(policy, "retrain", RetrainFacts(training_labels=900), Usage()).reasons == [
         "fact 'features' missing: cannot tell what the model trains on"
     ]
 

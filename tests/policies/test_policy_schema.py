@@ -45,7 +45,7 @@ def test_policy_is_frozen() -> None:
     policy = Policy(name="x")
 
     with pytest.raises(ValidationError):
-        policy.release.alpha = 0.5  # type: ignore[misc]
+        policy.release.alpha = 0.5
 
 
 def test_boundary_values_are_accepted() -> None:

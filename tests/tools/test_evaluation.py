@@ -8,8 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftpilot.policies import Policy, Usage, evaluate
-from driftpilot.tools.evaluation import evaluate_candidate
+from driftpilot.policies import Policy, StartCanaryFacts, Usage, evaluate
+from driftpilot.tools.evaluation import EvaluationRecord, ScoresRecord, evaluate_candidate
+
+#: The slice columns a model's schema would name (see ModelSchema.slice_columns).
+SLICES = ("firmware", "region", "group")
 
 
 class Guesser:
@@ -69,7 +72,9 @@ EMPTY = _frame([])
 
 
 def test_scores_recall_slices_and_calibration_of_both_models() -> None:
-    result = evaluate_candidate(CANDIDATE, CHAMPION, recent=RECENT, old=OLD, golden=GOLDEN, min_slice_samples=30)
+    result = evaluate_candidate(
+        CANDIDATE, CHAMPION, recent=RECENT, old=OLD, golden=GOLDEN, slice_columns=SLICES, min_slice_samples=30
+    )
 
     assert (result.candidate.recent, result.champion.recent) == (pytest.approx(2.6875 / 3), 0.625)
     assert (result.candidate.old, result.champion.old) == (0.8, 1.0)
@@ -93,7 +98,9 @@ def test_scores_recall_slices_and_calibration_of_both_models() -> None:
 
 
 def test_the_table_a_person_reads() -> None:
-    result = evaluate_candidate(CANDIDATE, CHAMPION, recent=RECENT, old=OLD, golden=GOLDEN, min_slice_samples=30)
+    result = evaluate_candidate(
+        CANDIDATE, CHAMPION, recent=RECENT, old=OLD, golden=GOLDEN, slice_columns=SLICES, min_slice_samples=30
+    )
 
     table = result.table()
 
@@ -113,10 +120,13 @@ def test_the_table_a_person_reads() -> None:
 
 
 def test_gate_facts_feed_the_policy_which_refuses_the_forgetful_candidate() -> None:
-    result = evaluate_candidate(CANDIDATE, CHAMPION, recent=RECENT, old=OLD, golden=GOLDEN, min_slice_samples=30)
+    result = evaluate_candidate(
+        CANDIDATE, CHAMPION, recent=RECENT, old=OLD, golden=GOLDEN, slice_columns=SLICES, min_slice_samples=30
+    )
 
-    facts = result.gate_facts(0.1)
-    verdict = evaluate(Policy(name="t"), "start_canary", facts | {"concept_changed": "no"}, Usage())
+    facts = result.gate_facts()
+    gate = StartCanaryFacts(**facts, share=0.1, slices_compared=True, concept_changed=False)
+    verdict = evaluate(Policy(name="t"), "start_canary", gate, Usage())
 
     assert facts == {
         "candidate_score": pytest.approx(2.6875 / 3),
@@ -127,7 +137,6 @@ def test_gate_facts_feed_the_policy_which_refuses_the_forgetful_candidate() -> N
         "champion_golden_score": 1.0,
         "worst_slice": "firmware=1.0",
         "worst_slice_delta": -0.1,
-        "share": 0.1,
     }
     assert [(v.rule, v.passed) for v in verdict.verdicts] == [
         ("autonomy", True),
@@ -140,7 +149,9 @@ def test_gate_facts_feed_the_policy_which_refuses_the_forgetful_candidate() -> N
 
 
 def test_as_dict_is_json_and_holds_both_models() -> None:
-    result = evaluate_candidate(CANDIDATE, CHAMPION, recent=RECENT, old=EMPTY, golden=EMPTY, min_slice_samples=30)
+    result = evaluate_candidate(
+        CANDIDATE, CHAMPION, recent=RECENT, old=EMPTY, golden=EMPTY, slice_columns=SLICES, min_slice_samples=30
+    )
 
     stored = json.loads(json.dumps(result.as_dict()))
 
@@ -148,6 +159,18 @@ def test_as_dict_is_json_and_holds_both_models() -> None:
     assert (stored["candidate"]["old"], stored["champion"]["golden"]) == (None, None)
     assert (stored["worst_slice"], stored["worst_slice_delta"]) == ("firmware=1.0", -0.1)
     assert stored["gain"] == pytest.approx(2.6875 / 3 - 0.625)
+    # The plain form is the typed record the graph's state and the version's metrics carry.
+    assert set(stored) == EvaluationRecord.__required_keys__
+    assert set(stored["candidate"]) == set(stored["champion"]) == ScoresRecord.__required_keys__
+
+
+def test_only_the_slice_columns_named_are_sliced() -> None:
+    result = evaluate_candidate(
+        CANDIDATE, CHAMPION, recent=RECENT, old=EMPTY, golden=EMPTY, slice_columns=["region"], min_slice_samples=30
+    )
+
+    assert result.candidate.slices == {"region=north": 0.9}
+    assert result.worst_slice == ("region=north", 0.02)
 
 
 def test_empty_holdouts_and_small_slices_are_left_out() -> None:
@@ -163,18 +186,20 @@ def test_empty_holdouts_and_small_slices_are_left_out() -> None:
 
     assert (result.candidate.old, result.champion.golden, result.n_old, result.n_golden) == (None, None, 0, 0)
     assert result.candidate.slices == {} and result.worst_slice is None
-    assert result.gate_facts(None)["worst_slice_delta"] is None
+    assert result.gate_facts()["worst_slice_delta"] is None
     assert [row["measure"] for row in result.table()][:2] == ["balanced accuracy (recent)", "calibration error (ECE)"]
 
 
 def test_an_empty_recent_holdout_is_refused() -> None:
     with pytest.raises(ValueError, match="the recent holdout is empty: nothing to judge the candidate on"):
-        evaluate_candidate(CANDIDATE, CHAMPION, recent=EMPTY, old=OLD, golden=GOLDEN)
+        evaluate_candidate(CANDIDATE, CHAMPION, recent=EMPTY, old=OLD, golden=GOLDEN, slice_columns=SLICES)
 
 
 def test_a_holdout_without_labels_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="the golden holdout has no 'label' column"):
-        evaluate_candidate(CANDIDATE, CHAMPION, recent=RECENT, old=OLD, golden=GOLDEN.drop(columns="label"))
+        evaluate_candidate(
+            CANDIDATE, CHAMPION, recent=RECENT, old=OLD, golden=GOLDEN.drop(columns="label"), slice_columns=SLICES
+        )
 
 
 def test_probabilities_that_do_not_match_the_classes_are_refused() -> None:
@@ -185,4 +210,4 @@ def test_probabilities_that_do_not_match_the_classes_are_refused() -> None:
     liar = Liar(["offline", "ok", "dying"], "candidate_guess", 1)
 
     with pytest.raises(ValueError, match=r"predict_proba returned shape \(60, 2\) for 60 rows, expected \(60, 3\)"):
-        evaluate_candidate(liar, CHAMPION, recent=RECENT, old=OLD, golden=GOLDEN)
+        evaluate_candidate(liar, CHAMPION, recent=RECENT, old=OLD, golden=GOLDEN, slice_columns=SLICES)
