@@ -5,16 +5,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench
-
-# The same seeded figures on every x86-64 CPU: MKL, oneDNN, ATen and numpy otherwise pick
-# AVX-512 kernels where the CPU has them, whose float rounding differs from AVX2's, and a seeded
-# training run (or a CBPE estimate) then lands elsewhere; tests pin those outputs. AVX2 costs
-# little on small networks. (numpy refuses names outside its build's dispatch list: these are in it.)
-export MKL_CBWR ?= AVX2
-export DNNL_MAX_CPU_ISA ?= AVX2
-export ATEN_CPU_CAPABILITY ?= avx2
-export NPY_DISABLE_CPU_FEATURES ?= X86_V4 AVX512_ICL AVX512_SPR
+.PHONY: demo test test-fast lint bench
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +19,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# The edit-test cycle: everything but the tests marked slow (whole demo and replay runs, processes
+# killed mid-step, statistical checks over many seeds); under two minutes on two cores.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
 # The measured tables of evals/ (about 25 minutes on two cores); each script writes its
 # JSON and Markdown table under evals/results/.
 bench: $(STAMP)
@@ -40,4 +36,6 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check driftpilot tests
+	$(VENV)/bin/ruff format --check driftpilot tests
+	$(VENV)/bin/mypy
 	python3 ../shared/tools/check_layers.py

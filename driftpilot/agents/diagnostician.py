@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,7 +35,7 @@ def diagnostician(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str,
     loop's other work allow (a quarantine, a retrain deferred), and log the decision."""
     ctx = runtime.context
     monitor = ctx.policy.policy.monitor
-    finding = state["finding"] or {}
+    finding: Mapping[str, Any] = state.get("finding") or {}
     raw_alarms = finding.get("alarms", [])
     now = now_of(state)
     with ctx.sessions() as session:
@@ -114,7 +115,7 @@ def _windows(
 
 
 def _diagnose(
-    windows: _Windows, schema: ModelSchema, finding: dict[str, Any], monitor: Monitor, alarms: list[AlarmEvidence]
+    windows: _Windows, schema: ModelSchema, finding: Mapping[str, Any], monitor: Monitor, alarms: list[AlarmEvidence]
 ) -> Diagnosis:
     """Investigate the windows with the model's features and slices and the Monitor's thresholds."""
     return investigate(
@@ -245,7 +246,7 @@ def _known_classes(reference: pd.DataFrame, classes: list[str]) -> list[str]:
     return list(classes)
 
 
-def _alarm_evidence(session: Any, model_id: int, alarm: dict[str, Any], now: datetime) -> AlarmEvidence:
+def _alarm_evidence(session: Any, model_id: int, alarm: Mapping[str, Any], now: datetime) -> AlarmEvidence:
     """Count the entities of the alarm's groups that reported before it and went silent since."""
     start = datetime.fromisoformat(alarm["starts_at"])
     frame = events.window(

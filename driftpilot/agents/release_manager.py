@@ -32,7 +32,7 @@ from driftpilot.agents.context import AgentContext, now_of, record, usage_today
 from driftpilot.agents.state import LoopState
 from driftpilot.memory import approvals, decisions, events, managed, releases, versions
 from driftpilot.memory.tables import Approval, ManagedModel, Release, Version
-from driftpilot.policies import PolicyVerdict, PromoteFacts, RollbackFacts
+from driftpilot.policies import PolicyVerdict, PromoteFacts, RollbackFacts, StartCanaryFacts
 from driftpilot.policies.schema import Release as ReleaseRules
 from driftpilot.tools.canary import (
     Predictor,
@@ -59,9 +59,6 @@ def _may_serve(ctx: AgentContext, session: Any, state: Any, model: Any, share: f
     Trainer's gate judged: asked again at every step, since the policy (or today's usage) may have
     changed while the candidate waited. The state holds them as the plain dump of the
     :class:`~driftpilot.policies.StartCanaryFacts` the Trainer's gate judged."""
-    # Imported here until the module's imports take it (this function was changed on its own).
-    from driftpilot.policies import StartCanaryFacts
-
     gate_facts = (state.get("evaluation") or {}).get("gate_facts") or {}
     facts = StartCanaryFacts.model_validate({**gate_facts, "share": share})
     return ctx.policy.check("start_canary", facts, usage_today(session, model, now), at=now)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypedDict, get_args
 
+from driftpilot.tools.diagnosis import DiagnosisRecord
 from driftpilot.tools.evaluation import ScoresRecord
+from driftpilot.tools.fusion import Finding
 
 __all__ = ["OUTCOMES", "EvaluationState", "LoopState", "Outcome", "initial_state"]
 
@@ -95,9 +97,8 @@ class LoopState(TypedDict, total=False):
     run_id: str
     now: str
     trigger: dict[str, Any]
-    # Typed by their own modules once the Monitor and the Diagnostician return typed records.
-    finding: dict[str, Any] | None
-    diagnosis: dict[str, Any] | None
+    finding: Finding | None
+    diagnosis: DiagnosisRecord | None
     snapshot_id: int | None
     evaluation: EvaluationState | None
     candidate: int | None

@@ -127,7 +127,8 @@ def _prepare(
     frame = snapshots.snapshot_frame(session=session, snapshot_id=snapshot.id)
     labels = frame["label"].to_numpy()
     parent = ctx.registry.load(champion)
-    cause = (state.get("diagnosis") or {}).get("cause")
+    diagnosis = state.get("diagnosis")
+    cause = diagnosis["cause"] if diagnosis else None
     plan = plan_update(
         strategy=training.strategy,
         cause=cause,

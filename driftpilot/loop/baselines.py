@@ -16,7 +16,7 @@ label a baseline was given, so a test can hold it against what the loop saw.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,7 +38,7 @@ class Stream:
     def columns(self, start: int, end: int) -> dict[str, np.ndarray]:
         return {name: values[start:end] for name, values in self.features.items()}
 
-    def take(self, positions: Sequence[int]) -> dict[str, np.ndarray]:
+    def take(self, positions: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
         index = np.asarray(positions, dtype=np.int64)
         return {name: values[index] for name, values in self.features.items()}
 
@@ -145,7 +145,7 @@ class RiverARF(Baseline):
         return np.asarray(out, dtype=object)
 
 
-def _rows_as_dicts(stream: Stream, positions: Sequence[int] | range) -> list[dict[str, Any]]:
+def _rows_as_dicts(stream: Stream, positions: Sequence[int] | range) -> list[dict[Hashable, Any]]:
     """River reads one dict a row: numbers as floats, categories as strings."""
     index = np.asarray(positions, dtype=np.int64)
     columns = []

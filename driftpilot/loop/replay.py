@@ -50,6 +50,7 @@ from driftpilot.memory.ingest import EventBatch, event_ids
 from driftpilot.memory.schemas import FeatureSpec, ModelSchema
 from driftpilot.models.base import TorchClassifier
 from driftpilot.models.families import family
+from driftpilot.models.intent_mlp import IntentMLP
 from driftpilot.models.registry import Registry
 from driftpilot.models.text_encoder import SentenceEncoder
 from driftpilot.policies import PolicyEngine, load_policy
@@ -135,7 +136,7 @@ def read_stream(config: ReplayConfig) -> RecordedStream:
         raise FileNotFoundError(f"no data file at {path}")
     text_types = {c: str for c in (config.target, config.entity_col, config.text_col) if c}
     try:
-        frame = pd.read_csv(path, dtype=text_types, keep_default_na=True)  # type: ignore[arg-type]
+        frame = pd.read_csv(path, dtype=text_types, keep_default_na=True)
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not a readable CSV file: {exc}") from None
     named = {"--target": config.target, "--time-col": config.time_col}
@@ -485,7 +486,9 @@ def _first_model(config: ReplayConfig, data: RecordedStream, family_name: str, c
         if not config.text_col:
             raise ValueError("--family intent_mlp needs --text-col: it classifies a text")
         # The replay has encoded the texts once; the family reads those vectors.
-        return cls([(config.text_col, "text")], classes, seed=config.seed, device=config.device, encoder=config.encoder)
+        return IntentMLP(
+            [(config.text_col, "text")], classes, seed=config.seed, device=config.device, encoder=config.encoder
+        )
     text = [s.name for s in data.specs if config.text_col and s.name.startswith(f"{config.text_col}_e")]
     if text and len(text) == len(data.specs):
         raise ValueError(f"--family {family_name} takes numbers and categories; a text-only stream needs intent_mlp")

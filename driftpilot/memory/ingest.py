@@ -93,7 +93,7 @@ class EventBatch:
     times: list[datetime]
     entities: list[str]
     groups: list[str | None]
-    features: dict[str, np.ndarray | list[Any]]
+    features: Mapping[str, np.ndarray | list[Any]]
     served_version: list[int | None] | None = None
     prediction: list[str | None] | None = None
     probabilities: np.ndarray | None = None

@@ -23,19 +23,22 @@ class ModelSchema(BaseModel):
     for outages and quarantines (a network segment), ``timestamp`` the time field of recorded data.
     ``slice_keys`` are the category features whose values make the slices that errors and drift
     are searched in (a hardware model, a software version, a region), in the order a cause is
-    named when two slices hold the same rows; left out, every category feature in schema order.
-    The event's group is always a slice too (the column ``group``) when ``group_key`` is set.
+    named when two slices hold the same rows. None by default: a category is a slice only when
+    its owner says so (slicing by every category would split the tests' error budget among
+    slices nobody asked for, and name a colour as a cause). The event's group is always a slice
+    too (the column ``group``) when ``group_key`` is set.
 
     Examples
     --------
     >>> s = ModelSchema(features=[FeatureSpec(name="signal", kind="number"),
     ...                           FeatureSpec(name="hardware", kind="category"),
     ...                           FeatureSpec(name="software", kind="category")],
-    ...                 target="offline", classes=["no", "yes"], entity_key="device_id", group_key="segment")
+    ...                 target="offline", classes=["no", "yes"], entity_key="device_id", group_key="segment",
+    ...                 slice_keys=["hardware", "software"])
     >>> s.feature_names, s.slice_columns
     (['signal', 'hardware', 'software'], ['hardware', 'software', 'group'])
-    >>> s.model_copy(update={"slice_keys": ["software"]}).slice_columns
-    ['software', 'group']
+    >>> s.model_copy(update={"slice_keys": []}).slice_columns
+    ['group']
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -46,7 +49,7 @@ class ModelSchema(BaseModel):
     entity_key: str = Field(min_length=1)
     group_key: str | None = None
     timestamp: str = "time"
-    slice_keys: list[str] | None = None
+    slice_keys: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> ModelSchema:
@@ -64,7 +67,7 @@ class ModelSchema(BaseModel):
         if self.target in names:
             raise ValueError(f"target {self.target!r} cannot also be a feature")
         categories = {f.name for f in self.features if f.kind == "category"}
-        wrong = [k for k in self.slice_keys or [] if k not in categories]
+        wrong = [k for k in self.slice_keys if k not in categories]
         if wrong:
             raise ValueError(f"slice_keys must name category features of the schema, got {wrong}")
         return self
@@ -77,9 +80,4 @@ class ModelSchema(BaseModel):
     @property
     def slice_columns(self) -> list[str]:
         """The columns of an event frame that slice it: the slice keys, then ``group``."""
-        keys = (
-            self.slice_keys
-            if self.slice_keys is not None
-            else [f.name for f in self.features if f.kind == "category"]
-        )
-        return [*keys, "group"] if self.group_key else list(keys)
+        return [*self.slice_keys, "group"] if self.group_key else list(self.slice_keys)

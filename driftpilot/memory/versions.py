@@ -138,7 +138,11 @@ def training_seconds(*, session: Session, model_id: int, since: datetime, until:
         Version.model_id == model_id, Version.time >= to_naive_utc(since), Version.time < to_naive_utc(until)
     )
     # A handful of versions a day: summing in Python spares a JSON query per SQL dialect.
-    return float(sum(float((metrics or {}).get("train_seconds", 0.0)) for metrics in session.scalars(stmt)))
+    total = 0.0
+    metrics: dict[str, Any] | None
+    for metrics in session.scalars(stmt):
+        total += float((metrics or {}).get("train_seconds", 0.0))
+    return total
 
 
 def version_of_run(*, session: Session, model_id: int, run_id: str, time: datetime) -> Version | None:

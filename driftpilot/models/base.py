@@ -227,6 +227,9 @@ class TorchClassifier:
     family: ClassVar[str] = ""
     #: What the last fit did (``None`` for a model loaded without one).
     report_: TrainingReport | None = None
+    #: The learnt feature encoding and the network (set by ``fit`` or ``load``).
+    encoding_: Encoding
+    net_: Any
 
     def __init__(
         self,
@@ -460,7 +463,7 @@ class TorchClassifier:
                 optimizer.zero_grad()
                 loss = loss_fn(net(x_fit[batch].to(device)), t_fit[batch].to(device))
                 loss.backward()
-                if anchor is not None:
+                if penalty_grads is not None:
                     penalty_grads.add(strength)
                 optimizer.step()
                 total += float(loss.detach()) * len(batch)

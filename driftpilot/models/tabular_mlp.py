@@ -148,6 +148,8 @@ class TabularMLP(TorchClassifier):
     def _extend_encoding(self, parent: Any, columns: Columns) -> Preprocessor:
         return parent.extended(columns)
 
+    encoding_: Preprocessor
+
     def _encoding_from_dict(self, data: Mapping[str, Any]) -> Preprocessor:
         return Preprocessor.from_dict(data)
 
@@ -157,6 +159,7 @@ class TabularMLP(TorchClassifier):
 
         state = {k: v for k, v in parent.net_.body.state_dict().items() if not k.startswith("0.")}
         net.body.load_state_dict(state, strict=False)
+        assert isinstance(parent.encoding_, Preprocessor), "a tabular body grows from a tabular parent"
         old_index = {name: i for i, name in enumerate(parent.encoding_.column_names())}
         first, old_first = net.body[0], parent.net_.body[0]
         mask = torch.zeros_like(first.weight)

@@ -17,8 +17,10 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 
@@ -85,7 +87,7 @@ def build(folder: Path, url: str | None = None) -> None:
                     times=[t.time] * len(t),
                     entities=list(t.entities),
                     groups=list(t.groups),
-                    features=t.features,
+                    features=dict(t.features),
                     served_version=[1] * len(t),
                     prediction=list(t.labels),
                 ),
@@ -143,6 +145,21 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _then_die(call: Callable[P, R]) -> Callable[P, R]:
+    """``call``, then the process dies before its caller sees the result."""
+
+    def wrapped(*args: P.args, **kwargs: P.kwargs) -> R:
+        result = call(*args, **kwargs)
+        _die()
+        return result
+
+    return wrapped
+
+
 def main(folder: Path, where: str) -> None:
     import driftpilot.agents.release_manager as release_manager
     import driftpilot.agents.trainer as trainer
@@ -151,13 +168,11 @@ def main(folder: Path, where: str) -> None:
     if where == "fit":
         context.on_epoch = lambda point: _die() if point.get("epoch", 0) >= 2 else None
     elif where == "registered":
-        set_decision = trainer.versions.set_decision
-        trainer.versions.set_decision = lambda **kw: (set_decision(**kw), _die())
+        trainer.versions.set_decision = _then_die(trainer.versions.set_decision)
     elif where == "before_release":
         release_manager.releases.release_started_by = lambda **kw: _die()
     elif where == "release":
-        start_release = release_manager.releases.start_release
-        release_manager.releases.start_release = lambda **kw: (start_release(**kw), _die())
+        release_manager.releases.start_release = _then_die(release_manager.releases.start_release)
     else:
         raise SystemExit(f"unknown kill point {where!r}: fit, registered, before_release or release")
     with sqlite_checkpointer(checkpoints) as checkpointer:

@@ -14,6 +14,9 @@ from driftpilot.policies.loader import policy_from_mapping
 
 from .crash_world import MODEL_NAME, NOW, POLICY, build, parts, start_run
 
+# Whole-graph runs, each on a fleet with a model trained for it: seconds each, so `make test-fast` leaves them out.
+pytestmark = pytest.mark.slow
+
 CONFIG = {"configurable": {"thread_id": f"{MODEL_NAME}:main"}}
 
 

@@ -16,6 +16,9 @@ from driftpilot.memory import decisions, releases, versions
 
 from .crash_world import MODEL_NAME, NOW, RUN_ID, build, parts
 
+#: Each case starts a process, kills it mid-step and resumes the run: 5-35 s each on two cores.
+pytestmark = pytest.mark.slow
+
 CHILD = Path(__file__).with_name("crash_world.py")
 
 

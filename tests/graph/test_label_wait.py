@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from driftpilot.graph.runner import LoopRunner, sqlite_checkpointer
 from driftpilot.loop.demo import MODEL_NAME
 from driftpilot.memory import decisions, events, label_requests
 from driftpilot.memory.ingest import ingest_labels
 
 from .test_outage import START, world  # noqa: F401 - the fixture
+
+# Whole-graph runs, each on a fleet with a model trained for it: seconds each, so `make test-fast` leaves them out.
+pytestmark = pytest.mark.slow
 
 CONFIG = {"configurable": {"thread_id": f"{MODEL_NAME}:main"}}
 NOW = START + timedelta(hours=11, minutes=45)

@@ -17,6 +17,9 @@ from driftpilot.models.tabular_mlp import TabularMLP
 from driftpilot.policies import PolicyEngine, load_policy
 from driftpilot.scenarios.ont import CLASSES, FEATURES, OntScenarioConfig, OntSimulator
 
+# Whole-graph runs, each on a fleet with a model trained for it: seconds each, so `make test-fast` leaves them out.
+pytestmark = pytest.mark.slow
+
 START = datetime(2026, 3, 1, tzinfo=UTC)
 
 

@@ -100,6 +100,7 @@ def _order(data: Path) -> list[int]:
     return list(frame.assign(row=range(len(frame))).sort_values("time", kind="stable")["row"])
 
 
+@pytest.mark.slow  # the replay of 5,000 rows (about 35 s on two cores)
 def test_outputs_are_the_four_promised_files(replay):
     result, _, _, config = replay
     predictions = pd.read_csv(result.files["predictions"])
@@ -135,6 +136,7 @@ def test_outputs_are_the_four_promised_files(replay):
     assert len(result.files["decisions"].read_text().splitlines()) == summary["decisions"]
 
 
+@pytest.mark.slow  # the replay of 5,000 rows (about 35 s on two cores)
 def test_no_label_arrives_earlier_or_more_often_than_the_flags_allow(replay):
     result, seen_by_ingest, position, _ = replay
     times = pd.to_datetime(result.predictions["time"]).tolist()
@@ -159,6 +161,7 @@ def test_no_label_arrives_earlier_or_more_often_than_the_flags_allow(replay):
     assert after_warmup == revealed["feedback"] + revealed["requested"]
 
 
+@pytest.mark.slow  # the replay of 5,000 rows (about 35 s on two cores)
 def test_memory_holds_exactly_the_labels_the_gate_revealed(replay):
     result, _, position, _ = replay
     sessions = db.connect(f"sqlite:///{result.out / 'driftpilot.sqlite'}")
@@ -175,6 +178,7 @@ def test_memory_holds_exactly_the_labels_the_gate_revealed(replay):
     assert result.reveals["position"].is_unique
 
 
+@pytest.mark.slow  # the replay of 5,000 rows (about 35 s on two cores)
 def test_baselines_learn_exactly_the_labels_the_loop_sees_in_the_same_order(replay):
     result, _, _, _ = replay
     revealed = result.reveals["position"].tolist()
@@ -184,28 +188,40 @@ def test_baselines_learn_exactly_the_labels_the_loop_sees_in_the_same_order(repl
     assert result.baselines["static"].seen == []
 
 
+@pytest.mark.slow  # the replay of 5,000 rows (about 35 s on two cores)
 def test_the_loop_retrains_asks_for_labels_and_releases(replay):
+    # This test used to pin the seeded run: (retrains, releases, promotions, rollbacks) =
+    # (2, 2, 2, 0); 913 feedback and 64 requested labels; accuracy 0.7162 for driftpilot, 0.6567
+    # static, 0.6991 periodic, 0.8498 river-arf. What comes from the seeded stream and schedules
+    # stays exact; what the loop and the learners decide is held to what those figures showed.
     result, _, _, _ = replay
     s = result.summary
 
-    # Pinned on this seeded stream and policy.
-    assert (s["retrains"], s["releases"], s["promotions"], s["rollbacks"]) == (2, 2, 2, 0)
-    assert s["labels_revealed"] == {
-        "history": 500,
-        "feedback": 913,
-        "requested": 64,
-        "budget": 1125,
-        "refused_over_budget": 0,
-    }
-    assert s["scores"] == {
-        "driftpilot": {"accuracy": 0.7162, "macro_f1": 0.7161},
-        "static": {"accuracy": 0.6567, "macro_f1": 0.6564},
-        "periodic": {"accuracy": 0.6991, "macro_f1": 0.699},
-        "river-arf": {"accuracy": 0.8498, "macro_f1": 0.8498},
-    }
+    assert s["retrains"] >= 1
+    assert s["releases"] >= 1
+    assert s["promotions"] >= 1
+    assert s["promotions"] + s["rollbacks"] <= s["releases"] <= s["retrains"]
+    revealed = s["labels_revealed"]
+    # The warm-up's history, the budget and the natural feedback are seeded and fixed (the
+    # budget, 1125, is far from spent, so no feedback label is refused)...
+    assert (revealed["history"], revealed["budget"], revealed["feedback"]) == (500, 1125, 913)
+    # ...while the Curator's requests depend on what the loop saw: it asks, within the budget.
+    assert revealed["requested"] >= 1
+    assert revealed["feedback"] + revealed["requested"] <= revealed["budget"]
+    assert revealed["refused_over_budget"] == 0
+    scores = s["scores"]
+    for name, score in scores.items():
+        assert set(score) == {"accuracy", "macro_f1"}, name
+        # Two classes about equally common: macro F1 stays close to accuracy (within 0.01 when pinned).
+        assert abs(score["accuracy"] - score["macro_f1"]) < 0.03, name
+    # Over the whole stream the loop beats the never-updated model (6 points when pinned), and
+    # river's adaptive forest, which learns every revealed label at once, beats both.
+    assert scores["driftpilot"]["accuracy"] - scores["static"]["accuracy"] >= 0.03
+    assert scores["river-arf"]["accuracy"] - scores["static"]["accuracy"] >= 0.1
     # After the flip the loop recovers: its last tenth is far above the never-updated model's.
     last = s["per_tenth"][-1]
     assert last["driftpilot"]["accuracy"] - last["static"]["accuracy"] > 0.2
+    # The periodic baseline retrains on a fixed schedule of rows: a deterministic count.
     assert s["periodic_retrains"] == 9
 
 

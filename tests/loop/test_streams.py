@@ -13,6 +13,9 @@ from driftpilot.loop.streams import export, replay_config
 from driftpilot.models.text_encoder import SentenceEncoder
 from driftpilot.scenarios.export import STREAMS
 
+#: Every shipped stream replayed end to end: minutes on two cores (the ONT stream alone over two).
+pytestmark = pytest.mark.slow
+
 #: The repository's copy of Banking77 (CC BY 4.0), so the tests run wherever it is checked out.
 BANKING77 = Path(__file__).resolve().parents[1] / "data" / "banking77"
 

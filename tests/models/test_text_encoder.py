@@ -38,4 +38,4 @@ def test_the_disk_cache_answers_a_new_encoder_without_the_model(encoder):
 
 def test_non_text_is_refused_by_position(encoder):
     with pytest.raises(ValueError, match="item 1 is 3"):
-        encoder.encode(["fine", 3])  # type: ignore[list-item]
+        encoder.encode(["fine", 3])

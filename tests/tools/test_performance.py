@@ -44,7 +44,18 @@ def three_class_windows() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
     return reference, reference_labels, current, current_labels
 
 
-def test_binary_accuracy_is_estimated_within_the_band_with_pinned_values(binary_windows) -> None:
+def _band(result: PerformanceEstimate) -> tuple[float, float, float]:
+    """The estimate and its band, which a result on enough rows always has."""
+    assert result.estimated is not None and result.lower is not None and result.upper is not None
+    return result.estimated, result.lower, result.upper
+
+
+def test_binary_accuracy_is_estimated_within_the_band(binary_windows) -> None:
+    # The estimate, its band and the realised accuracy used to be pinned to four places (0.6863
+    # in 0.6422-0.7304; realised 0.692). CBPE's isotonic calibration rounds differently on other
+    # CPUs, so the estimate is held to what those figures showed: on probabilities calibrated by
+    # construction, with no shift, it lands within two points of the realised accuracy (0.6 of a
+    # point off when pinned), inside a band of three standard errors around it.
     reference, reference_labels, current, current_labels = binary_windows
 
     result = estimate_performance(reference, reference_labels, current, classes=BINARY)
@@ -53,39 +64,82 @@ def test_binary_accuracy_is_estimated_within_the_band_with_pinned_values(binary_
     assert isinstance(result, PerformanceEstimate)
     assert (result.metric, result.method, result.enough_data) == ("accuracy", "cbpe", True)
     assert (result.n_reference, result.n_current) == (2000, 1000)
-    assert round(result.estimated, 4) == 0.6863
-    assert (round(result.lower, 4), round(result.upper, 4)) == (0.6422, 0.7304)
     assert result.reference_value == pytest.approx(_accuracy(reference, reference_labels, BINARY))
-    assert round(true, 4) == 0.692
-    assert abs(result.estimated - true) < 0.02
-    assert result.lower <= true <= result.upper
+    assert round(true, 4) == 0.692  # the fixture itself: seeded numpy, no learning
+    estimated, lower, upper = _band(result)
+    assert abs(estimated - true) < 0.02
+    assert lower <= true <= upper
+    # The band is symmetric about the estimate, and three standard errors of an accuracy on 1000
+    # rows wide on each side (sqrt(0.69 * 0.31 / 1000) * 3 = 0.044).
+    assert upper - estimated == pytest.approx(estimated - lower)
+    assert 0.03 < upper - estimated < 0.06
+    # Without a shift the estimate stays where it was on the reference.
+    assert result.reference_estimated is not None
+    assert abs(estimated - result.reference_estimated) < 0.02
 
 
-def test_binary_f1_is_that_of_the_positive_class(binary_windows) -> None:
-    reference, reference_labels, current, _ = binary_windows
+@pytest.fixture(scope="module")
+def skewed_binary_windows() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Calibrated probabilities where "down" (the positive class) is the rarer one, so that its F1
+    is far from the negative class's and from accuracy: an estimate of the wrong one shows."""
+    rng = np.random.default_rng(2)
+
+    def window(n: int) -> tuple[np.ndarray, np.ndarray]:
+        p_down = rng.beta(2, 4, n)
+        return np.column_stack([1 - p_down, p_down]), np.where(rng.random(n) < p_down, "down", "up")
+
+    reference, reference_labels = window(3000)
+    current, current_labels = window(1500)
+    return reference, reference_labels, current, current_labels
+
+
+def _f1_of(name: str, probabilities: np.ndarray, labels: np.ndarray) -> float:
+    predicted = np.asarray(BINARY)[probabilities.argmax(axis=1)] == name
+    actual = labels == name
+    precision = np.sum(predicted & actual) / np.sum(predicted)
+    recall = np.sum(predicted & actual) / np.sum(actual)
+    return float(2 * precision * recall / (precision + recall))
+
+
+def test_binary_f1_is_that_of_the_positive_class(binary_windows, skewed_binary_windows) -> None:
+    # The estimate used to be pinned (0.6768) on windows where both classes' F1 are alike. It is
+    # now held within three points of the realised F1 (one point off when pinned), and what the
+    # pin guarded, that F1 means the positive class's (classes[1]), is asserted on skewed windows
+    # too: the realised reference value is exactly the positive class's, and the estimate lies
+    # near the positive class's realised F1 and far from the negative class's.
+    reference, reference_labels, current, current_labels = binary_windows
 
     result = estimate_performance(reference, reference_labels, current, classes=BINARY, metric="f1")
 
-    predicted_down = reference[:, 1] > reference[:, 0]
-    actual_down = reference_labels == "down"
-    precision = np.sum(predicted_down & actual_down) / np.sum(predicted_down)
-    recall = np.sum(predicted_down & actual_down) / np.sum(actual_down)
-    assert result.reference_value == pytest.approx(2 * precision * recall / (precision + recall))
-    assert round(result.estimated, 4) == 0.6768
+    assert result.reference_value == pytest.approx(_f1_of("down", reference, reference_labels))
+    assert abs(_band(result)[0] - _f1_of("down", current, current_labels)) < 0.03
+
+    reference, reference_labels, current, current_labels = skewed_binary_windows
+    skewed = estimate_performance(reference, reference_labels, current, classes=BINARY, metric="f1")
+
+    positive, negative = _f1_of("down", current, current_labels), _f1_of("up", current, current_labels)
+    assert negative - positive > 0.2  # the fixture keeps the two far apart
+    assert skewed.reference_value == pytest.approx(_f1_of("down", reference, reference_labels))
+    estimated, lower, upper = _band(skewed)
+    assert abs(estimated - positive) < 0.05
+    assert lower <= positive <= upper
 
 
-def test_three_class_accuracy_follows_a_covariate_shift_with_pinned_values(three_class_windows) -> None:
+def test_three_class_accuracy_follows_a_covariate_shift(three_class_windows) -> None:
+    # The estimate used to be pinned (0.7486); the realised figures of the seeded fixture still
+    # are. What the pin showed is kept: the estimate follows the shift (+12 points) to within a
+    # point of the truth (0.2 of a point off when pinned).
     reference, reference_labels, current, current_labels = three_class_windows
 
     result = estimate_performance(reference, reference_labels, current, classes=THREE)
 
     true = _accuracy(current, current_labels, THREE)
     assert round(result.reference_value, 4) == 0.6293
-    assert round(result.estimated, 4) == 0.7486
     assert round(true, 4) == 0.7467
-    # The estimate follows the shift (+12 points) to within a point of the truth.
-    assert abs(result.estimated - true) < 0.01
-    assert result.lower <= true <= result.upper
+    estimated, lower, upper = _band(result)
+    assert estimated - result.reference_value > 0.1
+    assert abs(estimated - true) < 0.01
+    assert lower <= true <= upper
 
 
 def test_dataframe_columns_are_matched_by_class_name(three_class_windows) -> None:

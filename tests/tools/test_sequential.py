@@ -23,6 +23,7 @@ def _pairs(seed: int, n: int, gain=(0.0, 0.0, 0.0, 0.0)):
     return truth, np.where(candidate_right, truth, "x"), np.where(champion_right, truth, "x")
 
 
+@pytest.mark.slow  # 2,000 runs of the test (about 10 s)
 def test_equal_versions_get_a_verdict_at_most_alpha_of_the_time_however_often_looked_at():
     # Every prefix is a look: a verdict at any of them counts (decided_at is the first).
     for alpha in (0.05, 0.2):
