@@ -330,10 +330,9 @@ class ErrorRateChange:
     true, ``position`` is the row of its last finding, ``rate_before`` the reference error
     rate there, ``rate_after`` the error rate from the start of the test window that fired
     to the end, and ``p_value`` that test's one-sided p-value (to compare with ``alpha``).
-    Otherwise those four are None. ``peers`` is always empty: river's detectors are compared
-    with the monitor in ``evals/drift_bench.py`` and no longer run on a check; the field stays so
-    that the evidence the Monitor logs keeps its shape. ``enough_data`` is false (and nothing is
-    tested) when the window holds fewer than ``min_rows`` rows.
+    Otherwise those four are None. ``enough_data`` is false (and nothing is tested) when the
+    window holds fewer than ``min_rows`` rows. (river's detectors are compared with the monitor in
+    ``evals/drift_bench.py``; a check does not run them.)
     """
 
     enough_data: bool
@@ -342,7 +341,6 @@ class ErrorRateChange:
     rate_before: float | None
     rate_after: float | None
     p_value: float | None
-    peers: dict[str, list[int]]
     n: int
     alpha: float | None = None
     findings: list[int] = field(default_factory=list)
@@ -380,17 +378,17 @@ def error_rate_change(
     if np.asarray(errors).size == 0:
         # An empty window is "not enough data" for one check, not an error: a quiet night, a
         # model whose labels have not arrived yet.
-        return ErrorRateChange(False, False, None, None, None, None, {}, 0)
+        return ErrorRateChange(False, False, None, None, None, None, 0)
     stream = as_errors(errors)
     n = int(stream.size)
     if n < min_rows:
-        return ErrorRateChange(False, False, None, None, None, None, {}, n)
+        return ErrorRateChange(False, False, None, None, None, None, n)
     monitor = ErrorRateMonitor(false_alarms_per_10k=false_alarms_per_10k)
     for value in stream.tolist():
         monitor.update(value)
     last = monitor.last_finding
     if last is None:
-        return ErrorRateChange(True, False, None, None, None, None, {}, n, monitor.alpha, [])
+        return ErrorRateChange(True, False, None, None, None, None, n, monitor.alpha, [])
     since = last.position + 1 - last.window
     return ErrorRateChange(
         enough_data=True,
@@ -399,7 +397,6 @@ def error_rate_change(
         rate_before=last.rate_before,
         rate_after=float(stream[since:].mean()),
         p_value=last.p_value,
-        peers={},
         n=n,
         alpha=monitor.alpha,
         findings=monitor.findings,
