@@ -455,12 +455,15 @@ _RULES: dict[str, tuple[type[BaseModel], Callable[[Policy, Any, Usage], list[Rul
 }
 
 
-def _facts_of(action: str, facts: ActionFacts | Mapping[str, object]) -> BaseModel:
-    """``facts`` as ``action``'s facts model: a mapping is validated into it, another action's
-    facts are refused."""
+def _facts_of(action: str, facts: ActionFacts) -> BaseModel:
+    """``facts``, checked to be ``action``'s facts model: a mapping or another action's facts are
+    refused (plain data is rebuilt by the caller with ``model_validate``, where it came from)."""
     expected = _RULES[action][0]
     if isinstance(facts, Mapping):
-        return expected.model_validate(dict(facts))
+        raise TypeError(
+            f"action {action!r} judges {expected.__name__}, got a mapping: build it with "
+            f"{expected.__name__}.model_validate(...)"
+        )
     if not isinstance(facts, expected):
         other = getattr(facts, "action", None)
         of = f" (the facts of '{other}')" if isinstance(other, str) else ""
@@ -471,7 +474,7 @@ def _facts_of(action: str, facts: ActionFacts | Mapping[str, object]) -> BaseMod
 def evaluate(
     policy: Policy,
     action: Action,
-    facts: ActionFacts | Mapping[str, object],
+    facts: ActionFacts,
     usage: Usage,
     at: datetime | None = None,
 ) -> PolicyVerdict:
@@ -518,10 +521,9 @@ def evaluate(
     Raises
     ------
     ValueError
-        When ``action`` is not one of the known actions, or a mapping of facts does not
-        validate as the action's facts (a pydantic ``ValidationError`` naming the field).
+        When ``action`` is not one of the known actions.
     TypeError
-        When ``facts`` is another action's facts model.
+        When ``facts`` is not the action's facts model (another action's, or a plain mapping).
 
     Examples
     --------
@@ -585,9 +587,7 @@ class PolicyEngine:
         """The policy in force."""
         return self._policy
 
-    def check(
-        self, action: Action, facts: ActionFacts | Mapping[str, object], usage: Usage, at: datetime | None = None
-    ) -> PolicyVerdict:
+    def check(self, action: Action, facts: ActionFacts, usage: Usage, at: datetime | None = None) -> PolicyVerdict:
         """Evaluate ``action`` under the policy in force (see :func:`evaluate`)."""
         # One read of the attribute: a concurrent replace() never mixes two policies.
         return evaluate(self._policy, action, facts, usage, at)
