@@ -100,12 +100,12 @@ def data_quality(
     Examples
     --------
     >>> rng = np.random.default_rng(3)
-    >>> reference = pd.DataFrame({"power": rng.normal(-20, 2, 500), "temperature": rng.normal(50, 3, 500)})
+    >>> reference = pd.DataFrame({"power": rng.normal(-20, 2, 500), "pressure": rng.normal(50, 3, 500)})
     >>> current = pd.DataFrame({"power": 10 ** (rng.normal(-20, 2, 500) / 10),  # now in mW
-    ...                         "temperature": rng.normal(50, 3, 500) * 1000})     # now in m°C
-    >>> report = data_quality(reference, current, [("power", "number"), ("temperature", "number")])
+    ...                         "pressure": rng.normal(50, 3, 500) * 1000})        # now in mbar
+    >>> report = data_quality(reference, current, [("power", "number"), ("pressure", "number")])
     >>> [(f.feature, f.kind, f.evidence.get("to", f.evidence.get("factor"))) for f in report.faults]
-    [('temperature', 'scale_change', 1000.0), ('power', 'unit_change', 'mW')]
+    [('pressure', 'scale_change', 1000.0), ('power', 'unit_change', 'mW')]
     """
     for name, kind in features:
         if kind not in ("number", "category"):
