@@ -114,6 +114,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         entity_col=args.entity_col,
         text_col=args.text_col,
         feature_cols=[c.strip() for c in args.feature_cols.split(",") if c.strip()] if args.feature_cols else None,
+        slice_cols=[c.strip() for c in args.slice_cols.split(",") if c.strip()] if args.slice_cols else [],
         warmup=args.warmup,
         label_delay=args.label_delay,
         label_budget=args.label_budget,
@@ -469,6 +470,11 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--entity-col", help="column of entity ids (canary cohorts hash them; default: the row)")
     replay.add_argument("--text-col", help="column of text, encoded into sentence vectors (text classification)")
     replay.add_argument("--feature-cols", help="comma-separated features (default: all but target/time/entity/text)")
+    replay.add_argument(
+        "--slice-cols",
+        help="comma-separated category features whose values slice errors and drift (a hardware model, a region); "
+        "default: none",
+    )
     replay.add_argument("--warmup", type=int, default=1000, help="first rows, labelled, that train version 1")
     replay.add_argument("--label-delay", type=int, default=0, help="rows after its event a label becomes visible")
     replay.add_argument("--label-budget", type=float, default=0.1, help="largest share of rows that reveal a label")

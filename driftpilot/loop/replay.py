@@ -76,6 +76,8 @@ class ReplayConfig:
     entity_col: str | None = None
     text_col: str | None = None
     feature_cols: list[str] | None = None
+    #: Category features whose values slice errors and drift (the schema's ``slice_keys``).
+    slice_cols: list[str] = field(default_factory=list)
     warmup: int = 1000
     label_delay: int = 0
     label_budget: float = 0.1
@@ -214,6 +216,12 @@ def read_stream(config: ReplayConfig) -> RecordedStream:
                 raise ValueError(f"feature column {column!r}: row {i} is not a finite number")
             features[column] = numbers
             specs.append(FeatureSpec(name=column, kind="number"))
+    categories = [s.name for s in specs if s.kind == "category"]
+    for column in config.slice_cols:
+        if column not in categories:
+            raise ValueError(
+                f"--slice-cols {column!r} is not a category feature of {path.name}; those are {categories}"
+            )
     task = "tabular_classification"
     if config.text_col:
         texts = frame[config.text_col]
@@ -337,6 +345,7 @@ def run_replay(
         classes=data.classes,
         entity_key=config.entity_col or "row",
         timestamp=config.time_col or "time",
+        slice_keys=config.slice_cols,
     )
     with sessions() as session:
         if any(m.name == name for m in managed.list_models(session=session)):

@@ -245,6 +245,10 @@ def test_the_label_gate_spends_no_more_than_the_budget():
         ({"target": "missing"}, "--target 'missing' is not a column of stream.csv"),
         ({"time_col": "colour"}, "--time-col 'colour': row 0 has 'blue', not a time"),
         ({"feature_cols": ["a", "nope"]}, "--feature-cols ['nope'] are not columns"),
+        (
+            {"slice_cols": ["a"]},
+            "--slice-cols 'a' is not a category feature of stream.csv; those are ['device', 'colour']",
+        ),
         ({"warmup": 5000}, "--warmup 5000 leaves no rows to replay"),
         ({"label_budget": 1.5}, "--label-budget must be a share between 0 and 1, got 1.5"),
         ({"baselines": ("static", "xgboost")}, "unknown baselines ['xgboost']"),
