@@ -177,15 +177,15 @@ def cmd_scenarios_export(args: argparse.Namespace) -> int:
 
 
 def _when(text: str | None, flag: str) -> Any:
-    from datetime import UTC, datetime
+    """The time a flag names; one without a zone is UTC, as memory and serving take it."""
+    from datetime import datetime
 
     if text is None:
         return None
     try:
-        value = datetime.fromisoformat(text)
+        return datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"{flag} must be an ISO 8601 time such as 2026-03-12T08:00, got {text!r}") from None
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC).replace(tzinfo=None)
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -351,8 +351,7 @@ def cmd_served(args: argparse.Namespace) -> int:
 
     from driftpilot.serving.routing import who_served
 
-    at = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC)
-    at = at if at.tzinfo else at.replace(tzinfo=UTC)
+    at = _when(args.at, "--at") or datetime.now(UTC)
     with _sessions(args)() as session:
         answer = who_served(session, model=args.model, entity=args.entity, at=at, group=args.group)
     if args.json:

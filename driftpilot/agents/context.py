@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from driftpilot.agents.state import LoopState
 from driftpilot.memory import decisions, label_requests, versions
 from driftpilot.memory.tables import Decision, ManagedModel
+from driftpilot.memory.times import to_utc
 from driftpilot.models.registry import Registry
 from driftpilot.policies import PolicyEngine, PolicyVerdict, Usage
 
@@ -40,7 +41,7 @@ class AgentContext:
 
 
 def now_of(state: LoopState) -> datetime:
-    return datetime.fromisoformat(state["now"]).astimezone(UTC)
+    return to_utc(state["now"], what="the state's now")
 
 
 def usage_today(session: Session, model: ManagedModel, now: datetime) -> Usage:

@@ -212,7 +212,7 @@ def _held_back(session: Any, model_id: int, policy: Any, now: datetime) -> str |
     for release in releases.list_releases(session=session, model_id=model_id):
         ended = release.ended_at
         if ended is not None and release.verdict in ("approval_denied", "approval_expired"):
-            if ended.replace(tzinfo=None) >= since.replace(tzinfo=None):
+            if ended >= since:
                 return (
                     f"the promotion of release {release.id} was {release.verdict.removeprefix('approval_')} "
                     f"at {ended:%Y-%m-%d %H:%M} UTC; the loop asks again {hours:g} hours after"

@@ -237,8 +237,7 @@ def _without_outage_leads(frame: pd.DataFrame, held: list[Quarantine]) -> pd.Dat
     for q in held:
         if not q.reason.startswith("alarm "):
             continue
-        start = pd.Timestamp(q.start).tz_localize(None)
-        in_lead = (frame["time"] >= start - OUTAGE_LEAD) & (frame["time"] < start)
+        in_lead = (frame["time"] >= q.start - OUTAGE_LEAD) & (frame["time"] < q.start)
         if q.groups:
             in_lead &= frame["group"].isin(q.groups)
         keep &= ~in_lead.to_numpy()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
@@ -24,6 +24,7 @@ from driftpilot.agents.context import AgentContext, record, usage_today
 from driftpilot.agents.llm import evidence_json, model_name_of, shown
 from driftpilot.memory import decisions, labels, managed, releases, versions
 from driftpilot.memory.tables import ManagedModel, Version
+from driftpilot.memory.times import to_utc
 from driftpilot.policies import (
     ActionFacts,
     PolicyVerdict,
@@ -212,7 +213,8 @@ def operate(
     NotUnderstoodError
         When the grammar does not understand the message; nothing is recorded then.
     """
-    now = now.astimezone(UTC) if now.tzinfo else now.replace(tzinfo=UTC)
+    # A caller's clock may be naive or in another zone; the run id and the state name UTC.
+    now = to_utc(now, what="now")
     with ctx.sessions() as session:
         status = status_of(session, managed.get_model(session=session, name=model_name), now)
     # The model is asked outside any database transaction: it may take its time.

@@ -295,7 +295,7 @@ def _approval(
 
 def _still_open(ctx: AgentContext, approval: Approval, now: datetime) -> bool:
     """Whether the request still waits for an answer at ``now`` (pending, not yet timed out)."""
-    waited = now.replace(tzinfo=None) - approval.requested_at.replace(tzinfo=None)
+    waited = now - approval.requested_at
     return approval.status == "pending" and waited < timedelta(hours=ctx.policy.policy.changes.approval_timeout_hours)
 
 
@@ -508,7 +508,7 @@ def _look(
     champion = versions.get_version_by_id(session=session, version_id=baseline)
     slice_columns = managed.model_schema(model).slice_columns
     evidence, counts = gather_evidence(ctx, session, release, candidate, champion, now, slice_columns)
-    elapsed = now.replace(tzinfo=None) - release.started_at.replace(tzinfo=None)
+    elapsed = now - release.started_at
     details = {
         "release": release.id,
         "phase": release.phase,

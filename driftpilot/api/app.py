@@ -97,7 +97,7 @@ def create_app(sessions: sessionmaker[Session], registry: Registry, policy_path:
             feature_names = sorted({k for e in request.events for k in e.features})
             answers = serving.predict(
                 keys=[e.key for e in request.events],
-                times=[e.time if e.time.tzinfo else e.time.replace(tzinfo=UTC) for e in request.events],
+                times=[e.time for e in request.events],
                 entities=[e.entity for e in request.events],
                 groups=[e.group for e in request.events],
                 features={k: [e.features.get(k) for e in request.events] for k in feature_names},
@@ -121,10 +121,9 @@ def create_app(sessions: sessionmaker[Session], registry: Registry, policy_path:
     @app.get("/models/{name}/served")
     def served(name: str, entity: str, at: datetime, group: str | None = Query(default=None)) -> dict[str, Any]:
         """Which version served ``entity`` at ``at``, in what role, since when, and why."""
-        when = at if at.tzinfo else at.replace(tzinfo=UTC)
         try:
             with sessions() as session:
-                return who_served(session, model=name, entity=entity, at=when, group=group).as_dict()
+                return who_served(session, model=name, entity=entity, at=at, group=group).as_dict()
         except LookupError as exc:
             raise _refuse(exc) from exc
 

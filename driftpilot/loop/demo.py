@@ -317,7 +317,7 @@ def _answer_label_requests(
     due = [
         r
         for r in label_requests.open_label_requests(session=session, model_id=model_id)
-        if r.time.replace(tzinfo=None) + config.requested_label_delay <= now.replace(tzinfo=None)
+        if r.time + config.requested_label_delay <= now
     ]
     if not due:
         return
@@ -371,11 +371,7 @@ def _write_outputs(
         acts = [
             x
             for x in logged
-            if x["action"] not in ("check",)
-            and (
-                pd.Timestamp(x["time"]).tz_localize(None) - pd.Timestamp(simulator.config.start).tz_localize(None)
-            ).days
-            == d
+            if x["action"] not in ("check",) and (decisions.logged_time(x) - simulator.config.start).days == d
         ]
         daily_rows.append(
             {

@@ -685,7 +685,7 @@ def _write_outputs(
         "rows_per_second_without_baselines": round(len(data.rows) / max(loop_seconds, 1e-9), 1),
     }
     files["summary"].write_text(json.dumps(summary, indent=2, default=str))
-    positions = np.searchsorted(data.stamps, [_stamp(d["time"]) for d in logged])
+    positions = np.searchsorted(data.stamps, [decisions.logged_time(d).timestamp() for d in logged])
     marks = [
         {**d, "row": int(data.rows[min(p, len(data.rows) - 1)])}
         for d, p in zip(logged, positions, strict=True)
@@ -695,10 +695,3 @@ def _write_outputs(
     return ReplayResult(
         out=out, summary=summary, predictions=predictions, files=files, reveals=reveals, baselines=baselines
     )
-
-
-def _stamp(value: Any) -> float:
-    stamp = pd.Timestamp(value)
-    if stamp.tzinfo is None:
-        stamp = stamp.tz_localize("UTC")
-    return stamp.timestamp()

@@ -10,6 +10,8 @@ from typing import Any
 
 import pandas as pd
 
+from driftpilot.memory.decisions import logged_time
+
 
 def _chart(
     daily: pd.DataFrame, decisions: list[dict[str, Any]], start: pd.Timestamp, scenario_marks: Mapping[float, str]
@@ -28,15 +30,11 @@ def _chart(
             ax.text(day + 0.1, 0.45, text, rotation=90, fontsize=8, color="#9a6700", va="bottom")
     styles = {"promote": ("^", "#1a7f37"), "rollback": ("v", "#cf222e"), "start_canary": ("|", "#8250df")}
     for action, (marker, color) in styles.items():
-        days = [
-            (pd.Timestamp(d["time"]).tz_localize(None) - start).total_seconds() / 86400
-            for d in decisions
-            if d["action"] == action
-        ]
+        days = [(logged_time(d) - start).total_seconds() / 86400 for d in decisions if d["action"] == action]
         if days:
             ax.scatter(days, [0.4] * len(days), marker=marker, color=color, label=action, zorder=3)
     quarantines = [
-        (pd.Timestamp(d["time"]).tz_localize(None) - start).total_seconds() / 86400
+        (logged_time(d) - start).total_seconds() / 86400
         for d in decisions
         if d["agent"] == "diagnostician" and d["outcome"] == "quarantined"
     ]
@@ -152,7 +150,7 @@ def write_report(
     ``scenario_marks`` are the scripted changes of the stream, by day from its start, drawn as
     dashed lines on the timeline (the scenario that scripted them names them; none by default).
     """
-    start = pd.Timestamp(daily.attrs.get("start", "2026-03-01")).tz_localize(None)
+    start = pd.Timestamp(daily.attrs.get("start", "2026-03-01T00:00Z"))
     chart = _chart(daily, decisions, start, scenario_marks or {})
     acts = [d for d in decisions if d["action"] not in ("check",)]
     rows = "".join(

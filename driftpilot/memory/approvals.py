@@ -11,7 +11,6 @@ from sqlalchemy.orm import Session
 from driftpilot.memory.audit import to_jsonable
 from driftpilot.memory.db import committing
 from driftpilot.memory.tables import Approval
-from driftpilot.memory.times import to_naive_utc
 
 
 def request_approval(
@@ -29,7 +28,7 @@ def request_approval(
             action=str(action),
             subject=to_jsonable(subject),
             reason=str(reason),
-            requested_at=to_naive_utc(time),
+            requested_at=time,
             status="pending",
             comment="",
         )
@@ -80,7 +79,7 @@ def decide_approval(
             raise ValueError(f"approval request {approval_id} was already {approval.status}{who}{when}")
         approval.status = wanted
         approval.decided_by = str(by)
-        approval.decided_at = to_naive_utc(at)
+        approval.decided_at = at
         approval.comment = str(comment)
     return approval
 
@@ -91,7 +90,7 @@ def expire_approval(*, session: Session, approval_id: int, at: datetime) -> Appr
         approval = get_approval(session=session, approval_id=approval_id)
         if approval.status == "pending":
             approval.status = "expired"
-            approval.decided_at = to_naive_utc(at)
+            approval.decided_at = at
     return approval
 
 

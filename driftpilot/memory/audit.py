@@ -76,6 +76,8 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return to_jsonable(value.tolist())
     if isinstance(value, datetime):
+        # Naive UTC text, as memory stored times before it returned them aware: decision hashes
+        # and decisions.jsonl keep the form every existing log was written in.
         return to_naive_utc(value).isoformat()
     if isinstance(value, date):
         return value.isoformat()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -180,15 +180,15 @@ def _bind_processor(column: sa.Column[Any], dialect: sa.Dialect) -> Callable[[An
 def _sqlite_datetime_processor(processor: Callable[[Any], Any], column: Sequence[Any]) -> Callable[[Any], Any]:
     """SQLAlchemy's text for SQLite datetimes is ``isoformat(" ", "microseconds")``, which
     C code writes several times faster. Used only when both agree on the column's first
-    value and every value is already a naive datetime (as ingest guarantees)."""
+    value and every value is already a datetime in UTC, naive or aware (as ingest guarantees)."""
 
     def fast(value: datetime | None) -> str | None:
-        return None if value is None else value.isoformat(" ", "microseconds")
+        return None if value is None else value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
     first = next((v for v in column if v is not None), None)
     if first is None:
         return processor
-    if not all(v is None or (type(v) is datetime and v.tzinfo is None) for v in column):
+    if not all(v is None or (type(v) is datetime and v.tzinfo in (None, UTC)) for v in column):
         return processor
     return fast if fast(first) == processor(first) else processor
 

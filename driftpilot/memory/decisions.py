@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from driftpilot.memory.audit import HASHED_FIELDS, decision_hash, to_jsonable
 from driftpilot.memory.db import committing
 from driftpilot.memory.tables import Decision
-from driftpilot.memory.times import to_naive_utc, utcnow
+from driftpilot.memory.times import to_utc, utcnow
 
 
 def record_decision(
@@ -40,7 +40,7 @@ def record_decision(
         "model_id": model_id,
         "run_id": str(run_id),
         "agent": str(agent),
-        "time": to_naive_utc(time),
+        "time": time,
         "created_at": utcnow(),
         "trigger": to_jsonable(trigger),
         "evidence": to_jsonable(evidence),
@@ -160,6 +160,16 @@ def get_decision(*, session: Session, decision_id: int) -> Decision:
 
 
 def decision_as_dict(decision: Decision) -> dict[str, Any]:
-    """A decision as plain JSON values (times as ISO 8601), e.g. for ``decisions.jsonl``."""
+    """A decision as plain JSON values, e.g. for ``decisions.jsonl``.
+
+    Times are the text the hash covers (naive UTC ISO 8601, see
+    :func:`~driftpilot.memory.audit.to_jsonable`), so a reader can recompute the chain from the
+    dicts alone; :func:`logged_time` reads one back as aware UTC.
+    """
     fields = ("id", *HASHED_FIELDS, "hash")
     return to_jsonable({name: getattr(decision, name) for name in fields})
+
+
+def logged_time(decision: Mapping[str, Any]) -> datetime:
+    """The ``time`` of a decision in the :func:`decision_as_dict` form, as aware UTC."""
+    return to_utc(decision["time"], what="the decision's time")

@@ -16,7 +16,6 @@ from driftpilot.memory.db import chunks
 from driftpilot.memory.managed import get_model_by_id, model_schema
 from driftpilot.memory.schemas import ModelSchema
 from driftpilot.memory.tables import LABEL_SOURCES, Event, Label, Quarantine
-from driftpilot.memory.times import to_naive_utc
 
 FRAME_COLUMNS = (
     "id",
@@ -66,7 +65,8 @@ def window(
 ) -> pd.DataFrame:
     """The events of a model with ``start <= time < end``, oldest first, as a DataFrame.
 
-    Columns are :data:`FRAME_COLUMNS` then one per feature (numbers float, categories str).
+    Columns are :data:`FRAME_COLUMNS` then one per feature (numbers float, categories str);
+    ``time`` is aware UTC (``datetime64[us, UTC]``).
     ``label`` is the most trustworthy label (person > oracle > system > pseudo) known at
     ``visible_at`` (its ``time <= visible_at``; every label when ``visible_at`` is None), or
     None: this is what keeps labels from leaking before they exist.
@@ -137,7 +137,8 @@ def events_by_ids(*, session: Session, ids: Sequence[int], visible_at: datetime 
     if missing:
         raise LookupError(f"no events with ids {missing[:10]}{' …' if len(missing) > 10 else ''}")
     if not wanted:
-        return pd.DataFrame({name: pd.Series(dtype=object) for name in FRAME_COLUMNS})
+        empty = {name: pd.Series(dtype=object) for name in FRAME_COLUMNS}
+        return pd.DataFrame({**empty, "time": pd.Series(dtype="datetime64[us, UTC]")})
     if len(model_ids) > 1:
         raise ValueError(f"events_by_ids needs events of one model, got models {sorted(model_ids)}")
     rows.sort(key=lambda row: (row[2], row[0]))  # stable: keeps the label order per event
@@ -226,10 +227,8 @@ def event_frame(rows: Sequence[Sequence[Any]], schema: ModelSchema, *, with_feat
     data: dict[str, Any] = {
         "id": ids,
         "key": _objects(columns["key"]),
-        "time": np.asarray(
-            pd.to_datetime(pd.Index(columns["time"], dtype=object), format="ISO8601"),
-            dtype="datetime64[us]",
-        ),
+        # Stored naive UTC, returned aware: the form of every time memory returns.
+        "time": pd.to_datetime(pd.Index(columns["time"], dtype=object), format="ISO8601", utc=True).as_unit("us"),
         "entity": _objects(columns["entity"]),
         "group": _objects(columns["group"]),
         "served_version": pd.array(columns["served_version"], dtype="Int64"),
@@ -275,7 +274,7 @@ def last_group(*, session: Session, model_id: int, entity: str, at: datetime) ->
     """The group of ``entity``'s last event at or before ``at`` (None if it has none)."""
     stmt = (
         sa.select(Event.group_key)
-        .where(Event.model_id == model_id, Event.entity == entity, Event.time <= to_naive_utc(at))
+        .where(Event.model_id == model_id, Event.entity == entity, Event.time <= at)
         .order_by(Event.time.desc())
         .limit(1)
     )

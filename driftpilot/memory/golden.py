@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session
 from driftpilot.memory.db import chunks, committing, insert_columns_ignoring_duplicates
 from driftpilot.memory.events import events_by_ids
 from driftpilot.memory.tables import Event, GoldenEvent, table_of
-from driftpilot.memory.times import to_naive_utc
 
 
 def pin(*, session: Session, model_id: int, event_ids: Sequence[int], time: datetime, note: str = "") -> int:
@@ -31,7 +30,6 @@ def pin(*, session: Session, model_id: int, event_ids: Sequence[int], time: date
     wanted = _ids(event_ids)
     if not wanted:
         raise ValueError("no event ids to pin: name at least one event of the model")
-    at = to_naive_utc(time, what="time")
     with committing(session):
         found: set[int] = set()
         for part in chunks(wanted):
@@ -48,7 +46,7 @@ def pin(*, session: Session, model_id: int, event_ids: Sequence[int], time: date
             table_of(GoldenEvent),
             {"event_id": wanted},
             unique=("model_id", "event_id"),
-            constants={"model_id": model_id, "pinned_at": at, "note": note},
+            constants={"model_id": model_id, "pinned_at": time, "note": note},
         )
     return added
 

@@ -36,7 +36,7 @@ from driftpilot.memory.tables import (
     Label,
     table_of,
 )
-from driftpilot.memory.times import optional_naive_utc, to_naive_utc, utcnow
+from driftpilot.memory.times import optional_utc, to_utc, utcnow
 
 EVENT_FIELDS = (
     "key",
@@ -189,7 +189,7 @@ def _batch_from_mappings(events: Sequence[Mapping[str, Any]], schema: ModelSchem
             if event.get(field) is None:
                 raise IngestError(f"{where}: field {field!r} is missing")
         try:
-            times.append(to_naive_utc(event["time"], what="field 'time'"))
+            times.append(to_utc(event["time"], what="field 'time'"))
         except (TypeError, ValueError) as exc:
             raise IngestError(f"{where}: {exc}") from None
         given = event["features"]
@@ -314,11 +314,11 @@ def _time_column(values: Sequence[Any], keys: Sequence[str]) -> list[datetime]:
         # Slow path only to name the culprit.
         for i, value in enumerate(values):
             try:
-                to_naive_utc(value, what="field 'time'")
+                to_utc(value, what="field 'time'")
             except (TypeError, ValueError) as exc:
                 raise IngestError(f"{_where(keys, i)}: {exc}") from None
         raise IngestError("field 'time' has values that are not times")
-    return list(index.dt.tz_localize(None).dt.to_pydatetime())
+    return list(index.dt.to_pydatetime())
 
 
 def _string_column(
@@ -492,7 +492,7 @@ def ingest_labels(*, session: Session, model: str, labels: Sequence[Mapping[str,
         if not _is_number(confidence) or not 0.0 <= float(confidence) <= 1.0:
             raise IngestError(f"{where}: field 'confidence' must be a number in [0, 1], got {confidence!r}")
         try:
-            time = optional_naive_utc(label.get("time"), what="field 'time'") or now
+            time = optional_utc(label.get("time"), what="field 'time'") or now
         except (TypeError, ValueError) as exc:
             raise IngestError(f"{where}: {exc}") from None
         if (key, source) in seen:
@@ -560,8 +560,8 @@ def ingest_alarm(*, session: Session, alarm: Mapping[str, Any]) -> Alarm:
     try:
         if alarm.get("starts_at") is None:
             raise ValueError("field 'starts_at' is missing")
-        starts_at = to_naive_utc(alarm["starts_at"], what="field 'starts_at'")
-        ends_at = optional_naive_utc(alarm.get("ends_at"), what="field 'ends_at'")
+        starts_at = to_utc(alarm["starts_at"], what="field 'starts_at'")
+        ends_at = optional_utc(alarm.get("ends_at"), what="field 'ends_at'")
     except (TypeError, ValueError) as exc:
         raise IngestError(f"{where}: {exc}") from None
     if status == "resolved" and ends_at is None:
@@ -614,7 +614,7 @@ def alertmanager_to_alarms(payload: Mapping[str, Any], *, group_labels: Sequence
     model a ``model`` label. The affected group is the value of the first of ``group_labels``
     the alert carries (the deployment's ``Settings.alarm_group_labels``, e.g. ``["group"]``); an
     alert with none of them names no group. Annotations join the labels as
-    ``annotation.<name>``. Times are naive UTC.
+    ``annotation.<name>``. Times are aware UTC.
 
     Examples
     --------
@@ -644,11 +644,11 @@ def alertmanager_to_alarms(payload: Mapping[str, Any], *, group_labels: Sequence
         ends = alert.get("endsAt")
         groups = [labels[name] for name in group_labels if labels.get(name)]
         try:
-            starts_at = to_naive_utc(alert.get("startsAt") or "", what="startsAt")
+            starts_at = to_utc(alert.get("startsAt") or "", what="startsAt")
             ends_at = (
                 None
                 if status != "resolved" or not ends or ends == _ALERTMANAGER_NO_END
-                else to_naive_utc(ends, what="endsAt")
+                else to_utc(ends, what="endsAt")
             )
         except (TypeError, ValueError) as exc:
             raise IngestError(f"Alertmanager alert {fingerprint!r} (#{i}): {exc}") from None

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from driftpilot.memory.db import chunks, committing
 from driftpilot.memory.tables import LabelRequest
-from driftpilot.memory.times import to_naive_utc
+from driftpilot.memory.times import to_utc
 
 
 def add_label_requests(
@@ -28,7 +28,6 @@ def add_label_requests(
     ids = [int(i) for i in event_ids]
     if len(ids) != len(reasons):
         raise ValueError(f"one reason per event: {len(ids)} events, {len(reasons)} reasons")
-    when = to_naive_utc(time)
     with committing(session):
         already: set[int] = set()
         for part in chunks(sorted(set(ids))):
@@ -49,7 +48,7 @@ def add_label_requests(
                     "event_id": event_id,
                     "reason": str(reason),
                     "status": "open",
-                    "time": when,
+                    "time": time,
                 }
             )
         if rows:
@@ -70,7 +69,8 @@ def open_label_requests(*, session: Session, model_id: int) -> list[LabelRequest
 def mark_answered(*, session: Session, event_ids: Sequence[int], answered_at: datetime) -> int:
     """Close the open requests of these events as answered; returns how many were closed."""
     ids = sorted({int(i) for i in event_ids})
-    when = to_naive_utc(answered_at)
+    # The UPDATE's values are copied as they are into objects of the session it matches.
+    when = to_utc(answered_at)
     closed = 0
     with committing(session):
         for part in chunks(ids):

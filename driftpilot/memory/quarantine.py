@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from driftpilot.memory.db import committing
 from driftpilot.memory.tables import Quarantine
-from driftpilot.memory.times import optional_naive_utc, to_naive_utc
+from driftpilot.memory.times import optional_utc, to_utc
 
 
 def add_quarantine(
@@ -25,8 +25,8 @@ def add_quarantine(
 ) -> Quarantine:
     """Quarantine a model's events with time in ``[start, end]`` (``end`` None: open-ended)
     and group in ``groups`` (None: every group)."""
-    begin = to_naive_utc(start, what="start")
-    finish = optional_naive_utc(end, what="end")
+    begin = to_utc(start, what="start")
+    finish = optional_utc(end, what="end")
     if finish is not None and finish < begin:
         raise ValueError(f"quarantine ends ({finish.isoformat()}) before it starts ({begin.isoformat()})")
     if groups is not None:

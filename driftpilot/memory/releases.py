@@ -22,7 +22,6 @@ from driftpilot.memory import versions
 from driftpilot.memory.audit import to_jsonable
 from driftpilot.memory.db import committing
 from driftpilot.memory.tables import COHORT_KINDS, Decision, Release, ServingChange, Version
-from driftpilot.memory.times import to_naive_utc
 
 
 def _check_share(share: float, what: str = "share") -> None:
@@ -42,7 +41,7 @@ def _set_champion(session: Session, version: Version) -> None:
 def _close(release: Release, at: datetime, verdict: str, evidence: Mapping[str, Any] | None) -> None:
     if release.ended_at is not None:
         raise ValueError(f"release {release.id} already ended at {release.ended_at.isoformat()}")
-    release.ended_at = to_naive_utc(at)
+    release.ended_at = at
     release.verdict = verdict
     release.phase = "ended"
     if evidence is not None:
@@ -57,7 +56,7 @@ def _append_change(session: Session, model_id: int, at: datetime, run_id: str, r
     candidate = _version(session, release.version_id) if release is not None else None
     change = ServingChange(
         model_id=model_id,
-        at=to_naive_utc(at),
+        at=at,
         champion=champion.number if champion else None,
         candidate=candidate.number if candidate else None,
         phase=release.phase if release is not None else None,
@@ -127,8 +126,8 @@ def start_release(
             version_id=version_id,
             baseline_version_id=baseline_version_id,
             share=0.0 if shadow else plan[0],
-            started_at=to_naive_utc(started_at),
-            step_started_at=to_naive_utc(started_at),
+            started_at=started_at,
+            step_started_at=started_at,
             evidence={},
             phase="shadow" if shadow else "canary",
             step=-1 if shadow else 0,
@@ -155,7 +154,7 @@ def step_release(*, session: Session, release_id: int, at: datetime, run_id: str
         release.step += 1
         release.share = float(release.plan[release.step])
         release.phase = "canary"
-        release.step_started_at = to_naive_utc(at)
+        release.step_started_at = at
         candidate = _version(session, release.version_id)
         assert candidate is not None  # a foreign key
         candidate.stage = "canary"
@@ -260,7 +259,7 @@ def serving_at(*, session: Session, model_id: int, at: datetime) -> ServingChang
     """What the model served at ``at`` (the last change at or before it), or None before any."""
     stmt = (
         sa.select(ServingChange)
-        .where(ServingChange.model_id == model_id, ServingChange.at <= to_naive_utc(at))
+        .where(ServingChange.model_id == model_id, ServingChange.at <= at)
         .order_by(ServingChange.at.desc(), ServingChange.id.desc())
         .limit(1)
     )

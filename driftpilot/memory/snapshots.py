@@ -16,7 +16,6 @@ from driftpilot.memory.db import chunks, committing
 from driftpilot.memory.events import _EVENT_COLUMNS, event_frame
 from driftpilot.memory.managed import get_model_by_id, model_schema
 from driftpilot.memory.tables import Event, Snapshot, SnapshotItem, table_of
-from driftpilot.memory.times import to_naive_utc
 
 
 def content_hash(event_ids: Sequence[int], labels: Sequence[str]) -> str:
@@ -71,7 +70,7 @@ def create_snapshot(
     with committing(session):
         snapshot = Snapshot(
             model_id=model_id,
-            time=to_naive_utc(time),
+            time=time,
             content_hash=content_hash(ids, values),
             n_rows=len(ids),
             stats=to_jsonable(stats),

@@ -1,13 +1,14 @@
 """The tables of driftpilot's memory, one per noun of the design.
 
-Every time is a naive UTC datetime (see :mod:`driftpilot.memory.times`). JSON columns hold plain
+Every time is stored as naive UTC and read, or assigned, as aware UTC (see
+:mod:`driftpilot.memory.times`). JSON columns hold plain
 JSON values only (see :func:`driftpilot.memory.audit.to_jsonable`). Schema changes go through
 Alembic (``migrations/versions``); the migration test checks the two agree.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -25,10 +26,11 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import event as orm_event
+from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from driftpilot.memory.times import to_naive_utc, utcnow
+from driftpilot.memory.times import to_naive_utc, to_utc, utcnow
 
 LABEL_SOURCES = ("person", "oracle", "system", "pseudo")
 """Label sources, most trustworthy first."""
@@ -67,7 +69,12 @@ def _one_of(column: str, values: tuple[str, ...]) -> str:
 
 
 class UTCDateTime(TypeDecorator[datetime]):
-    """A ``DateTime`` that stores naive UTC, converting aware values on the way in."""
+    """A ``DateTime`` that stores naive UTC and returns aware UTC.
+
+    Values bound to it (inserted, or compared with such a column in a query) may be aware in any
+    zone, naive (taken as UTC) or ISO 8601 strings: they are stored as naive UTC, so the stored
+    text is what it always was and no migration is needed.
+    """
 
     impl = DateTime
     cache_ok = True
@@ -76,6 +83,10 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None or (type(value) is datetime and value.tzinfo is None):
             return value
         return to_naive_utc(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        # The database hands back the naive UTC it stores.
+        return None if value is None else value.replace(tzinfo=UTC)
 
 
 def table_of(model: type[Base]) -> Table:
@@ -89,6 +100,22 @@ class Base(DeclarativeBase):
     """Declarative base of the memory tables."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+@orm_event.listens_for(Base, "mapper_configured", propagate=True)
+def _assign_times_as_utc(mapper: Mapper[Any], cls: type[Base]) -> None:
+    """Make a time assigned to an object aware UTC at once, as it reads back from the database.
+
+    Sessions keep objects after commit (``expire_on_commit=False``), so without this an object
+    would hold whatever its caller assigned (naive, another zone, a string) until reloaded.
+    """
+    for prop in mapper.column_attrs:
+        if any(isinstance(column.type, UTCDateTime) for column in prop.columns):
+            orm_event.listen(getattr(cls, prop.key), "set", _as_utc, retval=True)
+
+
+def _as_utc(target: Any, value: Any, oldvalue: Any, initiator: Any) -> Any:
+    return None if value is None else to_utc(value)
 
 
 class ManagedModel(Base):

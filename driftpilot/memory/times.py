@@ -1,8 +1,11 @@
-"""Times as memory stores them: naive datetimes in UTC.
+"""Times in memory: aware UTC datetimes in Python, naive UTC in the database.
 
-Aware inputs are converted to UTC and lose their ``tzinfo``, naive inputs are taken to be UTC
-already. One convention for every column lets SQLite (which compares the stored strings) and
-PostgreSQL (``timestamp without time zone``) order and filter times the same way.
+Every datetime memory returns (an object's attribute or a frame's ``time`` column) is aware,
+in UTC. Memory accepts aware datetimes in any zone, ISO 8601 strings, and naive datetimes,
+which it takes to be UTC already. The database keeps naive UTC (SQLite compares the stored
+strings, PostgreSQL's column is ``timestamp without time zone``), so both order and filter
+times the same way; :class:`~driftpilot.memory.tables.UTCDateTime` converts on the way in and
+out, with :func:`to_naive_utc` and :func:`to_utc`.
 """
 
 from __future__ import annotations
@@ -15,12 +18,12 @@ _EXTRA_FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
 def utcnow() -> datetime:
-    """The current wall-clock time as a naive UTC datetime."""
-    return datetime.now(UTC).replace(tzinfo=None)
+    """The current wall-clock time, aware in UTC."""
+    return datetime.now(UTC)
 
 
-def to_naive_utc(value: datetime | str, *, what: str = "time") -> datetime:
-    """Convert a datetime or an ISO 8601 string to a naive UTC datetime.
+def to_utc(value: datetime | str, *, what: str = "time") -> datetime:
+    """Convert a datetime or an ISO 8601 string to an aware UTC datetime.
 
     Parameters
     ----------
@@ -39,8 +42,10 @@ def to_naive_utc(value: datetime | str, *, what: str = "time") -> datetime:
 
     Examples
     --------
-    >>> to_naive_utc("2026-03-01T12:00:00+02:00")
-    datetime.datetime(2026, 3, 1, 10, 0)
+    >>> to_utc("2026-03-01T12:00:00+02:00")
+    datetime.datetime(2026, 3, 1, 10, 0, tzinfo=datetime.timezone.utc)
+    >>> to_utc(datetime(2026, 3, 1, 10, 0))
+    datetime.datetime(2026, 3, 1, 10, 0, tzinfo=datetime.timezone.utc)
     """
     if isinstance(value, str):
         text = _EXTRA_FRACTION.sub(r"\1", value.strip())
@@ -55,11 +60,22 @@ def to_naive_utc(value: datetime | str, *, what: str = "time") -> datetime:
     if type(moment) is not datetime and hasattr(moment, "to_pydatetime"):
         # pandas.Timestamp is a datetime subclass; drivers handle the plain class best.
         moment = moment.to_pydatetime()
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return moment
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
-def optional_naive_utc(value: datetime | str | None, *, what: str = "time") -> datetime | None:
-    """:func:`to_naive_utc`, passing ``None`` through."""
-    return None if value is None else to_naive_utc(value, what=what)
+def optional_utc(value: datetime | str | None, *, what: str = "time") -> datetime | None:
+    """:func:`to_utc`, passing ``None`` through."""
+    return None if value is None else to_utc(value, what=what)
+
+
+def to_naive_utc(value: datetime | str, *, what: str = "time") -> datetime:
+    """The stored form of a time: :func:`to_utc` without its ``tzinfo``.
+
+    Examples
+    --------
+    >>> to_naive_utc("2026-03-01T12:00:00+02:00")
+    datetime.datetime(2026, 3, 1, 10, 0)
+    """
+    return to_utc(value, what=what).replace(tzinfo=None)

@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session
 from driftpilot.memory.audit import to_jsonable
 from driftpilot.memory.db import committing
 from driftpilot.memory.tables import VERSION_STAGES, Version
-from driftpilot.memory.times import to_naive_utc
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -75,7 +74,7 @@ def add_version(
             metrics=to_jsonable(dict(metrics or {})),
             snapshot_id=snapshot_id,
             decision_id=decision_id,
-            time=to_naive_utc(time),
+            time=time,
         )
         session.add(version)
     return version
@@ -134,9 +133,7 @@ def set_decision(*, session: Session, version_id: int, decision_id: int) -> Vers
 def training_seconds(*, session: Session, model_id: int, since: datetime, until: datetime) -> float:
     """Seconds of training spent on the model's versions registered in ``since <= time < until``
     (candidates kept for audit included: the compute was spent either way)."""
-    stmt = sa.select(Version.metrics).where(
-        Version.model_id == model_id, Version.time >= to_naive_utc(since), Version.time < to_naive_utc(until)
-    )
+    stmt = sa.select(Version.metrics).where(Version.model_id == model_id, Version.time >= since, Version.time < until)
     # A handful of versions a day: summing in Python spares a JSON query per SQL dialect.
     total = 0.0
     metrics: dict[str, Any] | None
@@ -148,6 +145,6 @@ def training_seconds(*, session: Session, model_id: int, since: datetime, until:
 def version_of_run(*, session: Session, model_id: int, run_id: str, time: datetime) -> Version | None:
     """The version run ``run_id`` registered at ``time`` (the run's logical time; its metrics
     name the run), or None."""
-    stmt = sa.select(Version).where(Version.model_id == model_id, Version.time == to_naive_utc(time))
+    stmt = sa.select(Version).where(Version.model_id == model_id, Version.time == time)
     # The versions of one instant are one or two: a Python look at the JSON spares a query per dialect.
     return next((v for v in session.scalars(stmt) if (v.metrics or {}).get("run_id") == str(run_id)), None)

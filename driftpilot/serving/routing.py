@@ -25,6 +25,7 @@ from driftpilot.memory import events, managed, releases, versions
 from driftpilot.memory.ingest import EventBatch, ingest_events
 from driftpilot.memory.schemas import ModelSchema
 from driftpilot.memory.tables import ServingChange
+from driftpilot.memory.times import to_utc
 from driftpilot.models.registry import Registry
 from driftpilot.tools.cohort import canary_mask, in_canary
 
@@ -247,7 +248,12 @@ class ServedAnswer:
 def who_served(session: Session, *, model: str, entity: str, at: datetime, group: str | None = None) -> ServedAnswer:
     """What was serving ``entity`` of ``model`` at ``at``, and why: from the serving history
     (one indexed lookup) and the cohort hash. With group cohorts the entity's group is that of
-    its last event at or before ``at`` unless ``group`` is given."""
+    its last event at or before ``at`` unless ``group`` is given.
+
+    ``at`` without a zone is UTC; the answer's times are ISO 8601 in UTC, with their offset."""
+    # The one place a client's time (the CLI's --at, the API's query) is read as UTC: the answer
+    # repeats it, and should name the same zone as the serving history's times.
+    at = to_utc(at, what="at")
     row = managed.get_model(session=session, name=model)
     change = releases.serving_at(session=session, model_id=row.id, at=at)
     if change is None:

@@ -101,19 +101,22 @@ def alarm_evidence(
     """Count the entities of an alarm's groups that reported before it started and went silent since.
 
     ``frame`` holds the events (``time``, ``entity``, ``group``) from shortly before the alarm
-    (an hour is plenty at a reporting interval of minutes) up to now, outage included.
+    (an hour is plenty at a reporting interval of minutes) up to now, outage included. Its times
+    and ``starts_at`` are both aware (any zones: memory returns UTC) or both naive.
 
-    >>> frame = pd.DataFrame({"time": pd.to_datetime(["2026-03-01 10:00", "2026-03-01 10:00", "2026-03-01 11:30"]),
+    >>> frame = pd.DataFrame({"time": pd.to_datetime(["2026-03-01 10:00Z", "2026-03-01 10:00Z", "2026-03-01 11:30Z"]),
     ...                       "entity": ["a", "b", "b"], "group": ["p1", "p1", "p1"]})
-    >>> alarm_evidence(frame, key="k", name="SegmentDown", groups=["p1"], starts_at="2026-03-01 11:00").silent_share
+    >>> alarm = alarm_evidence(frame, key="k", name="SegmentDown", groups=["p1"], starts_at="2026-03-01 12:00+01:00")
+    >>> alarm.silent_share
     0.5
     """
     start = pd.Timestamp(starts_at)
-    if start.tzinfo is not None:
-        start = start.tz_convert("UTC").tz_localize(None)
+    if (start.tzinfo is None) != (not isinstance(frame["time"].dtype, pd.DatetimeTZDtype)):
+        raise ValueError(
+            f"the alarm's start {start} and the frame's times ({frame['time'].dtype}) must both be aware or "
+            "both naive: read the events from memory (aware UTC) or give the start without a zone"
+        )
     mine = frame[frame["group"].isin(set(groups))]
-    if isinstance(mine["time"].dtype, pd.DatetimeTZDtype):
-        mine = mine.assign(time=mine["time"].dt.tz_convert("UTC").dt.tz_localize(None))
     before = set(mine.loc[mine["time"] < start, "entity"])
     during = set(mine.loc[mine["time"] >= start, "entity"])
     return AlarmEvidence(

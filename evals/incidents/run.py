@@ -175,7 +175,7 @@ def run_incident(spec: dict[str, Any], *, n_onts: int, seed: int) -> dict[str, A
             key=a.key,
             name=a.name,
             groups=a.groups,
-            starts_at=a.starts_at,
+            starts_at=_naive(a.starts_at),
         )
         for a in sim.alarms()
         if window_start <= _naive(a.starts_at) < frame["time"].max()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import pytest
@@ -48,7 +48,7 @@ def test_ingest_stores_what_was_sent(session: Session, ont: ManagedModel) -> Non
         {
             "id": 1,
             "key": "ont-1/2026-03-01T10:01:00",
-            "time": datetime(2026, 3, 1, 10, 1),  # +02:00 stored as naive UTC
+            "time": datetime(2026, 3, 1, 10, 1, tzinfo=UTC),  # +02:00 read back as the same instant in UTC
             "entity": "ont-1",
             "group": None,
             "served_version": None,
@@ -60,7 +60,7 @@ def test_ingest_stores_what_was_sent(session: Session, ont: ManagedModel) -> Non
             "firmware": "v1",
         }
     ]
-    assert list(frame.dtypes.astype(str))[:3] == ["int64", "object", "datetime64[us]"]
+    assert list(frame.dtypes.astype(str))[:3] == ["int64", "object", "datetime64[us, UTC]"]
 
 
 def _batch(n: int) -> EventBatch:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -160,7 +160,7 @@ def test_alertmanager_payload_becomes_generic_alarms() -> None:
             "name": "OltPortDown",
             "severity": "critical",
             "status": "firing",
-            "starts_at": datetime(2026, 3, 1, 10, 0, 0, 123456),
+            "starts_at": datetime(2026, 3, 1, 10, 0, 0, 123456, tzinfo=UTC),
             "ends_at": None,
             "groups": ["olt-3/1/7"],
             "labels": {
@@ -177,8 +177,8 @@ def test_alertmanager_payload_becomes_generic_alarms() -> None:
             "name": "HighTemp",
             "severity": "warning",
             "status": "resolved",
-            "starts_at": datetime(2026, 3, 1, 7, 0),
-            "ends_at": datetime(2026, 3, 1, 8, 30),
+            "starts_at": datetime(2026, 3, 1, 7, 0, tzinfo=UTC),
+            "ends_at": datetime(2026, 3, 1, 8, 30, tzinfo=UTC),
             "groups": ["site-9"],
             "labels": {"alertname": "HighTemp", "group": "site-9"},
         },
@@ -226,7 +226,7 @@ def test_alarms_are_idempotent_by_key_and_resolve(session: Session, ont: Managed
     assert resolved.id == stored.id
     assert (resolved.status, resolved.ends_at, resolved.model_id) == (
         "resolved",
-        datetime(2026, 3, 1, 10, 30),
+        datetime(2026, 3, 1, 10, 30, tzinfo=UTC),
         ont.id,
     )
     assert active_alarms(session=session, at=at) == []

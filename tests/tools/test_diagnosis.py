@@ -426,12 +426,20 @@ def test_recall_fell_needs_supports_on_both_sides() -> None:
     assert evidence.recall_fell == []
 
 
-def test_alarm_evidence_accepts_a_timezone_aware_start_on_naive_utc_times() -> None:
-    alarm = alarm_evidence(
-        _outage_events(silent=18), key="a-1", name="OltPortDown", groups=["p1"], starts_at="2026-03-01T12:00+01:00"
-    )
+def test_alarm_evidence_compares_an_aware_start_in_another_zone_with_utc_times() -> None:
+    events = _outage_events(silent=18)
+    events["time"] = events["time"].dt.tz_localize("UTC")  # as memory returns them
+
+    alarm = alarm_evidence(events, key="a-1", name="OltPortDown", groups=["p1"], starts_at="2026-03-01T12:00+01:00")
 
     assert alarm == AlarmEvidence("a-1", "OltPortDown", ["p1"], entities_before=20, entities_silent=18)
+
+
+def test_alarm_evidence_refuses_to_compare_naive_times_with_an_aware_start() -> None:
+    with pytest.raises(ValueError, match="must both be aware or both naive"):
+        alarm_evidence(
+            _outage_events(silent=18), key="a-1", name="OltPortDown", groups=["p1"], starts_at="2026-03-01T11:00Z"
+        )
 
 
 def test_an_alarm_with_exactly_half_its_entities_silent_is_an_outage() -> None:
