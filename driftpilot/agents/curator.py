@@ -14,6 +14,7 @@ from driftpilot.agents.context import AgentContext, now_of, record, usage_today
 from driftpilot.agents.state import LoopState
 from driftpilot.memory import decisions, events, label_requests, managed, snapshots, versions
 from driftpilot.memory.tables import ManagedModel, Version
+from driftpilot.memory.times import to_utc
 from driftpilot.policies import RequestLabelsFacts
 from driftpilot.tools.curation import curate_training_set, most_uncertain
 
@@ -200,7 +201,7 @@ def label_gate(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, An
     ``training.label_wait_hours`` without enough."""
     resumed = interrupt({"waiting_for": "labels", "since": state.get("waiting_since")})
     now_iso = resumed["now"]
-    now = datetime.fromisoformat(now_iso)
+    now = to_utc(now_iso, what="the resumed now")
     ctx = runtime.context
     training = ctx.policy.policy.training
     with ctx.sessions() as session:
@@ -220,7 +221,7 @@ def label_gate(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, An
             # Enough now, or every request answered and still short (older labels left the
             # window meanwhile): the Curator curates, or asks for what is still missing.
             return {"now": now_iso, "outcome": "labels_arrived"}
-        since = datetime.fromisoformat(state.get("waiting_since") or now_iso)
+        since = to_utc(state.get("waiting_since") or now_iso, what="waiting_since")
         if now - since < timedelta(hours=training.label_wait_hours):
             return {"now": now_iso, "outcome": "waiting_for_labels"}
         decision = record(

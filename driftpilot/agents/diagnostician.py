@@ -18,9 +18,18 @@ from driftpilot.agents.state import LoopState, Outcome
 from driftpilot.memory import decisions, events, managed, quarantine, releases, versions
 from driftpilot.memory.schemas import ModelSchema
 from driftpilot.memory.tables import ManagedModel
+from driftpilot.memory.times import to_utc
 from driftpilot.policies import PolicyVerdict, QuarantineFacts
 from driftpilot.policies.schema import Monitor
-from driftpilot.tools.diagnosis import AlarmEvidence, Diagnosis, alarm_evidence, investigate, to_json
+from driftpilot.tools.diagnosis import (
+    AlarmEvidence,
+    Diagnosis,
+    DiagnosisRecord,
+    alarm_evidence,
+    investigate,
+    to_json,
+)
+from driftpilot.tools.fusion import AlarmSeen
 
 #: How far before an alarm we look to count the entities that were reporting.
 BEFORE_ALARM = timedelta(hours=1)
@@ -36,7 +45,7 @@ def diagnostician(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str,
     ctx = runtime.context
     monitor = ctx.policy.policy.monitor
     finding: Mapping[str, Any] = state.get("finding") or {}
-    raw_alarms = finding.get("alarms", [])
+    raw_alarms: list[AlarmSeen] = finding.get("alarms", [])
     now = now_of(state)
     with ctx.sessions() as session:
         model = managed.get_model(session=session, name=state["model"])
@@ -54,7 +63,7 @@ def diagnostician(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str,
                 "served_reference_rows": len(windows.served),
             }
         )
-        diagnosis = to_json(result.as_dict())
+        diagnosis: DiagnosisRecord = to_json(result.as_dict())
         chat = getattr(ctx, "chat", None)
         if chat is not None:
             # The model only rephrases: the deterministic rationale stays the decision's rationale,
@@ -74,9 +83,7 @@ def diagnostician(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str,
             diagnosis=diagnosis,
             verdicts=verdicts,
         )
-    carried = result.as_dict()
-    carried["outcome"] = outcome
-    return {"diagnosis": carried, "outcome": outcome, "last_decision": decision.id}
+    return {"diagnosis": {**diagnosis, "outcome": outcome}, "outcome": outcome, "last_decision": decision.id}
 
 
 @dataclass(frozen=True)
@@ -142,7 +149,7 @@ def _act(
     ctx: AgentContext,
     model: ManagedModel,
     result: Diagnosis,
-    alarms: list[tuple[AlarmEvidence, dict[str, Any]]],
+    alarms: list[tuple[AlarmEvidence, AlarmSeen]],
     now: datetime,
 ) -> tuple[Outcome, str, list[PolicyVerdict]]:
     """What comes of the remedy: (outcome, what to add to the rationale, the policy's verdicts).
@@ -163,7 +170,7 @@ def _quarantine(
     session: Any,
     ctx: AgentContext,
     model: ManagedModel,
-    alarms: list[tuple[AlarmEvidence, dict[str, Any]]],
+    alarms: list[tuple[AlarmEvidence, AlarmSeen]],
     now: datetime,
 ) -> tuple[Outcome, str, list[PolicyVerdict]]:
     """Quarantine the groups of every alarm that is an outage, from its start until after its end."""
@@ -174,8 +181,8 @@ def _quarantine(
     for alarm, raw in alarms:
         if not alarm.is_outage:
             continue
-        start = datetime.fromisoformat(raw["starts_at"])
-        end = datetime.fromisoformat(raw["ends_at"]) if raw.get("ends_at") else start + PROVISIONAL_OUTAGE
+        start = to_utc(raw["starts_at"], what="the alarm's starts_at")
+        end = to_utc(raw["ends_at"], what="the alarm's ends_at") if raw["ends_at"] else start + PROVISIONAL_OUTAGE
         held = quarantine.add_quarantine(
             session=session,
             model_id=model.id,
@@ -246,9 +253,10 @@ def _known_classes(reference: pd.DataFrame, classes: list[str]) -> list[str]:
     return list(classes)
 
 
-def _alarm_evidence(session: Any, model_id: int, alarm: Mapping[str, Any], now: datetime) -> AlarmEvidence:
+def _alarm_evidence(session: Any, model_id: int, alarm: AlarmSeen, now: datetime) -> AlarmEvidence:
     """Count the entities of the alarm's groups that reported before it and went silent since."""
-    start = datetime.fromisoformat(alarm["starts_at"])
+    # Checkpoints written before memory returned aware times hold naive ones: read both as UTC.
+    start = to_utc(alarm["starts_at"], what="the alarm's starts_at")
     frame = events.window(
         session=session,
         model_id=model_id,

@@ -36,8 +36,8 @@ from driftpilot.tools.diagnosis import to_json
 from driftpilot.tools.fusion import (
     MIN_ROWS,
     AlarmSeen,
+    CheckEvidence,
     CheckFrames,
-    Evidence,
     check_signals,
     fuse,
     input_moved,
@@ -217,7 +217,7 @@ def handled_alarm_keys(reasons: list[str]) -> set[str]:
     return {r.removeprefix("alarm ").rsplit(": ", 1)[0] for r in reasons if r.startswith("alarm ")}
 
 
-def _with_estimate(session: Session, classes: list[str], frames: CheckFrames, evidence: Evidence) -> Evidence:
+def _with_estimate(session: Session, classes: list[str], frames: CheckFrames, evidence: CheckEvidence) -> CheckEvidence:
     """The evidence with CBPE's estimate of the champion's accuracy from the probabilities it served."""
     before, now = frames.served_before, frames.served_now
     if len(before) < MIN_ROWS or len(now) < MIN_ROWS:

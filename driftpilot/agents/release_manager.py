@@ -32,6 +32,7 @@ from driftpilot.agents.context import AgentContext, now_of, record, usage_today
 from driftpilot.agents.state import LoopState
 from driftpilot.memory import approvals, decisions, events, managed, releases, versions
 from driftpilot.memory.tables import Approval, ManagedModel, Release, Version
+from driftpilot.memory.times import to_utc
 from driftpilot.policies import PolicyVerdict, PromoteFacts, RollbackFacts, StartCanaryFacts
 from driftpilot.policies.schema import Release as ReleaseRules
 from driftpilot.tools.canary import (
@@ -54,7 +55,9 @@ RELEASE_STARTS = ("shadow_started", "canary_started")
 Move = Literal["wait", "step", "promote", "roll_back", "expire"]
 
 
-def _may_serve(ctx: AgentContext, session: Any, state: Any, model: Any, share: float, now: datetime) -> Any:
+def _may_serve(
+    ctx: AgentContext, session: Session, state: LoopState, model: ManagedModel, share: float, now: datetime
+) -> PolicyVerdict:
     """The policy's answer to "may the candidate serve ``share`` of cohorts now?", on the facts the
     Trainer's gate judged: asked again at every step, since the policy (or today's usage) may have
     changed while the candidate waited. The state holds them as the plain dump of the
@@ -305,7 +308,7 @@ def approval_gate(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str,
     now_iso = resumed["now"]
     with runtime.context.sessions() as session:
         approval = approvals.get_approval(session=session, approval_id=_given(state.get("approval_id"), "approval"))
-        if _still_open(runtime.context, approval, datetime.fromisoformat(now_iso)):
+        if _still_open(runtime.context, approval, to_utc(now_iso, what="the resumed now")):
             return {"now": now_iso, "outcome": "waiting_for_approval"}
     # Answered (or timed out): the Release Manager acts on it, asking the policy again.
     return {"now": now_iso, "outcome": "approval_answered"}
@@ -501,7 +504,7 @@ def _look(
     ctx: AgentContext, session: Session, state: LoopState, model: ManagedModel, release: Release, candidate: Version
 ) -> _Look:
     """Gather the release's evidence at the state's time."""
-    now = datetime.fromisoformat(state["now"])
+    now = now_of(state)
     baseline = release.baseline_version_id
     if baseline is None:
         raise ValueError(f"release {release.id} has no champion to compare version {candidate.number} with")

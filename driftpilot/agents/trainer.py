@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from driftpilot.agents.context import AgentContext, now_of, record, usage_today
 from driftpilot.agents.state import EvaluationState, LoopState
 from driftpilot.memory import decisions, events, golden, managed, snapshots, versions
+from driftpilot.memory.schemas import ModelSchema
 from driftpilot.memory.tables import ManagedModel, Snapshot, Version
 from driftpilot.models.base import TorchClassifier, TrainingReport
 from driftpilot.policies import PolicyVerdict, RetrainFacts, StartCanaryFacts, Usage
@@ -49,7 +50,8 @@ def trainer(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
             raise LookupError(f"run {state['run_id']} reached the Trainer without a snapshot to train on")
         snapshot = snapshots.get_snapshot(session=session, snapshot_id=snapshot_id)
         usage = usage_today(session, model, now)
-        retrain = ctx.policy.check("retrain", _retrain_facts(model, snapshot), usage, at=now)
+        schema = managed.model_schema(model)
+        retrain = ctx.policy.check("retrain", _retrain_facts(schema, snapshot), usage, at=now)
         if not retrain.allowed:
             decision = record(
                 session,
@@ -63,7 +65,7 @@ def trainer(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
                 verdicts=[retrain],
             )
             return {"candidate": None, "outcome": "retrain_denied", "last_decision": decision.id}
-        work = _prepare(ctx, session, state, model, champion, snapshot, now)
+        work = _prepare(ctx, session, state, model, schema, champion, snapshot, now)
         attempts: list[_Attempt] = []
         try:
             final = _train(ctx, work, usage, attempts)
@@ -90,11 +92,11 @@ def trainer(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
         return _register(ctx, session, state, model, champion, snapshot, final, attempts, retrain)
 
 
-def _retrain_facts(model: ManagedModel, snapshot: Snapshot) -> RetrainFacts:
+def _retrain_facts(schema: ModelSchema, snapshot: Snapshot) -> RetrainFacts:
     # The labelled events behind the retrain: what it learns from and the recent ones held out
     # to judge it, as the Curator counted them when it decided there were enough.
     labelled = snapshot.n_rows + len(snapshot.stats.get("recent_holdout_ids", []))
-    return RetrainFacts(training_labels=labelled, features=managed.model_schema(model).feature_names)
+    return RetrainFacts(training_labels=labelled, features=schema.feature_names)
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ def _prepare(
     session: Session,
     state: LoopState,
     model: ManagedModel,
+    schema: ModelSchema,
     champion: Version,
     snapshot: Snapshot,
     now: datetime,
@@ -147,7 +150,7 @@ def _prepare(
         recent=_holdout(session, snapshot.stats.get("recent_holdout_ids", []), now),
         old=_holdout(session, snapshot.stats.get("old_holdout_ids", []), now),
         golden=golden.golden_frame(session=session, model_id=model.id, visible_at=now),
-        slice_columns=managed.model_schema(model).slice_columns,
+        slice_columns=schema.slice_columns,
         concept_changed=cause == "concept_drift",
     )
 
@@ -244,7 +247,7 @@ def _register(
 ) -> dict[str, Any]:
     """Register the last candidate (for a release, or rejected and kept for audit) and log why."""
     accepted = final.verdict.allowed
-    evaluation = final.evaluation
+    compared, table = final.evaluation.as_dict(), final.evaluation.table()
     # Kept without a share: the Release Manager asks for the share of each step it starts.
     gate_facts = final.gate.model_copy(update={"share": None}).model_dump()
     version = ctx.registry.register(
@@ -256,7 +259,8 @@ def _register(
         parent_id=champion.id,
         snapshot_id=snapshot.id,
         stage="candidate" if accepted else "rejected",
-        metrics=_metrics(champion, snapshot.n_rows, final) | {"run_id": state["run_id"], "gate_facts": gate_facts},
+        metrics=_metrics(champion, snapshot.n_rows, final)
+        | {"evaluation": compared, "comparison_table": table, "run_id": state["run_id"], "gate_facts": gate_facts},
     )
     decision = record(
         session,
@@ -265,19 +269,19 @@ def _register(
         agent="trainer",
         action="retrain",
         outcome="candidate" if accepted else "rejected",
-        rationale=_rationale(version, champion, snapshot, final, [a.summary() for a in attempts]),
+        rationale=_rationale(version, champion, snapshot, final, attempts),
         evidence={
             "version": version.number,
             "plan": final.plan.as_dict(),
             "attempts": [a.summary() for a in attempts],
-            "evaluation": evaluation.as_dict(),
-            "comparison_table": evaluation.table(),
+            "evaluation": compared,
+            "comparison_table": table,
             "training": final.report.as_dict(),
         },
         verdicts=[retrain, final.verdict],
     )
     versions.set_decision(session=session, version_id=version.id, decision_id=decision.id)
-    carried: EvaluationState = {**evaluation.as_dict(), "gate_facts": gate_facts}
+    carried: EvaluationState = {**compared, "gate_facts": gate_facts}
     return {
         "candidate": version.number if accepted else None,
         "evaluation": carried,
@@ -327,7 +331,7 @@ def _trained_before(session: Session, state: LoopState, model: ManagedModel) -> 
 
 
 def _metrics(champion: Version, rows: int, final: _Attempt) -> dict[str, Any]:
-    """What is stored with the version: its scores, how it was trained, and its comparison."""
+    """What is stored with the version: its scores and how it was trained (the caller adds the comparison)."""
     plan, report, evaluation = final.plan, final.report, final.evaluation
     previous = champion.metrics or {}
     return {
@@ -346,13 +350,11 @@ def _metrics(champion: Version, rows: int, final: _Attempt) -> dict[str, Any]:
         "updates_since_scratch": 0 if plan.mode == "scratch" else int(previous.get("updates_since_scratch", 0)) + 1,
         "plan": plan.as_dict(),
         "training": report.as_dict(),
-        "evaluation": evaluation.as_dict(),
-        "comparison_table": evaluation.table(),
     }
 
 
 def _rationale(
-    version: Version, champion: Version, snapshot: Snapshot, final: _Attempt, attempts: list[dict[str, Any]]
+    version: Version, champion: Version, snapshot: Snapshot, final: _Attempt, attempts: list[_Attempt]
 ) -> str:
     plan, report, evaluation = final.plan, final.report, final.evaluation
     old = (
@@ -361,7 +363,7 @@ def _rationale(
         else ""
     )
     retried = (
-        f" The incremental update was tried first and failed the gate ({'; '.join(attempts[0]['gate_reasons'])}); "
+        f" The incremental update was tried first and failed the gate ({'; '.join(attempts[0].verdict.reasons)}); "
         "this is the full retrain that followed."
         if len(attempts) > 1
         else ""

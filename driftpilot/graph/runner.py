@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +15,7 @@ from driftpilot.agents.context import AgentContext
 from driftpilot.agents.state import initial_state
 from driftpilot.graph.build import build_graph
 from driftpilot.memory import decisions, managed
+from driftpilot.memory.times import to_utc
 from driftpilot.policies import StartCanaryFacts
 
 
@@ -103,8 +104,9 @@ class LoopRunner:
         A run waiting at an interrupt is resumed with the current time; a run a crash stopped is
         finished from its last checkpoint (the agent that was running runs again, and finds in
         memory what it already did: see the Trainer and the Release Manager). The policy file is
-        read again first if it changed.
+        read again first if it changed. ``now`` without a zone is UTC; the state carries it aware.
         """
+        now = to_utc(now, what="now")
         self._reload_policy(model, now)
         config = self._config(model, thread)
         snapshot = self.graph.get_state(config)
@@ -159,15 +161,13 @@ class LoopRunner:
         model: str,
         candidate: int,
         now: datetime,
-        gate_facts: StartCanaryFacts | Mapping[str, Any],
+        gate_facts: StartCanaryFacts,
         run_id: str | None = None,
     ) -> dict[str, Any]:
         """Start a run at the Release Manager for a version registered outside the loop (trained
         by hand, or injected by a benchmark), as if the Trainer had just made it with these
-        ``gate_facts`` (a mapping is validated as :class:`~driftpilot.policies.StartCanaryFacts`);
-        the run then waits for evidence like any other."""
-        if not isinstance(gate_facts, StartCanaryFacts):
-            gate_facts = StartCanaryFacts.model_validate(dict(gate_facts))
+        ``gate_facts``; the run then waits for evidence like any other."""
+        now = to_utc(now, what="now")
         config = self._config(model)
         self.graph.update_state(
             config,

@@ -44,6 +44,28 @@ def embedding_columns(text: str, dimensions: int = DIMENSIONS) -> list[str]:
     return [f"{text}_e{j:03d}" for j in range(dimensions)]
 
 
+#: Fewest ``_eNNN`` columns read as one text's sentence vector.
+MIN_EMBEDDING_DIMENSIONS = 16
+
+
+def embedding_blocks(names: list[str]) -> dict[str, list[str]]:
+    """Sentence-vector columns grouped by the text they encode (``query_e000`` … ``query_e383``).
+
+    >>> embedding_blocks(["amount", "query_e000", "query_e001", "query_e002"])
+    {}
+    >>> blocks = embedding_blocks(["amount"] + [f"query_e{i:03d}" for i in range(384)])
+    >>> list(blocks), len(blocks["query"])
+    (['query'], 384)
+    """
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        text, _, index = name.rpartition("_e")
+        if text and len(index) == 3 and index.isdigit():
+            groups.setdefault(text, []).append(name)
+    # A handful of such names is no sentence vector (MiniLM's has 384 dimensions).
+    return {text: columns for text, columns in groups.items() if len(columns) >= MIN_EMBEDDING_DIMENSIONS}
+
+
 def _precomputed(text: str, columns: Columns) -> int:
     """How many ``<text>_eNNN`` vector columns ``columns`` holds, counted from ``_e000`` on."""
     count = 0

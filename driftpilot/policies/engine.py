@@ -481,8 +481,8 @@ def evaluate(
     """Check ``action`` against ``policy`` given its ``facts``, today's ``usage`` and the time ``at``.
 
     ``facts`` is the action's facts model (:class:`~driftpilot.policies.facts.RetrainFacts` for
-    ``retrain``, and so on), or a mapping of them (plain data from a checkpoint or a benchmark),
-    validated into that model. The rules, all reported whether they pass or not:
+    ``retrain``, and so on); plain data (from a checkpoint) is rebuilt into it with
+    ``model_validate`` by whoever read it. The rules, all reported whether they pass or not:
 
     - ``autonomy`` for every action: L0/L1 deny (manual), L2 denies ("recommend only"),
       L3 allows but ``start_canary`` and ``promote`` wait for a person's approval (a rollback

@@ -57,10 +57,10 @@ def manual_rollback(
         release = releases.active_release(session=session, model_id=row.id)
         if version is None:
             # Stopping a running release puts the champion back; otherwise the previous champion.
-            stopping = release is not None and current is not None
-            version = (
-                current.number if stopping and current is not None else _previous_champion(session, row.id, current)
-            )
+            if release is not None and current is not None:
+                version = current.number
+            else:
+                version = _previous_champion(session, row.id, current)
         try:
             target = versions.get_version(session=session, model_id=row.id, number=version)
         except LookupError:

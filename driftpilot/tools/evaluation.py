@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, TypedDict
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol, TypedDict, cast
 
 import numpy as np
 import pandas as pd
 
+from driftpilot.tools.canary import Predictor
 from driftpilot.tools.metrics import accuracy, balanced_accuracy, expected_calibration_error, per_class_recall
 
 __all__ = [
@@ -32,12 +33,9 @@ __all__ = [
 ]
 
 
-class Scorable(Protocol):
-    """What evaluation needs of a model (every family in :mod:`driftpilot.models` has it)."""
-
-    classes: list[str]
-
-    def predict_proba(self, columns: Any) -> np.ndarray: ...
+class Scorable(Predictor, Protocol):
+    """What evaluation needs of a model beyond answering: its size (every family in
+    :mod:`driftpilot.models` has it)."""
 
     def size_bytes(self) -> int: ...
 
@@ -197,8 +195,8 @@ class Evaluation:
         """Everything, JSON-serialisable, to store with the version."""
         worst = self.worst_slice
         return EvaluationRecord(
-            candidate=_record(self.candidate),
-            champion=_record(self.champion),
+            candidate=cast(ScoresRecord, asdict(self.candidate)),
+            champion=cast(ScoresRecord, asdict(self.champion)),
             n_recent=self.n_recent,
             n_old=self.n_old,
             n_golden=self.n_golden,
@@ -211,19 +209,6 @@ class Evaluation:
             worst_slice=worst[0] if worst else None,
             worst_slice_delta=worst[1] if worst else None,
         )
-
-
-def _record(scores: Scores) -> ScoresRecord:
-    return ScoresRecord(
-        recent=scores.recent,
-        old=scores.old,
-        golden=scores.golden,
-        recall=dict(scores.recall),
-        slices=dict(scores.slices),
-        ece=scores.ece,
-        ms_per_1000=scores.ms_per_1000,
-        size_bytes=scores.size_bytes,
-    )
 
 
 def evaluate_candidate(

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
+from driftpilot.models.intent_mlp import embedding_blocks
 from driftpilot.tools.detectors import error_rate_change
 from driftpilot.tools.drift import DriftReport, FeatureKind, feature_drift, prediction_drift, prior_drift
 from driftpilot.tools.metrics import balanced_accuracy
@@ -31,19 +32,15 @@ from driftpilot.tools.performance import PerformanceEstimate, estimate_performan
 from driftpilot.tools.text_drift import text_drift
 
 __all__ = [
-    "SEVERITY",
     "AlarmSeen",
     "CheckFrames",
     "CheckOutcome",
-    "Evidence",
+    "CheckEvidence",
     "Finding",
     "FindingKind",
     "Severity",
     "Window",
     "check_signals",
-    "describe",
-    "embedding_blocks",
-    "estimate_accuracy",
     "finding_kinds",
     "fuse",
     "input_moved",
@@ -69,7 +66,7 @@ Severity = Literal["low", "medium", "high"]
 CheckOutcome = Literal["finding", "repeat", "healthy"]
 
 #: Severities in rising order, for "no more severe than".
-SEVERITY: dict[Severity, int] = {"low": 0, "medium": 1, "high": 2}
+_SEVERITY: dict[Severity, int] = {"low": 0, "medium": 1, "high": 2}
 #: Kinds that say the model is losing (or its inputs are cut off): high severity.
 LOSING: frozenset[FindingKind] = frozenset({"performance_loss", "estimated_loss", "alarm"})
 #: Kinds that say the inputs or the answers moved: CBPE is worth its fit only after one of them.
@@ -81,8 +78,6 @@ TEXT_SAMPLE = 300
 CBPE_SAMPLE = 2000
 #: Fewest served events on each side for the prediction, prior and estimate signals.
 MIN_ROWS = 100
-#: Fewest ``_eNNN`` columns read as one text's sentence vector.
-MIN_EMBEDDING_DIMENSIONS = 16
 
 
 class Window(TypedDict):
@@ -102,7 +97,7 @@ class AlarmSeen(TypedDict):
     ends_at: str | None
 
 
-class Evidence(TypedDict):
+class CheckEvidence(TypedDict):
     """What one check saw, signal by signal, as plain data (it is logged and checkpointed).
 
     ``error_rate`` is an :class:`~driftpilot.tools.detectors.ErrorRateChange`; ``drift`` the
@@ -131,7 +126,7 @@ class Evidence(TypedDict):
     untested: NotRequired[dict[str, str]]
 
 
-class Finding(Evidence):
+class Finding(CheckEvidence):
     """A check's evidence with the kinds of change it shows and their severity.
 
     With no kinds (severity None) the model is healthy; otherwise it is a finding, which the
@@ -183,7 +178,7 @@ def check_signals(
     psi_threshold: float,
     multivariate: bool = False,
     seed: int = 0,
-) -> Evidence:
+) -> CheckEvidence:
     """Test every signal but the estimate without labels (see :func:`with_estimate`).
 
     Each test runs at level ``alpha`` (the check's share for its signal family); labelled
@@ -208,7 +203,7 @@ def check_signals(
         seed=seed,
         untested=untested,
     )
-    evidence: Evidence = {
+    evidence: CheckEvidence = {
         "champion": frames.champion,
         "window": window,
         "alpha": alpha,
@@ -302,26 +297,7 @@ def _served_drift(
     return results.get("prediction_drift"), results.get("prior_drift")
 
 
-def embedding_blocks(names: list[str]) -> dict[str, list[str]]:
-    """Sentence-vector columns grouped by the text they encode (``query_e000`` … ``query_e383``).
-
-    >>> embedding_blocks(["amount", "query_e000", "query_e001", "query_e002"])
-    {}
-    >>> blocks = embedding_blocks(["amount"] + [f"query_e{i:03d}" for i in range(384)])
-    >>> list(blocks), len(blocks["query"])
-    (['query'], 384)
-    """
-    groups: dict[str, list[str]] = {}
-    for name in names:
-        text, _, index = name.rpartition("_e")
-        if text and len(index) == 3 and index.isdigit():
-            groups.setdefault(text, []).append(name)
-    # The replay names a text's vectors ``<column>_e000`` onwards; a handful of such names is
-    # no sentence vector (MiniLM's has 384 dimensions).
-    return {text: columns for text, columns in groups.items() if len(columns) >= MIN_EMBEDDING_DIMENSIONS}
-
-
-def estimate_accuracy(
+def _estimate_accuracy(
     reference_probabilities: np.ndarray,
     reference_labels: ArrayLike,
     current_probabilities: np.ndarray,
@@ -355,18 +331,18 @@ def estimate_accuracy(
 
 
 def with_estimate(
-    evidence: Evidence,
+    evidence: CheckEvidence,
     reference_probabilities: np.ndarray,
     reference_labels: ArrayLike,
     current_probabilities: np.ndarray,
     *,
     classes: list[str],
-) -> Evidence:
-    """The evidence with CBPE's estimate (see :func:`estimate_accuracy`) when one could be made,
+) -> CheckEvidence:
+    """The evidence with CBPE's estimate (see :func:`_estimate_accuracy`) when one could be made,
     or with the reason it could not in ``untested``; ``evidence`` itself is left as it was."""
     added = evidence.copy()
     try:
-        estimate = estimate_accuracy(reference_probabilities, reference_labels, current_probabilities, classes=classes)
+        estimate = _estimate_accuracy(reference_probabilities, reference_labels, current_probabilities, classes=classes)
     except (ValueError, RuntimeError) as error:
         added["untested"] = {**evidence.get("untested", {}), "estimated": str(error)}
         return added
@@ -375,7 +351,7 @@ def with_estimate(
     return added
 
 
-def finding_kinds(evidence: Evidence, *, max_accuracy_drop: float) -> list[FindingKind]:
+def finding_kinds(evidence: CheckEvidence, *, max_accuracy_drop: float) -> list[FindingKind]:
     """The kinds of change the evidence shows, in :data:`FindingKind`'s order.
 
     An accuracy (measured, or estimated without labels) counts as lost when it falls more than
@@ -425,7 +401,7 @@ def severity_of(kinds: Sequence[FindingKind], accuracy: float | None) -> Severit
     return "low"
 
 
-def fuse(evidence: Evidence, *, max_accuracy_drop: float) -> Finding:
+def fuse(evidence: CheckEvidence, *, max_accuracy_drop: float) -> Finding:
     """The evidence with the kinds of change it shows and their severity."""
     kinds = finding_kinds(evidence, max_accuracy_drop=max_accuracy_drop)
     return {"kinds": kinds, **evidence, "severity": severity_of(kinds, evidence["balanced_accuracy"])}
@@ -458,7 +434,7 @@ def is_repeat(previous: Mapping[str, Any], finding: Finding) -> bool:
     return (
         set(finding["kinds"]) <= set(previous.get("kinds", []))
         and was is not None
-        and SEVERITY[severity or "low"] <= SEVERITY[was]
+        and _SEVERITY[severity or "low"] <= _SEVERITY[was]
     )
 
 
@@ -473,17 +449,17 @@ def outcome_of(finding: Finding, previous: Mapping[str, Any] | None) -> CheckOut
 
 
 def rationale(outcome: CheckOutcome, finding: Finding, *, cooldown_hours: float) -> str:
-    """The decision's rationale: the outcome, then what the evidence showed (see :func:`describe`)."""
+    """The decision's rationale: the outcome, then what the evidence showed (see :func:`_describe`)."""
     kinds = ", ".join(finding["kinds"])
     head = {
         "finding": f"Finding ({finding['severity']}): {kinds}",
         "repeat": f"Same drift as the finding of the last {cooldown_hours:g} h ({kinds}): not raised again",
         "healthy": "Healthy",
     }[outcome]
-    return head + describe(finding)
+    return head + _describe(finding)
 
 
-def describe(evidence: Evidence) -> str:
+def _describe(evidence: CheckEvidence) -> str:
     """What the evidence showed, signal by signal, as the tail of a sentence."""
     parts = []
     if evidence["balanced_accuracy"] is not None:

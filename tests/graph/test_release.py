@@ -12,7 +12,7 @@ from driftpilot.graph.runner import LoopRunner, sqlite_checkpointer
 from driftpilot.loop.demo import MODEL_NAME
 from driftpilot.memory import approvals, decisions, releases, versions
 from driftpilot.memory.ingest import ingest_labels
-from driftpilot.policies import PolicyEngine
+from driftpilot.policies import PolicyEngine, StartCanaryFacts
 from driftpilot.policies.loader import policy_from_mapping
 from driftpilot.serving.routing import Serving
 
@@ -29,6 +29,9 @@ POLICY = {
         "guards": {"min_events": 50, "max_disagreement": 1.0, "max_estimated_drop": 1.0},
     },
 }
+
+#: What the Trainer's gate judged of the version released by hand: as good as the champion.
+GATE = StartCanaryFacts(candidate_score=0.9, champion_score=0.9)
 
 
 def _serve_hour(serving, sessions, tick, h: int, truth: np.ndarray, labelled: np.ndarray) -> None:
@@ -76,7 +79,7 @@ def test_shadow_lasts_until_the_candidate_is_shown_better_then_steps_and_promote
     agree = answers[1] == answers[2]
     with sqlite_checkpointer(tmp_path / "cp.sqlite") as checkpointer:
         runner = LoopRunner(context, checkpointer)
-        runner.release(MODEL_NAME, 2, START, {"candidate_score": 0.9, "champion_score": 0.9}, run_id="t")
+        runner.release(MODEL_NAME, 2, START, GATE, run_id="t")
         serving.refresh()
         # Hour 0: labels only where both versions agree: plenty of labels, no evidence either way.
         hour(0, answers[1], agree)
@@ -138,7 +141,7 @@ def test_at_l3_the_start_and_the_promotion_wait_for_a_person(world, tmp_path, ap
 
     with sqlite_checkpointer(tmp_path / "cp.sqlite") as checkpointer:
         runner = LoopRunner(context, checkpointer)
-        runner.release(MODEL_NAME, 2, START, {"candidate_score": 0.9, "champion_score": 0.9}, run_id="l3")
+        runner.release(MODEL_NAME, 2, START, GATE, run_id="l3")
         answer("start_canary", True)
         for h in range(4):
             runner.step(MODEL_NAME, START + timedelta(hours=h, minutes=1), {"kind": "schedule"})
@@ -206,7 +209,7 @@ def test_a_release_not_shown_better_ends_with_the_champion_kept(world, tmp_path,
 
     with sqlite_checkpointer(tmp_path / "cp.sqlite") as checkpointer:
         runner = LoopRunner(context, checkpointer)
-        runner.release(MODEL_NAME, 2, START, {"candidate_score": 0.9, "champion_score": 0.9}, run_id="t")
+        runner.release(MODEL_NAME, 2, START, GATE, run_id="t")
         serving.refresh()
         _serve_hour(serving, sessions, tick, 0, truth, labelled)
         runner.step(MODEL_NAME, START + timedelta(hours=1), {"kind": "schedule"})

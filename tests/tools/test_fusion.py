@@ -10,8 +10,8 @@ import pytest
 
 from driftpilot.tools.fusion import (
     AlarmSeen,
+    CheckEvidence,
     CheckFrames,
-    Evidence,
     Finding,
     FindingKind,
     Severity,
@@ -39,7 +39,7 @@ LINK_DOWN: AlarmSeen = {
 }
 
 
-def _evidence(**changes: Any) -> Evidence:
+def _evidence(**changes: Any) -> CheckEvidence:
     """A healthy check's evidence (accuracy 0.90 against 0.92), with ``changes`` applied."""
     evidence: dict[str, Any] = {
         "champion": 3,
@@ -54,7 +54,7 @@ def _evidence(**changes: Any) -> Evidence:
         "drift_enough_data": True,
         "alarms": [],
     }
-    return cast(Evidence, evidence | changes)
+    return cast(CheckEvidence, evidence | changes)
 
 
 def _finding(champion: int, kinds: list[FindingKind], severity: Severity | None) -> Finding:
@@ -274,7 +274,7 @@ def _frames(current: pd.DataFrame, reference: pd.DataFrame | None, before: int =
     )
 
 
-def _signals(frames: CheckFrames, features: list[tuple[str, Any]], **options: Any) -> Evidence:
+def _signals(frames: CheckFrames, features: list[tuple[str, Any]], **options: Any) -> CheckEvidence:
     return check_signals(
         frames,
         features=features,
