@@ -143,6 +143,10 @@ class BinaryKSWIN(drift.KSWIN):
     change at row 524
     """
 
+    #: Whether the last drift signalled was a rise of the error rate (newest values against the
+    #: rest of the window); what the bench counts, since a fall is good news.
+    rose: bool = False
+
     def update(self, x: Any) -> None:
         if x not in (0, 1):
             raise ValueError(f"BinaryKSWIN reads a 0/1 error stream, got {x!r} at row {self.n}")
@@ -159,6 +163,10 @@ class BinaryKSWIN(drift.KSWIN):
         statistic, self.p_value = _binary_ks_2samp(len(sample), sum(sample), len(most_recent), sum(most_recent))
         if self.p_value <= self.alpha and statistic > 0.1:
             self._drift_detected = True
+            # Ours, not river's: whether the newest values hold more ones than the rest of the
+            # window (a rise of the error rate), read before the window keeps only the newest.
+            older = list(itertools.islice(self.window, 0, self.window_size - self.stat_size))
+            self.rose = sum(most_recent) / len(most_recent) > sum(older) / len(older)
             self.window = collections.deque(most_recent, maxlen=self.window_size)
         else:
             self._drift_detected = False
@@ -166,16 +174,9 @@ class BinaryKSWIN(drift.KSWIN):
 
 def _kswin_rises(stream: np.ndarray, params: dict[str, Any]) -> list[int]:
     detector = BinaryKSWIN(**params)
-    recent: collections.deque[int] = collections.deque(maxlen=detector.window_size)
     points = []
     for position, value in enumerate(stream.tolist()):
-        recent.append(value)
         detector.update(value)
-        if detector.drift_detected:
-            # KSWIN compares its last stat_size values with a sample of the rest of its window.
-            window = list(recent)
-            newest, older = window[-detector.stat_size :], window[: -detector.stat_size]
-            if older and sum(newest) / len(newest) > sum(older) / len(older):
-                points.append(position)
-            recent = collections.deque(newest, maxlen=detector.window_size)
+        if detector.drift_detected and detector.rose:
+            points.append(position)
     return points
