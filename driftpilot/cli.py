@@ -131,6 +131,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         device=args.device,
     )
     console = Console()
+    said: list[str] = []
+
+    def warn(message: str) -> None:
+        said.append(message)
+        console.print(f"[bold yellow]warning:[/] {message}")
+
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -143,6 +149,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             config,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
             on_epoch=_epoch_bar(progress),
+            warn=warn,
         )
     s = result.summary
     table = Table(title=f"{s['model']}: {s['evaluated_rows']:,} rows replayed after {s['warmup']:,} of warm-up")
@@ -157,8 +164,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         f"(budget {labels['budget']:,}). {s['retrains']} retrains, {s['releases']} canaries, "
         f"{s['promotions']} promotions, {s['rollbacks']} rollbacks. {s['wall_seconds']} s, "
         f"{s['rows_per_second']:,} rows/s ({s['rows_per_second_without_baselines']:,} without the baselines).\n"
+        f"Checks: {s['checks']['healthy']:,} healthy, {s['checks']['blind']:,} blind, "
+        f"{s['checks']['finding']:,} findings, {s['checks']['repeat']:,} repeats.\n"
         f"Outputs in {result.out}: " + ", ".join(p.name for p in result.files.values())
     )
+    for message in s["warnings"]:
+        if message not in said:  # those about the input were said before the replay started
+            console.print(f"[bold yellow]warning:[/] {message}")
     return 0
 
 

@@ -11,11 +11,12 @@ import pandas as pd
 from sqlalchemy.orm import Session, sessionmaker
 
 from driftpilot.agents.state import LoopState
-from driftpilot.memory import decisions, label_requests, versions
+from driftpilot.memory import decisions, events, label_requests, versions
 from driftpilot.memory.tables import Decision, ManagedModel
 from driftpilot.memory.times import to_utc
 from driftpilot.models.registry import Registry
 from driftpilot.policies import PolicyEngine, PolicyVerdict, Usage
+from driftpilot.policies.auto import MAX_WINDOW_HOURS, StreamRates
 
 
 @dataclass
@@ -89,3 +90,17 @@ def record(
         rationale=rationale,
         approvals=approvals or [],
     )
+
+
+def stream_rates(session: Session, model_id: int, now: datetime) -> StreamRates:
+    """What the model's stream brought over the last ``MAX_WINDOW_HOURS``, or since it is managed
+    (its first version: the history it learnt from arrived labelled at once, and says nothing of
+    how labels come). What every ``auto`` policy field is derived from."""
+    start = now - timedelta(hours=MAX_WINDOW_HOURS)
+    managed = versions.list_versions(session=session, model_id=model_id)
+    if managed:
+        start = max(start, managed[0].time)
+    n_events, first = events.event_span(session=session, model_id=model_id, start=start, end=now)
+    n_labels, delay = events.label_flow(session=session, model_id=model_id, start=start, end=now)
+    hours = (now - max(start, first)).total_seconds() / 3600 if first is not None else 0.0
+    return StreamRates(hours=hours, events=n_events, labels=n_labels, label_delay_hours=delay)

@@ -10,13 +10,14 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 from sqlalchemy.orm import Session
 
-from driftpilot.agents.context import AgentContext, now_of, record, usage_today
+from driftpilot.agents.context import AgentContext, now_of, record, stream_rates, usage_today
 from driftpilot.agents.state import LoopState
 from driftpilot.memory import decisions, events, label_requests, managed, snapshots, versions
 from driftpilot.memory.tables import ManagedModel, Version
 from driftpilot.memory.times import to_utc
 from driftpilot.policies import RequestLabelsFacts
-from driftpilot.tools.curation import curate_training_set, most_uncertain
+from driftpilot.policies.auto import TrainingPlan, derive_training
+from driftpilot.tools.curation import curate_training_set, monitoring_sample, most_uncertain
 
 #: Unlabelled recent events looked at when choosing what to ask people to label.
 CANDIDATES_FOR_LABELS = 5000
@@ -28,9 +29,10 @@ def curator(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     ctx = runtime.context
     training = ctx.policy.policy.training
     now = now_of(state)
-    since = now - timedelta(hours=training.recent_hours)
     with ctx.sessions() as session:
         model = managed.get_model(session=session, name=state["model"])
+        plan = derive_training(training, stream_rates(session, model.id, now))
+        since = now - timedelta(hours=plan.recent_hours)
         done = decisions.run_decision(
             session=session, model_id=model.id, run_id=state["run_id"], agent="curator", action="curate"
         )
@@ -48,9 +50,9 @@ def curator(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
             limit=training.max_recent,
             exclude_quarantined=ctx.policy.policy.data.exclude_quarantined,
         )
-        if len(recent) < training.min_training_labels:
-            return _ask_for_labels(ctx, session, state, model, champion, recent, since, now)
-        return _snapshot(ctx, session, state, model, champion, recent, now)
+        if len(recent) < plan.min_training_labels:
+            return _ask_for_labels(ctx, session, state, model, champion, recent, plan, now)
+        return _snapshot(ctx, session, state, model, champion, recent, plan, now)
 
 
 def _snapshot(
@@ -60,6 +62,7 @@ def _snapshot(
     model: ManagedModel,
     champion: Version | None,
     recent: pd.DataFrame,
+    plan: TrainingPlan,
     now: datetime,
 ) -> dict[str, Any]:
     """Enough labels: the training snapshot, recent events plus a class-balanced replay of what
@@ -79,7 +82,8 @@ def _snapshot(
     stats = dict(curated.stats) | {
         "recent_holdout_ids": curated.recent_holdout_ids,
         "old_holdout_ids": curated.old_holdout_ids,
-        "window_hours": training.recent_hours,
+        "window_hours": plan.recent_hours,
+        "plan": plan.as_dict(),
     }
     snapshot = snapshots.create_snapshot(
         session=session,
@@ -98,10 +102,15 @@ def _snapshot(
         outcome="snapshot",
         rationale=(
             f"Snapshot {snapshot.id}: {curated.stats['recent']} recent labelled events of the last "
-            f"{training.recent_hours:g} h plus {curated.stats['replay']} replayed older ones "
+            f"{plan.recent_hours:g} h plus {curated.stats['replay']} replayed older ones "
             f"(class-balanced, against forgetting); {len(curated.recent_holdout_ids)} newest held out."
         ),
-        evidence={"snapshot": snapshot.id, "content_hash": snapshot.content_hash, **curated.stats},
+        evidence={
+            "snapshot": snapshot.id,
+            "content_hash": snapshot.content_hash,
+            **curated.stats,
+            "plan": plan.as_dict(),
+        },
     )
     return {"snapshot_id": snapshot.id, "outcome": "snapshot", "last_decision": decision.id}
 
@@ -130,17 +139,19 @@ def _ask_for_labels(
     model: ManagedModel,
     champion: Version | None,
     recent: pd.DataFrame,
-    since: datetime,
+    plan: TrainingPlan,
     now: datetime,
 ) -> dict[str, Any]:
     """Too few labels to retrain: ask people for the most uncertain recent events.
 
-    Requests still open count as labels on their way, so checks that come back before people
-    answered do not ask again and spend the label budget twice.
+    Requests still open (for events of the window) count as labels on their way, so checks that
+    come back before people answered do not ask again and spend the label budget twice.
     """
-    training = ctx.policy.policy.training
-    pending = {r.event_id for r in label_requests.open_label_requests(session=session, model_id=model.id)}
-    needed = max(0, training.min_training_labels - len(recent) - len(pending))
+    since = now - timedelta(hours=plan.recent_hours)
+    pending = {
+        r.event_id for r in label_requests.open_label_requests(session=session, model_id=model.id) if r.time >= since
+    }
+    needed = max(0, plan.min_training_labels - len(recent) - len(pending))
     unlabelled = events.window(
         session=session,
         model_id=model.id,
@@ -172,8 +183,8 @@ def _ask_for_labels(
         action="request_labels",
         outcome="waiting_for_labels" if asked or pending else "not_enough_labels",
         rationale=(
-            f"Only {len(recent)} labelled events in the last {training.recent_hours:g} h, "
-            f"{training.min_training_labels} needed to retrain; "
+            f"Only {len(recent)} labelled events in the last {plan.recent_hours:g} h, "
+            f"{plan.min_training_labels} needed to retrain; "
             + (f"{len(pending)} requested earlier are still open; " if pending else "")
             + (
                 f"asked people to label the {asked} most uncertain events."
@@ -181,7 +192,13 @@ def _ask_for_labels(
                 else "no new labels requested" + ("" if verdict.allowed else ": " + "; ".join(verdict.reasons)) + "."
             )
         ),
-        evidence={"labelled": len(recent), "pending": len(pending), "needed": needed, "asked": asked},
+        evidence={
+            "labelled": len(recent),
+            "pending": len(pending),
+            "needed": needed,
+            "asked": asked,
+            "plan": plan.as_dict(),
+        },
         verdicts=[verdict],
     )
     if not (asked or pending):
@@ -195,10 +212,75 @@ def _ask_for_labels(
     }
 
 
+def monitoring_sample_node(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    """A check was blind for want of labels: ask people for a monitoring sample of the events its
+    window reached (half at random, half the most uncertain), within the label budget, so that the
+    next check can judge. The run ends: the next check finds the labels (or is blind again).
+
+    It asks for what the window lacks beyond the labels still on their way (requested ones, and
+    the feedback due on its newest events), and at most ``at_most`` at a time: a budget is spread
+    over checks, not spent on one. Requests older than the window count no more: their events
+    left it, and a request nobody answered must not block sight for ever.
+    """
+    ctx = runtime.context
+    blind = state.get("blind") or {}
+    now = now_of(state)
+    since = to_utc(blind["since"], what="the blind window's start") if blind.get("since") else None
+    with ctx.sessions() as session:
+        model = managed.get_model(session=session, name=state["model"])
+        champion = versions.champion(session=session, model_id=model.id)
+        pending = {
+            r.event_id
+            for r in label_requests.open_label_requests(session=session, model_id=model.id)
+            if since is None or r.time >= since
+        }
+        short = int(blind.get("needed", 0)) - int(blind.get("labelled", 0)) - len(pending) - blind.get("coming", 0)
+        needed = min(int(blind.get("at_most", short)), max(0, int(short)))
+        unlabelled = events.window(
+            session=session, model_id=model.id, start=since, end=now, visible_at=now, limit=CANDIDATES_FOR_LABELS
+        )
+        unlabelled = unlabelled[unlabelled["label"].isna() & ~unlabelled["id"].isin(pending)]
+        verdict = ctx.policy.check(
+            "request_labels", RequestLabelsFacts(n_labels=needed), usage_today(session, model, now), at=now
+        )
+        asked = 0
+        if needed and verdict.allowed and champion is not None and len(unlabelled):
+            chosen, why = monitoring_sample(
+                unlabelled, ctx.registry.load(champion).predict_proba(unlabelled), needed, seed=ctx.seed
+            )
+            asked = label_requests.add_label_requests(
+                session=session, model_id=model.id, event_ids=[int(i) for i in chosen["id"]], reasons=why, time=now
+            )
+        if asked:
+            said = f"asked people to label {asked} of its events (half at random, half the most uncertain)."
+        elif not needed:
+            said = f"the {len(pending)} labels requested earlier, still open, would be enough."
+        else:
+            said = "no labels requested: " + (
+                "; ".join(verdict.reasons) if not verdict.allowed else "no unlabelled event to ask about"
+            )
+            said += "."
+        decision = record(
+            session,
+            state,
+            model,
+            agent="curator",
+            action="request_labels",
+            outcome="monitoring_sample" if asked else "not_enough_labels",
+            rationale=(
+                f"The check was blind: {blind.get('labelled', 0)} labelled events, {blind.get('needed', 0)} needed "
+                f"to judge accuracy; {said}"
+            ),
+            evidence={"labelled": blind.get("labelled", 0), "pending": len(pending), "needed": needed, "asked": asked},
+            verdicts=[verdict],
+        )
+    return {"outcome": "monitoring_sample" if asked else "not_enough_labels", "last_decision": decision.id}
+
+
 def label_gate(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     """Wait (durably) for the labels the Curator asked for: back to the Curator once the window
     holds enough labelled events or people answered every request; the run ends after
-    ``training.label_wait_hours`` without enough."""
+    the plan's ``label_wait_hours`` without enough."""
     resumed = interrupt({"waiting_for": "labels", "since": state.get("waiting_since")})
     now_iso = resumed["now"]
     now = to_utc(now_iso, what="the resumed now")
@@ -206,23 +288,24 @@ def label_gate(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, An
     training = ctx.policy.policy.training
     with ctx.sessions() as session:
         model = managed.get_model(session=session, name=state["model"])
+        plan = derive_training(training, stream_rates(session, model.id, now))
         labelled = events.window(
             session=session,
             model_id=model.id,
-            start=now - timedelta(hours=training.recent_hours),
+            start=now - timedelta(hours=plan.recent_hours),
             end=now,
             visible_at=now,
             labelled_only=True,
-            limit=training.min_training_labels,
+            limit=plan.min_training_labels,
             exclude_quarantined=ctx.policy.policy.data.exclude_quarantined,
         )
         open_requests = label_requests.open_label_requests(session=session, model_id=model.id)
-        if len(labelled) >= training.min_training_labels or not open_requests:
+        if len(labelled) >= plan.min_training_labels or not open_requests:
             # Enough now, or every request answered and still short (older labels left the
             # window meanwhile): the Curator curates, or asks for what is still missing.
             return {"now": now_iso, "outcome": "labels_arrived"}
         since = to_utc(state.get("waiting_since") or now_iso, what="waiting_since")
-        if now - since < timedelta(hours=training.label_wait_hours):
+        if now - since < timedelta(hours=plan.label_wait_hours):
             return {"now": now_iso, "outcome": "waiting_for_labels"}
         decision = record(
             session,
@@ -232,11 +315,11 @@ def label_gate(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, An
             action="request_labels",
             outcome="labels_timed_out",
             rationale=(
-                f"Waited {training.label_wait_hours:g} h for labels: {len(labelled)} labelled events in the last "
-                f"{training.recent_hours:g} h, {training.min_training_labels} needed. The run ends; the next "
+                f"Waited {plan.label_wait_hours:g} h for labels: {len(labelled)} labelled events in the last "
+                f"{plan.recent_hours:g} h, {plan.min_training_labels} needed. The run ends; the next "
                 "check starts over."
             ),
-            evidence={"labelled": len(labelled), "needed": training.min_training_labels},
+            evidence={"labelled": len(labelled), "needed": plan.min_training_labels, "plan": plan.as_dict()},
         )
     return {"now": now_iso, "outcome": "labels_timed_out", "last_decision": decision.id}
 

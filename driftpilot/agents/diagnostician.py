@@ -51,7 +51,12 @@ def diagnostician(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str,
         model = managed.get_model(session=session, name=state["model"])
         schema = managed.model_schema(model)
         alarms = [_alarm_evidence(session, model.id, alarm, now) for alarm in raw_alarms]
-        windows = _windows(session, ctx, model.id, schema.classes, timedelta(hours=monitor.window_hours), now)
+        # The window the Monitor judged (sized by its evidence), or the policy's shortest one.
+        checked = finding.get("window", {}).get("start")
+        window = (
+            now - to_utc(checked, what="the finding's window") if checked else timedelta(hours=monitor.window_hours)
+        )
+        windows = _windows(session, ctx, model.id, schema.classes, window, now)
         result = _diagnose(windows, schema, finding, monitor, alarms)
         outcome, note, verdicts = _act(session, ctx, model, result, list(zip(alarms, raw_alarms, strict=True)), now)
         rationale = result.rationale + note

@@ -28,16 +28,19 @@ import pandas as pd
 from langgraph.runtime import Runtime
 from sqlalchemy.orm import Session
 
-from driftpilot.agents.context import AgentContext, now_of, record
+from driftpilot.agents.context import AgentContext, now_of, record, stream_rates
 from driftpilot.agents.state import LoopState
 from driftpilot.memory import alarms, decisions, events, managed, quarantine, snapshots, versions
 from driftpilot.memory.tables import Quarantine, Version
+from driftpilot.memory.times import to_utc
+from driftpilot.policies.auto import MonitorPlan, derive_monitor
 from driftpilot.tools.diagnosis import to_json
 from driftpilot.tools.fusion import (
     MIN_ROWS,
     AlarmSeen,
     CheckEvidence,
     CheckFrames,
+    Window,
     check_signals,
     fuse,
     input_moved,
@@ -65,28 +68,30 @@ OUTAGE_LEAD = timedelta(hours=1)
 
 
 def monitor(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-    """Check the champion and return one finding fusing every signal, or none when it is healthy."""
+    """Check the champion and return one finding fusing every signal, none when it is healthy, or
+    what it lacked when it could not judge (blind)."""
     ctx = runtime.context
     policy = ctx.policy.policy.monitor
     now = now_of(state)
-    start = now - timedelta(hours=policy.window_hours)
     with ctx.sessions() as session:
         model = managed.get_model(session=session, name=state["model"])
         schema = managed.model_schema(model)
         champion = versions.champion(session=session, model_id=model.id)
         if champion is None:
             raise LookupError(f"model '{model.name}' has no champion version to monitor")
+        rates = stream_rates(session, model.id, now)
+        plan = derive_monitor(policy, rates)
         held = quarantine.list_quarantines(session=session, model_id=model.id)
-        frames = _frames(session, ctx, model.id, champion, held, start, now)
+        frames, window = _frames(session, ctx, model.id, champion, held, plan, now)
         metrics = champion.metrics or {}
         evidence = check_signals(
             frames,
             features=[(f.name, f.kind) for f in schema.features],
-            window={"start": start.isoformat(), "end": now.isoformat()},
-            alpha=policy.check_alpha / SIGNALS,  # Bonferroni across the signal families of one check
+            window=window,
+            alpha=plan.alpha / SIGNALS,  # Bonferroni across the signal families of one check
             reference_accuracy=metrics.get("reference_balanced_accuracy", metrics.get("recent_balanced_accuracy")),
             alarms=_firing(session, now, held),
-            min_labelled=policy.min_labelled,
+            min_labelled=plan.min_labelled,
             psi_threshold=policy.psi_threshold,
             multivariate=policy.multivariate,
             seed=ctx.seed,
@@ -114,10 +119,29 @@ def monitor(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
             action="check",
             outcome=outcome,
             rationale=rationale(outcome, finding, cooldown_hours=policy.cooldown_hours),
-            evidence=logged,
+            # The settings the check ran under, each auto one with its derivation.
+            evidence={**logged, "plan": plan.as_dict(), "rates": rates.as_dict()},
         )
     raised = logged if outcome == "finding" else None
-    return {"finding": raised, "outcome": "finding" if raised else "healthy", "last_decision": decision.id}
+    blind = None
+    if outcome == "blind" and "labels" in finding.get("missing", {}):
+        # Labels of the window's newest events are still on their way: the Curator asks for no
+        # more than the rest, a quarter of a judgement at a time (the budget is spread over checks).
+        reach = (now - to_utc(window["start"], what="the window's start")).total_seconds() / 3600
+        coming = rates.labels_per_hour * min(rates.label_delay_hours or 0.0, reach)
+        blind = {
+            "labelled": finding["labelled"],
+            "needed": plan.min_labelled,
+            "coming": round(coming, 1),
+            "at_most": plan.check_every_labels,
+            "since": window["start"],
+        }
+    return {
+        "finding": raised,
+        "blind": blind,
+        "outcome": "finding" if raised else "blind" if outcome == "blind" else "healthy",
+        "last_decision": decision.id,
+    }
 
 
 def _frames(
@@ -126,22 +150,24 @@ def _frames(
     model_id: int,
     champion: Version,
     held: list[Quarantine],
-    start: datetime,
+    plan: MonitorPlan,
     now: datetime,
-) -> CheckFrames:
+) -> tuple[CheckFrames, Window]:
     """What the check reads from memory: the window's events, and what the champion learnt from
-    and served before it."""
-    labelled = events.window(
-        session=session,
-        model_id=model_id,
-        start=start,
-        end=now,
-        visible_at=now,
-        labelled_only=True,
-        limit=ACCURACY_SAMPLE,
-        with_features=False,
+    and served before it.
+
+    The window is sized by evidence: the last ``plan.window_hours``, reaching back (as far as
+    ``plan.max_window_hours``) for the newest ``plan.min_labelled`` labelled events and
+    ``plan.drift_rows`` events when the shortest window holds fewer.
+    """
+    shortest = now - timedelta(hours=plan.window_hours)
+    farthest = now - timedelta(hours=plan.max_window_hours)
+    labelled = _newest(
+        session, model_id, shortest, farthest, now, wanted=plan.min_labelled, limit=ACCURACY_SAMPLE, labelled=True
     )
-    current = events.window(session=session, model_id=model_id, start=start, end=now, limit=DRIFT_SAMPLE)
+    current = _newest(session, model_id, shortest, farthest, now, wanted=plan.drift_rows, limit=DRIFT_SAMPLE)
+    starts = [f["time"].iloc[0].to_pydatetime() for f in (labelled, current) if len(f)]
+    start = min([shortest, *starts])
     # What the champion served (and what came of it) before this window: the reference of the
     # signals that need its predictions.
     served_before = events.window(
@@ -164,7 +190,7 @@ def _frames(
         limit=DRIFT_SAMPLE,
         with_features=False,
     )
-    return CheckFrames(
+    frames = CheckFrames(
         champion=champion.number,
         labelled=_without_outage_leads(labelled, held),
         current=current,
@@ -172,6 +198,27 @@ def _frames(
         answered_before=answered_before[answered_before["served_version"] == champion.number],
         served_before=served_before[served_before["served_version"] == champion.number],
     )
+    return frames, {"start": start.isoformat(), "end": now.isoformat()}
+
+
+def _newest(
+    session: Session,
+    model_id: int,
+    shortest: datetime,
+    farthest: datetime,
+    now: datetime,
+    *,
+    wanted: int,
+    limit: int,
+    labelled: bool = False,
+) -> pd.DataFrame:
+    """The events since ``shortest`` (at most ``limit``); when fewer than ``wanted``, the newest
+    ``wanted`` since ``farthest`` instead. Labelled ones only (without features) if ``labelled``."""
+    read: dict[str, Any] = {"visible_at": now, "labelled_only": True, "with_features": False} if labelled else {}
+    frame = events.window(session=session, model_id=model_id, start=shortest, end=now, limit=limit, **read)
+    if len(frame) < wanted and farthest < shortest:
+        frame = events.window(session=session, model_id=model_id, start=farthest, end=now, limit=wanted, **read)
+    return frame
 
 
 def _reference(session: Session, ctx: AgentContext, snapshot_id: int | None) -> pd.DataFrame | None:

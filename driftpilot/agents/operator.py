@@ -479,6 +479,8 @@ def _canary_facts(session: Session, model: ManagedModel, target: Version) -> tup
         # A look recorded without the sequential test's verdict has not shown the candidate better.
         sequential_verdict=overall.get("verdict") or "undecided",
         worse_slices=len(evidence.get("worse_slices") or {}),
+        # The least evidence the look's plan derived (when the policy's is auto).
+        min_canary_samples=(evidence.get("plan") or {}).get("min_canary_samples"),
     )
     return facts, [f"Canary evidence of decision #{looks[-1].id} at {looks[-1].time:%Y-%m-%d %H:%M} UTC."]
 

@@ -28,12 +28,13 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 from sqlalchemy.orm import Session
 
-from driftpilot.agents.context import AgentContext, now_of, record, usage_today
+from driftpilot.agents.context import AgentContext, now_of, record, stream_rates, usage_today
 from driftpilot.agents.state import LoopState
 from driftpilot.memory import approvals, decisions, events, managed, releases, versions
 from driftpilot.memory.tables import Approval, ManagedModel, Release, Version
 from driftpilot.memory.times import to_utc
 from driftpilot.policies import PolicyVerdict, PromoteFacts, RollbackFacts, StartCanaryFacts
+from driftpilot.policies.auto import ReleasePlan, derive_release
 from driftpilot.policies.schema import Release as ReleaseRules
 from driftpilot.tools.canary import (
     Predictor,
@@ -97,7 +98,8 @@ def release_manager(state: LoopState, runtime: Runtime[AgentContext]) -> dict[st
                 return answer
         if not verdict.allowed:
             return _refused(session, state, model, verdict)
-        rationale = _plan_sentence(rules, candidate, champion)
+        plan = derive_release(rules, stream_rates(session, model.id, now))
+        rationale = _plan_sentence(rules, plan, candidate, champion)
         release = releases.start_release(
             session=session,
             model_id=model.id,
@@ -189,9 +191,9 @@ def _refused(session: Session, state: LoopState, model: ManagedModel, verdict: P
     return {"release_id": None, "outcome": "canary_denied", "last_decision": decision.id}
 
 
-def _plan_sentence(rules: ReleaseRules, candidate: Version, champion: Version | None) -> str:
+def _plan_sentence(rules: ReleaseRules, plan: ReleasePlan, candidate: Version, champion: Version | None) -> str:
     """The start's rationale: what the candidate does first, and the plan it follows."""
-    plan = " → ".join(f"{s:.0%}" for s in [*rules.steps, 1.0])
+    shares = " → ".join(f"{s:.0%}" for s in [*rules.steps, 1.0])
     shadow_part = (
         ("shadow (until shown better) → " if rules.shadow_until == "better" else "shadow → ") if rules.shadow else ""
     )
@@ -202,9 +204,10 @@ def _plan_sentence(rules: ReleaseRules, candidate: Version, champion: Version | 
         else f"Version {candidate.number} serves {rules.steps[0]:.0%} of cohorts"
     )
     return (
-        f"{opening}. Plan: {shadow_part}{plan}, cohorts by hashed {rules.cohort} id; "
-        f"each step needs {rules.min_step_samples} labelled events it served, promotion needs the "
-        f"candidate shown better at alpha {rules.alpha:g} on at least {rules.min_canary_samples} labelled events."
+        f"{opening}. Plan: {shadow_part}{shares}, cohorts by hashed {rules.cohort} id; "
+        f"each step needs {plan.min_step_samples} labelled events it served, promotion needs the "
+        f"candidate shown better at alpha {rules.alpha:g} on at least {plan.min_canary_samples} labelled events, "
+        f"all within {plan.max_canary_hours:g} hours."
     )
 
 
@@ -426,6 +429,8 @@ class _Look:
     evidence: ReleaseEvidence
     counts: dict[str, int]
     elapsed: timedelta
+    #: The evidence and time the release needs, derived from the stream's rates where auto.
+    plan: ReleasePlan
     #: The decision's evidence: the release's position, the counts and the tests' results.
     details: dict[str, Any]
 
@@ -512,6 +517,7 @@ def _look(
     slice_columns = managed.model_schema(model).slice_columns
     evidence, counts = gather_evidence(ctx, session, release, candidate, champion, now, slice_columns)
     elapsed = now - release.started_at
+    plan = derive_release(ctx.policy.policy.release, stream_rates(session, model.id, now))
     details = {
         "release": release.id,
         "phase": release.phase,
@@ -519,6 +525,7 @@ def _look(
         "hours": round(elapsed.total_seconds() / 3600, 2),
         **counts,
         **evidence.as_dict(),
+        "plan": plan.as_dict(),
     }
     return _Look(
         ctx=ctx,
@@ -532,6 +539,7 @@ def _look(
         evidence=evidence,
         counts=counts,
         elapsed=elapsed,
+        plan=plan,
         details=details,
     )
 
@@ -543,20 +551,21 @@ def _next_move(rules: ReleaseRules, look: _Look) -> Move:
     verdict, counts, release = look.evidence.verdict, look.counts, look.release
     if verdict in ("guard_failed", "worse", "worse_on_slice"):
         return "roll_back"
-    if look.elapsed >= timedelta(hours=rules.max_canary_hours):
+    plan = look.plan
+    if look.elapsed >= timedelta(hours=plan.max_canary_hours):
         return "expire"
     if release.phase == "shadow":
         ready = (
-            counts["labelled"] >= rules.min_shadow_samples
+            counts["labelled"] >= plan.min_shadow_samples
             and counts["events"] >= rules.guards.min_events
             and (rules.shadow_until == "samples" or verdict == "better")
         )
         return "step" if ready else "wait"
-    if counts["served_labelled_this_step"] < rules.min_step_samples:
+    if counts["served_labelled_this_step"] < plan.min_step_samples:
         return "wait"
     if release.step + 1 < len(release.plan):
         return "step"
-    if verdict != "better" or look.evidence.overall.n < rules.min_canary_samples:
+    if verdict != "better" or look.evidence.overall.n < plan.min_canary_samples:
         return "wait"
     return "promote"
 
@@ -572,8 +581,7 @@ def _roll_back(look: _Look, move: Literal["roll_back", "expire"]) -> dict[str, A
     evidence, where = look.evidence, look.where
     verdict = evidence.verdict
     if move == "expire":
-        hours = look.ctx.policy.policy.release.max_canary_hours
-        why = f"not shown better within {hours:g} hours ({look.scores})"
+        why = f"not shown better within {look.plan.max_canary_hours:g} hours ({look.scores})"
         return _end(look, "inconclusive", why, False, _may_roll_back(look))
     if verdict == "guard_failed":
         failed = "; ".join(g.reason for g in evidence.failed_guards)
@@ -600,6 +608,7 @@ def _may_promote(look: _Look) -> PolicyVerdict:
         control_score=overall.champion_score,
         sequential_verdict=overall.verdict,
         worse_slices=len(look.evidence.worse_slices),
+        min_canary_samples=look.plan.min_canary_samples,
     )
     return look.ctx.policy.check("promote", facts, usage_today(look.session, look.model, look.now), at=look.now)
 

@@ -22,6 +22,7 @@ Outcome = Literal[
     # Monitor
     "healthy",
     "finding",
+    "blind",
     # Diagnostician: the remedy, or what became of it
     "quarantine",
     "fix_data",
@@ -34,6 +35,7 @@ Outcome = Literal[
     "quarantine_denied",
     "deferred",
     # Data Curator and the label wait
+    "monitoring_sample",
     "snapshot",
     "not_enough_labels",
     "waiting_for_labels",
@@ -98,6 +100,9 @@ class LoopState(TypedDict, total=False):
     now: str
     trigger: dict[str, Any]
     finding: Finding | None
+    #: What a blind check lacked in labels: ``labelled`` (it had), ``needed``, ``since`` (the
+    #: oldest event time its window reached, ISO 8601).
+    blind: dict[str, Any] | None
     diagnosis: DiagnosisRecord | None
     snapshot_id: int | None
     evaluation: EvaluationState | None
@@ -118,6 +123,7 @@ def initial_state(model: str, now: str, run_id: str, trigger: dict[str, Any]) ->
         now=now,
         trigger=trigger,
         finding=None,
+        blind=None,
         diagnosis=None,
         snapshot_id=None,
         evaluation=None,

@@ -96,7 +96,8 @@ def _retrain_facts(schema: ModelSchema, snapshot: Snapshot) -> RetrainFacts:
     # The labelled events behind the retrain: what it learns from and the recent ones held out
     # to judge it, as the Curator counted them when it decided there were enough.
     labelled = snapshot.n_rows + len(snapshot.stats.get("recent_holdout_ids", []))
-    return RetrainFacts(training_labels=labelled, features=schema.feature_names)
+    least = snapshot.stats.get("plan", {}).get("min_training_labels")  # the Curator's, derived when auto
+    return RetrainFacts(training_labels=labelled, features=schema.feature_names, min_training_labels=least)
 
 
 @dataclass(frozen=True)
@@ -336,12 +337,11 @@ def _metrics(champion: Version, rows: int, final: _Attempt) -> dict[str, Any]:
     previous = champion.metrics or {}
     return {
         "recent_balanced_accuracy": evaluation.candidate_recent,
-        # The level the model is expected to hold, inherited from the first version:
-        # a candidate that only recovers half of a loss must not lower the bar.
-        "reference_balanced_accuracy": max(
-            evaluation.candidate_recent,
-            previous.get("reference_balanced_accuracy", evaluation.champion_recent),
-        ),
+        # The level the Monitor holds the model to once it serves: what it scored on the newest
+        # labelled events, i.e. what is attainable now. (It used to be inherited from the first
+        # version, whose score on a world that has since moved no later champion could reach:
+        # every check then read as a loss, and retrains followed that could not beat it.)
+        "reference_balanced_accuracy": evaluation.candidate_recent,
         "old_balanced_accuracy": evaluation.candidate_old,
         "champion_recent_balanced_accuracy": evaluation.champion_recent,
         "train_rows": rows,

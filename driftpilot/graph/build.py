@@ -3,6 +3,7 @@
 ::
 
     monitor ─healthy─► end
+       │  └─blind (too few labels to judge)─► monitoring_sample (ask for labels, within budget) ─► end
        │ finding
     diagnostician ─outage / nothing to do─► end
        │ retrain
@@ -22,7 +23,7 @@ from typing import Any, Literal
 from langgraph.graph import START, StateGraph
 
 from driftpilot.agents.context import AgentContext
-from driftpilot.agents.curator import after_labels, curator, label_gate
+from driftpilot.agents.curator import after_labels, curator, label_gate, monitoring_sample_node
 from driftpilot.agents.diagnostician import RETRAINING, diagnostician
 from driftpilot.agents.monitor import monitor
 from driftpilot.agents.release_manager import (
@@ -36,8 +37,10 @@ from driftpilot.agents.state import LoopState
 from driftpilot.agents.trainer import trainer
 
 
-def after_monitor(state: LoopState) -> Literal["diagnostician", "__end__"]:
-    return "diagnostician" if state.get("finding") else "__end__"
+def after_monitor(state: LoopState) -> Literal["diagnostician", "monitoring_sample", "__end__"]:
+    if state.get("finding"):
+        return "diagnostician"
+    return "monitoring_sample" if state.get("blind") else "__end__"
 
 
 def after_diagnosis(state: LoopState) -> Literal["curator", "__end__"]:
@@ -65,6 +68,7 @@ def build_graph(checkpointer: Any) -> Any:
     builder = StateGraph(LoopState, context_schema=AgentContext)
     builder.add_node("monitor", monitor)
     builder.add_node("diagnostician", diagnostician)
+    builder.add_node("monitoring_sample", monitoring_sample_node)
     builder.add_node("curator", curator)
     builder.add_node("label_gate", label_gate)
     builder.add_node("trainer", trainer)
@@ -73,6 +77,7 @@ def build_graph(checkpointer: Any) -> Any:
     builder.add_node("canary_judge", canary_judge)
     builder.add_edge(START, "monitor")
     builder.add_conditional_edges("monitor", after_monitor)
+    builder.add_edge("monitoring_sample", "__end__")
     builder.add_conditional_edges("diagnostician", after_diagnosis)
     builder.add_conditional_edges("curator", after_curation)
     builder.add_conditional_edges("label_gate", after_labels)

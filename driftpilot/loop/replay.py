@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings as warnings_module
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -45,6 +46,7 @@ from driftpilot.loop.baselines import BASELINES, Baseline, Periodic, RiverARF, S
 from driftpilot.loop.bootstrap import register_first_version
 from driftpilot.loop.home import fresh_home
 from driftpilot.loop.outbox import Outbox
+from driftpilot.loop.schedule import CheckSchedule
 from driftpilot.memory import db, decisions, events, label_requests, managed, versions
 from driftpilot.memory.ingest import EventBatch, event_ids
 from driftpilot.memory.schemas import FeatureSpec, ModelSchema
@@ -129,6 +131,8 @@ class RecordedStream:
     features: dict[str, np.ndarray]
     specs: list[FeatureSpec]
     task: str
+    #: What looked wrong in the time column but did not stop the replay, said before it starts.
+    warnings: list[str] = field(default_factory=list)
 
 
 def read_stream(config: ReplayConfig) -> RecordedStream:
@@ -165,8 +169,16 @@ def read_stream(config: ReplayConfig) -> RecordedStream:
         raise ValueError(f"{path.name} has no rows")
 
     frame["__row"] = np.arange(len(frame))
+    warnings: list[str] = []
     if config.time_col:
-        stamps = pd.to_datetime(frame[config.time_col], utc=True, errors="coerce", format="mixed")
+        column = frame[config.time_col]
+        if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+            warnings.append(
+                f"--time-col {config.time_col!r} holds numbers ({column.min():g} to {column.max():g}), not times: "
+                "they are read as nanoseconds since 1970. Give ISO 8601 times, or leave --time-col out to replay "
+                "on a row clock (--row-seconds)."
+            )
+        stamps = pd.to_datetime(column, utc=True, errors="coerce", format="mixed")
         bad = stamps.isna()
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
@@ -174,10 +186,19 @@ def read_stream(config: ReplayConfig) -> RecordedStream:
                 f"--time-col {config.time_col!r}: row {i} has {frame[config.time_col].iloc[i]!r}, not a time"
             )
         frame["__time"] = stamps
+        backwards = np.flatnonzero((stamps.diff() < pd.Timedelta(0)).to_numpy())
+        if len(backwards):
+            warnings.append(
+                f"--time-col {config.time_col!r} is not increasing ({len(backwards):,} rows earlier than the row "
+                f"before, the first at row {int(backwards[0])}): the rows are replayed in time order."
+            )
         # Recorded streams are not always written in order; replay them in time order, ties
         # kept in file order, and report each prediction under its row in the file.
         frame = frame.sort_values("__time", kind="stable").reset_index(drop=True)
-        times = [t.to_pydatetime() for t in frame["__time"]]
+        with warnings_module.catch_warnings():
+            # Numbers read as nanoseconds (warned about above) would each warn again here.
+            warnings_module.simplefilter("ignore", UserWarning)
+            times = [t.to_pydatetime() for t in frame["__time"]]
     else:
         times = [ROW_CLOCK_START + timedelta(seconds=config.row_seconds * i) for i in range(len(frame))]
 
@@ -245,6 +266,7 @@ def read_stream(config: ReplayConfig) -> RecordedStream:
         features=features,
         specs=specs,
         task=task,
+        warnings=warnings,
     )
 
 
@@ -310,11 +332,13 @@ def run_replay(
     config: ReplayConfig,
     progress: Callable[[int, int], None] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> ReplayResult:
     """Replay ``config.data`` through the loop and the baselines; write the four outputs.
 
     ``progress`` hears of rows replayed, ``on_epoch`` of every training epoch (version 1's and
-    the Trainer's).
+    the Trainer's), ``warn`` of what looks wrong in the input, before the replay starts (the
+    summary's ``warnings`` keeps them, with those about the run).
     """
     _check_config(config)
     family_name = config.family or ("intent_mlp" if config.text_col else "tabular_mlp")
@@ -335,6 +359,10 @@ def run_replay(
     fresh_home(out, "replay")
     sessions = db.connect(config.database_url or f"sqlite:///{out / 'driftpilot.sqlite'}")
     policy = load_policy(config.policy_path)
+    data.warnings.extend(_span_warnings(config, data, policy.monitor.check_every_minutes))
+    for message in data.warnings:
+        if warn:
+            warn(message)
     registry = Registry(out / "artifacts")
     context = AgentContext(
         sessions=sessions, registry=registry, policy=PolicyEngine(policy), seed=config.seed, on_epoch=on_epoch
@@ -389,8 +417,7 @@ def run_replay(
 
     records: dict[str, list[Any]] = {name: [] for name in ("served_version", "prediction", *baselines)}
     answered_requests: list[int] = []
-    check_every = timedelta(minutes=policy.monitor.check_every_minutes)
-    next_check = data.times[config.warmup - 1] + check_every
+    schedule = CheckSchedule(data.times[config.warmup - 1], timedelta(minutes=policy.monitor.check_every_minutes))
     next_hour = data.times[config.warmup - 1] + timedelta(hours=1)
     start = config.warmup
     # In the memory's own database when that is PostgreSQL, else a SQLite file beside it.
@@ -398,7 +425,7 @@ def run_replay(
         runner = LoopRunner(context, checkpointer)
         runner.forget(name)
         while start < n:
-            until = min(next_check, next_hour).timestamp()
+            until = min(schedule.next_check, next_hour).timestamp()
             end = min(n, start + MAX_CHUNK, int(np.searchsorted(data.stamps, until, side="right")))
             periodic = baselines.get("periodic")
             if isinstance(periodic, Periodic) and periodic.next_retrain > start:
@@ -423,15 +450,14 @@ def run_replay(
                 began = time.perf_counter()
                 records[label].extend(baseline.run(stream, start, end, revealed).tolist())
                 baseline_seconds[label] += time.perf_counter() - began
+            schedule.saw(rows=end - start, labels=sum(len(p) for p in revealed.values()))
             if len(outbox) >= FLUSH_AT:
                 outbox.flush(sessions)
 
             now = data.times[end - 1]
             due: list[str] = []
-            if now >= next_check:
+            if schedule.due(now):
                 due.append("main")
-                while next_check <= now:
-                    next_check += check_every
             if now >= next_hour:
                 due.extend(t for t in LoopRunner.THREADS if t not in due and runner.waiting(name, t))
                 while next_hour <= now:
@@ -443,6 +469,8 @@ def run_replay(
                 for thread in due:
                     trigger = {"kind": "schedule", "every_minutes": policy.monitor.check_every_minutes}
                     runner.step(name, now, trigger, thread=thread)
+                if "main" in due:
+                    schedule.checked(now, _last_plan(sessions, model_id))
                 serving.refresh()
                 _take_requests(sessions, model_id, gate, position_of, end - 1, now)
             start = end
@@ -465,6 +493,20 @@ def run_replay(
     return _write_outputs(
         config, out, sessions, model_id, name, data, predictions, reveals, gate, baselines, seconds, baseline_seconds
     )
+
+
+def _span_warnings(config: ReplayConfig, data: RecordedStream, check_every_minutes: int) -> list[str]:
+    """A time column whose replayed part spans less than one check interval: the loop cannot check."""
+    if not config.time_col or config.warmup >= len(data.times):
+        return []
+    span = data.times[-1] - data.times[config.warmup - 1]
+    if span >= timedelta(minutes=check_every_minutes):
+        return []
+    return [
+        f"--time-col {config.time_col!r}: the {len(data.times) - config.warmup:,} rows after the warm-up span "
+        f"{span.total_seconds():g} s, less than one check interval ({check_every_minutes} min): the loop will not "
+        "check the model at all. Is the column a time?"
+    ]
 
 
 def _check_config(config: ReplayConfig) -> None:
@@ -562,6 +604,13 @@ def _label(data: RecordedStream, keys: list[str], position: int, at: int, source
     return {"event_key": keys[position], "value": value, "source": _SOURCE[source], "time": data.times[at]}
 
 
+def _last_plan(sessions: sessionmaker[Session], model_id: int) -> dict[str, Any] | None:
+    """The plan the Monitor's last check ran under (None before the first)."""
+    with sessions() as session:
+        last = decisions.last_decision(session=session, model_id=model_id, agent="monitor", outcome=None)
+    return (last.evidence or {}).get("plan") if last is not None else None
+
+
 def _take_requests(
     sessions: sessionmaker[Session],
     model_id: int,
@@ -654,6 +703,20 @@ def _write_outputs(
             }
         )
     sources = reveals["source"].value_counts().to_dict()
+    checks = {o: 0 for o in ("healthy", "blind", "finding", "repeat")}
+    for x in logged:
+        if x["agent"] == "monitor" and x["action"] == "check":
+            checks[x["outcome"]] = checks.get(x["outcome"], 0) + 1
+    n_checks = sum(checks.values())
+    retrains = sum(1 for x in logged if x["action"] == "retrain" and x["outcome"] in ("candidate", "rejected"))
+    warnings = list(data.warnings)
+    if n_checks == 0:
+        warnings.append("the loop never checked the model: the replayed rows span less than one check interval")
+    elif retrains == 0 and checks["blind"] > n_checks / 2:
+        warnings.append(
+            f"no retrain, and {checks['blind']:,} of {n_checks:,} checks were blind (too few labels or rows to judge): "
+            "the result says little about the loop. Reveal more labels (--label-budget), or a shorter --label-delay."
+        )
     loop_seconds = seconds - sum(baseline_seconds.values())
     summary = {
         "data": str(config.data),
@@ -672,7 +735,9 @@ def _write_outputs(
             "budget": gate.budget,
             "refused_over_budget": gate.over_budget,
         },
-        "retrains": sum(1 for x in logged if x["action"] == "retrain" and x["outcome"] in ("candidate", "rejected")),
+        "checks": checks,
+        "blind_share": round(checks["blind"] / n_checks, 4) if n_checks else None,
+        "retrains": retrains,
         "releases": sum(1 for x in logged if x["action"] == "start_canary" and x["outcome"] in RELEASE_STARTS),
         "promotions": sum(1 for x in logged if x["action"] == "promote"),
         "rollbacks": sum(1 for x in logged if x["action"] == "rollback"),
@@ -683,6 +748,7 @@ def _write_outputs(
         "baseline_seconds": {k: round(v, 2) for k, v in baseline_seconds.items()},
         "rows_per_second": round(len(data.rows) / seconds, 1),
         "rows_per_second_without_baselines": round(len(data.rows) / max(loop_seconds, 1e-9), 1),
+        "warnings": warnings,
     }
     files["summary"].write_text(json.dumps(summary, indent=2, default=str))
     positions = np.searchsorted(data.stamps, [decisions.logged_time(d).timestamp() for d in logged])

@@ -1,9 +1,8 @@
-"""The shipped streams, written out ready to replay: data, policy and command line.
+"""The shipped streams, written out ready to replay: data and command line.
 
-:func:`driftpilot.scenarios.export.export_streams` writes the CSV files and their manifest;
-this adds, for a stream whose density the default policy does not fit (offers arrive at about
-a thousand a day, not thousands an hour), a policy file with the overrides it needs, validated
-by the policy schema, and the ``driftpilot replay`` command that backtests it.
+:func:`driftpilot.scenarios.export.export_streams` writes the CSV files and their manifest; this
+adds the ``driftpilot replay`` command that backtests each. Every stream replays under the default
+policy, whatever its density: the loop derives what depends on it (DESIGN.md, "What the loop is for").
 """
 
 from __future__ import annotations
@@ -14,10 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from driftpilot.loop.replay import ReplayConfig
-from driftpilot.policies import policy_from_mapping
 from driftpilot.scenarios.export import StreamSpec, export_streams
 
 
@@ -29,28 +25,18 @@ def export(
     scale: float = 1.0,
     banking77_dir: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Write the streams, their policies and ``streams.json`` into ``out``; return the manifest."""
+    """Write the streams and ``streams.json`` into ``out``; return the manifest."""
     specs = export_streams(out, names, seed=seed, scale=scale, banking77_dir=banking77_dir)
     manifest = []
     for spec in specs:
         entry = dict(spec.__dict__)
-        entry["policy"] = None
-        if spec.policy_overrides:
-            data = {"name": f"{spec.name}-replay", **spec.policy_overrides}
-            policy_from_mapping(data, source=f"the overrides of stream {spec.name}")  # refuse a bad one now
-            policy_file = out / f"{spec.name}.policy.yaml"
-            policy_file.write_text(
-                f"# Policy for replaying {spec.name}: the default, with what its density needs.\n"
-                + yaml.safe_dump(data, sort_keys=False)
-            )
-            entry["policy"] = policy_file.name
-        entry["command"] = shlex.join(_command(spec, entry["policy"]))
+        entry["command"] = shlex.join(_command(spec))
         manifest.append(entry)
     (out / "streams.json").write_text(json.dumps(manifest, indent=2, default=str))
     return manifest
 
 
-def _command(spec: StreamSpec, policy: str | None) -> list[str]:
+def _command(spec: StreamSpec) -> list[str]:
     words = ["driftpilot", "replay", spec.file, "--target", spec.target]
     for flag, value in (("--time-col", spec.time_col), ("--entity-col", spec.entity_col)):
         if value:
@@ -60,8 +46,6 @@ def _command(spec: StreamSpec, policy: str | None) -> list[str]:
     if spec.family:
         words += ["--family", spec.family]
     words += ["--warmup", str(spec.warmup), "--label-delay", str(spec.label_delay), "--label-budget", "0.1"]
-    if policy:
-        words += ["--policy", policy]
     return [*words, "--out", f"replay-{spec.name}"]
 
 
@@ -78,6 +62,5 @@ def replay_config(entry: dict[str, Any], folder: Path, out: Path, **overrides: A
         "warmup": entry["warmup"],
         "label_delay": entry["label_delay"],
         "label_budget": 0.1,
-        "policy_path": folder / entry["policy"] if entry.get("policy") else None,
     }
     return ReplayConfig(**(settings | overrides))

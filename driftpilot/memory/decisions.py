@@ -123,13 +123,14 @@ def last_decision(
     session: Session,
     model_id: int,
     agent: str,
-    outcome: str,
+    outcome: str | None,
     since: datetime | None = None,
 ) -> Decision | None:
-    """The latest decision of a model's agent with this outcome (at ``since`` or later), or None."""
-    stmt = sa.select(Decision).where(
-        Decision.model_id == model_id, Decision.agent == agent, Decision.outcome == outcome
-    )
+    """The latest decision of a model's agent with this outcome (any, when None; at ``since`` or
+    later), or None."""
+    stmt = sa.select(Decision).where(Decision.model_id == model_id, Decision.agent == agent)
+    if outcome is not None:
+        stmt = stmt.where(Decision.outcome == outcome)
     if since is not None:
         stmt = stmt.where(Decision.time >= since)
     return session.scalar(stmt.order_by(Decision.time.desc(), Decision.id.desc()).limit(1))

@@ -180,6 +180,35 @@ def count_events(
     return int(session.scalar(stmt) or 0)
 
 
+def event_span(*, session: Session, model_id: int, start: datetime, end: datetime) -> tuple[int, datetime | None]:
+    """How many events a model has with ``start <= time < end``, and the time of the first (None without any)."""
+    conditions = (Event.model_id == model_id, Event.time >= start, Event.time < end)
+    count, first = session.execute(sa.select(sa.func.count(), sa.func.min(Event.time)).where(*conditions)).one()
+    return int(count or 0), first  # min() keeps the column's type: aware UTC
+
+
+#: Newest labels whose delay the median of :func:`label_flow` is taken over.
+DELAY_SAMPLE = 1000
+
+
+def label_flow(*, session: Session, model_id: int, start: datetime, end: datetime) -> tuple[int, float | None]:
+    """Labels that became known with ``start <= time < end`` (each labelled event once, whatever
+    its sources), and the median hours from their events to them (None without any)."""
+    known = sa.and_(Label.model_id == model_id, Label.time >= start, Label.time < end)
+    count = session.scalar(sa.select(sa.func.count(sa.distinct(Label.event_id))).where(known))
+    pairs = session.execute(
+        sa.select(Label.time, Event.time)
+        .join(Event, Event.id == Label.event_id)
+        .where(known)
+        .order_by(Label.time.desc())
+        .limit(DELAY_SAMPLE)
+    ).all()
+    if not pairs:
+        return int(count or 0), None
+    delays = [(labelled - happened).total_seconds() / 3600 for labelled, happened in pairs]
+    return int(count or 0), float(np.median(delays))
+
+
 def _visible_label(visible_at: datetime | None) -> sa.ColumnElement[bool]:
     if visible_at is None:
         return Label.event_id == Event.id

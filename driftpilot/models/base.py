@@ -105,6 +105,11 @@ class TrainingReport:
     seconds: float
     device: str
     curves: list[Curve] = field(default_factory=list)
+    #: The learning rate and batch of the last training from scratch in the lineage: each update
+    #: sets its own from them, so settings chosen per run do not compound across generations
+    #: (None in reports written before they were kept: the parent's own are used then).
+    base_lr: float | None = None
+    base_batch_size: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -426,11 +431,18 @@ class TorchClassifier:
             )
             anchor = ({n: p.detach().clone() for n, p in net.named_parameters()}, importance)
 
+        base_lr, base_batch = self.lr, batch_size
         if warm_start is not None:
-            parent_lr = warm_start.report_.lr if warm_start.report_ else (self.lr or 3e-3)
-            scale = math.sqrt(batch_size / warm_start.report_.batch_size) if warm_start.report_ else 1.0
-            lr = parent_lr / 2 * scale
-            lr_source = "half the parent's" + (f", times {scale:g} for the larger batch" if scale != 1 else "")
+            parent = warm_start.report_
+            if parent is not None:
+                base_lr, base_batch = parent.base_lr or parent.lr, parent.base_batch_size or parent.batch_size
+            # Half the rate the lineage was last trained from scratch with (not the parent's own,
+            # which halving every generation would shrink to nothing), scaled for the batch.
+            scale = math.sqrt(batch_size / base_batch)
+            lr = (base_lr or 3e-3) / 2 * scale
+            lr_source = "half the lineage's last full training's" + (
+                f", times {scale:g} for the larger batch" if scale != 1 else ""
+            )
             # Warm-started, an update settles in a few epochs: stop one epoch sooner.
             patience = max(1, self.patience - 1)
             # An update on a small snapshot would take only a handful of steps in `warm_epochs`:
@@ -509,6 +521,8 @@ class TorchClassifier:
             seconds=time.perf_counter() - started,
             device=device,
             curves=curves,
+            base_lr=float(base_lr if warm_start is not None and base_lr is not None else lr),
+            base_batch_size=int(base_batch),
         )
         return self
 

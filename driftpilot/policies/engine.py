@@ -19,6 +19,7 @@ from typing import Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from driftpilot.policies.auto import MIN_RELEASE_LABELS, MIN_TRAIN_LABELS
 from driftpilot.policies.facts import (
     Action,
     ActionFacts,
@@ -209,6 +210,8 @@ def _retrain(policy: Policy, facts: RetrainFacts, usage: Usage) -> list[RuleVerd
     if policy.data.never_train_on:
         verdicts.append(_data_rules(policy, facts))
     minimum = policy.training.min_training_labels
+    if minimum == "auto":
+        minimum = facts.min_training_labels or MIN_TRAIN_LABELS
     labels = _number(facts, "training_labels")
     if isinstance(labels, str):
         return [*verdicts, _missing("training_labels", labels, minimum)]
@@ -396,6 +399,8 @@ def _slice_gate(policy: Policy, facts: StartCanaryFacts) -> RuleVerdict:
 
 def _promote(policy: Policy, facts: PromoteFacts, usage: Usage) -> list[RuleVerdict]:
     minimum = policy.release.min_canary_samples
+    if minimum == "auto":
+        minimum = facts.min_canary_samples or MIN_RELEASE_LABELS
     samples = _number(facts, "canary_samples")
     if isinstance(samples, str):
         samples_verdict = _missing("canary_samples", samples, minimum)

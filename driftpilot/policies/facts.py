@@ -66,6 +66,9 @@ class RetrainFacts(_Facts):
 
     #: Labelled events behind the retrain (what it learns from and the holdout that judges it).
     training_labels: int | None = Field(default=None, ge=0)
+    #: The least a retrain needs when the policy's ``min_training_labels`` is ``auto``: derived
+    #: from the stream's label rate by the caller (see :func:`driftpilot.policies.auto.derive_training`).
+    min_training_labels: int | None = Field(default=None, ge=1)
     #: The model's feature names, checked against the policy's ``data.never_train_on``.
     features: list[str] | None = None
 
@@ -124,6 +127,9 @@ class PromoteFacts(_Facts):
     control_score: float | None = None
     sequential_verdict: Literal["better", "worse", "undecided"] | None = None
     worse_slices: int | None = Field(default=None, ge=0)
+    #: The least ``canary_samples`` when the policy's ``min_canary_samples`` is ``auto``: derived
+    #: from the stream's label rate by the caller (see :func:`driftpilot.policies.auto.derive_release`).
+    min_canary_samples: int | None = Field(default=None, ge=1)
 
 
 class RollbackFacts(_Facts):

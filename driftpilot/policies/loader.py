@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -30,13 +31,33 @@ class PolicyError(ValueError):
         self.fields = fields
 
 
-def _describe(error: Any) -> tuple[str, str]:
-    field = ".".join(str(part) for part in error["loc"]) or "<policy>"
-    if error["type"] == "extra_forbidden":
-        return field, f"field '{field}' is not a policy field (a typo?)"
-    if error["type"] == "missing":
-        return field, f"field '{field}' is required"
-    return field, f"field '{field}': {error['msg']}, got {error['input']!r}"
+#: How pydantic names the member of a union a value failed (``int | Literal["auto"]``).
+_UNION_MEMBER = re.compile(r"^(constrained-)?(int|float|str|bool)$|^literal\[")
+
+
+def _field(error: Any) -> str:
+    """The dotted field of a validation error, without pydantic's names of union members."""
+    parts = [str(p) for p in error["loc"] if not (isinstance(p, str) and _UNION_MEMBER.match(p))]
+    return ".".join(parts) or "<policy>"
+
+
+def _describe(errors: list[Any]) -> list[tuple[str, str]]:
+    """One message per field at fault: a value that fits no member of a union says what each wants."""
+    by_field: dict[str, list[Any]] = {}
+    for error in errors:
+        by_field.setdefault(_field(error), []).append(error)
+    described = []
+    for field, faults in by_field.items():
+        first = faults[0]
+        if first["type"] == "extra_forbidden":
+            described.append((field, f"field '{field}' is not a policy field (a typo?)"))
+        elif first["type"] == "missing":
+            described.append((field, f"field '{field}' is required"))
+        else:
+            messages = list(dict.fromkeys(f["msg"] for f in faults))
+            wants = ", or ".join([messages[0], *(m.removeprefix("Input should be ") for m in messages[1:])])
+            described.append((field, f"field '{field}': {wants}, got {first['input']!r}"))
+    return described
 
 
 def policy_from_mapping(data: object, *, source: str = "<mapping>") -> Policy:
@@ -67,7 +88,7 @@ def policy_from_mapping(data: object, *, source: str = "<mapping>") -> Policy:
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
-        described = [_describe(error) for error in exc.errors()]
+        described = _describe(exc.errors())
         fields = tuple(field for field, _ in described)
         messages = "; ".join(message for _, message in described)
         raise PolicyError(f"policy {source} is invalid: {messages}", source=source, fields=fields) from exc

@@ -9,11 +9,12 @@ one replaces it whole (see :class:`driftpilot.policies.engine.PolicyEngine`).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
+    "Auto",
     "Autonomy",
     "Budgets",
     "ChangeWindow",
@@ -32,6 +33,9 @@ __all__ = [
 #: L2 recommend only, L3 act with a person approving each release's start and its promotion
 #: (a rollback never waits), L4 act within guardrails. (L5, full autonomy in every scenario, is not offered.)
 Autonomy = Literal["L0", "L1", "L2", "L3", "L4"]
+#: A field whose value depends on the stream's volume or label rate: derived from what the loop
+#: observes (:mod:`driftpilot.policies.auto`) and written in the decision taken under it.
+Auto = Literal["auto"]
 
 
 class _Section(BaseModel):
@@ -41,9 +45,19 @@ class _Section(BaseModel):
 class Monitor(_Section):
     """When the Monitor looks, over which window, and what counts as a finding."""
 
+    #: The shortest time between two checks, in minutes.
     check_every_minutes: int = Field(default=120, ge=1)
+    #: New labels, or new events, that make a check worth running (at most every
+    #: ``check_every_minutes``): a slow stream is checked as its evidence grows, not on the clock.
+    check_every_labels: Annotated[int, Field(ge=1)] | Auto = "auto"
+    check_every_rows: Annotated[int, Field(ge=1)] | Auto = "auto"
+    #: The shortest window a check looks at, in hours.
     window_hours: float = Field(default=12.0, gt=0)
-    min_labelled: int = Field(default=200, ge=1)
+    #: How far back a check may reach for the labels and rows it needs: an upper bound on how stale
+    #: its evidence may be.
+    max_window_hours: Annotated[float, Field(gt=0)] | Auto = "auto"
+    #: Labelled events a check needs to judge accuracy; fewer, and it is blind.
+    min_labelled: Annotated[int, Field(ge=1)] | Auto = "auto"
     max_accuracy_drop: float = Field(default=0.03, ge=0, lt=1)
     drift_p_value: float = Field(default=0.01, gt=0, lt=1)
     psi_threshold: float = Field(default=0.2, gt=0)
@@ -51,17 +65,6 @@ class Monitor(_Section):
     cooldown_hours: float = Field(default=6.0, ge=0)
     estimate_without_labels: bool = True
     multivariate: bool = False
-
-    @property
-    def check_alpha(self) -> float:
-        """Significance level of one check: the false-alarm budget spread over the week's checks
-        (a Bonferroni bound), never looser than ``drift_p_value``.
-
-        >>> Monitor(false_alarms_per_week=0.5, check_every_minutes=60).check_alpha
-        0.002976190476190476
-        """
-        checks_per_week = 7 * 24 * 60 / self.check_every_minutes
-        return min(self.drift_p_value, self.false_alarms_per_week / checks_per_week)
 
 
 class Budgets(_Section):
@@ -146,17 +149,19 @@ class Training(_Section):
     """Which data a retrain uses (a recent window plus a replay share of older data) and how it
     trains: an incremental update of the champion, or a full retrain from scratch."""
 
-    recent_hours: float = Field(default=24.0, gt=0)
+    #: The recent window a retrain learns from, in hours.
+    recent_hours: Annotated[float, Field(gt=0)] | Auto = "auto"
     max_recent: int = Field(default=20000, ge=1)
     replay_share: float = Field(default=0.3, ge=0, lt=1)
-    min_training_labels: int = Field(default=500, ge=1)
+    #: Labelled events a retrain needs at least.
+    min_training_labels: Annotated[int, Field(ge=1)] | Auto = "auto"
     strategy: Literal["auto", "incremental", "full"] = "auto"
     full_every: int = Field(default=8, ge=1)
     penalty: Literal["ewc", "l2sp", "none"] = "ewc"
     penalty_strength: float = Field(default=1.0, ge=0)
     fallback_to_full: bool = True
     #: Hours a run waits for the labels the Curator asked people for before it ends.
-    label_wait_hours: float = Field(default=12.0, gt=0)
+    label_wait_hours: Annotated[float, Field(gt=0)] | Auto = "auto"
 
 
 class Evaluation(_Section):
@@ -197,7 +202,7 @@ class Release(_Section):
     #: The candidate first answers beside the champion, nothing it says being served.
     shadow: bool = True
     #: Labelled events the shadow must have answered before the first canary step.
-    min_shadow_samples: int = Field(default=500, ge=1)
+    min_shadow_samples: Annotated[int, Field(ge=1)] | Auto = "auto"
     #: ``better``: the shadow lasts until the candidate is also shown better (the canary steps then
     #: confirm it while serving); ``samples``: only until ``min_shadow_samples``. Both versions
     #: answer every event either way, so staying in shadow costs time, never evidence.
@@ -206,7 +211,7 @@ class Release(_Section):
     steps: list[float] = Field(default_factory=lambda: [0.05, 0.25], min_length=1)
     #: Labelled events the candidate must have served itself at each step before the next one
     #: (or promotion).
-    min_step_samples: int = Field(default=50, ge=1)
+    min_step_samples: Annotated[int, Field(ge=1)] | Auto = "auto"
     #: Cohorts by hashing the entity id, or its group (an edge node, a network segment): a whole
     #: group moves.
     cohort: Literal["entity", "group"] = "entity"
@@ -217,11 +222,11 @@ class Release(_Section):
     #: share of ``alpha``.
     max_slices: int = Field(default=20, ge=0)
     #: Labelled events both answered before promotion.
-    min_canary_samples: int = Field(default=200, ge=1)
+    min_canary_samples: Annotated[int, Field(ge=1)] | Auto = "auto"
     #: Largest regression on the recent holdout with which a candidate may start a release.
     max_regression: float = Field(default=0.02, ge=0, lt=1)
     #: Longest a release may run: undecided by then, the champion is kept.
-    max_canary_hours: float = Field(default=24.0, gt=0)
+    max_canary_hours: Annotated[float, Field(gt=0)] | Auto = "auto"
     guards: Guards = Field(default_factory=Guards)
 
     @field_validator("steps")

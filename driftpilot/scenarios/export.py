@@ -3,7 +3,7 @@
 :func:`export_streams` writes ``<name>.csv`` for each stream of :data:`STREAMS` and a
 ``streams.json`` manifest: the :class:`StreamSpec` of every file it wrote — its target, time,
 entity and text columns, how many labelled warm-up rows a replay should start from, the label
-delay of the benchmark in rows, and the policy fields a stream's density needs changed.
+delay of the benchmark in rows. Every stream replays under the default policy.
 
 * ``ont``: the ONT simulator (:mod:`driftpilot.scenarios.ont`), 60 ONTs for 30 days, one row per
   reading; the target ``offline_within_1h`` is ``online`` or the cause of the coming outage.
@@ -13,7 +13,7 @@ delay of the benchmark in rows, and the policy fields a stream's density needs c
 
 ``scale`` multiplies every stream's row count (the ONT fleet, the offers per day, the share of
 Banking77's queries, the synthetic streams' length), and the warm-up and label delay with it, so
-that tests can export small copies; the policy overrides are meant for ``scale=1``.
+that tests can export small copies.
 
 Each file is written to a temporary file in the same folder and moved into place, so a failure
 never leaves a half-written file behind.
@@ -36,7 +36,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import IO
@@ -62,21 +62,6 @@ _SYNTHETIC_WARMUP = 2000
 _LABEL_DELAY_ROWS = 500
 _MIN_WARMUP = 20  # the fewest rows replay trains a first version on
 
-# Offers arrive about a thousand a day, not thousands an hour: the monitor needs a week to see
-# enough labels, a retrain a month, and a canary, whose labels come a day late, a week.
-#: Releases on small fleets and row-clock streams: with a 10 % label budget, the default plan
-#: (5 % and 25 % of 60 entities: three and fifteen) gathers its per-step evidence too slowly;
-#: larger steps (a quarter, then half) decide within the release's 24 hours.
-_SMALL_FLEET_POLICY: dict[str, dict[str, object]] = {
-    "release": {"steps": [0.25, 0.5], "min_shadow_samples": 50, "min_step_samples": 30, "min_canary_samples": 100}
-}
-_OFFERS_POLICY: dict[str, dict[str, object]] = {
-    "monitor": {"check_every_minutes": 1440, "window_hours": 168, "min_labelled": 150},
-    "training": {"recent_hours": 720, "min_training_labels": 300},
-    "budgets": {"max_retrains_per_day": 2},
-    "release": {"max_canary_hours": 168, "min_canary_samples": 80},
-}
-
 
 @dataclass(frozen=True, kw_only=True)
 class StreamSpec:
@@ -84,8 +69,8 @@ class StreamSpec:
 
     ``warmup`` is the number of leading rows a replay treats as labelled history,
     ``label_delay`` the rows after an event before its label may be revealed, and
-    ``policy_overrides`` maps a policy section to the fields (and values) that replace the
-    default policy's for this stream's density.
+    Every stream replays under the shipped default policy: what depends on its density is
+    derived by the loop from what it observes, not written here.
     """
 
     name: str
@@ -100,7 +85,6 @@ class StreamSpec:
     label_delay: int
     rows: int
     description: str
-    policy_overrides: dict[str, dict[str, object]] = field(default_factory=dict)
 
 
 def export_streams(
@@ -177,7 +161,6 @@ def _ont(seed: int, scale: float) -> tuple[pd.DataFrame, StreamSpec]:
         warmup=warmup,
         label_delay=sim.ticks_per_hour * config.n_onts,  # one simulated hour of readings
         rows=len(frame),
-        policy_overrides=_SMALL_FLEET_POLICY,
         description=(
             f"{config.n_onts} ONTs, {config.days:g} days of {config.interval_minutes}-minute readings: fibre ageing, "
             "firmware v2.0 from day 10 (counters per second), the XGS-10 model from day 18, "
@@ -210,7 +193,6 @@ def _offers(seed: int, scale: float) -> tuple[pd.DataFrame, StreamSpec]:
             "a competitor's campaign days 56-77 (high prices refused), fibre_2g launched day 84 "
             "(cannibalising speed_upgrade), holidays from day 100; target: accepted yes/no"
         ),
-        policy_overrides=_OFFERS_POLICY,
     )
     return frame, spec
 
@@ -227,7 +209,6 @@ def _banking(seed: int, scale: float, data_dir: Path | str | None) -> tuple[pd.D
         warmup=max(_MIN_WARMUP, round(_BANKING_WARMUP_SHARE * len(frame))),
         label_delay=_scaled(_LABEL_DELAY_ROWS, scale),
         rows=len(frame),
-        policy_overrides=_SMALL_FLEET_POLICY,
         description=(
             f"BANKING77 customer-service queries: {config.n_initial} intents at first, {emerging} more emerging one "
             f"by one between {config.emerge_from:.0%} and {config.emerge_until:.0%} of the stream; target: intent"
@@ -246,7 +227,6 @@ def _synthetic(name: str, seed: int, scale: float) -> tuple[pd.DataFrame, Stream
         warmup=min(_scaled(_SYNTHETIC_WARMUP, scale, _MIN_WARMUP), len(frame) - 1),
         label_delay=_scaled(_LABEL_DELAY_ROWS, scale),
         rows=len(frame),
-        policy_overrides=_SMALL_FLEET_POLICY,
         description=synthetic.describe(name, config),
     )
     return frame, spec

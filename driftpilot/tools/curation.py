@@ -118,3 +118,35 @@ def most_uncertain(frame: pd.DataFrame, probabilities: np.ndarray, n: int) -> pd
         raise ValueError(f"{len(frame)} rows but {len(probabilities)} probability rows")
     order = np.argsort(probabilities.max(axis=1), kind="stable")[:n]
     return frame.iloc[order]
+
+
+#: Share of a monitoring sample drawn at random (the rest is the most uncertain).
+RANDOM_SHARE = 0.5
+
+
+def monitoring_sample(
+    frame: pd.DataFrame, probabilities: np.ndarray, n: int, *, seed: int = 0
+) -> tuple[pd.DataFrame, list[str]]:
+    """``n`` rows to ask labels for when a check is blind, and why each was chosen.
+
+    Half are drawn at random, so that the accuracy judged on them is not biased toward hard rows;
+    the rest are the most uncertain of the remaining rows, which teach a retrain most.
+
+    >>> f = pd.DataFrame({"id": range(6)})
+    >>> p = np.array([[0.9, 0.1], [0.5, 0.5], [0.99, 0.01], [0.6, 0.4], [0.8, 0.2], [0.55, 0.45]])
+    >>> chosen, why = monitoring_sample(f, p, 4, seed=0)
+    >>> len(chosen), chosen["id"].is_unique, sorted(set(why))
+    (4, True, ['random: keeps the judged accuracy unbiased', 'uncertain: lowest top-class probability of the champion'])
+    """
+    if len(frame) != len(probabilities):
+        raise ValueError(f"{len(frame)} rows but {len(probabilities)} probability rows")
+    n = min(n, len(frame))
+    rng = np.random.default_rng(seed)
+    n_random = int(round(n * RANDOM_SHARE))
+    drawn = rng.choice(len(frame), size=n_random, replace=False)
+    rest = np.setdiff1d(np.arange(len(frame)), drawn)
+    uncertain = rest[np.argsort(probabilities[rest].max(axis=1), kind="stable")[: n - n_random]]
+    chosen = np.concatenate([drawn, uncertain])
+    why = ["random: keeps the judged accuracy unbiased"] * n_random
+    why += ["uncertain: lowest top-class probability of the champion"] * len(uncertain)
+    return frame.iloc[chosen], why

@@ -62,8 +62,9 @@ FindingKind = Literal[
     "alarm",
 ]
 Severity = Literal["low", "medium", "high"]
-#: What a check logs: a new finding, the repeat of one raised within the cool-down, or health.
-CheckOutcome = Literal["finding", "repeat", "healthy"]
+#: What a check logs: a new finding, the repeat of one raised within the cool-down, health, or
+#: blindness (no change seen, but too little evidence to have seen one: never called healthy).
+CheckOutcome = Literal["finding", "repeat", "healthy", "blind"]
 
 #: Severities in rising order, for "no more severe than".
 _SEVERITY: dict[Severity, int] = {"low": 0, "medium": 1, "high": 2}
@@ -104,7 +105,9 @@ class CheckEvidence(TypedDict):
     :class:`~driftpilot.tools.drift.FeatureDrift` of each drifted feature; ``text_drift`` a
     :class:`~driftpilot.tools.text_drift.TextDrift` per text; ``multivariate``,
     ``prediction_drift``, ``prior_drift`` and ``estimated`` the reports of their tools, present
-    only when tested. ``untested`` says, per signal, why its data defeated it.
+    only when tested. ``untested`` says, per signal, why its data defeated it; ``missing`` what the
+    check lacked to judge at all (``labels``: too few to judge accuracy; ``rows``: too few, or no
+    reference, to test input drift).
     """
 
     champion: int
@@ -124,6 +127,7 @@ class CheckEvidence(TypedDict):
     prior_drift: NotRequired[dict[str, Any]]
     estimated: NotRequired[dict[str, Any]]
     untested: NotRequired[dict[str, str]]
+    missing: NotRequired[dict[str, str]]
 
 
 class Finding(CheckEvidence):
@@ -227,7 +231,22 @@ def check_signals(
         evidence["prior_drift"] = priors
     if untested:
         evidence["untested"] = untested
+    missing = _missing(frames, evidence, min_labelled)
+    if missing:
+        evidence["missing"] = missing
     return evidence
+
+
+def _missing(frames: CheckFrames, evidence: CheckEvidence, min_labelled: int) -> dict[str, str]:
+    """What the check lacked to judge: labels for accuracy, rows (or a reference) for input drift."""
+    missing = {}
+    if evidence["balanced_accuracy"] is None:
+        missing["labels"] = f"{evidence['labelled']} labelled events served by the champion, {min_labelled} needed"
+    if frames.reference is None:
+        missing["rows"] = "no training snapshot to compare the inputs with"
+    elif not evidence["drift_enough_data"]:
+        missing["rows"] = f"{len(frames.current)} recent events: too few to test input drift"
+    return missing
 
 
 @contextmanager
@@ -439,10 +458,10 @@ def is_repeat(previous: Mapping[str, Any], finding: Finding) -> bool:
 
 
 def outcome_of(finding: Finding, previous: Mapping[str, Any] | None) -> CheckOutcome:
-    """``healthy`` without kinds, ``repeat`` when ``finding`` repeats ``previous`` (see
-    :func:`is_repeat`), a new ``finding`` otherwise."""
+    """``healthy`` without kinds (``blind`` when evidence was missing), ``repeat`` when ``finding``
+    repeats ``previous`` (see :func:`is_repeat`), a new ``finding`` otherwise."""
     if not finding["kinds"]:
-        return "healthy"
+        return "blind" if finding.get("missing") else "healthy"
     if previous is not None and is_repeat(previous, finding):
         return "repeat"  # hysteresis: the drift already raised its finding
     return "finding"
@@ -455,6 +474,9 @@ def rationale(outcome: CheckOutcome, finding: Finding, *, cooldown_hours: float)
         "finding": f"Finding ({finding['severity']}): {kinds}",
         "repeat": f"Same drift as the finding of the last {cooldown_hours:g} h ({kinds}): not raised again",
         "healthy": "Healthy",
+        "blind": "Blind, nothing judged healthy ("
+        + "; ".join(f"{what}: {why}" for what, why in finding.get("missing", {}).items())
+        + ")",
     }[outcome]
     return head + _describe(finding)
 

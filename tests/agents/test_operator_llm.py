@@ -170,6 +170,7 @@ def test_a_promotion_the_policy_forbids_is_refused_and_logged_with_what_the_mode
         "control_score": 0.84,
         "sequential_verdict": "better",
         "worse_slices": 0,
+        "min_canary_samples": None,  # the recorded look has no plan: the policy's floor applies
     }
     assert [v["allowed"] for v in logged["policy_verdicts"]] == [False]
     assert logged["rationale"].startswith("The chat model fake-gpt proposed to promote version 3. Refused: autonomy L2")
@@ -204,7 +205,7 @@ def test_at_l3_a_promotion_waits_for_a_person_on_the_canary_evidence(world):
     assert reply.accepted == [rollback]
     assert promote.reasons == [
         "autonomy L3 acts, but 'promote' waits for a person's approval",
-        "canary samples: 400, at least the minimum of 200",
+        "canary samples: 400, at least the minimum of 30",  # auto, and the look recorded no plan: the floor
         "canary_score 0.91 - control_score 0.84: 0.07, at or above the floor of -0.02",
         "sequential test (alpha 0.05): better",
         "slices shown worse than the champion: 0, at most 0",

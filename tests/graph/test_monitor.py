@@ -18,7 +18,7 @@ from driftpilot.memory import db, decisions, events, managed, snapshots
 from driftpilot.memory.ingest import EventBatch, ingest_events, ingest_labels
 from driftpilot.models.registry import Registry
 from driftpilot.models.tabular_mlp import TabularMLP
-from driftpilot.policies import PolicyEngine, load_policy
+from driftpilot.policies import Policy, PolicyEngine, load_policy
 from driftpilot.scenarios.ont import CLASSES, FEATURES, OntScenarioConfig, OntSimulator
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
@@ -29,6 +29,8 @@ SPLIT = START + timedelta(hours=12)
 #: the fleet's own clock (daily temperature cycle, uptimes, reboots of the last 24 h) moves its
 #: features within a day, which would be drift against any other stretch of the same fleet.
 HISTORY_SHIFT = timedelta(hours=24)
+#: A policy whose checks look at 12 hours, never reach back for more evidence, and judge on 200 labels.
+NO_REACH_BACK = Policy(name="fixed-window", monitor={"max_window_hours": 12, "min_labelled": 200})
 #: The first check looks at the 12 hours SPLIT to CHECK.
 CHECK = START + timedelta(hours=24)
 #: Range of the top probability served on the history with ``serve="probabilities"``: confident,
@@ -84,6 +86,7 @@ def build_world(
     rx_shift: float = 0.0,
     window_labels: int | None = None,
     window_confidence: tuple[float, float] = HISTORY_CONFIDENCE,
+    policy: Policy | None = None,
 ) -> World:
     """100 ONTs, a reading every 30 min, all served by champion version 1 and all labelled.
 
@@ -95,10 +98,11 @@ def build_world(
     ``window_confidence`` on the judged readings, and is stored with them). ``rx_shift`` moves
     ``rx_power`` on the judged readings; ``window_labels`` keeps only that many of their labels.
     The champion is a 2-epoch MLP: the check never runs it, it only needs an artifact.
+    ``policy`` replaces the shipped default.
     """
     sessions = db.connect(f"sqlite:///{tmp_path / 'm.sqlite'}")
     registry = Registry(tmp_path / "artifacts")
-    context = AgentContext(sessions=sessions, registry=registry, policy=PolicyEngine(load_policy()), seed=0)
+    context = AgentContext(sessions=sessions, registry=registry, policy=PolicyEngine(policy or load_policy()), seed=0)
     sim = OntSimulator(OntScenarioConfig(n_onts=100, days=1.25, interval_minutes=30, seed=4, outages=()))
     ticks = list(sim.ticks())
     early = [t for t in ticks if t.time < SPLIT]
@@ -199,9 +203,11 @@ def test_a_healthy_window_raises_nothing(tmp_path):
     assert (decision.action, decision.outcome) == ("check", "healthy")
     evidence = decision.evidence
     assert evidence["severity"] is None and evidence["kinds"] == []
-    # The check's level (0.01 under the default policy) shared by its signal families.
-    assert policy.check_alpha == 0.01
-    assert evidence["alpha"] == policy.check_alpha / SIGNALS
+    # The check's level (the default policy's 0.01 at most, the week's false-alarm budget spread
+    # over the checks its plan makes) shared by its signal families.
+    plan = evidence["plan"]
+    assert 0 < plan["alpha"] <= policy.drift_p_value
+    assert evidence["alpha"] == plan["alpha"] / SIGNALS
     assert evidence["labelled"] == 2289 and evidence["balanced_accuracy"] == 1.0
     assert evidence["error_rate"]["enough_data"] is True and evidence["error_rate"]["changed"] is False
     assert evidence["drifted_features"] == [] and evidence["drift_enough_data"] is True
@@ -251,7 +257,14 @@ def test_a_performance_loss_is_high_and_raised_at_every_check(tmp_path):
 def test_accuracy_is_estimated_from_served_probabilities_when_labels_are_few(tmp_path):
     # The inputs moved (rx_power 6 dB lower), the champion grew unsure (top probability 0.6-0.7
     # on the window, against 0.9-1.0 on its history) and only 50 labels came back: CBPE is asked.
-    world = build_world(tmp_path, serve="probabilities", window_labels=50, rx_shift=-6.0, window_confidence=(0.6, 0.7))
+    world = build_world(
+        tmp_path,
+        serve="probabilities",
+        window_labels=50,
+        rx_shift=-6.0,
+        window_confidence=(0.6, 0.7),
+        policy=NO_REACH_BACK,
+    )
     tolerance = world.context.policy.policy.monitor.max_accuracy_drop
 
     update, decision = world.check(CHECK)
@@ -287,24 +300,52 @@ def test_accuracy_is_estimated_from_served_probabilities_when_labels_are_few(tmp
 def test_no_estimate_is_made_while_nothing_moved(tmp_path):
     # The same readings, served alike, as on the history, and 50 labels: probabilities are
     # stored, but CBPE has nothing to reveal, and is not fitted.
-    world = build_world(tmp_path, serve="probabilities", window_labels=50)
+    world = build_world(tmp_path, serve="probabilities", window_labels=50, policy=NO_REACH_BACK)
 
     update, decision = world.check(CHECK)
 
     assert "estimated" not in decision.evidence and decision.evidence["kinds"] == []
-    assert update["outcome"] == "healthy"
+    # Nothing moved, but 50 labels are too few to judge accuracy on: blind, not healthy.
+    needed = decision.evidence["plan"]["min_labelled"]
+    assert needed > 50
+    assert update["outcome"] == decision.outcome == "blind"
+    assert decision.evidence["missing"] == {"labels": f"50 labelled events served by the champion, {needed} needed"}
+    assert update["blind"]["labelled"] == 50 and update["blind"]["needed"] == needed
 
 
-def test_an_empty_window_is_checked_without_crashing(tmp_path):
-    world = build_world(tmp_path)
+def test_an_empty_window_is_checked_without_crashing_and_is_blind(tmp_path):
+    # A policy that forbids reaching back: the 12 hours checked hold no event at all.
+    world = build_world(tmp_path, policy=NO_REACH_BACK)
 
     update, decision = world.check(START + timedelta(hours=43))
 
     evidence = decision.evidence
     assert evidence["window"] == {"start": "2026-03-02T07:00:00+00:00", "end": "2026-03-02T19:00:00+00:00"}
+    assert evidence["plan"]["max_window_hours"] == 12 and "max_window_hours" not in evidence["plan"]["why"]
     assert evidence["labelled"] == 0 and evidence["balanced_accuracy"] is None
     assert evidence["error_rate"]["enough_data"] is False and evidence["error_rate"]["n"] == 0
     assert evidence["drift_enough_data"] is False and "estimated" not in evidence
     assert evidence["kinds"] == [] and evidence["severity"] is None
-    assert (update["outcome"], decision.outcome) == ("healthy", "healthy")
-    assert decision.rationale == "Healthy: only 0 labelled events: accuracy not judged."
+    assert (update["outcome"], decision.outcome) == ("blind", "blind")
+    needed = evidence["plan"]["min_labelled"]
+    assert decision.rationale == (
+        f"Blind, nothing judged healthy (labels: 0 labelled events served by the champion, {needed} needed; "
+        "rows: 0 recent events: too few to test input drift): only 0 labelled events: accuracy not judged."
+    )
+
+
+def test_a_window_reaches_back_for_the_evidence_it_needs(tmp_path):
+    # The same check under the default policy: the last 12 hours are empty, so the window reaches
+    # back (within its auto bound) to the newest events, and judges them.
+    world = build_world(tmp_path)
+
+    update, decision = world.check(START + timedelta(hours=43))
+
+    evidence = decision.evidence
+    assert evidence["window"]["start"] < "2026-03-02T07:00:00+00:00"
+    assert evidence["balanced_accuracy"] == 1.0 and evidence["labelled"] >= evidence["plan"]["min_labelled"]
+    assert evidence["drift_enough_data"] is True and "missing" not in evidence
+    assert decision.outcome != "blind"  # it judged (the night's temperatures read as drift: a finding)
+    # The derivation is written with the check: the rates observed, and why each auto value is what it is.
+    assert evidence["rates"]["events"] > 0 and evidence["rates"]["labels"] > 0
+    assert set(evidence["plan"]["why"]) >= {"max_window_hours", "min_labelled", "check_every_labels", "alpha"}

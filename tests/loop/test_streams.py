@@ -32,13 +32,14 @@ def encoder(tmp_path_factory: pytest.TempPathFactory) -> SentenceEncoder:
     return SentenceEncoder(tmp_path_factory.mktemp("minilm"))
 
 
-def test_export_writes_data_policies_and_commands(exported):
+def test_export_writes_data_and_commands(exported):
     folder, manifest = exported
 
     assert sorted(manifest) == sorted(STREAMS)
     assert json.loads((folder / "streams.json").read_text())[0]["command"].startswith("driftpilot replay ")
-    assert manifest["offers"]["policy"] == "offers.policy.yaml"
-    assert "--policy offers.policy.yaml" in manifest["offers"]["command"]
+    # Every stream replays under the default policy.
+    assert all("--policy" not in entry["command"] for entry in manifest.values())
+    assert not list(folder.glob("*.policy.yaml"))
     assert "--text-col text" in manifest["banking77"]["command"]
 
 

@@ -47,6 +47,24 @@ def test_warm_start_grows_for_new_categories_and_starts_from_the_parent():
     assert (child.predict(new_x) == new_y).mean() > 0.9
 
 
+def test_the_learning_rate_does_not_shrink_generation_after_generation():
+    # Each update used to take half its parent's rate: version 20 learnt at 1/16 of version 2's.
+    # Now every update of a lineage takes half the rate of its last training from scratch.
+    x, y = _data(600, 0)
+    scratch = TabularMLP(FEATURES, ["no", "yes"], epochs=5, seed=1).fit(x, y)
+    lineage = [scratch]
+    for generation in range(3):
+        new_x, new_y = _data(600, 10 + generation)
+        lineage.append(TabularMLP(FEATURES, ["no", "yes"], seed=1).fit(new_x, new_y, warm_start=lineage[-1]))
+    base = scratch.report_
+    assert base.base_lr == base.lr and base.base_batch_size == base.batch_size
+    for child in lineage[1:]:
+        report = child.report_
+        scale = (report.batch_size / base.batch_size) ** 0.5
+        assert report.lr == pytest.approx(base.lr / 2 * scale)
+        assert (report.base_lr, report.base_batch_size) == (base.lr, base.batch_size)
+
+
 def test_save_load_and_onnx_agree(tmp_path):
     import onnxruntime as ort
 

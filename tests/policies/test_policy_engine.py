@@ -27,7 +27,9 @@ from driftpilot.policies import (
 # Pinned here rather than taken from the shipped defaults, so tuning the defaults does not
 # change what these cases check: 6 retrains, 2000 labels, 500 training labels, canary share
 # 0.1, 300 canary samples, max regression 0.02.
-POLICY = Policy(name="pinned", release=Release(steps=[0.1], min_canary_samples=300))
+POLICY = Policy(
+    name="pinned", training={"min_training_labels": 500}, release=Release(steps=[0.1], min_canary_samples=300)
+)
 
 L4 = ("autonomy", True, "L4", "L3", "autonomy L4 may '{action}' within the guardrails")
 

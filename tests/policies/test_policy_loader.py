@@ -14,20 +14,24 @@ def test_default_policy_loads_with_every_documented_value() -> None:
     assert policy.autonomy == "L4"
     assert policy.monitor.check_every_minutes == 120
     assert policy.monitor.window_hours == 12
-    assert policy.monitor.min_labelled == 200
+    # Every field that depends on the stream's volume or label rate is derived from it.
+    assert policy.monitor.min_labelled == policy.monitor.max_window_hours == "auto"
+    assert policy.monitor.check_every_labels == policy.monitor.check_every_rows == "auto"
+    assert policy.training.label_wait_hours == "auto"
+    assert policy.release.min_shadow_samples == policy.release.min_step_samples == "auto"
     assert policy.monitor.max_accuracy_drop == 0.03
     assert policy.monitor.drift_p_value == 0.01
     assert policy.monitor.psi_threshold == 0.2
     assert policy.budgets.max_retrains_per_day == 6
     assert policy.budgets.max_labels_per_day == 2000
-    assert policy.training.recent_hours == 24
+    assert policy.training.recent_hours == "auto"
     assert policy.training.max_recent == 20000
     assert policy.training.replay_share == 0.3
-    assert policy.training.min_training_labels == 500
+    assert policy.training.min_training_labels == "auto"
     assert policy.release.steps == [0.05, 0.25]
-    assert policy.release.min_canary_samples == 200
+    assert policy.release.min_canary_samples == "auto"
     assert policy.release.max_regression == 0.02
-    assert policy.release.max_canary_hours == 24
+    assert policy.release.max_canary_hours == "auto"
     assert policy.evaluation.max_forgetting == 0.02
     assert policy.evaluation.max_slice_regression == 0.05
     assert policy.evaluation.min_slice_samples == 100

@@ -9,7 +9,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from driftpilot.policies import policy_from_mapping
 from driftpilot.scenarios import ont
 from driftpilot.scenarios.export import MANIFEST, STREAMS, StreamSpec, export_streams
 
@@ -98,24 +97,10 @@ def test_banking_keeps_line_breaks_inside_quotes(exported):
     assert not frame["text"].isna().any()
 
 
-def test_policy_overrides_are_valid_policy_fields(exported):
+def test_every_stream_replays_under_the_default_policy(exported):
+    # No stream carries a policy of its own: what depends on its density the loop derives.
     _, specs = exported
-    by_name = {s.name: s for s in specs}
-
-    for spec in specs:
-        policy_from_mapping({"name": f"{spec.name}-replay", **spec.policy_overrides}, source=spec.name)
-
-    offers = policy_from_mapping({"name": "offers", **by_name["offers"].policy_overrides})
-    assert (offers.monitor.window_hours, offers.monitor.check_every_minutes, offers.training.recent_hours) == (
-        168,
-        1440,
-        720,
-    )
-    assert offers.release.max_canary_hours > 24  # labels of a canary's offers come a day late
-    # Every other stream only widens the canary, so a verdict comes within its 24 hours.
-    assert {s.name for s in specs if s.name != "offers"} == {s.name for s in specs if s.policy_overrides} - {"offers"}
-    others = [policy_from_mapping({"name": s.name, **s.policy_overrides}) for s in specs if s.name != "offers"]
-    assert {(p.release.canary_share, p.release.min_canary_samples) for p in others} == {(0.5, 100)}
+    assert all("policy" not in json.dumps(asdict(spec)) for spec in specs)
 
 
 def test_same_seed_same_bytes_other_seed_other_data(exported, tmp_path):
@@ -163,6 +148,6 @@ def test_a_failed_write_leaves_the_old_file_and_no_debris(tmp_path, monkeypatch)
 def test_spec_is_keyword_only_and_frozen():
     spec = StreamSpec(name="s", file="s.csv", target="y", warmup=20, label_delay=5, rows=100, description="d")
 
-    assert (spec.time_col, spec.entity_col, spec.text_col, spec.policy_overrides) == (None, None, None, {})
+    assert (spec.time_col, spec.entity_col, spec.text_col) == (None, None, None)
     with pytest.raises(AttributeError):
         spec.rows = 3  # type: ignore[misc]
