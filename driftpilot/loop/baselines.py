@@ -4,7 +4,10 @@
 * ``periodic``: the same model family retrained from scratch on a fixed schedule, on the last
   ``window`` labels revealed so far (the usual cron-job retraining);
 * ``river-arf``: River's adaptive random forest (Gomes et al., 2017), learning from each label
-  the moment it is revealed (the streaming learner of the drift literature).
+  the moment it is revealed (the streaming learner of the drift literature);
+* ``logistic``: scikit-learn's logistic regression on the same features (numbers standardised,
+  categories one-hot, a text as its sentence vectors), retrained from scratch on the schedule and
+  label window of ``periodic`` (what a careful engineer tries first).
 
 Every baseline sees the stream through one interface: :meth:`Baseline.run` gets a chunk of
 rows and, for each row of the chunk, the positions of the labels revealed right after that row
@@ -17,14 +20,18 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from driftpilot.models.base import TorchClassifier
 
+if TYPE_CHECKING:
+    import pandas as pd
+    from sklearn.pipeline import Pipeline
+
 #: Baselines by the name ``--baselines`` takes.
-BASELINES = ("static", "periodic", "river-arf")
+BASELINES = ("static", "periodic", "river-arf", "logistic")
 
 
 class Stream:
@@ -143,6 +150,117 @@ class RiverARF(Baseline):
             out.append(self.fallback if guess is None else guess)
             self.learn(stream, revealed.get(position, []))
         return np.asarray(out, dtype=object)
+
+
+class PeriodicLogistic(Baseline):
+    """scikit-learn's ``LogisticRegression`` retrained from scratch every ``every`` rows on the
+    last ``window`` revealed labels: the schedule and window of :class:`Periodic`, another model.
+
+    Numbers are standardised and categories one-hot encoded (a category unseen in training
+    encodes as all zeros); a text arrives as its sentence vectors, numbers like any other.
+    :meth:`fit` gives it its first model, from the warm-up's labels. Retraining happens at each
+    scheduled row whatever the chunks :meth:`run` is given, and only on labels revealed before
+    that row. Labels of one class teach it to answer that class (``LogisticRegression`` needs
+    two); a class absent from the labels it trained on is never predicted.
+    """
+
+    name = "logistic"
+
+    def __init__(self, *, start: int, every: int, window: int) -> None:
+        super().__init__()
+        if every < 1 or window < 2:
+            raise ValueError(f"periodic retraining needs every >= 1 and window >= 2, got {every} and {window}")
+        self.every = every
+        self.window = window
+        self.next_retrain = start + every
+        self.recent: deque[int] = deque(maxlen=window)
+        self.retrains = 0
+        self.model: Pipeline | _OneClass | None = None
+
+    def learn(self, stream: Stream, positions: Sequence[int]) -> None:
+        """Take the labels of ``positions`` (kept until the next retrain; ``stream`` holds them)."""
+        self.recent.extend(positions)
+        self.seen.extend(positions)
+
+    def fit(self, stream: Stream, positions: Sequence[int]) -> PeriodicLogistic:
+        """Train the first model on the labels of ``positions``, all of them given by :meth:`learn`."""
+        unseen = sorted(set(positions) - set(self.seen))
+        if unseen:
+            raise ValueError(
+                f"the logistic baseline was asked to fit on {len(unseen)} labels it was never given "
+                f"(the first at position {unseen[0]}); pass them to learn() first"
+            )
+        self.model = _fit_logistic(stream, positions)
+        return self
+
+    def run(self, stream: Stream, start: int, end: int, revealed: Mapping[int, list[int]]) -> np.ndarray:
+        if self.model is None:
+            raise ValueError("the logistic baseline has no model yet: fit() it on the warm-up's labels first")
+        parts = []
+        at = start
+        while at < end:
+            if at >= self.next_retrain:
+                self._retrain(stream)
+                while self.next_retrain <= at:
+                    self.next_retrain += self.every
+            # A chunk is cut at the next retrain, so the schedule holds however the replay chunks.
+            stop = min(end, self.next_retrain)
+            parts.append(self.model.predict(_frame(stream, stream.columns(at, stop))))
+            for position in range(at, stop):
+                self.learn(stream, revealed.get(position, []))
+            at = stop
+        return np.asarray(np.concatenate(parts) if parts else [], dtype=object)
+
+    def _retrain(self, stream: Stream) -> None:
+        rows = list(self.recent)
+        if not rows:
+            return  # no label yet: keep the current model
+        self.model = _fit_logistic(stream, rows)
+        self.retrains += 1
+
+
+class _OneClass:
+    """What labels of a single class teach: that class, whatever the row."""
+
+    def __init__(self, label: Any) -> None:
+        self.label = label
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        return np.full(len(frame), self.label, dtype=object)
+
+
+def _fit_logistic(stream: Stream, positions: Sequence[int]) -> Pipeline | _OneClass:
+    """A fresh pipeline (scaler and one-hot encoder, then logistic regression) fitted on ``positions``."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    y = stream.labels[np.asarray(positions, dtype=np.int64)]
+    if len(set(y.tolist())) == 1:
+        return _OneClass(y[0])
+    unknown = [(name, kind) for name, kind in stream.kinds if kind not in ("number", "category")]
+    if unknown:
+        raise ValueError(
+            f"the logistic baseline reads number and category features, got {unknown}; "
+            "give a text as its sentence vectors (numbers)"
+        )
+    numbers = [name for name, kind in stream.kinds if kind == "number"]
+    categories = [name for name, kind in stream.kinds if kind == "category"]
+    encoders: list[tuple[str, Any, list[str]]] = []
+    if numbers:
+        encoders.append(("numbers", StandardScaler(), numbers))
+    if categories:
+        encoders.append(("categories", OneHotEncoder(handle_unknown="ignore"), categories))
+    pipeline = Pipeline([("features", ColumnTransformer(encoders)), ("classify", LogisticRegression(max_iter=1000))])
+    return pipeline.fit(_frame(stream, stream.take(positions)), y)
+
+
+def _frame(stream: Stream, columns: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """The feature columns as scikit-learn's column transformer reads them, by name."""
+    import pandas as pd
+
+    return pd.DataFrame({name: columns[name] for name, _ in stream.kinds})
 
 
 def _rows_as_dicts(stream: Stream, positions: Sequence[int] | range) -> list[dict[Hashable, Any]]:

@@ -7,6 +7,12 @@ seeded order, on evenly spaced rows of the second half of the stream (from half 
 each from then on asked at its natural rate — as when a new product or an incident gives
 customers something new to ask. Columns: ``text`` and the target ``intent``.
 
+With ``n_out_of_scope`` set, a seeded choice of that many intents is held out of the catalogue:
+their queries are asked from the first row to the last, all labelled ``out_of_scope`` (a bot's
+catalogue never covers everything customers ask, and it must learn to say so). The
+``intents_oos`` stream holds 15 out, starts with 42 intents and lets the other 20 emerge over
+the middle third of the stream.
+
 How: the stream has a clock running from 0 to 1. Every query gets a seeded, uniformly random
 moment on it and the stream is the queries in the order of their moments, except that an
 emerging intent's queries whose moments fall before its appearance are left out. So each intent,
@@ -24,6 +30,11 @@ Examples
 {'a': 0.0, 'd': 0.0, 'c': 0.62, 'b': 0.91}
 >>> stream.build(queries)["intent"].tolist()
 ['d', 'a', 'a', 'a', 'd', 'c', 'd', 'b']
+>>> oos = Banking77Stream(BankingStreamConfig(n_initial=2, n_out_of_scope=1, seed=0))
+>>> oos.held_out(queries["intent"])
+['a']
+>>> oos.build(queries)["intent"].tolist()
+['c', 'd', 'c', 'out_of_scope', 'out_of_scope', 'out_of_scope', 'd', 'c', 'd', 'b']
 """
 
 from __future__ import annotations
@@ -38,6 +49,8 @@ import pandas as pd
 FILES: tuple[str, ...] = ("train.csv", "test.csv")
 TEXT = "text"
 TARGET = "intent"
+#: The label of every query whose intent is held out of the catalogue.
+OUT_OF_SCOPE = "out_of_scope"
 N_QUERIES = 13_083
 N_INTENTS = 77
 _RELATIVE = Path("..") / "shared" / "data" / "banking77"
@@ -48,7 +61,9 @@ class BankingStreamConfig:
     """Knobs of the Banking77 stream.
 
     ``fraction`` keeps a seeded share of the queries (and each intent's first one) before the
-    stream is built: a small copy of the stream, for tests.
+    stream is built: a small copy of the stream, for tests. ``n_out_of_scope`` intents are held
+    out of the catalogue: present throughout, labelled ``out_of_scope``; the intents neither
+    held out nor initial emerge.
     """
 
     n_initial: int = 50
@@ -56,10 +71,16 @@ class BankingStreamConfig:
     emerge_from: float = 0.5
     emerge_until: float = 0.85
     fraction: float = 1.0
+    n_out_of_scope: int = 0
 
     def __post_init__(self) -> None:
         if not 1 <= self.n_initial <= N_INTENTS:
             raise ValueError(f"n_initial must be between 1 and {N_INTENTS} intents, got {self.n_initial}")
+        if not 0 <= self.n_out_of_scope <= N_INTENTS - self.n_initial:
+            raise ValueError(
+                f"n_out_of_scope must be between 0 and {N_INTENTS - self.n_initial} (the {N_INTENTS} intents less "
+                f"the {self.n_initial} initial ones), got {self.n_out_of_scope}"
+            )
         if not 0.0 < self.emerge_from <= self.emerge_until < 1.0:
             raise ValueError(
                 "emerging intents must appear within the stream: need 0 < emerge_from <= emerge_until < 1, "
@@ -132,21 +153,37 @@ class Banking77Stream:
     def appearances(self, intents: Sequence[str]) -> dict[str, float]:
         """When each intent of ``intents`` (one entry per query) appears on the stream's clock.
 
-        0 for the first ``n_initial`` intents (a seeded choice). The others, in a seeded order,
-        appear at moments placed so that, in expectation, they fall on evenly spaced rows between
-        ``emerge_from`` and ``emerge_until`` of the stream.
+        0 for the ``n_out_of_scope`` held-out intents and the first ``n_initial`` intents (a
+        seeded choice). The others, in a seeded order, appear at moments placed so that, in
+        expectation, they fall on evenly spaced rows between ``emerge_from`` and
+        ``emerge_until`` of the stream.
+        """
+        counts = pd.Series(intents).value_counts().sort_index()
+        held_out, initial, emerging = self._roles(list(counts.index))
+        present = held_out + initial
+        rows = np.linspace(self.config.emerge_from, self.config.emerge_until, len(emerging))
+        moments = _clock_moments(float(counts[present].sum()), counts[emerging].to_numpy(dtype=float), rows)
+        return {name: 0.0 for name in present} | dict(zip(emerging, moments.tolist(), strict=True))
+
+    def held_out(self, intents: Sequence[str]) -> list[str]:
+        """The intents of ``intents`` held out of the catalogue: their queries become ``out_of_scope``."""
+        return self._roles(sorted(set(intents)))[0]
+
+    def _roles(self, names: list[str]) -> tuple[list[str], list[str], list[str]]:
+        """``names`` (sorted) split into held-out, initial and emerging intents: one seeded permutation.
+
+        The held-out ones come first in it, so without any the split is the one of the
+        ``banking77`` stream.
         """
         c = self.config
-        counts = pd.Series(intents).value_counts().sort_index()
-        names = list(counts.index)
-        if len(names) < c.n_initial:
-            raise ValueError(f"n_initial is {c.n_initial} but the data has only {len(names)} intents")
-        order = np.random.default_rng([c.seed, 77]).permutation(len(names))
-        initial = [names[i] for i in order[: c.n_initial]]
-        emerging = [names[i] for i in order[c.n_initial :]]
-        rows = np.linspace(c.emerge_from, c.emerge_until, len(emerging))
-        moments = _clock_moments(float(counts[initial].sum()), counts[emerging].to_numpy(dtype=float), rows)
-        return {name: 0.0 for name in initial} | dict(zip(emerging, moments.tolist(), strict=True))
+        if len(names) < c.n_out_of_scope + c.n_initial:
+            raise ValueError(
+                f"n_initial and n_out_of_scope are {c.n_initial} and {c.n_out_of_scope} intents but the data has "
+                f"only {len(names)}"
+            )
+        order = [names[i] for i in np.random.default_rng([c.seed, 77]).permutation(len(names))]
+        kept = c.n_out_of_scope + c.n_initial
+        return order[: c.n_out_of_scope], order[c.n_out_of_scope : kept], order[kept:]
 
     def frame(self) -> pd.DataFrame:
         """The stream: columns ``text`` and ``intent``, in stream order."""
@@ -163,7 +200,10 @@ class Banking77Stream:
         moment = rng.random(len(queries))
         kept = moment >= queries[TARGET].map(appears).to_numpy()
         order = np.argsort(moment[kept], kind="stable")
-        return queries.loc[kept, [TEXT, TARGET]].iloc[order].reset_index(drop=True)
+        stream = queries.loc[kept, [TEXT, TARGET]].iloc[order].reset_index(drop=True)
+        if c.n_out_of_scope:
+            stream[TARGET] = stream[TARGET].mask(stream[TARGET].isin(self.held_out(queries[TARGET])), OUT_OF_SCOPE)
+        return stream
 
 
 def _clock_moments(initial_rows: float, sizes: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -9,11 +9,17 @@ delay of the benchmark in rows. Every stream replays under the default policy.
   reading; the target ``offline_within_1h`` is ``online`` or the cause of the coming outage.
 * ``offers``: the offers simulator (:mod:`driftpilot.scenarios.offers`), 120 days of 1,000 offers.
 * ``banking77``: real queries with emerging intents (:mod:`driftpilot.scenarios.banking`).
+* ``intents_oos``: the same queries, with 15 intents held out as ``out_of_scope`` throughout and
+  20 emerging over the middle third.
 * ``sea_abrupt`` … ``hyperplane``: river's drift benchmarks (:mod:`driftpilot.scenarios.synthetic`).
+* ``stationary``: the control, a stream with no drift at all (SEA's first concept).
+* ``slow_drift``: Agrawal's loan applicants, one every 30 minutes (a ``time`` column): 20,000
+  rows over 417 days, a label a day after its row.
 
 ``scale`` multiplies every stream's row count (the ONT fleet, the offers per day, the share of
 Banking77's queries, the synthetic streams' length), and the warm-up and label delay with it, so
-that tests can export small copies.
+that tests can export small copies. ``slow_drift`` keeps its 30 minutes between rows: a small
+copy spans fewer days.
 
 Each file is written to a temporary file in the same folder and moved into place, so a failure
 never leaves a half-written file behind.
@@ -46,7 +52,7 @@ import pandas as pd
 
 from driftpilot.scenarios import banking, offers, ont, synthetic
 
-STREAMS: tuple[str, ...] = ("ont", "offers", "banking77", *synthetic.SYNTHETIC_STREAMS)
+STREAMS: tuple[str, ...] = ("ont", "offers", "banking77", "intents_oos", *synthetic.SYNTHETIC_STREAMS)
 MANIFEST = "streams.json"
 
 ONT_TARGET = "offline_within_1h"
@@ -57,9 +63,17 @@ _OFFERS_PER_DAY = 1000
 _OFFERS_CUSTOMERS = 40_000
 _OFFERS_WARMUP_DAYS = 3
 _BANKING_WARMUP_SHARE = 0.2
+# intents_oos: 15 of the 77 intents out of scope, 42 known from the start, 20 emerging in the middle third.
+_OOS_INTENTS = 15
+_OOS_INITIAL = 42
 _SYNTHETIC_ROWS = 30_000
 _SYNTHETIC_WARMUP = 2000
 _LABEL_DELAY_ROWS = 500
+_SLOW_DRIFT_ROWS = 20_000
+_SLOW_DRIFT_ROWS_A_DAY = 48  # one every 30 minutes
+# Thirty days of labelled history: what the loop derives its auto fields from.
+_SLOW_DRIFT_WARMUP = 30 * _SLOW_DRIFT_ROWS_A_DAY
+_SLOW_DRIFT_DELAY = _SLOW_DRIFT_ROWS_A_DAY  # whether a loan was repaid on time is known a day later
 _MIN_WARMUP = 20  # the fewest rows replay trains a first version on
 
 
@@ -67,10 +81,10 @@ _MIN_WARMUP = 20  # the fewest rows replay trains a first version on
 class StreamSpec:
     """One exported stream: its file and how to replay it.
 
-    ``warmup`` is the number of leading rows a replay treats as labelled history,
-    ``label_delay`` the rows after an event before its label may be revealed, and
-    Every stream replays under the shipped default policy: what depends on its density is
-    derived by the loop from what it observes, not written here.
+    ``warmup`` is the number of leading rows a replay treats as labelled history and
+    ``label_delay`` the rows after an event before its label may be revealed. Every stream
+    replays under the shipped default policy: what depends on its density is derived by the loop
+    from what it observes, not written here.
     """
 
     name: str
@@ -107,7 +121,7 @@ def export_streams(
         raise ValueError(f"unknown stream(s) {', '.join(map(repr, unknown))}; known: {', '.join(STREAMS)}")
     if not scale > 0:
         raise ValueError(f"scale must be positive, got {scale}")
-    if "banking77" in chosen:
+    if "banking77" in chosen or "intents_oos" in chosen:
         banking77_dir = banking.locate_banking77(banking77_dir)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -120,6 +134,18 @@ def export_streams(
             frame, spec = _offers(seed, scale)
         elif name == "banking77":
             frame, spec = _banking(seed, scale, banking77_dir)
+        elif name == "intents_oos":
+            frame, spec = _intents_oos(seed, scale, banking77_dir)
+        elif name == "slow_drift":
+            frame, spec = _synthetic(
+                name,
+                seed,
+                scale,
+                rows=_SLOW_DRIFT_ROWS,
+                warmup=_SLOW_DRIFT_WARMUP,
+                label_delay=_SLOW_DRIFT_DELAY,
+                time_col=synthetic.TIME,
+            )
         else:
             frame, spec = _synthetic(name, seed, scale)
         with _replacing(out / spec.file) as handle:
@@ -217,15 +243,53 @@ def _banking(seed: int, scale: float, data_dir: Path | str | None) -> tuple[pd.D
     return frame, spec
 
 
-def _synthetic(name: str, seed: int, scale: float) -> tuple[pd.DataFrame, StreamSpec]:
-    config = synthetic.SyntheticConfig(n_rows=_scaled(_SYNTHETIC_ROWS, scale, 3), seed=seed)
+def _intents_oos(seed: int, scale: float, data_dir: Path | str | None) -> tuple[pd.DataFrame, StreamSpec]:
+    config = banking.BankingStreamConfig(
+        n_initial=_OOS_INITIAL,
+        n_out_of_scope=_OOS_INTENTS,
+        emerge_from=1 / 3,
+        emerge_until=2 / 3,
+        seed=seed,
+        fraction=min(1.0, scale),
+    )
+    frame = banking.Banking77Stream(config, data_dir).frame()
+    emerging = banking.N_INTENTS - config.n_initial - config.n_out_of_scope
+    spec = StreamSpec(
+        name="intents_oos",
+        file="intents_oos.csv",
+        target=banking.TARGET,
+        text_col=banking.TEXT,
+        warmup=max(_MIN_WARMUP, round(_BANKING_WARMUP_SHARE * len(frame))),
+        label_delay=_scaled(_LABEL_DELAY_ROWS, scale),
+        rows=len(frame),
+        description=(
+            f"BANKING77 customer-service queries: {config.n_out_of_scope} intents out of the catalogue, labelled "
+            f"{banking.OUT_OF_SCOPE} throughout; {config.n_initial} intents at first, {emerging} more emerging one by "
+            f"one between {config.emerge_from:.0%} and {config.emerge_until:.0%} of the stream; target: intent"
+        ),
+    )
+    return frame, spec
+
+
+def _synthetic(
+    name: str,
+    seed: int,
+    scale: float,
+    *,
+    rows: int = _SYNTHETIC_ROWS,
+    warmup: int = _SYNTHETIC_WARMUP,
+    label_delay: int = _LABEL_DELAY_ROWS,
+    time_col: str | None = None,
+) -> tuple[pd.DataFrame, StreamSpec]:
+    config = synthetic.SyntheticConfig(n_rows=_scaled(rows, scale, 3), seed=seed)
     frame = synthetic.synthetic_frame(name, config)
     spec = StreamSpec(
         name=name,
         file=f"{name}.csv",
         target=synthetic.TARGET,
-        warmup=min(_scaled(_SYNTHETIC_WARMUP, scale, _MIN_WARMUP), len(frame) - 1),
-        label_delay=_scaled(_LABEL_DELAY_ROWS, scale),
+        time_col=time_col,
+        warmup=min(_scaled(warmup, scale, _MIN_WARMUP), len(frame) - 1),
+        label_delay=_scaled(label_delay, scale),
         rows=len(frame),
         description=synthetic.describe(name, config),
     )

@@ -61,6 +61,6 @@ def test_each_shipped_stream_replays_and_writes_the_four_outputs(exported, encod
     assert len(predictions) == entry["rows"] - entry["warmup"]
     assert predictions["row"].is_unique
     s = result.summary
-    assert set(s["scores"]) == {"driftpilot", "static", "periodic", "river-arf"}
+    assert set(s["scores"]) == {"driftpilot", "static", "periodic", "river-arf", "logistic"}
     assert s["labels_revealed"]["feedback"] + s["labels_revealed"]["requested"] <= s["labels_revealed"]["budget"]
     assert 0 <= s["scores"]["driftpilot"]["accuracy"] <= 1

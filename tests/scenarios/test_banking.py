@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from driftpilot.scenarios.banking import (
+    OUT_OF_SCOPE,
     Banking77Stream,
     BankingStreamConfig,
     load_banking77,
@@ -92,6 +94,58 @@ def test_bad_config_is_refused_with_the_reason():
         BankingStreamConfig(n_initial=0)
     with pytest.raises(ValueError, match="need 0 < emerge_from <= emerge_until < 1"):
         BankingStreamConfig(emerge_from=0.9, emerge_until=0.5)
+    with pytest.raises(ValueError, match=r"n_out_of_scope must be between 0 and 27 \(the 77 intents less the 50"):
+        BankingStreamConfig(n_out_of_scope=28)
+
+
+#: The ``intents_oos`` stream's knobs.
+OOS = BankingStreamConfig(n_initial=42, n_out_of_scope=15, emerge_from=1 / 3, emerge_until=2 / 3)
+
+
+@pytest.fixture(scope="module")
+def oos_stream(queries) -> pd.DataFrame:
+    return Banking77Stream(OOS).build(queries)
+
+
+def test_held_out_intents_are_out_of_scope_from_first_row_to_last(queries, oos_stream):
+    held_out = Banking77Stream(OOS).held_out(queries["intent"])
+    tenths = oos_stream["intent"].groupby(np.arange(len(oos_stream)) * 10 // len(oos_stream))
+
+    assert oos_stream.shape == (11033, 2)
+    assert len(held_out) == 15
+    assert not oos_stream["intent"].isin(held_out).any()
+    # Held-out intents are asked at their natural rate (18 % of the data set) throughout: more
+    # of the stream at first, before the emerging intents come.
+    assert round(queries["intent"].isin(held_out).mean(), 3) == 0.184
+    share = tenths.apply(lambda intents: (intents == OUT_OF_SCOPE).mean())
+    assert share.between(0.15, 0.3).all()
+    # Each out-of-scope row is one of the held-out intents' queries.
+    text_intent = dict(zip(queries["text"], queries["intent"], strict=False))
+    assert oos_stream.loc[oos_stream["intent"] == OUT_OF_SCOPE, "text"].map(text_intent).isin(held_out).all()
+
+
+def test_oos_stream_intents_emerge_over_the_middle_third(queries, oos_stream):
+    stream = Banking77Stream(OOS)
+    appears = stream.appearances(queries["intent"])
+    held_out = set(stream.held_out(queries["intent"]))
+    emerging = sorted(name for name, moment in appears.items() if moment > 0)
+    initial = {name for name, moment in appears.items() if moment == 0} - held_out
+    first = _first_rows(oos_stream)
+
+    assert (len(initial), len(emerging)) == (42, 20)
+    assert not held_out & set(emerging)
+    # The first third holds the 42 initial intents and out-of-scope queries, nothing else.
+    assert set(oos_stream["intent"].iloc[: len(oos_stream) // 3]) == initial | {OUT_OF_SCOPE}
+    assert (int(first[emerging].min()), int(first[emerging].max())) == (3719, 7389)
+    assert oos_stream["intent"].nunique() == 63
+
+
+def test_without_held_out_intents_the_split_is_banking77s(queries):
+    plain = Banking77Stream().appearances(queries["intent"])
+    none_held = Banking77Stream(BankingStreamConfig(n_out_of_scope=0)).appearances(queries["intent"])
+
+    assert plain == none_held
+    assert Banking77Stream().held_out(queries["intent"]) == []
 
 
 def _fake_banking77(folder: Path) -> Path:

@@ -6,10 +6,11 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from driftpilot.scenarios import ont
+from driftpilot.scenarios import banking, ont
 from driftpilot.scenarios.export import MANIFEST, STREAMS, StreamSpec, export_streams
 
 SCALE = 0.02
@@ -30,12 +31,15 @@ def test_every_stream_is_written_with_its_manifest(exported):
         "ont",
         "offers",
         "banking77",
+        "intents_oos",
         "sea_abrupt",
         "sea_gradual",
         "agrawal_abrupt",
         "agrawal_gradual",
         "rbf_drift",
         "hyperplane",
+        "stationary",
+        "slow_drift",
     )
     assert [s.name for s in specs] == list(STREAMS)
     assert sorted(p.name for p in out.iterdir()) == sorted([f"{name}.csv" for name in STREAMS] + [MANIFEST])
@@ -44,12 +48,16 @@ def test_every_stream_is_written_with_its_manifest(exported):
         "ont": (5142, 1406, 8),
         "offers": (2400, 60, 20),
         "banking77": (238, 48, 10),
+        "intents_oos": (276, 55, 10),
         "sea_abrupt": (600, 40, 10),
         "sea_gradual": (600, 40, 10),
         "agrawal_abrupt": (600, 40, 10),
         "agrawal_gradual": (600, 40, 10),
         "rbf_drift": (600, 40, 10),
         "hyperplane": (600, 40, 10),
+        "stationary": (600, 40, 10),
+        # One row every 30 minutes: 400 rows are 8 days; 30 days of warm-up and a day's delay, scaled.
+        "slow_drift": (400, 29, 1),
     }
 
 
@@ -97,6 +105,49 @@ def test_banking_keeps_line_breaks_inside_quotes(exported):
     assert not frame["text"].isna().any()
 
 
+def test_stationary_keeps_its_class_balance_in_every_tenth(exported):
+    out, _ = exported
+    frame = pd.read_csv(out / "stationary.csv", dtype={"y": str})
+
+    positive = (frame["y"] == "1").groupby(np.arange(len(frame)) * 10 // len(frame)).mean()
+
+    assert list(frame.columns) == ["x0", "x1", "x2", "y"]
+    assert len(positive) == 10
+    # 60 rows a tenth: a share moves by about 0.06 by chance alone; a drift would move it more.
+    assert (positive - (frame["y"] == "1").mean()).abs().max() < 0.15
+
+
+def test_slow_drift_has_a_row_every_30_minutes(exported):
+    out, specs = exported
+    spec = next(s for s in specs if s.name == "slow_drift")
+    frame = pd.read_csv(out / spec.file)
+
+    times = pd.to_datetime(frame["time"], utc=True)
+
+    assert spec.time_col == "time" and frame.columns[0] == "time"
+    assert frame["time"].iloc[0] == "2025-01-01T00:00:00+00:00"
+    assert set(times.diff().dropna()) == {pd.Timedelta(minutes=30)}
+    assert times.iloc[-1] - times.iloc[0] == pd.Timedelta(minutes=30 * (spec.rows - 1))
+
+
+def test_intents_oos_has_out_of_scope_queries_throughout_and_intents_emerging(exported):
+    out, specs = exported
+    spec = next(s for s in specs if s.name == "intents_oos")
+    frame = pd.read_csv(out / spec.file)
+
+    tenths = frame["intent"].groupby(np.arange(len(frame)) * 10 // len(frame))
+
+    assert (spec.text_col, spec.target, spec.time_col) == ("text", "intent", None)
+    assert list(frame.columns) == ["text", "intent"]
+    assert tenths.apply(lambda intents: (intents == banking.OUT_OF_SCOPE).any()).all()
+    # 42 intents and out-of-scope at first; 20 more emerge over the middle third (a small copy
+    # loses a few of them: an intent's only query may come before the intent does).
+    early = set(frame["intent"].iloc[: len(frame) // 3])
+    later = set(frame["intent"].iloc[len(frame) // 3 :])
+    assert len(early) <= 43
+    assert len(later - early) >= 15
+
+
 def test_every_stream_replays_under_the_default_policy(exported):
     # No stream carries a policy of its own: what depends on its density the loop derives.
     _, specs = exported
@@ -106,26 +157,29 @@ def test_every_stream_replays_under_the_default_policy(exported):
 def test_same_seed_same_bytes_other_seed_other_data(exported, tmp_path):
     out, _ = exported
 
-    export_streams(tmp_path / "again", ["offers", "sea_gradual"], seed=3, scale=SCALE)
-    export_streams(tmp_path / "other", ["offers"], seed=4, scale=SCALE)
+    names = ["offers", "sea_gradual", "stationary", "slow_drift", "intents_oos"]
+    export_streams(tmp_path / "again", names, seed=3, scale=SCALE, banking77_dir=BANKING77)
+    export_streams(tmp_path / "other", names, seed=4, scale=SCALE, banking77_dir=BANKING77)
 
-    for name in ("offers.csv", "sea_gradual.csv"):
-        assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes()
-    assert (tmp_path / "other" / "offers.csv").read_bytes() != (out / "offers.csv").read_bytes()
-    assert [e["name"] for e in json.loads((tmp_path / "again" / MANIFEST).read_text())] == ["offers", "sea_gradual"]
+    for name in names:
+        assert (tmp_path / "again" / f"{name}.csv").read_bytes() == (out / f"{name}.csv").read_bytes(), name
+        assert (tmp_path / "other" / f"{name}.csv").read_bytes() != (out / f"{name}.csv").read_bytes(), name
+    assert [e["name"] for e in json.loads((tmp_path / "again" / MANIFEST).read_text())] == names
 
 
 def test_unknown_names_are_refused_before_anything_is_written(tmp_path):
     out = tmp_path / "out"
 
     with pytest.raises(
-        ValueError, match=r"unknown stream\(s\) 'sea', 'ont2'; known: ont, offers, banking77, sea_abrupt"
+        ValueError, match=r"unknown stream\(s\) 'sea', 'ont2'; known: ont, offers, banking77, intents_oos, sea_abrupt"
     ):
         export_streams(out, ["sea_abrupt", "sea", "ont2"])
     with pytest.raises(ValueError, match="scale must be positive, got 0"):
         export_streams(out, scale=0)
     with pytest.raises(FileNotFoundError, match="Banking77 not found"):
         export_streams(out, ["sea_abrupt", "banking77"], banking77_dir=tmp_path / "no-data")
+    with pytest.raises(FileNotFoundError, match="Banking77 not found"):
+        export_streams(out, ["intents_oos"], banking77_dir=tmp_path / "no-data")
     assert not out.exists()
 
 
@@ -145,7 +199,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_debris(tmp_path, monkeypatch)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sea_abrupt.csv", "streams.json"]
 
 
-def test_spec_is_keyword_only_and_frozen():
+def test_spec_is_keyword_only_and_frozen() -> None:
     spec = StreamSpec(name="s", file="s.csv", target="y", warmup=20, label_delay=5, rows=100, description="d")
 
     assert (spec.time_col, spec.entity_col, spec.text_col) == (None, None, None)

@@ -55,6 +55,8 @@ def test_every_stream_has_identifier_columns_and_text_labels():
         "agrawal_gradual": agrawal,
         "rbf_drift": [*xs, "y"],
         "hyperplane": [*xs, "y"],
+        "stationary": ["x0", "x1", "x2", "y"],
+        "slow_drift": ["time", *agrawal],
     }
     assert {name: f["y"].value_counts().to_dict() for name, f in frames.items()} == {
         "sea_abrupt": {"1": 185, "0": 115},
@@ -63,6 +65,8 @@ def test_every_stream_has_identifier_columns_and_text_labels():
         "agrawal_gradual": {"1": 171, "0": 129},
         "rbf_drift": {"0": 137, "2": 91, "1": 72},
         "hyperplane": {"1": 152, "0": 148},
+        "stationary": {"1": 185, "0": 115},
+        "slow_drift": {"1": 176, "0": 124},
     }
     assert all(len(f) == 300 and not f.isna().any().any() for f in frames.values())
 
@@ -183,3 +187,33 @@ def test_descriptions_name_the_change_points():
 
     assert describe("agrawal_gradual", config).endswith("gradual around rows 1,000 and 2,000 (width 400)")
     assert "no change points" in describe("hyperplane", config)
+
+
+def test_stationary_keeps_one_concept_and_its_class_balance():
+    frame = synthetic_frame("stationary", SyntheticConfig(n_rows=10_000, seed=4))
+    thirds = [frame.iloc[:3333], frame.iloc[3333:6666], frame.iloc[6666:]]
+
+    positive = (frame["y"] == "1").groupby(frame.index // 1000).mean()
+    agreement = [_agrees(p, _sea_rule(p, 8)) for p in thirds]
+
+    # The same share of positives in every tenth (1,000 rows: about 0.015 by chance alone) ...
+    assert (positive - (frame["y"] == "1").mean()).abs().max() < 0.05
+    # ... and the threshold 8 throughout, up to the 10 % label noise.
+    assert all(0.87 < a < 0.93 for a in agreement)
+
+
+def test_slow_drift_is_agrawal_with_a_row_every_30_minutes():
+    frame = synthetic_frame("slow_drift", SMALL)  # changes at rows 1,000 (abrupt) and 2,000 (gradual, 400 rows)
+    margin = abrupt_width(1000)
+    # The gradual change's sigmoid reaches 2 % of rows 400 rows before its middle, 98 % 400 after.
+    phases = [frame.iloc[: 1000 - margin], frame.iloc[1000 + margin : 1400], frame.iloc[2600:]]
+
+    times = pd.to_datetime(frame["time"], utc=True)
+    agreement = [round(_agrees(p, _agrawal_rule(p, f)), 3) for p, f in zip(phases, (0, 2, 6), strict=True)]
+
+    assert frame.columns[0] == "time"
+    assert (frame["time"].iloc[0], frame["time"].iloc[-1]) == ("2025-01-01T00:00:00+00:00", "2025-03-04T11:30:00+00:00")
+    assert set(times.diff().dropna()) == {pd.Timedelta(minutes=30)}
+    assert agreement[:2] == [1.0, 1.0]
+    assert agreement[2] > 0.97  # the tail of the gradual change's sigmoid
+    assert describe("slow_drift", SMALL).startswith("Agrawal loan applicants, one every 30 minutes (62 days)")
