@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,22 @@ def _epoch_bar(progress: Any) -> Any:
     return on_epoch
 
 
+def _reporter(progress: Any, console: Any, description: str) -> Callable[[int, int], None]:
+    """A callback for (done, total): a bar on a terminal; written to a file or a pipe (where a bar
+    draws nothing until it ends), also a line at every tenth, so a log shows how far a run got."""
+    task = progress.add_task(description, total=1)
+    said = [-1]
+
+    def report(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total)
+        tenth = done * 10 // total if total else 0
+        if not console.is_terminal and tenth > said[0]:
+            said[0] = tenth
+            console.print(f"{description}: {done:,} of {total:,} ({tenth * 10}%)")
+
+    return report
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -69,10 +86,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         console=console,
         transient=False,
     ) as progress:
-        task = progress.add_task("simulated time", total=1)
         result = run_demo(
             config,
-            progress=lambda done, total: progress.update(task, completed=done, total=total),
+            progress=_reporter(progress, console, "simulated time"),
             on_epoch=_epoch_bar(progress),
         )
     table = Table(title="Balanced accuracy per simulated day")
@@ -144,10 +160,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         TimeElapsedColumn(),
         console=console,
     ) as progress:
-        task = progress.add_task("rows", total=1)
         result = run_replay(
             config,
-            progress=lambda done, total: progress.update(task, completed=done, total=total),
+            progress=_reporter(progress, console, "rows"),
+            encoding=_reporter(progress, console, "texts encoded") if args.text_col else None,
             on_epoch=_epoch_bar(progress),
             warn=warn,
         )
@@ -491,7 +507,11 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--label-budget", type=float, default=0.1, help="largest share of rows that reveal a label")
     replay.add_argument("--policy", help="policy YAML (default: the shipped default policy)")
     replay.add_argument("--seed", type=int, default=0)
-    replay.add_argument("--baselines", default="static,periodic,river-arf", help="comma-separated; '' for none")
+    replay.add_argument(
+        "--baselines",
+        default="static,periodic,river-arf,logistic",
+        help="comma-separated, of static, periodic, river-arf, logistic; '' for none",
+    )
     replay.add_argument("--model", help="managed model name (default: the file's name)")
     replay.add_argument("--row-seconds", type=float, default=10.0, help="row clock step without --time-col")
     replay.add_argument("--periodic-every", type=int, help="rows between periodic retrains (default: a tenth)")

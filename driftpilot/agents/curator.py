@@ -68,6 +68,11 @@ def _snapshot(
     """Enough labels: the training snapshot, recent events plus a class-balanced replay of what
     the champion learnt from, with the newest held out to judge the candidate."""
     training = ctx.policy.policy.training
+    # When the concept itself changed, older events teach the rule that no longer holds: none
+    # are replayed (the old holdout still measures what the candidate gives up).
+    diagnosis = state.get("diagnosis")
+    changed = diagnosis is not None and diagnosis.get("cause") == "concept_drift"
+    replay_share = 0.0 if changed else training.replay_share
     pool = held = pd.DataFrame(columns=["id", "time", "label"])
     if champion is not None and champion.snapshot_id is not None:
         pool, held = _replay_pool(session, champion.snapshot_id, now)
@@ -75,7 +80,7 @@ def _snapshot(
         recent,
         pool,
         max_recent=training.max_recent,
-        replay_share=training.replay_share,
+        replay_share=replay_share,
         held_out=held,
         seed=ctx.seed,
     )
@@ -103,7 +108,12 @@ def _snapshot(
         rationale=(
             f"Snapshot {snapshot.id}: {curated.stats['recent']} recent labelled events of the last "
             f"{plan.recent_hours:g} h plus {curated.stats['replay']} replayed older ones "
-            f"(class-balanced, against forgetting); {len(curated.recent_holdout_ids)} newest held out."
+            + (
+                "(none: the concept changed, older events teach a rule that no longer holds)"
+                if changed
+                else "(class-balanced, against forgetting)"
+            )
+            + f"; {len(curated.recent_holdout_ids)} newest held out."
         ),
         evidence={
             "snapshot": snapshot.id,

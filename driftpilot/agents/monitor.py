@@ -90,6 +90,7 @@ def monitor(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
             window=window,
             alpha=plan.alpha / SIGNALS,  # Bonferroni across the signal families of one check
             reference_accuracy=metrics.get("reference_balanced_accuracy", metrics.get("recent_balanced_accuracy")),
+            reference_n=metrics.get("reference_n"),
             alarms=_firing(session, now, held),
             min_labelled=plan.min_labelled,
             psi_threshold=policy.psi_threshold,

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from driftpilot.agents.context import AgentContext, now_of, record, stream_rates, usage_today
 from driftpilot.agents.state import LoopState
-from driftpilot.memory import approvals, decisions, events, managed, releases, versions
+from driftpilot.memory import approvals, decisions, events, managed, releases, snapshots, versions
 from driftpilot.memory.tables import Approval, ManagedModel, Release, Version
 from driftpilot.memory.times import to_utc
 from driftpilot.policies import PolicyVerdict, PromoteFacts, RollbackFacts, StartCanaryFacts
@@ -352,11 +352,12 @@ def gather_evidence(
     now: datetime,
     slice_columns: list[str],
 ) -> tuple[ReleaseEvidence, dict[str, int]]:
-    """Both versions' answers on every event since the release started, judged overall and on
-    each value of ``slice_columns`` (the model schema's slices)."""
+    """Both versions' answers on every event since the release started, and before them on the
+    prequential events (see :func:`_prequential`), judged overall and on each value of
+    ``slice_columns`` (the model schema's slices)."""
     rules: ReleaseRules = ctx.policy.policy.release
     # Ids, times, served versions and the labels visible now: features only for new events.
-    frame = events.window(
+    live = events.window(
         session=session,
         model_id=release.model_id,
         start=release.started_at,
@@ -364,6 +365,8 @@ def gather_evidence(
         visible_at=now,
         with_features=False,
     )
+    held = _prequential(session, candidate, release.started_at, now)
+    frame = pd.concat([held[live.columns], live], ignore_index=True) if len(held) else live
     ids = frame["id"].to_numpy(dtype=int) if len(frame) else np.zeros(0, dtype=int)
     answers, (cand_seconds, champ_seconds) = _answers_since_start(
         ctx, session, release, ctx.registry.load(candidate), ctx.registry.load(champion), ids, slice_columns
@@ -396,18 +399,37 @@ def gather_evidence(
         guards=guards,
         alpha=rules.alpha,
         max_slices=rules.max_slices,
+        prequential=int(labelled[: len(held)].sum()),
     )
-    return evidence, _counts(frame, labelled, release, candidate)
+    return evidence, _counts(frame, labelled, release, candidate) | {"prequential": int(labelled[: len(held)].sum())}
+
+
+def _prequential(session: Session, candidate: Version, started: datetime, now: datetime) -> pd.DataFrame:
+    """Prequential evidence: the labelled events newer than anything the candidate learnt from and
+    older than its release — the newest events its snapshot held out of training. Both versions'
+    answers on them show, before the candidate serves anyone, which is better on today's data."""
+    if candidate.snapshot_id is None:
+        return pd.DataFrame()
+    stats = snapshots.get_snapshot(session=session, snapshot_id=candidate.snapshot_id).stats or {}
+    ids = [int(i) for i in stats.get("recent_holdout_ids", [])]
+    if not ids:
+        return pd.DataFrame()
+    held = events.events_by_ids(session=session, ids=ids, visible_at=now)
+    return held[held["label"].notna() & (held["time"] < pd.Timestamp(started))]
 
 
 def _counts(frame: pd.DataFrame, labelled: np.ndarray, release: Release, candidate: Version) -> dict[str, int]:
-    """How many events the release has seen, how many are labelled, and how many of those the
+    """How many events the release has seen (live: since it started; this step), how many of the
+    pairs it is judged on are labelled (prequential ones included), and how many of those the
     candidate served itself during the current step (what a step needs before the next one)."""
     step_start = release.step_started_at or release.started_at
     in_step = ((frame["time"] >= pd.Timestamp(step_start)).to_numpy() if len(frame) else np.zeros(0, bool)) & labelled
     served_by_candidate = frame["served_version"].to_numpy() == candidate.number if len(frame) else in_step
+    live = (frame["time"] >= pd.Timestamp(release.started_at)).to_numpy() if len(frame) else labelled
+    in_step_events = (frame["time"] >= pd.Timestamp(step_start)).to_numpy() if len(frame) else labelled
     return {
-        "events": int(len(frame)),
+        "events": int(live.sum()),
+        "events_this_step": int(in_step_events.sum()),
         "labelled": int(labelled.sum()),
         "served_labelled_this_step": int((in_step & served_by_candidate).sum()),
         "served_events": int(served_by_candidate.sum()) if len(frame) else 0,
@@ -554,14 +576,20 @@ def _next_move(rules: ReleaseRules, look: _Look) -> Move:
     plan = look.plan
     if look.elapsed >= timedelta(hours=plan.max_canary_hours):
         return "expire"
+    # Shown better on the prequential events already: the shadow and each step need only the
+    # label-free guards' evidence (the guards, the slice tests and alpha still judge every look).
+    shown = look.evidence.shown_before and verdict == "better"
     if release.phase == "shadow":
         ready = (
-            counts["labelled"] >= plan.min_shadow_samples
+            (shown or counts["labelled"] >= plan.min_shadow_samples)
             and counts["events"] >= rules.guards.min_events
             and (rules.shadow_until == "samples" or verdict == "better")
         )
         return "step" if ready else "wait"
-    if counts["served_labelled_this_step"] < plan.min_step_samples:
+    if shown:
+        if counts["events_this_step"] < rules.guards.min_events:
+            return "wait"
+    elif counts["served_labelled_this_step"] < plan.min_step_samples:
         return "wait"
     if release.step + 1 < len(release.plan):
         return "step"

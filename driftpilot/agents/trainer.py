@@ -197,14 +197,28 @@ class _TrainingFailed(Exception):
 
 def _train(ctx: AgentContext, work: _Work, usage: Usage, attempts: list[_Attempt]) -> _Attempt:
     """Train as planned; an update that fails the gate is tried again as a full retrain when the
-    policy says so. Each attempt is appended to ``attempts``; the last one is returned."""
+    policy says so. Under the ``auto`` strategy an update also competes with a full retrain on the
+    same snapshot, and the evidence chooses: the one scoring higher on the newest labels (held
+    out of both) among those the gate passes. (An update anchored to a world that has gone can
+    lose to a fresh start; a fresh start can lose what the update keeps.) Each attempt is
+    appended to ``attempts``; the chosen one is returned."""
+    training = ctx.policy.policy.training
     attempt = _attempt(ctx, work, work.plan, usage)
     attempts.append(attempt)
-    if not attempt.verdict.allowed and work.plan.mode == "update" and ctx.policy.policy.training.fallback_to_full:
+    if work.plan.mode != "update":
+        return attempt
+    if not attempt.verdict.allowed and training.fallback_to_full:
         reason = "the incremental update failed the evaluation gate: " + "; ".join(attempt.verdict.reasons)
-        attempt = _attempt(ctx, work, UpdatePlan("scratch", reasons=[reason]), usage)
-        attempts.append(attempt)
-    return attempt
+    elif training.strategy == "auto":
+        reason = "a full retrain competes with the update; the newest labels, held out of both, choose"
+    else:
+        return attempt
+    rival = _attempt(ctx, work, UpdatePlan("scratch", reasons=[reason]), usage)
+    attempts.append(rival)
+    passed = [a for a in (attempt, rival) if a.verdict.allowed]
+    if not passed:
+        return rival
+    return max(passed, key=lambda a: a.evaluation.candidate_recent)
 
 
 def _attempt(ctx: AgentContext, work: _Work, plan: UpdatePlan, usage: Usage) -> _Attempt:
@@ -342,6 +356,7 @@ def _metrics(champion: Version, rows: int, final: _Attempt) -> dict[str, Any]:
         # version, whose score on a world that has since moved no later champion could reach:
         # every check then read as a loss, and retrains followed that could not beat it.)
         "reference_balanced_accuracy": evaluation.candidate_recent,
+        "reference_n": evaluation.n_recent,
         "old_balanced_accuracy": evaluation.candidate_old,
         "champion_recent_balanced_accuracy": evaluation.champion_recent,
         "train_rows": rows,
@@ -362,12 +377,19 @@ def _rationale(
         if evaluation.candidate_old is not None and evaluation.champion_old is not None
         else ""
     )
-    retried = (
-        f" The incremental update was tried first and failed the gate ({'; '.join(attempts[0].verdict.reasons)}); "
-        "this is the full retrain that followed."
-        if len(attempts) > 1
-        else ""
-    )
+    retried = ""
+    if len(attempts) > 1:
+        first, other = attempts[0], attempts[1] if final is attempts[0] else attempts[0]
+        if not first.verdict.allowed:
+            retried = (
+                f" The incremental update was tried first and failed the gate ({'; '.join(first.verdict.reasons)}); "
+                "this is the full retrain that followed."
+            )
+        else:
+            retried = (
+                f" Chosen over {other.plan.describe()}, which scored {other.evaluation.candidate_recent:.3f} on the "
+                "recent holdout."
+            )
     grown = f" New classes: {', '.join(report.new_classes)}." if report.new_classes else ""
     reasons = final.verdict.reasons
     verdict = "Goes to canary." if final.verdict.allowed else f"Kept for audit, not released: {'; '.join(reasons)}."

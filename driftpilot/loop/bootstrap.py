@@ -62,6 +62,7 @@ def register_first_version(
             metrics={
                 "recent_balanced_accuracy": score,
                 "reference_balanced_accuracy": score,
+                "reference_n": len(holdout_keys),
                 "train_rows": len(fit_rows),
                 "loss_history": [round(v, 5) for v in model.history_],
             },

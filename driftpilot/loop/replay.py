@@ -42,7 +42,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from driftpilot.agents.context import AgentContext
 from driftpilot.agents.release_manager import RELEASE_STARTS
 from driftpilot.graph.runner import LoopRunner, open_checkpointer
-from driftpilot.loop.baselines import BASELINES, Baseline, Periodic, RiverARF, Static, Stream
+from driftpilot.loop.baselines import BASELINES, Baseline, Periodic, PeriodicLogistic, RiverARF, Static, Stream
 from driftpilot.loop.bootstrap import register_first_version
 from driftpilot.loop.home import fresh_home
 from driftpilot.loop.outbox import Outbox
@@ -135,8 +135,10 @@ class RecordedStream:
     warnings: list[str] = field(default_factory=list)
 
 
-def read_stream(config: ReplayConfig) -> RecordedStream:
-    """Read and check DATA.csv; every refusal names the column and the first bad row."""
+def read_stream(config: ReplayConfig, encoding: Callable[[int, int], None] | None = None) -> RecordedStream:
+    """Read and check DATA.csv; every refusal names the column and the first bad row.
+
+    ``encoding`` hears (encoded, to encode) while texts not yet cached are encoded."""
     path = Path(config.data)
     if not path.is_file():
         raise FileNotFoundError(f"no data file at {path}")
@@ -250,7 +252,7 @@ def read_stream(config: ReplayConfig) -> RecordedStream:
             i = int(frame["__row"][texts.isna()].iloc[0])
             raise ValueError(f"--text-col {config.text_col!r}: row {i} has no text")
         encoder = config.encoder or SentenceEncoder(config.embedding_cache)
-        vectors = encoder.encode(texts.astype(str).tolist())
+        vectors = encoder.encode(texts.astype(str).tolist(), progress=encoding)
         for j in range(vectors.shape[1]):
             name = f"{config.text_col}_e{j:03d}"
             features[name] = vectors[:, j].astype(np.float64)
@@ -333,12 +335,13 @@ def run_replay(
     progress: Callable[[int, int], None] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     warn: Callable[[str], None] | None = None,
+    encoding: Callable[[int, int], None] | None = None,
 ) -> ReplayResult:
     """Replay ``config.data`` through the loop and the baselines; write the four outputs.
 
     ``progress`` hears of rows replayed, ``on_epoch`` of every training epoch (version 1's and
     the Trainer's), ``warn`` of what looks wrong in the input, before the replay starts (the
-    summary's ``warnings`` keeps them, with those about the run).
+    summary's ``warnings`` keeps them, with those about the run), ``encoding`` of texts encoded.
     """
     _check_config(config)
     family_name = config.family or ("intent_mlp" if config.text_col else "tabular_mlp")
@@ -347,7 +350,7 @@ def run_replay(
 
     torch.set_num_threads(1)  # small networks: one thread is faster than two fighting
     wall_start = time.perf_counter()
-    data = read_stream(config)
+    data = read_stream(config, encoding)
     n = len(data.rows)
     if config.warmup >= n:
         raise ValueError(f"--warmup {config.warmup} leaves no rows to replay: {config.data} has {n}")
@@ -555,15 +558,21 @@ def _baselines(
     config: ReplayConfig, first: TorchClassifier, data: RecordedStream, stream: Stream, n: int
 ) -> dict[str, Baseline]:
     warm = list(range(config.warmup))
+    every = config.periodic_every or max(1, (n - config.warmup) // 10)
     built: dict[str, Baseline] = {}
     for label in config.baselines:
         if label == "static":
             built[label] = Static(first)
         elif label == "periodic":
-            every = config.periodic_every or max(1, (n - config.warmup) // 10)
             periodic = Periodic(first, start=config.warmup, every=every, window=config.periodic_window)
             periodic.learn(stream, warm)
             built[label] = periodic
+        elif label == "logistic":
+            # Periodic starts from version 1; logistic fits its own first model, on every warm-up
+            # label (version 1 leaves out the newest fifth, on which it is scored).
+            logistic = PeriodicLogistic(start=config.warmup, every=every, window=config.periodic_window)
+            logistic.learn(stream, warm)
+            built[label] = logistic.fit(stream, warm)
         elif label == "river-arf":
             values, counts = np.unique(data.labels[warm], return_counts=True)
             arf = RiverARF(str(values[counts.argmax()]), seed=config.seed)

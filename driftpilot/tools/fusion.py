@@ -45,6 +45,7 @@ __all__ = [
     "fuse",
     "input_moved",
     "is_repeat",
+    "loss_tolerance",
     "outcome_of",
     "rationale",
     "severity_of",
@@ -116,6 +117,8 @@ class CheckEvidence(TypedDict):
     labelled: int
     balanced_accuracy: float | None
     reference_balanced_accuracy: float | None
+    #: Labelled events the reference was measured on (None: not known, taken as exact).
+    reference_n: NotRequired[int | None]
     error_rate: dict[str, Any]
     drifted_features: list[str]
     drift: list[dict[str, Any]]
@@ -179,6 +182,7 @@ def check_signals(
     reference_accuracy: float | None,
     alarms: list[AlarmSeen],
     min_labelled: int,
+    reference_n: int | None = None,
     psi_threshold: float,
     multivariate: bool = False,
     seed: int = 0,
@@ -214,6 +218,7 @@ def check_signals(
         "labelled": len(judged),
         "balanced_accuracy": accuracy,
         "reference_balanced_accuracy": reference_accuracy,
+        "reference_n": reference_n,
         "error_rate": asdict(change),
         "drifted_features": (drift.drifted if drift else []) + [t for t, r in texts.items() if r["drifted"]],
         "drift": [f.model_dump() for f in drift.features if f.drifted] if drift else [],
@@ -375,13 +380,20 @@ def finding_kinds(evidence: CheckEvidence, *, max_accuracy_drop: float) -> list[
 
     An accuracy (measured, or estimated without labels) counts as lost when it falls more than
     ``max_accuracy_drop`` below its reference. That tolerance is the effect floor: a significance
-    test on top was tried and missed real losses, as balanced accuracy's sampling error is
-    dominated by the rare classes (a handful of labels each in a 12-hour window).
+    test on balanced accuracy was tried and missed real losses, as its sampling error is
+    dominated by the rare classes (a handful of labels each in a 12-hour window). What widens it
+    is the plain sampling noise of two small samples (:func:`loss_tolerance`): a reference measured
+    on a few hundred held-out rows against a window of a few hundred labels differs by several
+    points on a stream that never changed.
     """
     kinds: list[FindingKind] = []
     accuracy, reference = evidence["balanced_accuracy"], evidence["reference_balanced_accuracy"]
-    if accuracy is not None and reference is not None and reference - accuracy > max_accuracy_drop:
-        kinds.append("performance_loss")
+    if accuracy is not None and reference is not None:
+        tolerance = loss_tolerance(
+            max_accuracy_drop, reference, evidence.get("reference_n"), accuracy, evidence["labelled"]
+        )
+        if reference - accuracy > tolerance:
+            kinds.append("performance_loss")
     if evidence["error_rate"]["changed"]:
         kinds.append("error_rise")
     if evidence["drifted_features"] or evidence.get("multivariate", {}).get("drifted"):
@@ -398,6 +410,25 @@ def finding_kinds(evidence: CheckEvidence, *, max_accuracy_drop: float) -> list[
     if evidence["alarms"]:
         kinds.append("alarm")
     return kinds
+
+
+#: Standard errors the difference of two measured accuracies must exceed to count as a loss.
+NOISE_Z = 2.0
+
+
+def loss_tolerance(floor: float, reference: float, reference_n: int | None, accuracy: float, n: int) -> float:
+    """The drop below ``reference`` that counts as a loss: ``floor``, or twice the standard error
+    of the difference of the two accuracies (as proportions) when their samples are that small.
+
+    >>> loss_tolerance(0.03, 0.93, None, 0.9, 5000)  # a busy window, a reference taken as exact
+    0.03
+    >>> round(loss_tolerance(0.03, 0.9, 400, 0.9, 200), 3)  # 400 held out, 200 labels judged
+    0.052
+    """
+    variance = accuracy * (1 - accuracy) / max(n, 1)
+    if reference_n:
+        variance += reference * (1 - reference) / reference_n
+    return max(floor, NOISE_Z * variance**0.5)
 
 
 def severity_of(kinds: Sequence[FindingKind], accuracy: float | None) -> Severity | None:

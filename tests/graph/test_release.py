@@ -10,8 +10,8 @@ import pytest
 from driftpilot.agents.context import AgentContext
 from driftpilot.graph.runner import LoopRunner, sqlite_checkpointer
 from driftpilot.loop.demo import MODEL_NAME
-from driftpilot.memory import approvals, decisions, releases, versions
-from driftpilot.memory.ingest import ingest_labels
+from driftpilot.memory import approvals, decisions, releases, snapshots, versions
+from driftpilot.memory.ingest import event_ids, ingest_labels
 from driftpilot.policies import PolicyEngine, StartCanaryFacts
 from driftpilot.policies.loader import policy_from_mapping
 from driftpilot.serving.routing import Serving
@@ -230,3 +230,67 @@ def test_a_release_not_shown_better_ends_with_the_champion_kept(world, tmp_path,
     assert last.evidence["events"] == len(tick) and last.evidence["labelled"] == int(labelled.sum())
     # The look's answers are dropped with the release.
     assert context.release_answers == {}
+
+
+def test_a_candidate_shown_better_on_prequential_events_needs_no_labelled_shadow(world, tmp_path):  # noqa: F811
+    # The hour before the release: labelled events newer than anything version 2 learnt from (its
+    # snapshot's holdout), on which it is right where the champion is wrong.
+    sessions, registry, model_id, tick = world
+    context = AgentContext(
+        sessions=sessions, registry=registry, policy=PolicyEngine(policy_from_mapping(POLICY)), seed=0
+    )
+    serving = Serving(sessions, registry, model_id, MODEL_NAME)
+    with sessions() as session:
+        answers = {
+            n: registry.load(versions.get_version(session=session, model_id=model_id, number=n)).predict(tick.features)
+            for n in (1, 2)
+        }
+    agree = answers[1] == answers[2]
+    _serve_hour(serving, sessions, tick, -1, answers[2], np.ones(len(tick), dtype=bool))
+    with sessions() as session:
+        ids = event_ids(session=session, model_id=model_id, keys=[f"{e}/-1" for e in tick.entities])
+        trained_on = [ids[f"{e}/-1"] for e in tick.entities][:10]
+        snapshot = snapshots.create_snapshot(
+            session=session,
+            model_id=model_id,
+            event_ids=trained_on,
+            labels=["online"] * len(trained_on),
+            time=START,
+            stats={"recent_holdout_ids": sorted(ids.values())},
+        )
+        version = versions.get_version(session=session, model_id=model_id, number=2)
+        version.snapshot_id = snapshot.id
+        session.commit()
+
+    def stage() -> str:
+        with sessions() as session:
+            return versions.get_version(session=session, model_id=model_id, number=2).stage
+
+    with sqlite_checkpointer(tmp_path / "cp.sqlite") as checkpointer:
+        runner = LoopRunner(context, checkpointer)
+        runner.release(MODEL_NAME, 2, START, GATE, run_id="t")
+        serving.refresh()
+        # Hour 0: live labels only where both agree, as in the test above, where this kept the
+        # candidate in shadow: here the prequential events already showed it better.
+        _serve_hour(serving, sessions, tick, 0, answers[1], agree)
+        runner.step(MODEL_NAME, START + timedelta(hours=1), {"kind": "schedule"})
+        after_shadow = stage()
+        serving.refresh()
+        # Hour 1: still no live label telling them apart; the step needs only the guards' events.
+        _serve_hour(serving, sessions, tick, 1, answers[1], agree)
+        runner.step(MODEL_NAME, START + timedelta(hours=2), {"kind": "schedule"})
+
+    with sessions() as session:
+        logged = [
+            d for d in decisions.list_decisions(session=session, model_id=model_id) if d.agent == "release_manager"
+        ]
+    assert after_shadow == "canary"
+    assert [(d.action, d.outcome) for d in logged] == [
+        ("start_canary", "shadow_started"),
+        ("start_canary", "canary_step"),
+        ("promote", "promoted"),
+    ]
+    step = logged[1].evidence
+    # Judged on the 200 prequential pairs, before any live label told the two apart.
+    assert step["prequential"]["verdict"] == "better" and step["prequential"]["n"] == len(tick)
+    assert stage() == "champion"

@@ -215,8 +215,13 @@ def test_a_local_cause_updates_the_output_layer_only(world):
     world.run(world.snapshot(world.train), cause="prior_shift")
 
     decision = world.last_decision()
-    assert decision["evidence"]["plan"]["scope"] == "head"
-    assert "only the output layer is updated" in decision["rationale"]
+    update, rival = decision["evidence"]["attempts"]
+    assert (update["plan"]["mode"], update["plan"]["scope"]) == ("update", "head")
+    assert "only the output layer is updated" in " ".join(update["plan"]["reasons"])
+    # A full retrain competes with it; the newest labels chose the one in "plan".
+    assert rival["plan"]["mode"] == "scratch" and "competes with the update" in rival["plan"]["reasons"][0]
+    chosen = max((a for a in (update, rival) if a["gate_passed"]), key=lambda a: a["candidate_recent"])
+    assert decision["evidence"]["plan"] == chosen["plan"]
 
 
 def test_the_policy_can_ask_for_full_retrains(world):

@@ -115,6 +115,7 @@ def test_outputs_are_the_four_promised_files(replay):
         "static",
         "periodic",
         "river-arf",
+        "logistic",
         "label",
     ]
     assert len(predictions) == ROWS - WARMUP
@@ -131,7 +132,7 @@ def test_outputs_are_the_four_promised_files(replay):
     training = report.split("<h2>Training runs</h2>")[1].split("<h2>Decisions")[0]
     assert training.count("(range test)") + training.count("(half the lineage&#x27;s") == len(retrains) > 0
     summary = json.loads(result.files["summary"].read_text())
-    assert set(summary["scores"]) == {"driftpilot", "static", "periodic", "river-arf"}
+    assert set(summary["scores"]) == {"driftpilot", "static", "periodic", "river-arf", "logistic"}
     assert [t["tenth"] for t in summary["per_tenth"]] == list(range(1, 11))
     assert len(result.files["decisions"].read_text().splitlines()) == summary["decisions"]
 
@@ -185,6 +186,7 @@ def test_baselines_learn_exactly_the_labels_the_loop_sees_in_the_same_order(repl
 
     assert result.baselines["river-arf"].seen == revealed
     assert result.baselines["periodic"].seen == revealed
+    assert result.baselines["logistic"].seen == revealed
     assert result.baselines["static"].seen == []
 
 
@@ -322,5 +324,8 @@ def test_cli_replay_prints_the_scores_and_refuses_bad_input(tmp_path, capsys):
 
     assert code == 0
     assert "driftpilot" in printed and "static" in printed and "rows/s" in printed
+    # Into a pipe (no terminal) a bar draws nothing until the end: a line at every tenth instead.
+    assert "rows: 1,200 of 1,200 (100%)" in printed and "rows: " in printed.split("(100%)")[0]
+    assert "Checks: " in printed and " blind, " in printed
     assert bad == 2
     assert "--target 'nope' is not a column" in capsys.readouterr().err

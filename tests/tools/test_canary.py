@@ -12,11 +12,13 @@ from driftpilot.tools.canary import (
     ANSWER_COLUMNS,
     LATENCY_REPEATS,
     LATENCY_ROWS,
+    GuardCheck,
     answers_on,
     append_answers,
     label_free_guards,
     latencies,
     paired_answers,
+    release_evidence,
     unanswered,
 )
 
@@ -179,3 +181,36 @@ def test_latency_is_positive_and_measured_on_the_first_rows_a_few_times_in_turn(
 def test_latency_is_not_judged_when_a_version_raises() -> None:
     assert latencies(Raising(), Fixed([0.6, 0.4]), _rows([1, 2, 3])) == (0.0, 0.0)
     assert latencies(Fixed([0.6, 0.4]), Raising(), _rows([1, 2, 3])) == (0.0, 0.0)
+
+
+def _guard(name: str) -> GuardCheck:
+    return GuardCheck(name=name, observed=0.6, limit=0.5, passed=False, reason=f"{name} over its limit")
+
+
+def test_accuracy_stand_ins_yield_to_labels_that_show_the_candidate_better():
+    # After a concept change the champion is right 45 % of the time: any good successor disagrees
+    # with it on most events, and it is confidently wrong. Labels decide then, not the stand-ins.
+    truth = np.array(["a", "b"] * 100)
+    champion = np.where(np.arange(200) % 10 < 5, truth, np.where(truth == "a", "b", "a"))  # right half the time
+    for name in ("disagreement", "estimated_accuracy"):
+        shown = release_evidence(truth, truth, champion, guards=[_guard(name)])
+        assert shown.overall.verdict == "better" and shown.verdict == "better" and shown.failed_guards == []
+        unshown = release_evidence(truth[:4], truth[:4], champion[:4], guards=[_guard(name)])
+        assert unshown.verdict == "guard_failed"
+    # Errors and latency are not about accuracy: they stop a release whatever the labels say.
+    for name in ("errors", "latency"):
+        assert release_evidence(truth, truth, champion, guards=[_guard(name)]).verdict == "guard_failed"
+
+
+def test_prequential_pairs_open_the_evidence_and_are_judged_alone_too():
+    truth = np.array(["a", "b"] * 100)
+    wrong = np.where(truth == "a", "b", "a")
+    # 100 prequential pairs on which the candidate is right and the champion wrong, then 100 live
+    # pairs on which they agree.
+    candidate = np.concatenate([truth[:100], truth[100:]])
+    champion = np.concatenate([wrong[:100], truth[100:]])
+    evidence = release_evidence(truth, candidate, champion, prequential=100)
+    assert evidence.prequential is not None and evidence.prequential.n == 100
+    assert evidence.shown_before and evidence.verdict == "better"
+    assert evidence.as_dict()["prequential"]["verdict"] == "better"
+    assert release_evidence(truth, candidate, champion).prequential is None

@@ -72,6 +72,25 @@ def test_a_quiet_evidence_is_healthy() -> None:
     assert not input_moved(finding)
 
 
+def test_a_loss_must_stand_out_of_the_noise_of_two_small_samples() -> None:
+    # Five points below a reference measured on 100 held-out rows, judged on 150 labels: on a
+    # stream that never changed, two such samples differ that much often. Not a loss...
+    noisy = _evidence(balanced_accuracy=0.85, reference_balanced_accuracy=0.9, reference_n=100, labelled=150)
+    assert fuse(noisy, max_accuracy_drop=DROP)["kinds"] == []
+    # ... but the same five points on thousands of labels, against a reference taken as exact, are.
+    plain = _evidence(balanced_accuracy=0.85, reference_balanced_accuracy=0.9, labelled=5000)
+    assert fuse(plain, max_accuracy_drop=DROP)["kinds"] == ["performance_loss"]
+    # And a large loss stands out of any noise.
+    fallen = _evidence(balanced_accuracy=0.6, reference_balanced_accuracy=0.9, reference_n=100, labelled=150)
+    assert fuse(fallen, max_accuracy_drop=DROP)["kinds"] == ["performance_loss"]
+    assert (
+        outcome_of(
+            fuse(_evidence(labelled=0, balanced_accuracy=None, missing={"labels": "0"}), max_accuracy_drop=DROP), None
+        )
+        == "blind"
+    )
+
+
 def test_every_signal_names_its_kind_in_a_fixed_order() -> None:
     evidence = _evidence(
         balanced_accuracy=0.85,  # 7 points under the reference
