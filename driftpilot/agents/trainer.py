@@ -205,19 +205,25 @@ def _train(ctx: AgentContext, work: _Work, usage: Usage, attempts: list[_Attempt
     training = ctx.policy.policy.training
     attempt = _attempt(ctx, work, work.plan, usage)
     attempts.append(attempt)
-    if work.plan.mode != "update":
-        return attempt
-    if not attempt.verdict.allowed and training.fallback_to_full:
+    rivals: list[UpdatePlan] = []
+    if work.plan.mode == "update" and not attempt.verdict.allowed and training.fallback_to_full:
         reason = "the incremental update failed the evaluation gate: " + "; ".join(attempt.verdict.reasons)
-    elif training.strategy == "auto":
+        rivals.append(UpdatePlan("scratch", reasons=[reason]))
+    elif work.plan.mode == "update" and training.strategy == "auto":
         reason = "a full retrain competes with the update; the newest labels, held out of both, choose"
-    else:
-        return attempt
-    rival = _attempt(ctx, work, UpdatePlan("scratch", reasons=[reason]), usage)
-    attempts.append(rival)
-    passed = [a for a in (attempt, rival) if a.verdict.allowed]
+        rivals.append(UpdatePlan("scratch", reasons=[reason]))
+    if training.strategy == "auto" and work.plan.mode in ("update", "scratch"):
+        # The other shape competes too: a linear model where the champion has hidden layers (a
+        # concept a hyperplane draws is learnt from fewer labels without them), hidden layers
+        # where it is linear.
+        other = () if work.parent.hidden else type(work.parent).default_hidden
+        shape = "a model of the other shape competes; the newest labels choose"
+        rivals.append(UpdatePlan("scratch", hidden=other, reasons=[shape]))
+    for plan in rivals:
+        attempts.append(_attempt(ctx, work, plan, usage))
+    passed = [a for a in attempts if a.verdict.allowed]
     if not passed:
-        return rival
+        return attempts[-1]
     return max(passed, key=lambda a: a.evaluation.candidate_recent)
 
 
@@ -377,19 +383,18 @@ def _rationale(
         if evaluation.candidate_old is not None and evaluation.champion_old is not None
         else ""
     )
+    first, others = attempts[0], [a for a in attempts if a is not final]
     retried = ""
-    if len(attempts) > 1:
-        first, other = attempts[0], attempts[1] if final is attempts[0] else attempts[0]
-        if not first.verdict.allowed:
-            retried = (
-                f" The incremental update was tried first and failed the gate ({'; '.join(first.verdict.reasons)}); "
-                "this is the full retrain that followed."
-            )
-        else:
-            retried = (
-                f" Chosen over {other.plan.describe()}, which scored {other.evaluation.candidate_recent:.3f} on the "
-                "recent holdout."
-            )
+    if final is not first and not first.verdict.allowed:
+        retried = f" {first.plan.describe().capitalize()} was tried first and failed the gate."
+    if others:
+        scores = [
+            f"{a.plan.describe()} ({a.evaluation.candidate_recent:.3f}"
+            + ("" if a.verdict.allowed else ", failed the gate: " + "; ".join(a.verdict.reasons))
+            + ")"
+            for a in others
+        ]
+        retried += " Chosen on the recent holdout over " + "; ".join(scores) + "."
     grown = f" New classes: {', '.join(report.new_classes)}." if report.new_classes else ""
     reasons = final.verdict.reasons
     verdict = "Goes to canary." if final.verdict.allowed else f"Kept for audit, not released: {'; '.join(reasons)}."

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +27,7 @@ def register_first_version(
     holdout_keys: Sequence[str],
     now: datetime,
     source: str,
+    shapes: Mapping[str, float] | None = None,
 ) -> Version:
     """Record version 1 as champion, with the snapshot it learnt from and a bootstrap decision.
 
@@ -74,14 +75,24 @@ def register_first_version(
             agent="trainer",
             time=now,
             trigger={"kind": "bootstrap"},
-            evidence={"version": version.number, "rows": len(fit_rows), "holdout_balanced_accuracy": score},
+            evidence={
+                "version": version.number,
+                "rows": len(fit_rows),
+                "holdout_balanced_accuracy": score,
+                **({"shapes": dict(shapes)} if shapes else {}),
+            },
             diagnosis={},
             policy_verdicts=[],
             action="bootstrap",
             outcome="champion",
             rationale=(
                 f"Version 1 trained from scratch on {len(fit_rows)} labelled events of {source}; "
-                f"balanced accuracy {score:.3f} on the newest {len(holdout_keys)} held out."
+                f"balanced accuracy {score:.3f} on the newest {len(holdout_keys)} held out"
+                + (
+                    " (the best of " + ", ".join(f"{shape}: {value:.3f}" for shape, value in shapes.items()) + ")."
+                    if shapes
+                    else "."
+                )
             ),
         )
         versions.set_decision(session=session, version_id=version.id, decision_id=decision.id)

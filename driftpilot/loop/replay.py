@@ -398,9 +398,17 @@ def run_replay(
     gate.log.extend(Reveal(p, p, "history") for p in warm.tolist())
     n_holdout = max(1, config.warmup // 5)
     fit, holdout = warm[:-n_holdout], warm[-n_holdout:]
-    first = _first_model(config, data, family_name, sorted(set(data.labels[fit])))
-    first.fit(stream.take(fit), data.labels[fit], on_epoch=on_epoch)
-    score = balanced_accuracy(data.labels[holdout], first.predict(stream.take(holdout)))
+    # Version 1 is the family's usual shape or a linear model of it, whichever the newest fifth
+    # of the warm-up, held out of both, scores higher on (the periodic baseline keeps the usual).
+    usual = _first_model(config, data, family_name, sorted(set(data.labels[fit])))
+    shapes = [usual, type(usual).from_config({**usual.config(), "hidden": []})]
+    scores = []
+    for model in shapes:
+        if isinstance(usual, IntentMLP):
+            model.encoder = usual.encoder  # type: ignore[attr-defined]
+        model.fit(stream.take(fit), data.labels[fit], on_epoch=on_epoch)
+        scores.append(balanced_accuracy(data.labels[holdout], model.predict(stream.take(holdout))))
+    first, score = max(zip(shapes, scores, strict=True), key=lambda pair: pair[1])
     register_first_version(
         sessions,
         registry,
@@ -412,10 +420,11 @@ def run_replay(
         holdout_keys=[keys[p] for p in holdout],
         now=data.times[config.warmup - 1],
         source=f"the {config.warmup} warm-up rows of {Path(config.data).name}",
+        shapes={_shape(m): round(float(v), 4) for m, v in zip(shapes, scores, strict=True)},
     )
     serving = Serving(sessions, registry, model_id, name)
     serving.refresh()
-    baselines = _baselines(config, first, data, stream, n)
+    baselines = _baselines(config, usual, data, stream, n)
     baseline_seconds = dict.fromkeys(baselines, 0.0)
 
     records: dict[str, list[Any]] = {name: [] for name in ("served_version", "prediction", *baselines)}
@@ -427,9 +436,15 @@ def run_replay(
     with open_checkpointer(config.database_url, out / "checkpoints.sqlite") as checkpointer:
         runner = LoopRunner(context, checkpointer)
         runner.forget(name)
+        waiting = False  # whether a run waits (for labels, a person, canary evidence): looked at hourly
         while start < n:
-            until = min(schedule.next_check, next_hour).timestamp()
-            end = min(n, start + MAX_CHUNK, int(np.searchsorted(data.stamps, until, side="right")))
+            # The chunk ends where the next check can be due: its time has come and its evidence
+            # is in (on a slow stream the evidence, not the clock, decides), or at the next hour
+            # while a run waits.
+            clock = int(np.searchsorted(data.stamps, schedule.next_check.timestamp(), side="right"))
+            end = min(n, start + MAX_CHUNK, max(clock, _evidence_row(schedule, gate, start, n)))
+            if waiting:
+                end = min(end, int(np.searchsorted(data.stamps, next_hour.timestamp(), side="right")))
             periodic = baselines.get("periodic")
             if isinstance(periodic, Periodic) and periodic.next_retrain > start:
                 end = min(end, periodic.next_retrain)
@@ -462,7 +477,8 @@ def run_replay(
             if schedule.due(now):
                 due.append("main")
             if now >= next_hour:
-                due.extend(t for t in LoopRunner.THREADS if t not in due and runner.waiting(name, t))
+                if waiting:
+                    due.extend(t for t in LoopRunner.THREADS if t not in due and runner.waiting(name, t))
                 while next_hour <= now:
                     next_hour += timedelta(hours=1)
             if due:
@@ -474,6 +490,7 @@ def run_replay(
                     runner.step(name, now, trigger, thread=thread)
                 if "main" in due:
                     schedule.checked(now, _last_plan(sessions, model_id))
+                waiting = any(runner.waiting(name, t) for t in LoopRunner.THREADS)
                 serving.refresh()
                 _take_requests(sessions, model_id, gate, position_of, end - 1, now)
             start = end
@@ -549,6 +566,10 @@ def _first_model(config: ReplayConfig, data: RecordedStream, family_name: str, c
     return cls([(s.name, s.kind) for s in data.specs], classes, seed=config.seed, device=config.device)
 
 
+def _shape(model: TorchClassifier) -> str:
+    return f"hidden layers {list(model.hidden)}" if model.hidden else "linear (no hidden layer)"
+
+
 def _model_name(path: Path) -> str:
     cleaned = "".join(c if c.isalnum() or c in "-_" else "-" for c in path.stem).strip("-")
     return cleaned or "replay"
@@ -611,6 +632,20 @@ _SOURCE = {"history": "system", "feedback": "system", "requested": "oracle"}
 def _label(data: RecordedStream, keys: list[str], position: int, at: int, source: str) -> dict[str, Any]:
     value = str(data.labels[position])
     return {"event_key": keys[position], "value": value, "source": _SOURCE[source], "time": data.times[at]}
+
+
+def _evidence_row(schedule: CheckSchedule, gate: LabelReveal, start: int, n: int) -> int:
+    """The row by which the new evidence a check wants will be in (rows, or the labels the gate
+    has scheduled to reveal, whichever comes first); ``start`` when it already is."""
+    rows_short, labels_short = schedule.rows_wanted - schedule.rows, schedule.labels_wanted - schedule.labels
+    if rows_short <= 0 or labels_short <= 0:
+        return start
+    last = min(n, start + rows_short)
+    for at in range(start, min(last, start + MAX_CHUNK)):
+        labels_short -= len(gate.pending.get(at, ()))
+        if labels_short <= 0:
+            return at + 1
+    return last
 
 
 def _last_plan(sessions: sessionmaker[Session], model_id: int) -> dict[str, Any] | None:

@@ -230,6 +230,8 @@ class TorchClassifier:
     """
 
     family: ClassVar[str] = ""
+    #: The hidden layers a model of the family has unless told otherwise.
+    default_hidden: ClassVar[tuple[int, ...]] = (64, 32)
     #: What the last fit did (``None`` for a model loaded without one).
     report_: TrainingReport | None = None
     #: The learnt feature encoding and the network (set by ``fit`` or ``load``).
@@ -241,7 +243,7 @@ class TorchClassifier:
         features: FeatureList,
         classes: Sequence[str],
         *,
-        hidden: tuple[int, ...] = (64, 32),
+        hidden: tuple[int, ...] | None = None,
         epochs: int = 12,
         lr: float | None = None,
         batch_size: int | None = None,
@@ -255,7 +257,7 @@ class TorchClassifier:
     ) -> None:
         self.features = [(str(n), str(k)) for n, k in features]
         self.classes = [str(c) for c in classes]
-        self.hidden = tuple(int(h) for h in hidden)
+        self.hidden = tuple(int(h) for h in (self.default_hidden if hidden is None else hidden))
         self.epochs = epochs
         self.lr = lr
         self.batch_size = batch_size

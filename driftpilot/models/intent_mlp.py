@@ -123,11 +123,11 @@ class IntentMLP(TorchClassifier):
     """
 
     family = "intent_mlp"
+    default_hidden = (256,)
 
     def __init__(
         self, features: FeatureList, classes: Any, *, encoder: SentenceEncoder | None = None, **kwargs: Any
     ) -> None:
-        kwargs.setdefault("hidden", (256,))
         self.encoder = encoder
         super().__init__(features, classes, **kwargs)
 

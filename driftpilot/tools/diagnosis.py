@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from driftpilot.tools.drift import FeatureKind, feature_drift, prior_drift
+from driftpilot.tools.drift import FeatureKind, counter_features, feature_drift, prior_drift
 from driftpilot.tools.metrics import per_class_recall
 from driftpilot.tools.quality import QualityFault, QualityReport, data_quality
 
@@ -605,7 +605,13 @@ def investigate(
     # window cannot be tested at all.
     sound = [(n, k) for n, k in features if n not in broken and n in current.columns]
     drift = feature_drift(
-        reference, current, sound, p_threshold=p_threshold, psi_threshold=psi_threshold, min_samples=min_rows
+        reference,
+        current,
+        sound,
+        p_threshold=p_threshold,
+        psi_threshold=psi_threshold,
+        min_samples=min_rows,
+        counters=counter_features(reference, sound),
     )
     # The slices are searched for the most drifted features (each value of each slice column
     # costs two KS tests per feature; a network-segment column alone has dozens of values).

@@ -31,7 +31,9 @@ __all__ = [
     "FeatureKind",
     "categorical_drift",
     "check_features",
+    "counter_features",
     "feature_drift",
+    "increments",
     "numeric_drift",
     "population_stability_index",
     "prediction_drift",
@@ -421,6 +423,53 @@ def _class_drift(
     return categorical_drift(reference, current, feature=what, p_threshold=p_threshold, psi_threshold=psi_threshold)
 
 
+#: Share of an entity's changes between readings that must be rises for a number to be a counter.
+COUNTER_RISES = 0.9
+#: Fewest changes between readings a number needs to be recognised as a counter.
+COUNTER_CHANGES = 30
+
+
+def counter_features(frame: pd.DataFrame, features: Sequence[tuple[str, FeatureKind]]) -> list[str]:
+    """The numbers that only grow from one reading of an entity to its next (an uptime, a packet
+    total; a reset now and then aside): at least ``COUNTER_RISES`` of their changes are rises.
+
+    Their level drifts by nature (every later window holds larger values), so their drift is
+    tested on what they add per hour (:func:`increments`). Needs ``entity`` and ``time`` columns;
+    without them, or without entities read more than once, nothing is a counter.
+
+    >>> t = pd.to_datetime(["2026-01-01T00:00", "2026-01-01T01:00"] * 20, utc=True)
+    >>> frame = pd.DataFrame({"entity": np.repeat(np.arange(20), 2), "time": t,
+    ...                       "uptime": np.tile([5.0, 6.0], 20), "rx": np.tile([1.0, 0.5], 20)})
+    >>> fleet = pd.concat([frame, frame.assign(entity=frame.entity + 20)])
+    >>> counter_features(fleet, [("uptime", "number"), ("rx", "number")])
+    ['uptime']
+    """
+    if "entity" not in frame.columns or "time" not in frame.columns or len(frame) < 2:
+        return []
+    ordered = frame.sort_values(["entity", "time"], kind="stable")
+    entities = ordered["entity"].to_numpy()
+    same = entities[1:] == entities[:-1]
+    found = []
+    for name, kind in features:
+        if kind != "number" or name not in ordered.columns:
+            continue
+        changes = np.diff(pd.to_numeric(ordered[name], errors="coerce").to_numpy(dtype=float))[same]
+        changes = changes[np.isfinite(changes) & (changes != 0)]
+        if len(changes) >= COUNTER_CHANGES and float(np.mean(changes > 0)) >= COUNTER_RISES:
+            found.append(name)
+    return found
+
+
+def increments(frame: pd.DataFrame, name: str) -> pd.Series:
+    """What ``name`` added per hour from each entity's previous reading to this one (NaN for an
+    entity's first reading in ``frame``), in ``frame``'s row order."""
+    ordered = frame.sort_values(["entity", "time"], kind="stable")
+    by_entity = ordered.groupby("entity", sort=False)
+    added = by_entity[name].diff()
+    hours = by_entity["time"].diff().dt.total_seconds() / 3600
+    return (added / hours.where(hours > 0)).reindex(frame.index)
+
+
 def feature_drift(
     reference: pd.DataFrame,
     current: pd.DataFrame,
@@ -429,6 +478,7 @@ def feature_drift(
     p_threshold: float = 0.01,
     psi_threshold: float = 0.2,
     min_samples: int = 30,
+    counters: Sequence[str] = (),
 ) -> DriftReport:
     """Test every feature for drift between a reference and a current window.
 
@@ -438,6 +488,9 @@ def feature_drift(
     before they are compared with ``p_threshold``, so that the chance of any false
     alarm in a window stays at most ``p_threshold``. A feature drifts when its adjusted
     p-value is below ``p_threshold`` and its PSI reaches ``psi_threshold``.
+
+    A feature named in ``counters`` (see :func:`counter_features`) is tested on its per-entity
+    increments per hour, not on its level, which grows by nature.
 
     When either window has fewer than ``min_samples`` rows, nothing is tested and the
     report says ``enough_data=False``; an empty window is such a window, as long as it
@@ -489,6 +542,8 @@ def feature_drift(
     raw: list[FeatureDrift] = []
     for name, kind in features:
         ref_values, cur_values = reference[name], current[name]
+        if name in counters:
+            ref_values, cur_values = increments(reference, name), increments(current, name)
         if ref_values.notna().sum() < min_samples or cur_values.notna().sum() < min_samples:
             untested.append(name)
         elif kind == "number":

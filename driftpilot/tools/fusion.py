@@ -25,7 +25,14 @@ from numpy.typing import ArrayLike
 
 from driftpilot.models.intent_mlp import embedding_blocks
 from driftpilot.tools.detectors import error_rate_change
-from driftpilot.tools.drift import DriftReport, FeatureKind, feature_drift, prediction_drift, prior_drift
+from driftpilot.tools.drift import (
+    DriftReport,
+    FeatureKind,
+    counter_features,
+    feature_drift,
+    prediction_drift,
+    prior_drift,
+)
 from driftpilot.tools.metrics import balanced_accuracy
 from driftpilot.tools.multivariate import multivariate_drift
 from driftpilot.tools.performance import PerformanceEstimate, estimate_performance
@@ -281,7 +288,14 @@ def _input_drift(
     blocks = embedding_blocks([name for name, _ in features])
     embedded = {name for columns in blocks.values() for name in columns}
     tabular = [(name, kind) for name, kind in features if name not in embedded]
-    drift = feature_drift(reference, current, tabular, p_threshold=alpha, psi_threshold=psi_threshold)
+    drift = feature_drift(
+        reference,
+        current,
+        tabular,
+        p_threshold=alpha,
+        psi_threshold=psi_threshold,
+        counters=counter_features(reference, tabular),
+    )
     texts: dict[str, dict[str, Any]] = {}
     for text, columns in blocks.items():
         # A text is one signal, tested whole on its sentence vectors (MMD), not as 384

@@ -33,13 +33,20 @@ class UpdatePlan:
     penalty: Literal["ewc", "l2sp", "none"] = "none"
     strength: float = 0.0
     reasons: list[str] = field(default_factory=list)
+    #: The hidden layers of a fit from scratch: None keeps the parent's; () is a linear model
+    #: (a logistic regression on the family's encoding).
+    hidden: tuple[int, ...] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def describe(self) -> str:
         if self.mode == "scratch":
-            return "a full retrain from scratch"
+            if self.hidden is None:
+                return "a full retrain from scratch"
+            if not self.hidden:
+                return "a full retrain from scratch of a linear model (no hidden layer)"
+            return f"a full retrain from scratch with hidden layers {list(self.hidden)}"
         part = "the output layer only" if self.scope == "head" else "the whole network"
         held = (
             f", held to the champion's weights by {self.penalty.upper()} (strength {self.strength:g})"
@@ -114,7 +121,10 @@ def train_candidate(
 ) -> TorchClassifier:
     """Train a candidate of ``parent``'s family as ``plan`` says; labels the parent never saw
     become new classes. Raises ``ValueError`` (naming the problem) on a set it cannot train on."""
-    fresh = type(parent).from_config(parent.config())
+    config = parent.config()
+    if plan.mode == "scratch" and plan.hidden is not None:
+        config["hidden"] = list(plan.hidden)
+    fresh = type(parent).from_config(config)
     encoder = getattr(parent, "encoder", None)
     if encoder is not None:
         # A text family's sentence encoder (and its cache) is shared, not loaded again.

@@ -67,8 +67,8 @@ def _facts(context) -> dict:
     ("where", "trainings", "recovered"),
     [
         # Killed mid-fit: nothing was registered, so the resumed run trains (the only training
-        # that ever finished): the update, and the full retrain that competes with it.
-        ("fit", 2, [False, False]),
+        # that ever finished): the update, and the full retrain and the linear model that compete with it.
+        ("fit", 3, [False, False]),
         # Killed after the version and its decision were written: nothing is trained again.
         ("registered", 0, [False, False]),
         # Killed as the release was about to start: the Trainer's finished step is found.

@@ -162,7 +162,7 @@ def _folders(world):
     return sorted(p.name for p in (world.root / MODEL_NAME).iterdir())
 
 
-def test_the_trainer_updates_incrementally_by_default_and_says_why(world):
+def test_the_trainer_updates_incrementally_by_default_lets_rivals_compete_and_says_why(world):
     out = world.run(world.snapshot(world.train))
 
     decision = world.last_decision()
@@ -171,17 +171,26 @@ def test_the_trainer_updates_incrementally_by_default_and_says_why(world):
     assert evidence["evaluation"]["gain"] >= CLEAR_GAIN
     assert decision["outcome"] == out["outcome"] == "candidate"
     assert out["candidate"] == evidence["version"]
-    assert evidence["plan"]["mode"] == "update" and evidence["plan"]["scope"] == "all"
-    assert evidence["plan"]["penalty"] == "ewc"
+    # The plan is an update held by EWC; a full retrain and a linear model compete with it on the
+    # same snapshot, and the newest labels, held out of all three, choose.
+    update, retrain, linear = evidence["attempts"]
+    assert (update["plan"]["mode"], update["plan"]["scope"], update["plan"]["penalty"]) == ("update", "all", "ewc")
+    assert (retrain["plan"]["mode"], retrain["plan"]["hidden"]) == ("scratch", None)
+    assert (linear["plan"]["mode"], linear["plan"]["hidden"]) == ("scratch", [])
+    chosen = max((a for a in evidence["attempts"] if a["gate_passed"]), key=lambda a: a["candidate_recent"])
+    assert evidence["plan"] == chosen["plan"]
     assert "incremental update of the whole network" in decision["rationale"]
-    assert "covariate_drift" in decision["rationale"] and "learning rate" in decision["rationale"]
+    assert "covariate_drift" in " ".join(update["plan"]["reasons"]) and "learning rate" in decision["rationale"]
+    assert "Chosen on the recent holdout over" in decision["rationale"]
     training = evidence["training"]
-    assert training["mode"] == "update" and training["lr_source"].startswith("half the lineage's last full training's")
+    assert training["mode"] == chosen["plan"]["mode"]
+    if chosen is update:
+        assert training["lr_source"].startswith("half the lineage's last full training's")
     assert len(training["curves"]) == training["epochs"] >= 1
     assert {row["measure"] for row in evidence["comparison_table"]} >= {"balanced accuracy (recent)"}
     with world.sessions() as session:
         version = versions.get_version(session=session, model_id=world.model_id, number=evidence["version"])
-        assert version.metrics["updates_since_scratch"] == 1
+        assert version.metrics["updates_since_scratch"] == (1 if chosen is update else 0)
         assert version.metrics["training"]["curves"] == training["curves"]
         assert version.metrics["comparison_table"] == evidence["comparison_table"]
         # The candidate is held to what it scored on the newest labels, not to the champion's
@@ -215,12 +224,12 @@ def test_a_local_cause_updates_the_output_layer_only(world):
     world.run(world.snapshot(world.train), cause="prior_shift")
 
     decision = world.last_decision()
-    update, rival = decision["evidence"]["attempts"]
+    update, rival, _linear = decision["evidence"]["attempts"]
     assert (update["plan"]["mode"], update["plan"]["scope"]) == ("update", "head")
     assert "only the output layer is updated" in " ".join(update["plan"]["reasons"])
     # A full retrain competes with it; the newest labels chose the one in "plan".
     assert rival["plan"]["mode"] == "scratch" and "competes with the update" in rival["plan"]["reasons"][0]
-    chosen = max((a for a in (update, rival) if a["gate_passed"]), key=lambda a: a["candidate_recent"])
+    chosen = max((a for a in decision["evidence"]["attempts"] if a["gate_passed"]), key=lambda a: a["candidate_recent"])
     assert decision["evidence"]["plan"] == chosen["plan"]
 
 
@@ -263,8 +272,9 @@ def test_the_gate_blocks_a_candidate_that_forgets(world, monkeypatch):
     assert out["outcome"] == decision["outcome"] == "rejected" and out["candidate"] is None
     failed = [v["rule"] for verdict in decision["policy_verdicts"] for v in verdict["verdicts"] if not v["passed"]]
     assert failed == ["forgetting_gate"]
-    # The update failed the gate, so the full retrain was tried too; it forgot as well.
-    assert [a["plan"]["mode"] for a in decision["evidence"]["attempts"]] == ["update", "scratch"]
+    # The update failed the gate, so the full retrain was tried too, and a linear model; they
+    # forgot as well.
+    assert [a["plan"]["mode"] for a in decision["evidence"]["attempts"]] == ["update", "scratch", "scratch"]
     assert _versions(world) == [*before, (before[-1][0] + 1, "rejected")]
 
 
@@ -293,7 +303,7 @@ def test_the_gate_rejects_a_candidate_clearly_worse_than_the_champion(world, mon
     assert decision["evidence"]["evaluation"]["gain"] <= -CLEAR_GAIN
     failed = {v["rule"] for verdict in decision["policy_verdicts"] for v in verdict["verdicts"] if not v["passed"]}
     assert "offline_gate" in failed
-    assert [a["plan"]["mode"] for a in decision["evidence"]["attempts"]] == ["update", "scratch"]
+    assert [a["plan"]["mode"] for a in decision["evidence"]["attempts"]] == ["update", "scratch", "scratch"]
     assert "Kept for audit, not released" in decision["rationale"]
     assert _versions(world) == [*before, (before[-1][0] + 1, "rejected")]
 

@@ -280,7 +280,9 @@ def test_missing_feature_values_are_named(tmp_path):
 class _FakeEncoder:
     """Swapped in for all-MiniLM-L6-v2: two numbers a text, from its length and vowels."""
 
-    def encode(self, texts):  # noqa: ANN001, ANN201
+    def encode(self, texts, progress=None):  # noqa: ANN001, ANN201
+        if progress:
+            progress(len(texts), len(texts))
         return np.asarray([[len(t) / 10, sum(c in "aeiou" for c in t) / 5] for t in texts], dtype=np.float32)
 
 

@@ -9,6 +9,7 @@ import pytest
 from driftpilot.tools.drift import (
     FeatureKind,
     categorical_drift,
+    counter_features,
     feature_drift,
     numeric_drift,
     population_stability_index,
@@ -325,3 +326,40 @@ def test_empty_frame_without_columns_is_refused_by_the_missing_column() -> None:
 
     with pytest.raises(ValueError, match="feature 'rx_power' is not a column of the current data"):
         feature_drift(reference, pd.DataFrame(), FEATURES)
+
+
+def _fleet(hours: int, *, start_hour: int = 0, seed: int = 0, rx_shift: float = 0.0) -> pd.DataFrame:
+    """60 devices read every hour: an uptime that only grows (a reboot now and then), a signal."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for device in range(60):
+        uptime = rng.uniform(0, 500) + start_hour
+        for h in range(start_hour, start_hour + hours):
+            uptime = 0.0 if rng.random() < 0.01 else uptime + 1.0
+            rows.append(
+                {
+                    "entity": f"d{device}",
+                    "time": pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(hours=h),
+                    "uptime_hours": uptime,
+                    "rx": rng.normal(-20 + rx_shift, 1.0),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_a_counter_that_only_grows_is_not_drift_but_what_it_adds_is_tested():
+    reference, later = _fleet(24, seed=1), _fleet(12, start_hour=24 * 30, seed=2)
+    features = [("uptime_hours", "number"), ("rx", "number")]
+    assert counter_features(reference, features) == ["uptime_hours"]
+    # A month later every uptime is larger: its level would read as drift at every check.
+    assert feature_drift(reference, later, features).drifted == ["uptime_hours"]
+    report = feature_drift(reference, later, features, counters=["uptime_hours"])
+    assert report.drifted == []
+    # What it adds per hour is still watched: devices that reboot every other hour drift.
+    rebooting = later.assign(uptime_hours=np.where(later.index % 2 == 0, 0.0, 1.0))
+    assert feature_drift(reference, rebooting, features, counters=["uptime_hours"]).drifted == ["uptime_hours"]
+    # A signal that moved is drift, counter or not beside it.
+    moved = _fleet(12, start_hour=24 * 30, seed=2, rx_shift=-4)
+    assert feature_drift(reference, moved, features, counters=["uptime_hours"]).drifted == ["rx"]
+    # Without entities read more than once, nothing can be a counter.
+    assert counter_features(reference.assign(entity=range(len(reference))), features) == []
