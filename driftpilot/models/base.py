@@ -287,6 +287,10 @@ class TorchClassifier:
     def _body(self, encoding: Encoding) -> Any:
         return mlp_body(encoding.width, self.hidden)
 
+    def _body_width(self, encoding: Encoding) -> int:
+        """What the body hands the output layer when it has no hidden layer (a linear model)."""
+        return encoding.width
+
     def _inherit_body(self, net: Any, parent: TorchClassifier, encoding: Encoding) -> Any:
         """Copy the parent's body into ``net`` (same shapes unless the family grows inputs);
         return a mask per parameter name of the entries that came from the parent."""
@@ -301,7 +305,7 @@ class TorchClassifier:
         import torch.nn as nn
 
         body = self._body(encoding)
-        out = self.hidden[-1] if self.hidden else encoding.width
+        out = self.hidden[-1] if self.hidden else self._body_width(encoding)
         return Network.make(body, nn.Linear(out, n_classes))
 
     def _grown_from(self, parent: TorchClassifier, encoding: Encoding) -> tuple[Any, dict[str, Any]]:

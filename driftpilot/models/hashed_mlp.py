@@ -146,5 +146,9 @@ class HashedMLP(TorchClassifier):
             len(encoding.numeric), len(encoding.categorical), encoding.buckets, self.embedding_dim, self.hidden
         )
 
+    def _body_width(self, encoding: Any) -> int:
+        # The numbers beside one embedding per category.
+        return len(encoding.numeric) + len(encoding.categorical) * self.embedding_dim
+
     def config(self) -> dict[str, Any]:
         return super().config() | {"buckets": self.buckets, "embedding_dim": self.embedding_dim}

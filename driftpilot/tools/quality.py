@@ -21,7 +21,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 from scipy import stats
 
-from driftpilot.tools.drift import FeatureKind, check_features
+from driftpilot.tools.drift import FeatureKind, check_features, counter_features, increments
 
 __all__ = ["FaultKind", "QualityFault", "QualityReport", "data_quality"]
 
@@ -36,6 +36,8 @@ RESCALED_MATCH = 0.25
 #: Share of readings a conversion must bring back into the reference's range: a unit changed
 #: upstream changes (nearly) every reading.
 FLEET_SHARE = 0.9
+#: Readings other than zero a field needs, on each side, for its scale to be judged on them alone.
+MIN_NONZERO = 30
 #: A run of this many consecutive readings of one entity holding one value is a stuck run.
 STUCK_RUN = 8
 #: Share of stuck runs, beyond the reference's share, that makes a stuck-sensor fault.
@@ -121,6 +123,8 @@ def data_quality(
 
     faults: list[QualityFault] = []
     unchecked: list[str] = []
+    # A counter's level grows by nature; its unit shows in what it adds per hour.
+    counters = set(counter_features(reference, features)) & set(current.columns)
     for name, kind in features:
         ref = reference[name]
         if ref.notna().sum() < min_samples:
@@ -129,6 +133,8 @@ def data_quality(
         cur = current[name] if name in current.columns else pd.Series(np.nan, index=current.index)
         fault = _missing(name, ref, cur)
         if fault is None and kind == "number":
+            if name in counters:
+                ref, cur = increments(reference, name), increments(current, name)
             ref_values = pd.to_numeric(ref, errors="coerce").dropna().to_numpy(dtype=float)
             cur_values = pd.to_numeric(cur, errors="coerce").dropna().to_numpy(dtype=float)
             if cur_values.size < min_samples:
@@ -161,10 +167,16 @@ def _ks(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _repaired_share(ref: np.ndarray, raw: np.ndarray, fixed: np.ndarray) -> float:
-    """Share of readings outside the reference's range as they arrive, and inside it once converted."""
-    low, high = np.quantile(ref, [0.005, 0.995])
-    outside = (raw < low) | (raw > high)
-    inside = (fixed >= low) & (fixed <= high)
+    """Share of readings outside the reference's range of magnitudes as they arrive, and inside it
+    once converted (magnitudes: a field that swings around zero, a change per hour, shrinks
+    toward zero under a unit change and stays inside its signed range)."""
+    low, high = np.quantile(np.abs(ref), [0.005, 0.995])
+    low, high = (
+        low * (1 - 1e-9),
+        high * (1 + 1e-9),
+    )  # a constant rate converted back is that rate, give or take rounding
+    outside = (np.abs(raw) < low) | (np.abs(raw) > high)
+    inside = (np.abs(fixed) >= low) & (np.abs(fixed) <= high)
     return float((outside & inside).mean())
 
 
@@ -172,16 +184,25 @@ def _converted(ref: np.ndarray, cur: np.ndarray, fixed: np.ndarray) -> tuple[boo
     """Whether converting ``cur`` into ``fixed`` repairs it: (repaired, KS statistic after)."""
     if not np.isfinite(fixed).all():
         return False, 1.0
-    match = _ks(ref, fixed)
+    # To nine significant digits: 0.001 × 1000 is 1.0000000000000002, and on a field that often
+    # holds one exact value (a counter's rate) the test would read that rounding as a difference.
+    match = _ks(_significant(ref), _significant(fixed))
     # Fleet-wide: a unit changed upstream moves (nearly) every reading. A change confined to a
     # slice (a software version that counts per second) is drift of that slice, not a broken field.
     return match < RESCALED_MATCH and _repaired_share(ref, cur, fixed) >= FLEET_SHARE, match
 
 
 def _rescaled(name: str, ref: np.ndarray, cur: np.ndarray) -> QualityFault | None:
+    # Zeros carry no unit (a counter that is often zero stays zero ×1000): the scale shows in the
+    # readings that are not, when there are enough of them.
+    if (ref == 0).any() or (cur == 0).any():
+        ref_nz, cur_nz = ref[ref != 0], cur[cur != 0]
+        if min(len(ref_nz), len(cur_nz)) >= MIN_NONZERO:
+            ref, cur = ref_nz, cur_nz
     raw = _ks(ref, cur)
-    if raw < 2 * RESCALED_MATCH:
-        return None  # the raw values still match: whatever changed, it is not the unit
+    ratio = _magnitude_ratio(ref, cur)
+    if raw < 2 * RESCALED_MATCH and not (ratio is not None and abs(np.log10(ratio)) >= 2):
+        return None  # the raw values still match and keep their size: whatever changed, not the unit
     # dBm <-> mW: dBm = 10 log10(mW). A reference in dBm is negative or small; mW are positive.
     if (cur > 0).all():
         repaired, match = _converted(ref, cur, 10 * np.log10(cur))
@@ -191,11 +212,9 @@ def _rescaled(name: str, ref: np.ndarray, cur: np.ndarray) -> QualityFault | Non
         repaired, match = _converted(ref, cur, 10 ** (cur / 10))
         if repaired:
             return _unit_fault(name, "mW", "dBm", raw, match, f"convert '{name}' back with 10**(value/10)")
-    ref_scale = float(np.median(np.abs(ref)))
-    cur_scale = float(np.median(np.abs(cur)))
-    if ref_scale == 0 or cur_scale == 0:
+    if ratio is None:
         return None
-    power = round(float(np.log10(ref_scale / cur_scale)))
+    power = round(float(np.log10(ratio)))
     if power == 0:
         return None
     repaired, match = _converted(ref, cur, cur * 10.0**power)
@@ -209,6 +228,22 @@ def _rescaled(name: str, ref: np.ndarray, cur: np.ndarray) -> QualityFault | Non
         evidence={"factor": factor, "ks_raw": round(raw, 4), "ks_rescaled": round(match, 4)},
         fix=f"multiply '{name}' by {10.0**power:g} to restore its unit",
     )
+
+
+def _significant(values: np.ndarray, digits: int = 9) -> np.ndarray:
+    """``values`` rounded to ``digits`` significant digits."""
+    with np.errstate(divide="ignore"):
+        scale = 10.0 ** (digits - 1 - np.floor(np.log10(np.abs(values))))
+    scale[~np.isfinite(scale)] = 1.0
+    return np.round(values * scale) / scale
+
+
+def _magnitude_ratio(ref: np.ndarray, cur: np.ndarray) -> float | None:
+    """The reference's typical magnitude over the current one (None when either is zero)."""
+    ref_scale, cur_scale = float(np.median(np.abs(ref))), float(np.median(np.abs(cur)))
+    if ref_scale == 0 or cur_scale == 0:
+        return None
+    return ref_scale / cur_scale
 
 
 def _unit_fault(name: str, was: str, now: str, raw: float, match: float, fix: str) -> QualityFault:

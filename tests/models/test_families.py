@@ -70,6 +70,23 @@ def test_fit_learns_and_is_reproducible(name):
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
+def test_every_family_also_comes_linear(name, tmp_path):
+    # The Trainer lets a linear model (no hidden layer) of the champion's family compete: each
+    # family builds, learns, saves and exports one.
+    import onnxruntime as ort
+
+    make, data, _new = CASES[name]
+    x, y = data(800, 0)
+    model = make(epochs=25, seed=1, hidden=()).fit(x, y)
+    assert model.hidden == () and (model.predict(x) == y).mean() > 0.8
+    paths = model.save(tmp_path / "linear")
+    loaded = type(model).load(tmp_path / "linear")
+    assert loaded.hidden == () and np.allclose(loaded.predict_proba(x), model.predict_proba(x), atol=1e-6)
+    session = ort.InferenceSession(str(paths["onnx"]), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].name == "x"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_save_load_and_onnx_give_the_same_probabilities(name, tmp_path):
     import onnxruntime as ort
 

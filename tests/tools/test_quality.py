@@ -321,3 +321,39 @@ def test_inputs_are_not_mutated() -> None:
 
     pd.testing.assert_frame_equal(reference, before[0])
     pd.testing.assert_frame_equal(current, before[1])
+
+
+def _fleet_readings(hours: int, *, start_hour: int = 0, seed: int = 0) -> pd.DataFrame:
+    """120 devices read every 10 minutes: an uptime counter, an error count that is mostly zero
+    but large when not, and a change per hour that swings around zero."""
+    rng = np.random.default_rng(seed)
+    steps = hours * 6
+    rows = {
+        "entity": np.repeat([f"d{i}" for i in range(120)], steps),
+        "time": np.tile(
+            pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(start_hour * 60 + 10 * np.arange(steps), unit="min"),
+            120,
+        ),
+    }
+    start = rng.uniform(0, 900, 120)[:, None] + start_hour
+    rows["uptime"] = (start + np.arange(steps)[None, :] / 6).ravel()
+    rows["errors"] = np.where(rng.random(120 * steps) < 0.7, 0.0, rng.poisson(40, 120 * steps).astype(float))
+    rows["delta"] = rng.normal(0, 0.8, 120 * steps)
+    return pd.DataFrame(rows)
+
+
+FLEET = [("uptime", "number"), ("errors", "number"), ("delta", "number")]
+
+
+@pytest.mark.parametrize("name", ["uptime", "errors", "delta"])
+@pytest.mark.parametrize("factor", [1000.0, 0.001])
+def test_a_scale_change_is_found_on_every_kind_of_number(name, factor):
+    # A counter (its level grows by nature: the unit shows in what it adds per hour), a count
+    # that is mostly zero (zeros carry no unit), a change that swings around zero (shrunk, it
+    # stays inside its signed range): each is found rescaled, and nothing is on clean readings.
+    reference, later = _fleet_readings(12, seed=1), _fleet_readings(6, start_hour=48, seed=2)
+    assert data_quality(reference, later, FLEET).faults == []
+    broken = later.assign(**{name: later[name] * factor})
+    faults = data_quality(reference, broken, FLEET).faults
+    assert [(f.feature, f.kind) for f in faults] == [(name, "scale_change")]
+    assert faults[0].evidence["factor"] == pytest.approx(factor)
