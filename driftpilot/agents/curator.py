@@ -157,20 +157,8 @@ def _ask_for_labels(
     Requests still open (for events of the window) count as labels on their way, so checks that
     come back before people answered do not ask again and spend the label budget twice.
     """
-    since = now - timedelta(hours=plan.recent_hours)
-    pending = {
-        r.event_id for r in label_requests.open_label_requests(session=session, model_id=model.id) if r.time >= since
-    }
+    pending, unlabelled = _open_and_unasked(session, model.id, now - timedelta(hours=plan.recent_hours), now)
     needed = max(0, plan.min_training_labels - len(recent) - len(pending))
-    unlabelled = events.window(
-        session=session,
-        model_id=model.id,
-        start=since,
-        end=now,
-        visible_at=now,
-        limit=CANDIDATES_FOR_LABELS,
-    )
-    unlabelled = unlabelled[unlabelled["label"].isna() & ~unlabelled["id"].isin(pending)]
     verdict = ctx.policy.check(
         "request_labels", RequestLabelsFacts(n_labels=needed), usage_today(session, model, now), at=now
     )
@@ -222,6 +210,24 @@ def _ask_for_labels(
     }
 
 
+def _open_and_unasked(
+    session: Session, model_id: int, since: datetime | None, now: datetime
+) -> tuple[set[int], pd.DataFrame]:
+    """The events of the window (from ``since``) with a request still open, and its newest
+    unlabelled events nobody was asked about yet (at most ``CANDIDATES_FOR_LABELS``). Requests
+    for events older than the window count no more: their events left it, and a request nobody
+    answers must not block sight for ever."""
+    pending = {
+        r.event_id
+        for r in label_requests.open_label_requests(session=session, model_id=model_id)
+        if since is None or r.time >= since
+    }
+    unlabelled = events.window(
+        session=session, model_id=model_id, start=since, end=now, visible_at=now, limit=CANDIDATES_FOR_LABELS
+    )
+    return pending, unlabelled[unlabelled["label"].isna() & ~unlabelled["id"].isin(pending)]
+
+
 def monitoring_sample_node(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     """A check was blind for want of labels: ask people for a monitoring sample of the events its
     window reached (half at random, half the most uncertain), within the label budget, so that the
@@ -229,8 +235,7 @@ def monitoring_sample_node(state: LoopState, runtime: Runtime[AgentContext]) -> 
 
     It asks for what the window lacks beyond the labels still on their way (requested ones, and
     the feedback due on its newest events), and at most ``at_most`` at a time: a budget is spread
-    over checks, not spent on one. Requests older than the window count no more: their events
-    left it, and a request nobody answered must not block sight for ever.
+    over checks, not spent on one.
     """
     ctx = runtime.context
     blind = state.get("blind") or {}
@@ -239,17 +244,9 @@ def monitoring_sample_node(state: LoopState, runtime: Runtime[AgentContext]) -> 
     with ctx.sessions() as session:
         model = managed.get_model(session=session, name=state["model"])
         champion = versions.champion(session=session, model_id=model.id)
-        pending = {
-            r.event_id
-            for r in label_requests.open_label_requests(session=session, model_id=model.id)
-            if since is None or r.time >= since
-        }
+        pending, unlabelled = _open_and_unasked(session, model.id, since, now)
         short = int(blind.get("needed", 0)) - int(blind.get("labelled", 0)) - len(pending) - blind.get("coming", 0)
         needed = min(int(blind.get("at_most", short)), max(0, int(short)))
-        unlabelled = events.window(
-            session=session, model_id=model.id, start=since, end=now, visible_at=now, limit=CANDIDATES_FOR_LABELS
-        )
-        unlabelled = unlabelled[unlabelled["label"].isna() & ~unlabelled["id"].isin(pending)]
         verdict = ctx.policy.check(
             "request_labels", RequestLabelsFacts(n_labels=needed), usage_today(session, model, now), at=now
         )

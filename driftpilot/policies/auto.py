@@ -132,28 +132,13 @@ def derive_monitor(monitor: Monitor, rates: StreamRates) -> MonitorPlan:
     (720.0, 55, 360)
     """
     why: dict[str, str] = {}
-    delay = rates.label_delay_hours or 0.0
     per_hour = rates.labels_per_hour
-
     max_window = _setting(monitor.max_window_hours)
     if max_window is None:
-        # Long enough to hold the labels a judgement wants once they are due; one day at least.
-        wanted = delay + (JUDGE_LABELS / per_hour if per_hour > 0 else math.inf)
-        max_window = min(MAX_WINDOW_HOURS, max(MIN_WINDOW_HOURS, monitor.window_hours, wanted))
-        why["max_window_hours"] = (
-            f"{JUDGE_LABELS} labels at {per_hour:.3g} labels/h after a {delay:.3g} h label delay need "
-            f"{wanted:.4g} h; kept within [{max(MIN_WINDOW_HOURS, monitor.window_hours):g}, {MAX_WINDOW_HOURS:g}] h"
-        )
-
+        max_window, why["max_window_hours"] = _reach(rates, JUDGE_LABELS, max(MIN_WINDOW_HOURS, monitor.window_hours))
     min_labelled = _setting(monitor.min_labelled)
     if min_labelled is None:
-        # What the window can hold, no more than a judgement wants and no fewer than it needs.
-        attainable = per_hour * max(0.0, max_window - delay)
-        min_labelled = int(min(JUDGE_LABELS, max(MIN_JUDGE_LABELS, attainable // 2)))
-        why["min_labelled"] = (
-            f"half of the {attainable:.4g} labels {max_window:.4g} h hold at {per_hour:.3g}/h, "
-            f"within [{MIN_JUDGE_LABELS}, {JUDGE_LABELS}]"
-        )
+        min_labelled, why["min_labelled"] = _least(rates, max_window, MIN_JUDGE_LABELS, JUDGE_LABELS)
 
     drift_rows = int(min(DRIFT_ROWS, max(MIN_DRIFT_ROWS, rates.events_per_hour * max_window)))
     check_labels = _setting(monitor.check_every_labels)
@@ -183,6 +168,27 @@ def derive_monitor(monitor: Monitor, rates: StreamRates) -> MonitorPlan:
         alpha=alpha,
         why=why,
     )
+
+
+def _reach(rates: StreamRates, labels: int, shortest: float) -> tuple[float, str]:
+    """Hours long enough to hold ``labels`` labels once they are due (within ``shortest`` and
+    ``MAX_WINDOW_HOURS``), and why."""
+    delay, per_hour = rates.label_delay_hours or 0.0, rates.labels_per_hour
+    wanted = delay + (labels / per_hour if per_hour > 0 else math.inf)
+    hours = min(MAX_WINDOW_HOURS, max(shortest, wanted))
+    return hours, (
+        f"{labels} labels at {per_hour:.3g} labels/h after a {delay:.3g} h label delay need "
+        f"{wanted:.4g} h; kept within [{shortest:g}, {MAX_WINDOW_HOURS:g}] h"
+    )
+
+
+def _least(rates: StreamRates, hours: float, low: int, high: int) -> tuple[int, str]:
+    """Half the labels ``hours`` hold at the observed rate (within ``low`` and ``high``), and why:
+    what a window can hold, no more than a judgement wants and no fewer than it needs."""
+    delay, per_hour = rates.label_delay_hours or 0.0, rates.labels_per_hour
+    attainable = per_hour * max(0.0, hours - delay)
+    least = int(min(high, max(low, attainable // 2)))
+    return least, f"half of the {attainable:.4g} labels {hours:.4g} h hold at {per_hour:.3g}/h, within [{low}, {high}]"
 
 
 def _setting(value: float | int | Literal["auto"]) -> float | int | None:
@@ -219,23 +225,12 @@ def derive_training(training: Training, rates: StreamRates) -> TrainingPlan:
     """
     why: dict[str, str] = {}
     delay = rates.label_delay_hours or 0.0
-    per_hour = rates.labels_per_hour
     recent = _setting(training.recent_hours)
     if recent is None:
-        wanted = delay + (TRAIN_LABELS / per_hour if per_hour > 0 else math.inf)
-        recent = min(MAX_WINDOW_HOURS, max(MIN_WINDOW_HOURS, wanted))
-        why["recent_hours"] = (
-            f"{TRAIN_LABELS} labels at {per_hour:.3g} labels/h after a {delay:.3g} h label delay need "
-            f"{wanted:.4g} h; kept within [{MIN_WINDOW_HOURS:g}, {MAX_WINDOW_HOURS:g}] h"
-        )
+        recent, why["recent_hours"] = _reach(rates, TRAIN_LABELS, MIN_WINDOW_HOURS)
     least = _setting(training.min_training_labels)
     if least is None:
-        attainable = per_hour * max(0.0, recent - delay)
-        least = int(min(TRAIN_LABELS, max(MIN_TRAIN_LABELS, attainable // 2)))
-        why["min_training_labels"] = (
-            f"half of the {attainable:.4g} labels {recent:.4g} h hold at {per_hour:.3g}/h, "
-            f"within [{MIN_TRAIN_LABELS}, {TRAIN_LABELS}]"
-        )
+        least, why["min_training_labels"] = _least(rates, recent, MIN_TRAIN_LABELS, TRAIN_LABELS)
     wait = _setting(training.label_wait_hours)
     if wait is None:
         # Requested labels come back about as late as any other: wait that long and half again.

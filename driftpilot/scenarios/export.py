@@ -227,20 +227,27 @@ def _banking(seed: int, scale: float, data_dir: Path | str | None) -> tuple[pd.D
     config = banking.BankingStreamConfig(seed=seed, fraction=min(1.0, scale))
     frame = banking.Banking77Stream(config, data_dir).frame()
     emerging = banking.N_INTENTS - config.n_initial
-    spec = StreamSpec(
-        name="banking77",
-        file="banking77.csv",
+    return frame, _text_spec(
+        "banking77",
+        frame,
+        scale,
+        f"BANKING77 customer-service queries: {config.n_initial} intents at first, {emerging} more emerging one "
+        f"by one between {config.emerge_from:.0%} and {config.emerge_until:.0%} of the stream; target: intent",
+    )
+
+
+def _text_spec(name: str, frame: pd.DataFrame, scale: float, description: str) -> StreamSpec:
+    """A stream of Banking77's queries: warm-up a share of its rows, the usual label delay."""
+    return StreamSpec(
+        name=name,
+        file=f"{name}.csv",
         target=banking.TARGET,
         text_col=banking.TEXT,
         warmup=max(_MIN_WARMUP, round(_BANKING_WARMUP_SHARE * len(frame))),
         label_delay=_scaled(_LABEL_DELAY_ROWS, scale),
         rows=len(frame),
-        description=(
-            f"BANKING77 customer-service queries: {config.n_initial} intents at first, {emerging} more emerging one "
-            f"by one between {config.emerge_from:.0%} and {config.emerge_until:.0%} of the stream; target: intent"
-        ),
+        description=description,
     )
-    return frame, spec
 
 
 def _intents_oos(seed: int, scale: float, data_dir: Path | str | None) -> tuple[pd.DataFrame, StreamSpec]:
@@ -254,19 +261,13 @@ def _intents_oos(seed: int, scale: float, data_dir: Path | str | None) -> tuple[
     )
     frame = banking.Banking77Stream(config, data_dir).frame()
     emerging = banking.N_INTENTS - config.n_initial - config.n_out_of_scope
-    spec = StreamSpec(
-        name="intents_oos",
-        file="intents_oos.csv",
-        target=banking.TARGET,
-        text_col=banking.TEXT,
-        warmup=max(_MIN_WARMUP, round(_BANKING_WARMUP_SHARE * len(frame))),
-        label_delay=_scaled(_LABEL_DELAY_ROWS, scale),
-        rows=len(frame),
-        description=(
-            f"BANKING77 customer-service queries: {config.n_out_of_scope} intents out of the catalogue, labelled "
-            f"{banking.OUT_OF_SCOPE} throughout; {config.n_initial} intents at first, {emerging} more emerging one by "
-            f"one between {config.emerge_from:.0%} and {config.emerge_until:.0%} of the stream; target: intent"
-        ),
+    spec = _text_spec(
+        "intents_oos",
+        frame,
+        scale,
+        f"BANKING77 customer-service queries: {config.n_out_of_scope} intents out of the catalogue, labelled "
+        f"{banking.OUT_OF_SCOPE} throughout; {config.n_initial} intents at first, {emerging} more emerging one by "
+        f"one between {config.emerge_from:.0%} and {config.emerge_until:.0%} of the stream; target: intent",
     )
     return frame, spec
 

@@ -85,9 +85,17 @@ def plan_update(
     >>> plan_update(strategy="auto", cause="concept_drift", parent=parent,
     ...             labels=["no"], updates_since_scratch=8, full_every=8).reasons[0]
     '8 updates in a row since the last fit from scratch (the policy refreshes every 8)'
+    >>> linear = TabularMLP([("a", "number")], ["no", "yes"], hidden=())
+    >>> plan_update(strategy="auto", cause="concept_drift", parent=linear,
+    ...             labels=["no"], updates_since_scratch=0, full_every=8).mode
+    'scratch'
     """
     if strategy == "full":
         return UpdatePlan("scratch", reasons=["the policy's training strategy is 'full'"])
+    if not parent.hidden:
+        # Without hidden layers there is nothing an update keeps that a refit would not find
+        # again (the problem is convex), and new inputs would have to grow the output layer.
+        return UpdatePlan("scratch", reasons=["the champion is linear: it is refit, not updated"])
     if strategy == "auto" and updates_since_scratch >= full_every:
         return UpdatePlan(
             "scratch",

@@ -57,8 +57,9 @@ def _serve_hour(serving, sessions, tick, h: int, truth: np.ndarray, labelled: np
         )
 
 
-def test_shadow_lasts_until_the_candidate_is_shown_better_then_steps_and_promotes(world, tmp_path):  # noqa: F811
-    sessions, registry, model_id, tick = world
+def _released(built):  # noqa: ANN001, ANN202
+    """The loop's context under POLICY, the serving path, and both versions' answers on the tick."""
+    sessions, registry, model_id, tick = built
     context = AgentContext(
         sessions=sessions, registry=registry, policy=PolicyEngine(policy_from_mapping(POLICY)), seed=0
     )
@@ -68,6 +69,12 @@ def test_shadow_lasts_until_the_candidate_is_shown_better_then_steps_and_promote
             n: registry.load(versions.get_version(session=session, model_id=model_id, number=n)).predict(tick.features)
             for n in (1, 2)
         }
+    return context, serving, answers
+
+
+def test_shadow_lasts_until_the_candidate_is_shown_better_then_steps_and_promotes(world, tmp_path):  # noqa: F811
+    sessions, registry, model_id, tick = world
+    context, serving, answers = _released(world)
 
     def hour(h: int, truth: np.ndarray, labelled: np.ndarray) -> None:
         _serve_hour(serving, sessions, tick, h, truth, labelled)
@@ -236,15 +243,7 @@ def test_a_candidate_shown_better_on_prequential_events_needs_no_labelled_shadow
     # The hour before the release: labelled events newer than anything version 2 learnt from (its
     # snapshot's holdout), on which it is right where the champion is wrong.
     sessions, registry, model_id, tick = world
-    context = AgentContext(
-        sessions=sessions, registry=registry, policy=PolicyEngine(policy_from_mapping(POLICY)), seed=0
-    )
-    serving = Serving(sessions, registry, model_id, MODEL_NAME)
-    with sessions() as session:
-        answers = {
-            n: registry.load(versions.get_version(session=session, model_id=model_id, number=n)).predict(tick.features)
-            for n in (1, 2)
-        }
+    context, serving, answers = _released(world)
     agree = answers[1] == answers[2]
     _serve_hour(serving, sessions, tick, -1, answers[2], np.ones(len(tick), dtype=bool))
     with sessions() as session:
