@@ -390,6 +390,7 @@ def gather_evidence(
         max_error_rate=g.max_error_rate,
     )
     labelled = (frame["label"].notna().to_numpy() if len(frame) else np.zeros(0, bool)) & answered
+    prequential = int(labelled[: len(held)].sum())  # the held-out pairs open the frame
     truth = frame["label"].to_numpy()[labelled].astype(str) if len(frame) else np.array([], dtype=str)
     evidence = release_evidence(
         truth,
@@ -399,9 +400,9 @@ def gather_evidence(
         guards=guards,
         alpha=rules.alpha,
         max_slices=rules.max_slices,
-        prequential=int(labelled[: len(held)].sum()),
+        prequential=prequential,
     )
-    return evidence, _counts(frame, labelled, release, candidate) | {"prequential": int(labelled[: len(held)].sum())}
+    return evidence, _counts(frame, labelled, release, candidate) | {"prequential": prequential}
 
 
 def _prequential(session: Session, candidate: Version, started: datetime, now: datetime) -> pd.DataFrame:

@@ -424,7 +424,7 @@ def run_replay(
     )
     serving = Serving(sessions, registry, model_id, name)
     serving.refresh()
-    baselines = _baselines(config, usual, data, stream, n)
+    baselines = _baselines(config, first, usual, data, stream, n)
     baseline_seconds = dict.fromkeys(baselines, 0.0)
 
     records: dict[str, list[Any]] = {name: [] for name in ("served_version", "prediction", *baselines)}
@@ -576,8 +576,11 @@ def _model_name(path: Path) -> str:
 
 
 def _baselines(
-    config: ReplayConfig, first: TorchClassifier, data: RecordedStream, stream: Stream, n: int
+    config: ReplayConfig, first: TorchClassifier, usual: TorchClassifier, data: RecordedStream, stream: Stream, n: int
 ) -> dict[str, Baseline]:
+    """The baselines: ``static`` serves version 1 (``first``) for ever; ``periodic`` retrains the
+    family's usual shape (``usual``, fitted on the warm-up like version 1), whichever shape
+    version 1 took."""
     warm = list(range(config.warmup))
     every = config.periodic_every or max(1, (n - config.warmup) // 10)
     built: dict[str, Baseline] = {}
@@ -585,12 +588,12 @@ def _baselines(
         if label == "static":
             built[label] = Static(first)
         elif label == "periodic":
-            periodic = Periodic(first, start=config.warmup, every=every, window=config.periodic_window)
+            periodic = Periodic(usual, start=config.warmup, every=every, window=config.periodic_window)
             periodic.learn(stream, warm)
             built[label] = periodic
         elif label == "logistic":
-            # Periodic starts from version 1; logistic fits its own first model, on every warm-up
-            # label (version 1 leaves out the newest fifth, on which it is scored).
+            # Periodic starts from the warm-up model; logistic fits its own first model, on every
+            # warm-up label (the warm-up model leaves out the newest fifth, on which it is scored).
             logistic = PeriodicLogistic(start=config.warmup, every=every, window=config.periodic_window)
             logistic.learn(stream, warm)
             built[label] = logistic.fit(stream, warm)

@@ -206,7 +206,7 @@ def test_the_replay_builds_logistic_on_the_periodic_schedule(tmp_path: Path) -> 
     )
 
     # Execute: neither version 1 nor the recorded stream is needed to build this one.
-    built = _baselines(config, None, None, stream, END)  # type: ignore[arg-type]
+    built = _baselines(config, None, None, None, stream, END)  # type: ignore[arg-type]
 
     # Assert: a tenth of the replayed rows between retrains, the periodic window, the warm-up given.
     logistic = built["logistic"]
