@@ -31,14 +31,14 @@ def curator(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     now = now_of(state)
     with ctx.sessions() as session:
         model = managed.get_model(session=session, name=state["model"])
-        plan = derive_training(training, stream_rates(session, model.id, now))
-        since = now - timedelta(hours=plan.recent_hours)
         done = decisions.run_decision(
             session=session, model_id=model.id, run_id=state["run_id"], agent="curator", action="curate"
         )
         if done is not None:
             # Resumed after a crash: the snapshot this run made stands (snapshots are immutable).
             return {"snapshot_id": int(done.evidence["snapshot"]), "outcome": "snapshot", "last_decision": done.id}
+        plan = derive_training(training, stream_rates(session, model.id, now))
+        since = now - timedelta(hours=plan.recent_hours)
         champion = versions.champion(session=session, model_id=model.id)
         recent = events.window(
             session=session,

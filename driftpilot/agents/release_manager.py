@@ -415,7 +415,8 @@ def _prequential(session: Session, candidate: Version, started: datetime, now: d
     ids = [int(i) for i in stats.get("recent_holdout_ids", [])]
     if not ids:
         return pd.DataFrame()
-    held = events.events_by_ids(session=session, ids=ids, visible_at=now)
+    # Without features: the looks predict (and cache) only the events they have not answered yet.
+    held = events.events_by_ids(session=session, ids=ids, visible_at=now, with_features=False)
     return held[held["label"].notna() & (held["time"] < pd.Timestamp(started))]
 
 

@@ -198,10 +198,11 @@ class _TrainingFailed(Exception):
 def _train(ctx: AgentContext, work: _Work, usage: Usage, attempts: list[_Attempt]) -> _Attempt:
     """Train as planned; an update that fails the gate is tried again as a full retrain when the
     policy says so. Under the ``auto`` strategy an update also competes with a full retrain on the
-    same snapshot, and the evidence chooses: the one scoring higher on the newest labels (held
-    out of both) among those the gate passes. (An update anchored to a world that has gone can
-    lose to a fresh start; a fresh start can lose what the update keeps.) Each attempt is
-    appended to ``attempts``; the chosen one is returned."""
+    same snapshot, and a model of the other shape (linear, or with hidden layers) with both; the
+    evidence chooses: the one scoring higher on the newest labels (held out of all) among those
+    the gate passes. (An update anchored to a world that has gone can lose to a fresh start; a
+    fresh start can lose what the update keeps.) Each attempt is appended to ``attempts``; the
+    chosen one is returned."""
     training = ctx.policy.policy.training
     attempt = _attempt(ctx, work, work.plan, usage)
     attempts.append(attempt)
@@ -212,7 +213,7 @@ def _train(ctx: AgentContext, work: _Work, usage: Usage, attempts: list[_Attempt
     elif work.plan.mode == "update" and training.strategy == "auto":
         reason = "a full retrain competes with the update; the newest labels, held out of both, choose"
         rivals.append(UpdatePlan("scratch", reasons=[reason]))
-    if training.strategy == "auto" and work.plan.mode in ("update", "scratch"):
+    if training.strategy == "auto":
         # The other shape competes too: a linear model where the champion has hidden layers (a
         # concept a hyperplane draws is learnt from fewer labels without them), hidden layers
         # where it is linear.

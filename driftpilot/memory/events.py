@@ -99,9 +99,8 @@ def window(
             newest = newest.where(sa.exists().where(label_join))
         newest = newest.order_by(Event.time.desc(), Event.id.desc()).limit(limit)
         conditions = [Event.id.in_(newest)]
-    columns = _EVENT_COLUMNS if with_features else (*_EVENT_COLUMNS[:-1], sa.literal("{}").label("features"))
     stmt = (
-        sa.select(*columns, Label.value, Label.source)
+        sa.select(*_columns(with_features), Label.value, Label.source)
         .join(Label, label_join, isouter=not labelled_only)
         .where(*conditions)
         .order_by(Event.time, Event.id, _SOURCE_RANK)
@@ -109,8 +108,11 @@ def window(
     return event_frame(session.connection().execute(stmt).all(), schema, with_features=with_features)
 
 
-def events_by_ids(*, session: Session, ids: Sequence[int], visible_at: datetime | None = None) -> pd.DataFrame:
-    """The events with these ids (all of one model), oldest first, in the :func:`window` form.
+def events_by_ids(
+    *, session: Session, ids: Sequence[int], visible_at: datetime | None = None, with_features: bool = True
+) -> pd.DataFrame:
+    """The events with these ids (all of one model), oldest first, in the :func:`window` form
+    (``with_features`` as there).
 
     Raises
     ------
@@ -124,15 +126,14 @@ def events_by_ids(*, session: Session, ids: Sequence[int], visible_at: datetime 
     model_ids: set[int] = set()
     for part in chunks(wanted):
         stmt = (
-            sa.select(*_EVENT_COLUMNS, Label.value, Label.source, Event.model_id)
+            sa.select(*_columns(with_features), Label.value, Label.source, Event.model_id)
             .join(Label, _visible_label(visible_at), isouter=True)
             .where(Event.id.in_(part))
             .order_by(Event.time, Event.id, _SOURCE_RANK)
         )
         for row in session.connection().execute(stmt):
-            fields = tuple(row)
-            rows.append(fields[:-1])
-            model_ids.add(int(fields[-1]))
+            rows.append(tuple(row)[:-1])
+            model_ids.add(int(row.model_id))
     missing = sorted(set(wanted) - {row[0] for row in rows})
     if missing:
         raise LookupError(f"no events with ids {missing[:10]}{' …' if len(missing) > 10 else ''}")
@@ -143,7 +144,13 @@ def events_by_ids(*, session: Session, ids: Sequence[int], visible_at: datetime 
         raise ValueError(f"events_by_ids needs events of one model, got models {sorted(model_ids)}")
     rows.sort(key=lambda row: (row[2], row[0]))  # stable: keeps the label order per event
     schema = model_schema(get_model_by_id(session=session, model_id=model_ids.pop()))
-    return event_frame(rows, schema)
+    return event_frame(rows, schema, with_features=with_features)
+
+
+def _columns(with_features: bool) -> tuple[Any, ...]:
+    """The event columns read; without features, an empty object in their place (reading and
+    parsing them is most of a read's cost)."""
+    return _EVENT_COLUMNS if with_features else (*_EVENT_COLUMNS[:-1], sa.literal("{}").label("features"))
 
 
 def probabilities(*, session: Session, ids: Sequence[int], classes: Sequence[str]) -> np.ndarray:
