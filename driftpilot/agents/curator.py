@@ -50,6 +50,20 @@ def curator(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
             limit=training.max_recent,
             exclude_quarantined=ctx.policy.policy.data.exclude_quarantined,
         )
+        if len(recent) < plan.min_training_labels and state.get("challenge"):
+            # A challenger learns from the labels there are; nobody is asked for more on its behalf.
+            decision = record(
+                session,
+                state,
+                model,
+                agent="curator",
+                action="curate",
+                outcome="not_enough_labels",
+                rationale=f"No challenger: {len(recent)} labelled events in the last {plan.recent_hours:g} h, "
+                f"{plan.min_training_labels} needed; no labels are asked for a challenger.",
+                evidence={"labelled": len(recent), "needed": plan.min_training_labels, "plan": plan.as_dict()},
+            )
+            return {"outcome": "not_enough_labels", "last_decision": decision.id}
         if len(recent) < plan.min_training_labels:
             return _ask_for_labels(ctx, session, state, model, champion, recent, plan, now)
         return _snapshot(ctx, session, state, model, champion, recent, plan, now)
@@ -106,7 +120,8 @@ def _snapshot(
         action="curate",
         outcome="snapshot",
         rationale=(
-            f"Snapshot {snapshot.id}: {curated.stats['recent']} recent labelled events of the last "
+            ("A challenger is due: " + _challenge_sentence(state["challenge"]) + " " if state.get("challenge") else "")
+            + f"Snapshot {snapshot.id}: {curated.stats['recent']} recent labelled events of the last "
             f"{plan.recent_hours:g} h plus {curated.stats['replay']} replayed older ones "
             + (
                 "(none: the concept changed, older events teach a rule that no longer holds)"
@@ -123,6 +138,13 @@ def _snapshot(
         },
     )
     return {"snapshot_id": snapshot.id, "outcome": "snapshot", "last_decision": decision.id}
+
+
+def _challenge_sentence(challenge: dict[str, Any]) -> str:
+    return (
+        f"{challenge['new_labels']} labels arrived since the last training ({challenge['since']}), "
+        f"{challenge['every']} make one due."
+    )
 
 
 def _replay_pool(session: Session, snapshot_id: int, now: datetime) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -33,7 +33,7 @@ from driftpilot.agents.state import LoopState
 from driftpilot.memory import alarms, decisions, events, managed, quarantine, snapshots, versions
 from driftpilot.memory.tables import Quarantine, Version
 from driftpilot.memory.times import to_utc
-from driftpilot.policies.auto import MonitorPlan, derive_monitor
+from driftpilot.policies.auto import MonitorPlan, derive_monitor, derive_training
 from driftpilot.tools.diagnosis import to_json
 from driftpilot.tools.fusion import (
     MIN_ROWS,
@@ -123,6 +123,7 @@ def monitor(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
             # The settings the check ran under, each auto one with its derivation.
             evidence={**logged, "plan": plan.as_dict(), "rates": rates.as_dict()},
         )
+        challenge = _challenger_due(ctx, session, model.id, champion, now) if outcome in ("healthy", "repeat") else None
     raised = logged if outcome == "finding" else None
     blind = None
     if outcome == "blind" and "labels" in finding.get("missing", {}):
@@ -140,8 +141,43 @@ def monitor(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     return {
         "finding": raised,
         "blind": blind,
+        "challenge": challenge,
         "outcome": "finding" if raised else "blind" if outcome == "blind" else "healthy",
         "last_decision": decision.id,
+    }
+
+
+def _challenger_due(
+    ctx: AgentContext, session: Session, model_id: int, champion: Version, now: datetime
+) -> dict[str, Any] | None:
+    """Whether a challenger is due, and why: a healthy champion is still challenged by a model
+    trained on the newest labels once ``challenger_every_labels`` of them arrived since the last
+    training (the champion's own, or a challenger's or retrain's since it serves). Each training
+    since that did not replace the champion doubles the labels the next one waits for, so that
+    on a stream where nothing beats the champion the challengers thin out on their own."""
+    plan = derive_training(ctx.policy.policy.training, stream_rates(session, model_id, now))
+    if plan.challenger_every_labels is None:
+        return None
+    promoted = decisions.last_decision(session=session, model_id=model_id, agent="release_manager", outcome="promoted")
+    serving_since = max(champion.time, promoted.time) if promoted is not None else champion.time
+    tried = [
+        d.time
+        for d in decisions.list_decisions(
+            session=session, model_id=model_id, agent="trainer", action="retrain", since=serving_since
+        )
+        if d.outcome in ("candidate", "rejected")
+    ]
+    since = max([champion.time, *tried])
+    every = plan.challenger_every_labels * 2 ** len(tried)
+    new, _ = events.label_flow(session=session, model_id=model_id, start=since, end=now)
+    if new < every:
+        return None
+    return {
+        "new_labels": new,
+        "every": every,
+        "since": since.isoformat(),
+        "tried_since_serving": len(tried),
+        "plan": plan.as_dict(),
     }
 
 

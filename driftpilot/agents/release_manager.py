@@ -48,12 +48,17 @@ from driftpilot.tools.canary import (
     unanswered,
 )
 from driftpilot.tools.evaluation import slice_masks
+from driftpilot.tools.sequential import PairedVerdict
 
 #: Outcomes of a release's first decision: shadow first, or straight to a canary step.
 RELEASE_STARTS = ("shadow_started", "canary_started")
 
 #: What a look at a running release leads to (see :func:`_next_move`).
-Move = Literal["wait", "step", "promote", "roll_back", "expire"]
+#: Fewest labelled events on which the two versions differ before a release can be found futile:
+#: with fewer, which one is ahead is a coin's toss.
+FUTILITY_DISCORDANT = 10
+
+Move = Literal["wait", "step", "promote", "roll_back", "expire", "futile"]
 
 
 def _may_serve(
@@ -578,6 +583,8 @@ def _next_move(rules: ReleaseRules, look: _Look) -> Move:
     plan = look.plan
     if look.elapsed >= timedelta(hours=plan.max_canary_hours):
         return "expire"
+    if _futile(look.evidence.overall, plan):
+        return "futile"
     # Shown better on the prequential events already: the shadow and each step need only the
     # label-free guards' evidence (the guards, the slice tests and alpha still judge every look).
     shown = look.evidence.shown_before and verdict == "better"
@@ -600,18 +607,38 @@ def _next_move(rules: ReleaseRules, look: _Look) -> Move:
     return "promote"
 
 
+def _futile(overall: PairedVerdict, plan: ReleasePlan) -> bool:
+    """Whether a release is not worth going on with: on a shadow's worth of labelled pairs (the
+    prequential ones count) the candidate is ahead neither in accuracy (no more events right
+    where the champion was wrong than the reverse) nor in balanced accuracy. A candidate truly
+    better is ahead by then far more often than not; one that is not would hold the loop in a
+    release, unable to train anything better, until its time ran out (three days on a fleet whose
+    labels come slowly)."""
+    if overall.verdict != "undecided" or overall.n < plan.min_shadow_samples:
+        return False
+    if overall.wins + overall.losses < FUTILITY_DISCORDANT:
+        return False  # the labelled events hardly tell the two apart yet: nothing says either is ahead
+    return overall.wins <= overall.losses and (overall.candidate_score or 0.0) <= (overall.champion_score or 0.0)
+
+
 def _may_roll_back(look: _Look) -> PolicyVerdict:
     """The policy's verdict on rolling back (a rollback is always allowed; it is logged)."""
     usage = usage_today(look.session, look.model, look.now)
     return look.ctx.policy.check("rollback", RollbackFacts(), usage, at=look.now)
 
 
-def _roll_back(look: _Look, move: Literal["roll_back", "expire"]) -> dict[str, Any]:
+def _roll_back(look: _Look, move: Literal["roll_back", "expire", "futile"]) -> dict[str, Any]:
     """End the release with the champion kept, saying why."""
     evidence, where = look.evidence, look.where
     verdict = evidence.verdict
     if move == "expire":
         why = f"not shown better within {look.plan.max_canary_hours:g} hours ({look.scores})"
+        return _end(look, "inconclusive", why, False, _may_roll_back(look))
+    if move == "futile":
+        why = (
+            f"ahead neither in accuracy nor in balanced accuracy after the {look.plan.min_shadow_samples} "
+            f"labelled events a shadow needs, in {where} ({look.scores})"
+        )
         return _end(look, "inconclusive", why, False, _may_roll_back(look))
     if verdict == "guard_failed":
         failed = "; ".join(g.reason for g in evidence.failed_guards)

@@ -103,6 +103,9 @@ class LoopState(TypedDict, total=False):
     #: What a blind check lacked in labels: ``labelled`` (it had), ``needed``, ``since`` (the
     #: oldest event time its window reached, ISO 8601).
     blind: dict[str, Any] | None
+    #: Why a challenger is due (a healthy check with enough new labels): ``new_labels``,
+    #: ``every`` (what made it due), ``since`` (the last training, ISO 8601).
+    challenge: dict[str, Any] | None
     diagnosis: DiagnosisRecord | None
     snapshot_id: int | None
     evaluation: EvaluationState | None
@@ -124,6 +127,7 @@ def initial_state(model: str, now: str, run_id: str, trigger: dict[str, Any]) ->
         trigger=trigger,
         finding=None,
         blind=None,
+        challenge=None,
         diagnosis=None,
         snapshot_id=None,
         evaluation=None,

@@ -291,8 +291,10 @@ def _register(
         agent="trainer",
         action="retrain",
         outcome="candidate" if accepted else "rejected",
-        rationale=_rationale(version, champion, snapshot, final, attempts),
+        rationale=("A challenger of the healthy champion. " if state.get("challenge") else "")
+        + _rationale(version, champion, snapshot, final, attempts),
         evidence={
+            "challenger": state.get("challenge"),
             "version": version.number,
             "plan": final.plan.as_dict(),
             "attempts": [a.summary() for a in attempts],

@@ -3,7 +3,8 @@
 ::
 
     monitor ─healthy─► end
-       │  └─blind (too few labels to judge)─► monitoring_sample (ask for labels, within budget) ─► end
+       │  ├─blind (too few labels to judge)─► monitoring_sample (ask for labels, within budget) ─► end
+       │  └─healthy, a challenger due (enough new labels)─► curator (no labels asked for) ─► trainer …
        │ finding
     diagnostician ─outage / nothing to do─► end
        │ retrain
@@ -37,9 +38,11 @@ from driftpilot.agents.state import LoopState
 from driftpilot.agents.trainer import trainer
 
 
-def after_monitor(state: LoopState) -> Literal["diagnostician", "monitoring_sample", "__end__"]:
+def after_monitor(state: LoopState) -> Literal["diagnostician", "curator", "monitoring_sample", "__end__"]:
     if state.get("finding"):
         return "diagnostician"
+    if state.get("challenge"):
+        return "curator"
     return "monitoring_sample" if state.get("blind") else "__end__"
 
 

@@ -755,11 +755,14 @@ def _write_outputs(
         if x["agent"] == "monitor" and x["action"] == "check":
             checks[x["outcome"]] = checks.get(x["outcome"], 0) + 1
     n_checks = sum(checks.values())
-    retrains = sum(1 for x in logged if x["action"] == "retrain" and x["outcome"] in ("candidate", "rejected"))
+    trained = [x for x in logged if x["action"] == "retrain" and x["outcome"] in ("candidate", "rejected")]
+    # A challenger is trained without a finding, on a cadence of new labels; a retrain answers one.
+    challengers = sum(1 for x in trained if (x.get("evidence") or {}).get("challenger"))
+    retrains = len(trained) - challengers
     warnings = list(data.warnings)
     if n_checks == 0:
         warnings.append("the loop never checked the model: the replayed rows span less than one check interval")
-    elif retrains == 0 and checks["blind"] > n_checks / 2:
+    elif not trained and checks["blind"] > n_checks / 2:
         warnings.append(
             f"no retrain, and {checks['blind']:,} of {n_checks:,} checks were blind (too few labels or rows to judge): "
             "the result says little about the loop. Reveal more labels (--label-budget), or a shorter --label-delay."
@@ -785,6 +788,7 @@ def _write_outputs(
         "checks": checks,
         "blind_share": round(checks["blind"] / n_checks, 4) if n_checks else None,
         "retrains": retrains,
+        "challengers": challengers,
         "releases": sum(1 for x in logged if x["action"] == "start_canary" and x["outcome"] in RELEASE_STARTS),
         "promotions": sum(1 for x in logged if x["action"] == "promote"),
         "rollbacks": sum(1 for x in logged if x["action"] == "rollback"),

@@ -57,6 +57,10 @@ FISHER_BATCH = 64
 UPDATE_BATCH_FACTOR = 4
 #: ... but no larger than leaves this many steps an epoch.
 UPDATE_MIN_STEPS = 25
+#: Most L-BFGS iterations of a linear fit from scratch (it usually converges in far fewer).
+LINEAR_MAX_ITER = 200
+#: The rate an update starts from when its parent's report is lost (half of it, see ``fit``).
+DEFAULT_UPDATE_LR = 3e-3
 #: Steps of the learning-rate range test, from 1e-5 to 1 on a log scale.
 RANGE_TEST_STEPS = 60
 
@@ -367,6 +371,11 @@ class TorchClassifier:
         if warm_start is not None:
             if warm_start.family != self.family:
                 raise ValueError(f"cannot update a {warm_start.family} model as a {self.family} one")
+            if not warm_start.hidden:
+                raise ValueError(
+                    "a linear model is refit from scratch, not updated: its problem is convex, so an "
+                    "update keeps nothing a refit would not find again"
+                )
             if warm_start.features != self.features:
                 raise ValueError(
                     f"the parent's features {warm_start.features} differ from {self.features}: "
@@ -444,8 +453,10 @@ class TorchClassifier:
                 base_lr, base_batch = parent.base_lr or parent.lr, parent.base_batch_size or parent.batch_size
             # Half the rate the lineage was last trained from scratch with (not the parent's own,
             # which halving every generation would shrink to nothing), scaled for the batch.
+            if not base_lr:  # a parent saved without its report: start from the default rate
+                base_lr, base_batch = DEFAULT_UPDATE_LR, batch_size
             scale = math.sqrt(batch_size / base_batch)
-            lr = (base_lr or 3e-3) / 2 * scale
+            lr = base_lr / 2 * scale
             lr_source = "half the lineage's last full training's" + (
                 f", times {scale:g} for the larger batch" if scale != 1 else ""
             )
@@ -463,6 +474,11 @@ class TorchClassifier:
             lr, lr_source, max_epochs = self.lr, "set by the family's configuration", self.epochs
             patience = self.patience
 
+        if not self.hidden and warm_start is None:
+            # A linear model from scratch is a convex problem: solve it to convergence on every
+            # row (no early stopping to hold rows out for), as scikit-learn's LogisticRegression
+            # does, instead of the few noisy epochs of Adam that leave it underfitted.
+            return self._fit_linear(net, encoding, x, target, loss_fn, unknown, started, on_epoch)
         net.to(device)
         penalty_grads = _PenaltyGradient(net, *anchor) if anchor is not None else None
         optimizer = torch.optim.Adam(params, lr=lr, weight_decay=self.weight_decay)
@@ -529,6 +545,73 @@ class TorchClassifier:
             curves=curves,
             base_lr=float(base_lr if warm_start is not None and base_lr is not None else lr),
             base_batch_size=int(base_batch),
+        )
+        return self
+
+    def _fit_linear(
+        self,
+        net: Any,
+        encoding: Encoding,
+        x: Any,
+        target: Any,
+        loss_fn: Any,
+        unknown: list[str],
+        started: float,
+        on_epoch: EpochCallback | None,
+    ) -> TorchClassifier:
+        """Fit a linear ``net`` by full-batch L-BFGS with scikit-learn's default penalty: the
+        (class-weighted) mean cross-entropy plus ``||W||² / (2 n)``, i.e. ``C = 1``.
+
+        Written here rather than delegated to scikit-learn so that the model stays one torch
+        network (the same save, update and ONNX export as every family), and the fit gives the
+        same answer as ``LogisticRegression`` up to the class weights."""
+        import torch
+
+        rows = len(target)
+        penalty = 1.0 / (2 * rows)
+        optimizer = torch.optim.LBFGS(
+            net.parameters(), lr=1.0, max_iter=LINEAR_MAX_ITER, tolerance_grad=1e-6, line_search_fn="strong_wolfe"
+        )
+        net.train()
+
+        def closure() -> Any:
+            optimizer.zero_grad()
+            loss = loss_fn(net(x), target) + penalty * net.head.weight.pow(2).sum()
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        net.eval()
+        with torch.no_grad():
+            loss = float(loss_fn(net(x), target))
+        iterations = int(optimizer.state[optimizer._params[0]].get("n_iter", 0))
+        curve = Curve(1, loss, None, None, 1.0)
+        if on_epoch is not None:
+            on_epoch(asdict(curve) | {"max_epochs": 1})
+        self.encoding_ = encoding
+        self.net_ = net
+        self.report_ = TrainingReport(
+            mode="scratch",
+            scope="all",
+            penalty="none",
+            strength=0.0,
+            lr=0.0,
+            lr_source=f"none: L-BFGS to convergence ({iterations} iterations)",
+            batch_size=rows,
+            batch_reason="full batch (L-BFGS)",
+            rows=rows,
+            validation_rows=0,
+            max_epochs=1,
+            epochs=1,
+            best_epoch=1,
+            stopped_early=False,
+            new_classes=unknown,
+            seconds=time.perf_counter() - started,
+            device="cpu",
+            curves=[curve],
+            # No rate to pass on (a linear model is never updated).
+            base_lr=None,
+            base_batch_size=None,
         )
         return self
 

@@ -54,13 +54,15 @@ class HashedEncoding:
     buckets: int
     mean: list[float]
     scale: list[float]
+    #: Per numeric feature, whether it goes through the symmetric log (None: all, as saved before).
+    log: list[bool] | None = None
 
     @property
     def width(self) -> int:
         return len(self.numeric) + len(self.categorical)
 
     def transform(self, columns: Columns) -> np.ndarray:
-        blocks = [scaled(columns, self.numeric, self.mean, self.scale)] if self.numeric else []
+        blocks = [scaled(columns, self.numeric, self.mean, self.scale, self.log)] if self.numeric else []
         for name in self.categorical:
             if name not in columns:
                 raise ValueError(f"feature '{name}' is missing from the input")
@@ -74,6 +76,7 @@ class HashedEncoding:
             "buckets": self.buckets,
             "mean": self.mean,
             "scale": self.scale,
+            "log": self.log,
         }
 
 
@@ -128,9 +131,9 @@ class HashedMLP(TorchClassifier):
 
     def _fit_encoding(self, columns: Columns) -> HashedEncoding:
         numeric = [n for n, k in self.features if k == "number"]
-        mean, scale = fit_scaling(numeric, columns)
+        mean, scale, log = fit_scaling(numeric, columns)
         categorical = [n for n, k in self.features if k == "category"]
-        return HashedEncoding(numeric, categorical, self.buckets, mean, scale)
+        return HashedEncoding(numeric, categorical, self.buckets, mean, scale, log)
 
     def _encoding_from_dict(self, data: Mapping[str, Any]) -> HashedEncoding:
         return HashedEncoding(
@@ -139,6 +142,7 @@ class HashedMLP(TorchClassifier):
             int(data["buckets"]),
             list(data["mean"]),
             list(data["scale"]),
+            data.get("log"),
         )
 
     def _body(self, encoding: Any) -> Any:

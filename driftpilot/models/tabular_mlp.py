@@ -43,13 +43,15 @@ class Preprocessor:
     mean: list[float] = field(default_factory=list)
     scale: list[float] = field(default_factory=list)
     vocab: dict[str, list[str]] = field(default_factory=dict)
+    #: Per numeric feature, whether it goes through the symmetric log (None: all, as saved before).
+    log: list[bool] | None = None
 
     @classmethod
     def fit(cls, features: FeatureList, columns: Columns) -> Preprocessor:
         numeric = [name for name, kind in features if kind == "number"]
         categorical = [name for name, kind in features if kind == "category"]
         prep = cls(numeric=numeric, categorical=categorical)
-        prep.mean, prep.scale = fit_scaling(numeric, columns)
+        prep.mean, prep.scale, prep.log = fit_scaling(numeric, columns)
         prep.vocab = {name: sorted({str(v) for v in columns[name]}) for name in categorical}
         return prep
 
@@ -61,7 +63,7 @@ class Preprocessor:
             seen = set(known)
             known.extend(sorted({str(v) for v in columns[name]} - seen))
             vocab[name] = known
-        return Preprocessor(self.numeric, self.categorical, list(self.mean), list(self.scale), vocab)
+        return Preprocessor(self.numeric, self.categorical, list(self.mean), list(self.scale), vocab, self.log)
 
     @property
     def width(self) -> int:
@@ -75,7 +77,7 @@ class Preprocessor:
 
     def transform(self, columns: Columns) -> np.ndarray:
         """Encode ``columns`` (a mapping or DataFrame) into a float32 matrix."""
-        blocks = [scaled(columns, self.numeric, self.mean, self.scale)] if self.numeric else []
+        blocks = [scaled(columns, self.numeric, self.mean, self.scale, self.log)] if self.numeric else []
         for name in self.categorical:
             values = np.asarray(columns[name]).astype(str)
             vocab = np.asarray(self.vocab[name])
@@ -90,6 +92,7 @@ class Preprocessor:
             "mean": self.mean,
             "scale": self.scale,
             "vocab": self.vocab,
+            "log": self.log,
         }
 
     @classmethod
@@ -100,22 +103,49 @@ class Preprocessor:
             mean=list(data["mean"]),
             scale=list(data["scale"]),
             vocab={k: list(v) for k, v in data["vocab"].items()},
+            log=data.get("log"),
         )
 
 
-def fit_scaling(numeric: list[str], columns: Columns) -> tuple[list[float], list[float]]:
-    """Mean and spread of each numeric feature after the symmetric log (spread 1 if constant)."""
-    mean, scale = [], []
+#: A number whose values skew beyond this is heavy-tailed: it is scaled after a symmetric log.
+HEAVY_TAIL_SKEW = 2.0
+
+
+def fit_scaling(numeric: list[str], columns: Columns) -> tuple[list[float], list[float], list[bool]]:
+    """Mean and spread of each numeric feature (spread 1 if constant), and whether it is taken
+    through the symmetric log first: only a heavy-tailed one (a counter spanning orders of
+    magnitude), whose tail the log tames. A bounded or bell-shaped number stays linear, so that
+    a linear model can still draw a straight boundary on it (the log of ``x0 + x1 <= 8`` is
+    not a straight line)."""
+    mean, scale, log = [], [], []
     for name in numeric:
-        values = _symlog(_as_float(columns, name))
+        raw = _as_float(columns, name)
+        logged = _symlog(raw)
+        heavy = abs(_skew(raw)) > HEAVY_TAIL_SKEW and abs(_skew(logged)) < abs(_skew(raw))
+        values = logged if heavy else raw
         mean.append(float(values.mean()))
         scale.append(float(values.std()) or 1.0)
-    return mean, scale
+        log.append(bool(heavy))
+    return mean, scale, log
 
 
-def scaled(columns: Columns, numeric: list[str], mean: list[float], scale: list[float]) -> np.ndarray:
-    """The numeric features, symmetric-logged and standardised, one column each."""
-    numbers = np.column_stack([_symlog(_as_float(columns, name)) for name in numeric])
+def _skew(values: np.ndarray) -> float:
+    spread = values.std()
+    return float(((values - values.mean()) ** 3).mean() / spread**3) if spread > 0 else 0.0
+
+
+def scaled(
+    columns: Columns, numeric: list[str], mean: list[float], scale: list[float], log: list[bool] | None = None
+) -> np.ndarray:
+    """The numeric features, symmetric-logged where ``log`` says (all of them when ``log`` is
+    None: encodings saved before the choice was made) and standardised, one column each."""
+    flags = log if log is not None else [True] * len(numeric)
+    numbers = np.column_stack(
+        [
+            _symlog(_as_float(columns, name)) if flag else _as_float(columns, name)
+            for name, flag in zip(numeric, flags, strict=True)
+        ]
+    )
     return (numbers - np.asarray(mean)) / np.asarray(scale)
 
 

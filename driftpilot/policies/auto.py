@@ -23,6 +23,7 @@ __all__ = [
     "MonitorPlan",
     "ReleasePlan",
     "StreamRates",
+    "TRAIN_LABELS",
     "TrainingPlan",
     "derive_monitor",
     "derive_release",
@@ -44,8 +45,10 @@ MIN_WINDOW_HOURS = 24.0
 DRIFT_ROWS = 3000
 #: Fewest rows a drift test is run on.
 MIN_DRIFT_ROWS = 100
-#: Labels a retrain wants in its recent window.
-TRAIN_LABELS = 500
+#: Labels a retrain wants in its recent window: the learning curves of the shipped families
+#: (and of a logistic regression) are nearly flat beyond a couple of thousand labels, while a
+#: few hundred leave a candidate worse than a champion trained on many more.
+TRAIN_LABELS = 2000
 #: Fewest recent labels a retrain is ever made on.
 MIN_TRAIN_LABELS = 100
 #: Longest an auto wait for requested labels lasts, in hours.
@@ -203,6 +206,8 @@ class TrainingPlan:
     recent_hours: float
     min_training_labels: int
     label_wait_hours: float
+    #: New labels that make a challenger due (None: the policy keeps no challenger).
+    challenger_every_labels: int | None = None
     why: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
@@ -210,6 +215,7 @@ class TrainingPlan:
             "recent_hours": round(self.recent_hours, 2),
             "min_training_labels": self.min_training_labels,
             "label_wait_hours": round(self.label_wait_hours, 2),
+            "challenger_every_labels": self.challenger_every_labels,
             "why": dict(self.why),
         }
 
@@ -238,8 +244,18 @@ def derive_training(training: Training, rates: StreamRates) -> TrainingPlan:
         why["label_wait_hours"] = (
             f"1.5 times the {delay:.3g} h label delay (and an hour), within [12, {MAX_LABEL_WAIT_HOURS:g}] h"
         )
+    every = _setting(training.challenger_every_labels) if training.challenger else None
+    if training.challenger and every is None:
+        # As many new labels as a retrain is ever made on: a model trained on them is another
+        # model, not the champion again with noise.
+        every = least
+        why["challenger_every_labels"] = f"the {least} labels a retrain needs at least"
     return TrainingPlan(
-        recent_hours=float(recent), min_training_labels=int(least), label_wait_hours=float(wait), why=why
+        recent_hours=float(recent),
+        min_training_labels=int(least),
+        label_wait_hours=float(wait),
+        challenger_every_labels=None if every is None else int(every),
+        why=why,
     )
 
 

@@ -28,7 +28,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import pandas as pd
 
-from driftpilot.tools.sequential import PairedVerdict, paired_test
+from driftpilot.tools.sequential import PairedVerdict, joint_test
 
 __all__ = [
     "ANSWER_COLUMNS",
@@ -387,7 +387,7 @@ def release_evidence(
         raise ValueError(f"alpha must be strictly between 0 and 1, got {alpha}")
     slices = dict(slices or {})
     overall_alpha = alpha / 2 if max_slices and slices else alpha
-    overall = paired_test(truth, candidate, champion, alpha=overall_alpha)
+    overall = joint_test(truth, candidate, champion, alpha=overall_alpha)
     tested: dict[str, PairedVerdict] = {}
     if max_slices and slices:
         largest = sorted(slices, key=lambda name: (-int(np.sum(slices[name])), name))[:max_slices]
@@ -395,8 +395,8 @@ def release_evidence(
             mask = np.asarray(slices[name], dtype=bool)
             if len(mask) != len(truth):
                 raise ValueError(f"slice {name!r} has {len(mask)} entries for {len(truth)} labelled events")
-            tested[name] = paired_test(truth[mask], candidate[mask], champion[mask], alpha=alpha / 2 / max_slices)
+            tested[name] = joint_test(truth[mask], candidate[mask], champion[mask], alpha=alpha / 2 / max_slices)
     before = None
     if prequential:
-        before = paired_test(truth[:prequential], candidate[:prequential], champion[:prequential], alpha=overall_alpha)
+        before = joint_test(truth[:prequential], candidate[:prequential], champion[:prequential], alpha=overall_alpha)
     return ReleaseEvidence(overall=overall, slices=tested, guards=list(guards or []), prequential=before)

@@ -349,3 +349,55 @@ def test_a_window_reaches_back_for_the_evidence_it_needs(tmp_path):
     # The derivation is written with the check: the rates observed, and why each auto value is what it is.
     assert evidence["rates"]["events"] > 0 and evidence["rates"]["labels"] > 0
     assert set(evidence["plan"]["why"]) >= {"max_window_hours", "min_labelled", "check_every_labels", "alpha"}
+
+
+def _tried(world: World, at: datetime, outcome: str) -> None:
+    """Log a Trainer's retrain at ``at`` that ended ``outcome`` (what a challenger leaves behind)."""
+    with world.context.sessions() as session:
+        decisions.record_decision(
+            session=session,
+            model_id=world.model_id,
+            run_id=f"challenger-{at.isoformat()}",
+            agent="trainer",
+            time=at,
+            trigger={"kind": "schedule"},
+            evidence={},
+            diagnosis={},
+            policy_verdicts=[],
+            action="retrain",
+            outcome=outcome,
+            rationale="test",
+        )
+
+
+def test_a_healthy_champion_is_challenged_once_enough_labels_are_new_and_less_often_after_each_failure(tmp_path):
+    every = 1500
+    world = build_world(tmp_path, policy=Policy(name="challenged", training={"challenger_every_labels": every}))
+
+    update, _ = world.check(CHECK)
+
+    # 2,400 readings were labelled since the champion was trained (START): a challenger is due.
+    assert update["outcome"] == "healthy" and update["challenge"] is not None
+    challenge = update["challenge"]
+    assert challenge["every"] == every and challenge["new_labels"] >= every and challenge["tried_since_serving"] == 0
+    assert challenge["since"] == START.isoformat()
+    # Had a challenger been trained a minute after the champion and not replaced it, the next
+    # would wait for twice as many labels since then: the same 2,400 are not enough.
+    _tried(world, START + timedelta(minutes=1), "rejected")
+    again, _ = world.check(CHECK)
+    assert again["outcome"] == "healthy" and again["challenge"] is None
+
+
+def test_no_challenger_without_enough_new_labels_or_when_the_policy_keeps_none(tmp_path):
+    few = build_world(tmp_path / "few", policy=Policy(name="few", training={"challenger_every_labels": 5000}))
+    assert few.check(CHECK)[0]["challenge"] is None
+    off = build_world(tmp_path / "off", policy=Policy(name="off", training={"challenger": False}))
+    assert off.check(CHECK)[0]["challenge"] is None
+
+
+def test_a_losing_champion_gets_a_diagnosis_not_a_challenger(tmp_path):
+    world = build_world(tmp_path, serve="wrong", policy=Policy(name="c", training={"challenger_every_labels": 10}))
+
+    update, _ = world.check(CHECK)
+
+    assert update["outcome"] == "finding" and update["challenge"] is None

@@ -186,7 +186,13 @@ def test_curator_does_not_ask_again_while_its_requests_are_open(world):
         second = decisions.list_decisions(session=session, model_id=model_id)[-1]
     assert len(asked) == 450
     assert update["outcome"] == "waiting_for_labels"
-    plan = {"recent_hours": 24.0, "min_training_labels": 500, "label_wait_hours": 12.0, "why": {}}  # pinned
+    plan = {  # pinned
+        "recent_hours": 24.0,
+        "min_training_labels": 500,
+        "label_wait_hours": 12.0,
+        "challenger_every_labels": 500,
+        "why": {"challenger_every_labels": "the 500 labels a retrain needs at least"},
+    }
     assert second.evidence == {"labelled": 50, "pending": 450, "needed": 0, "asked": 0, "plan": plan}
 
 

@@ -210,6 +210,7 @@ def test_a_release_not_shown_better_ends_with_the_champion_kept(world, tmp_path,
         truth, labelled = answers[1], np.zeros(len(tick), dtype=bool)
     elif truth_of == "agree":
         truth, labelled = answers[1], agree
+
     else:
         truth, labelled = answers[truth_of], np.ones(len(tick), dtype=bool)
     assert 0.1 < float(np.mean(agree)) < 0.9  # what each case needs: both agreement and disagreement
@@ -293,3 +294,23 @@ def test_a_candidate_shown_better_on_prequential_events_needs_no_labelled_shadow
     # Judged on the 200 prequential pairs, before any live label told the two apart.
     assert step["prequential"]["verdict"] == "better" and step["prequential"]["n"] == len(tick)
     assert stage() == "champion"
+
+
+@pytest.mark.parametrize(
+    ("n", "wins", "losses", "scores", "futile"),
+    [
+        (40, 10, 12, (0.80, 0.82), True),  # a shadow's worth, behind on both measures: ended
+        (19, 10, 12, (0.80, 0.82), False),  # not yet a shadow's worth of labelled events
+        (40, 4, 5, (0.80, 0.82), False),  # too few events tell the two apart
+        (40, 10, 12, (0.85, 0.82), False),  # ahead in balanced accuracy (right on rarer classes)
+        (40, 13, 12, (0.80, 0.82), False),  # ahead in accuracy
+    ],
+)
+def test_a_release_ahead_on_neither_measure_after_a_shadows_evidence_is_futile(n, wins, losses, scores, futile):
+    from driftpilot.agents.release_manager import _futile
+    from driftpilot.policies.auto import ReleasePlan
+    from driftpilot.tools.sequential import PairedVerdict
+
+    overall = PairedVerdict(n, wins, losses, scores[0], scores[1], 0.5, 3.7, None, "undecided")
+    plan = ReleasePlan(min_shadow_samples=20, min_step_samples=5, min_canary_samples=20, max_canary_hours=72)
+    assert _futile(overall, plan) is futile

@@ -130,7 +130,8 @@ def test_outputs_are_the_four_promised_files(replay):
     retrains = [d for d in retrains if d["agent"] == "trainer" and d["action"] == "retrain"]
     assert "<h2>Training runs</h2>" in report and "solid: training loss" in report
     training = report.split("<h2>Training runs</h2>")[1].split("<h2>Decisions")[0]
-    assert training.count("(range test)") + training.count("(half the lineage&#x27;s") == len(retrains) > 0
+    settings = ("(range test)", "(half the lineage&#x27;s", "(none: L-BFGS to convergence")
+    assert sum(training.count(said) for said in settings) == len(retrains) > 0
     summary = json.loads(result.files["summary"].read_text())
     assert set(summary["scores"]) == {"driftpilot", "static", "periodic", "river-arf", "logistic"}
     assert [t["tenth"] for t in summary["per_tenth"]] == list(range(1, 11))

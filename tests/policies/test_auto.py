@@ -14,6 +14,7 @@ from driftpilot.policies.auto import (
     MIN_JUDGE_LABELS,
     MIN_RELEASE_LABELS,
     MIN_TRAIN_LABELS,
+    TRAIN_LABELS,
     StreamRates,
     derive_monitor,
     derive_release,
@@ -63,7 +64,7 @@ def test_values_the_policy_gives_are_kept_and_not_explained():
     policy = Policy(
         name="fixed",
         monitor={"max_window_hours": 6, "min_labelled": 80, "check_every_labels": 7, "check_every_rows": 9},
-        training={"recent_hours": 48, "min_training_labels": 300, "label_wait_hours": 5},
+        training={"recent_hours": 48, "min_training_labels": 300, "label_wait_hours": 5, "challenger_every_labels": 70},
         release={"min_shadow_samples": 11, "min_step_samples": 12, "min_canary_samples": 13, "max_canary_hours": 14},
     )
     monitor = derive_monitor(policy.monitor, SLOW)
@@ -71,7 +72,7 @@ def test_values_the_policy_gives_are_kept_and_not_explained():
     assert monitor.check_every_rows == 9 and set(monitor.why) == {"alpha"}
     training = derive_training(policy.training, SLOW)
     assert (training.recent_hours, training.min_training_labels, training.label_wait_hours) == (48, 300, 5)
-    assert training.why == {}
+    assert training.challenger_every_labels == 70 and training.why == {}
     release = derive_release(policy.release, SLOW)
     assert (release.min_shadow_samples, release.min_step_samples, release.min_canary_samples) == (11, 12, 13)
     assert release.max_canary_hours == 14 and release.why == {}
@@ -86,7 +87,11 @@ def test_every_derived_value_stays_within_its_bounds_and_says_why(observed):
     assert 0 < monitor.alpha <= DEFAULT.monitor.drift_p_value
     assert set(monitor.why) == {"max_window_hours", "min_labelled", "check_every_labels", "check_every_rows", "alpha"}
     training = derive_training(DEFAULT.training, observed)
-    assert MIN_TRAIN_LABELS <= training.min_training_labels <= 500 and training.recent_hours <= MAX_WINDOW_HOURS
+    assert (
+        MIN_TRAIN_LABELS <= training.min_training_labels <= TRAIN_LABELS and training.recent_hours <= MAX_WINDOW_HOURS
+    )
+    # A challenger waits for as many new labels as a retrain needs: never for fewer.
+    assert training.challenger_every_labels == training.min_training_labels
     release = derive_release(DEFAULT.release, observed)
     assert MIN_RELEASE_LABELS <= release.min_canary_samples <= release.min_shadow_samples <= 500
     assert 24 <= release.max_canary_hours <= MAX_WINDOW_HOURS
@@ -101,3 +106,8 @@ def test_fewer_labels_never_shorten_a_window_nor_raise_what_a_judgement_needs(ob
     # A release asks for no more evidence when labels come slower (and so ends in a bounded time).
     thin_release, full_release = derive_release(DEFAULT.release, thinner), derive_release(DEFAULT.release, observed)
     assert thin_release.min_shadow_samples <= full_release.min_shadow_samples
+
+
+def test_a_policy_without_a_challenger_derives_no_cadence():
+    training = derive_training(Policy(name="calm", training={"challenger": False}).training, SLOW)
+    assert training.challenger_every_labels is None and "challenger_every_labels" not in training.why
