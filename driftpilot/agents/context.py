@@ -16,7 +16,7 @@ from driftpilot.memory.tables import Decision, ManagedModel
 from driftpilot.memory.times import to_utc
 from driftpilot.models.registry import Registry
 from driftpilot.policies import PolicyEngine, PolicyVerdict, Usage
-from driftpilot.policies.auto import MAX_WINDOW_HOURS, StreamRates
+from driftpilot.policies.auto import MAX_WINDOW_HOURS, ReleasePlan, StreamRates
 
 
 @dataclass
@@ -32,9 +32,13 @@ class AgentContext:
     policy: PolicyEngine
     seed: int = 0
     references: dict[int, pd.DataFrame] = field(default_factory=dict)
-    #: Per running release: both versions' answers on the events seen so far, and the latest
-    #: latency measurement, so that each hourly look predicts only what is new.
-    release_answers: dict[int, tuple[pd.DataFrame, tuple[float, float]]] = field(default_factory=dict)
+    #: Per running release: both versions' answers on the events seen so far, and the latency
+    #: measurement with the rows it was taken on, so that each hourly look predicts only what is new.
+    release_answers: dict[int, tuple[pd.DataFrame, tuple[float, float], int]] = field(default_factory=dict)
+    #: Per running release: the evidence and time it needs, and the new labels that make a
+    #: challenger due, derived from the stream's rates at its first look (measuring the rates is a
+    #: query over 30 days; the release keeps its plan).
+    release_plans: dict[int, tuple[ReleasePlan, int | None]] = field(default_factory=dict)
     #: Called with each training epoch's curve point (a progress bar in the CLI).
     on_epoch: Callable[[dict[str, Any]], None] | None = None
     #: The optional chat model (see :mod:`driftpilot.agents.llm`); None keeps every agent deterministic.

@@ -120,7 +120,7 @@ def _snapshot(
         action="curate",
         outcome="snapshot",
         rationale=(
-            ("A challenger is due: " + _challenge_sentence(state["challenge"]) + " " if state.get("challenge") else "")
+            _challenge_sentence(state.get("challenge"))
             + f"Snapshot {snapshot.id}: {curated.stats['recent']} recent labelled events of the last "
             f"{plan.recent_hours:g} h plus {curated.stats['replay']} replayed older ones "
             + (
@@ -140,10 +140,13 @@ def _snapshot(
     return {"snapshot_id": snapshot.id, "outcome": "snapshot", "last_decision": decision.id}
 
 
-def _challenge_sentence(challenge: dict[str, Any]) -> str:
+def _challenge_sentence(challenge: dict[str, Any] | None) -> str:
+    """Why a challenger is trained, as the rationale's first sentence ("" for a retrain)."""
+    if not challenge:
+        return ""
     return (
-        f"{challenge['new_labels']} labels arrived since the last training ({challenge['since']}), "
-        f"{challenge['every']} make one due."
+        f"A challenger is due: {challenge['new_labels']} labels arrived since the last training "
+        f"({challenge['since']}), {challenge['every']} make one due. "
     )
 
 

@@ -123,7 +123,9 @@ def monitor(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
             # The settings the check ran under, each auto one with its derivation.
             evidence={**logged, "plan": plan.as_dict(), "rates": rates.as_dict()},
         )
-        challenge = _challenger_due(ctx, session, model.id, champion, now) if outcome in ("healthy", "repeat") else None
+        # A challenger needs no judgement of the champion, only new labels: a blind check may call one.
+        due = outcome in ("healthy", "repeat", "blind")
+        challenge = _challenger_due(ctx, session, model.id, champion, now) if due else None
     raised = logged if outcome == "finding" else None
     blind = None
     if outcome == "blind" and "labels" in finding.get("missing", {}):
@@ -150,7 +152,7 @@ def monitor(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
 def _challenger_due(
     ctx: AgentContext, session: Session, model_id: int, champion: Version, now: datetime
 ) -> dict[str, Any] | None:
-    """Whether a challenger is due, and why: a healthy champion is still challenged by a model
+    """Whether a challenger is due, and why: a champion not found losing is challenged by a model
     trained on the newest labels once ``challenger_every_labels`` of them arrived since the last
     training (the champion's own, or a challenger's or retrain's since it serves). Each training
     since that did not replace the champion doubles the labels the next one waits for, so that

@@ -34,9 +34,10 @@ from driftpilot.memory import approvals, decisions, events, managed, releases, s
 from driftpilot.memory.tables import Approval, ManagedModel, Release, Version
 from driftpilot.memory.times import to_utc
 from driftpilot.policies import PolicyVerdict, PromoteFacts, RollbackFacts, StartCanaryFacts
-from driftpilot.policies.auto import ReleasePlan, derive_release
+from driftpilot.policies.auto import ReleasePlan, derive_release, derive_training
 from driftpilot.policies.schema import Release as ReleaseRules
 from driftpilot.tools.canary import (
+    LATENCY_ROWS,
     Predictor,
     ReleaseEvidence,
     answers_on,
@@ -58,7 +59,7 @@ RELEASE_STARTS = ("shadow_started", "canary_started")
 #: with fewer, which one is ahead is a coin's toss.
 FUTILITY_DISCORDANT = 10
 
-Move = Literal["wait", "step", "promote", "roll_back", "expire", "futile"]
+Move = Literal["wait", "step", "promote", "roll_back", "expire", "futile", "superseded"]
 
 
 def _may_serve(
@@ -338,13 +339,14 @@ def _answers_since_start(
     """Both versions' answers (and top probabilities, and the slice columns) on the events
     ``ids``, with the latest latency measurement. Answers are kept in the context per release:
     each look reads and predicts only the events that arrived since the last one."""
-    known, latency = ctx.release_answers.get(release.id, (None, (0.0, 0.0)))
+    known, latency, measured = ctx.release_answers.get(release.id, (None, (0.0, 0.0), 0))
     new_ids = unanswered(known, ids)
     if new_ids:
         rows = events.events_by_ids(session=session, ids=new_ids)
         known = append_answers(known, paired_answers(candidate, champion, rows, slice_columns))
-        latency = latencies(candidate, champion, rows)
-        ctx.release_answers[release.id] = (known, latency)
+        if measured < LATENCY_ROWS:  # measured on a full sample once, the versions do not change
+            latency, measured = latencies(candidate, champion, rows), min(len(rows), LATENCY_ROWS)
+        ctx.release_answers[release.id] = (known, latency, measured)
     return answers_on(known, ids), latency
 
 
@@ -460,6 +462,14 @@ class _Look:
     elapsed: timedelta
     #: The evidence and time the release needs, derived from the stream's rates where auto.
     plan: ReleasePlan
+    #: New labels that make a challenger due (None: the policy keeps none).
+    challenger_every: int | None
+
+    @property
+    def ahead_suffices(self) -> bool:
+        """The policy promotes a candidate ahead and not shown worse (``promote_when: ahead``)."""
+        return self.ctx.policy.policy.release.promote_when == "ahead"
+
     #: The decision's evidence: the release's position, the counts and the tests' results.
     details: dict[str, Any]
 
@@ -546,7 +556,11 @@ def _look(
     slice_columns = managed.model_schema(model).slice_columns
     evidence, counts = gather_evidence(ctx, session, release, candidate, champion, now, slice_columns)
     elapsed = now - release.started_at
-    plan = derive_release(ctx.policy.policy.release, stream_rates(session, model.id, now))
+    if release.id not in ctx.release_plans:
+        rates = stream_rates(session, model.id, now)
+        every = derive_training(ctx.policy.policy.training, rates).challenger_every_labels
+        ctx.release_plans[release.id] = (derive_release(ctx.policy.policy.release, rates), every)
+    plan, challenger_every = ctx.release_plans[release.id]
     details = {
         "release": release.id,
         "phase": release.phase,
@@ -569,14 +583,17 @@ def _look(
         counts=counts,
         elapsed=elapsed,
         plan=plan,
+        challenger_every=challenger_every,
         details=details,
     )
 
 
 def _next_move(rules: ReleaseRules, look: _Look) -> Move:
     """What the evidence leads to under the release rules: a failed guard or a candidate shown
-    worse (overall or on a slice) rolls back; time up expires; otherwise the release steps up
-    once the current step has its evidence, and is promoted once shown better after the last."""
+    worse (overall or on a slice) rolls back; time up expires, as does a candidate ahead on
+    nothing (futile) or not shown before a newer one is due (superseded); otherwise the release
+    steps up once the current step has its evidence, and is promoted once shown better after the
+    last (once ahead and not shown worse, under the policy's ``promote_when: ahead``)."""
     verdict, counts, release = look.evidence.verdict, look.counts, look.release
     if verdict in ("guard_failed", "worse", "worse_on_slice"):
         return "roll_back"
@@ -585,14 +602,25 @@ def _next_move(rules: ReleaseRules, look: _Look) -> Move:
         return "expire"
     if _futile(look.evidence.overall, plan):
         return "futile"
-    # Shown better on the prequential events already: the shadow and each step need only the
-    # label-free guards' evidence (the guards, the slice tests and alpha still judge every look).
-    shown = look.evidence.shown_before and verdict == "better"
+    # Shown better (on the prequential events, or on the pairs of the shadow and the steps so
+    # far), or where the policy asks no more, ahead on them and not shown worse:
+    # the labels have said what they must, so the shadow and each step need only the label-free
+    # guards' evidence, which is what serving more of the traffic can still reveal (the guards,
+    # the slice tests and alpha still judge every look).
+    overall = look.evidence.overall
+    ahead = look.ahead_suffices and overall.n >= plan.min_canary_samples and _ahead(overall)
+    shown = verdict == "better" or ahead
+    # Not shown while as many labels came in as make a challenger due: a candidate trained on
+    # them would know more of today's world than this one; it gives way (the Monitor decides
+    # at its next check whether a challenger is trained).
+    every = look.challenger_every
+    if not shown and every is not None and counts["labelled"] - counts["prequential"] >= every:
+        return "superseded"
     if release.phase == "shadow":
         ready = (
             (shown or counts["labelled"] >= plan.min_shadow_samples)
             and counts["events"] >= rules.guards.min_events
-            and (rules.shadow_until == "samples" or verdict == "better")
+            and (rules.shadow_until == "samples" or shown)
         )
         return "step" if ready else "wait"
     if shown:
@@ -602,9 +630,16 @@ def _next_move(rules: ReleaseRules, look: _Look) -> Move:
         return "wait"
     if release.step + 1 < len(release.plan):
         return "step"
-    if verdict != "better" or look.evidence.overall.n < plan.min_canary_samples:
+    if not shown or look.evidence.overall.n < plan.min_canary_samples:
         return "wait"
     return "promote"
+
+
+def _ahead(overall: PairedVerdict) -> bool:
+    """Not shown worse, and no lower in balanced accuracy on the labelled pairs (there being some)."""
+    if overall.verdict == "worse" or overall.candidate_score is None or overall.champion_score is None:
+        return False
+    return overall.candidate_score >= overall.champion_score
 
 
 def _futile(overall: PairedVerdict, plan: ReleasePlan) -> bool:
@@ -627,7 +662,7 @@ def _may_roll_back(look: _Look) -> PolicyVerdict:
     return look.ctx.policy.check("rollback", RollbackFacts(), usage, at=look.now)
 
 
-def _roll_back(look: _Look, move: Literal["roll_back", "expire", "futile"]) -> dict[str, Any]:
+def _roll_back(look: _Look, move: Literal["roll_back", "expire", "futile", "superseded"]) -> dict[str, Any]:
     """End the release with the champion kept, saying why."""
     evidence, where = look.evidence, look.where
     verdict = evidence.verdict
@@ -638,6 +673,13 @@ def _roll_back(look: _Look, move: Literal["roll_back", "expire", "futile"]) -> d
         why = (
             f"ahead neither in accuracy nor in balanced accuracy after the {look.plan.min_shadow_samples} "
             f"labelled events a shadow needs, in {where} ({look.scores})"
+        )
+        return _end(look, "inconclusive", why, False, _may_roll_back(look))
+    if move == "superseded":
+        live = look.counts["labelled"] - look.counts["prequential"]
+        why = (
+            f"not shown better on the {live} labels that arrived since it was released, as many as make "
+            f"a challenger due ({look.challenger_every}): a newer candidate may take its place ({look.scores})"
         )
         return _end(look, "inconclusive", why, False, _may_roll_back(look))
     if verdict == "guard_failed":
@@ -670,6 +712,12 @@ def _may_promote(look: _Look) -> PolicyVerdict:
     return look.ctx.policy.check("promote", facts, usage_today(look.session, look.model, look.now), at=look.now)
 
 
+def _shown(look: _Look) -> str:
+    if look.evidence.verdict == "better":
+        return "shown better"
+    return "ahead of the champion on the labelled events and shown worse by nothing"
+
+
 def _promote(look: _Look) -> dict[str, Any]:
     """Promote the candidate shown better after the last step, through the policy (and a person
     at autonomy L3)."""
@@ -691,11 +739,11 @@ def _promote(look: _Look) -> dict[str, Any]:
             return {"now": look.now_iso, "outcome": "waiting_for_evidence"}
         given = [approvals.as_dict(approval)]
         if approval.status == "approved":
-            why = f"shown better after {look.where} ({look.scores}); {_answer(approval)}"
+            why = f"{_shown(look)} after {look.where} ({look.scores}); {_answer(approval)}"
             return _end(look, "promoted", why, True, verdict, given)
         return _end(look, f"approval_{approval.status}", _answer(approval), False, verdict, given)
     if verdict.allowed:
-        return _end(look, "promoted", f"shown better after {look.where}: {look.scores}", True, verdict)
+        return _end(look, "promoted", f"{_shown(look)} after {look.where}: {look.scores}", True, verdict)
     if any(v.rule == "change_calendar" and not v.passed for v in verdict.verdicts):
         # Outside a change window or in a freeze: keep the canary at its step and ask again later.
         return {"now": look.now_iso, "outcome": "waiting_for_evidence"}
@@ -714,6 +762,7 @@ def _end(
     everyone again (``outcome`` is then the release's verdict), logging the policy's ``verdict``
     on that action and the approvals ``given``."""
     look.ctx.release_answers.pop(look.release.id, None)
+    look.ctx.release_plans.pop(look.release.id, None)
     candidate, champion = look.candidate, look.champion
     rationale = (
         f"Version {candidate.number} promoted to champion: {why}."

@@ -14,6 +14,7 @@ the run carries their plain dump for the Release Manager, which judges them agai
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -114,6 +115,9 @@ class _Work:
     golden: pd.DataFrame
     slice_columns: list[str]
     concept_changed: bool
+    #: Earlier champions (newest first) that compete as they are, and how to load one.
+    earlier: list[int]
+    load: Callable[[int | None], TorchClassifier]
 
 
 def _prepare(
@@ -153,7 +157,26 @@ def _prepare(
         golden=golden.golden_frame(session=session, model_id=model.id, visible_at=now),
         slice_columns=schema.slice_columns,
         concept_changed=cause == "concept_drift",
+        earlier=_earlier_champions(session, model, champion),
+        load=lambda number: ctx.registry.load(
+            versions.get_version(session=session, model_id=model.id, number=int(number or 0))
+        ),
     )
+
+
+#: Earlier champions a retrain lets compete as they are (the newest ones).
+EARLIER_RIVALS = 2
+
+
+def _earlier_champions(session: Session, model: ManagedModel, champion: Version) -> list[int]:
+    """The newest earlier champions of the model (archived when a successor was promoted), of the
+    champion's features: each competes with what is trained, unchanged."""
+    earlier = [
+        v.number
+        for v in versions.list_versions(session=session, model_id=model.id)
+        if v.stage == "archived" and v.number != champion.number
+    ]
+    return sorted(earlier, reverse=True)[:EARLIER_RIVALS]
 
 
 @dataclass(frozen=True)
@@ -220,6 +243,9 @@ def _train(ctx: AgentContext, work: _Work, usage: Usage, attempts: list[_Attempt
         other = () if work.parent.hidden else type(work.parent).default_hidden
         shape = "a model of the other shape competes; the newest labels choose"
         rivals.append(UpdatePlan("scratch", hidden=other, reasons=[shape]))
+    for number in work.earlier:
+        reason = "an earlier champion competes: the world it knew may have come back"
+        rivals.append(UpdatePlan("reuse", reasons=[reason], version=number))
     for plan in rivals:
         attempts.append(_attempt(ctx, work, plan, usage))
     passed = [a for a in attempts if a.verdict.allowed]
@@ -232,7 +258,10 @@ def _attempt(ctx: AgentContext, work: _Work, plan: UpdatePlan, usage: Usage) -> 
     """Train as ``plan`` says, evaluate against the champion, and ask the gate."""
     policy = ctx.policy.policy
     try:
-        candidate = train_candidate(work.parent, work.frame, work.labels, plan, on_epoch=ctx.on_epoch)
+        if plan.mode == "reuse":
+            candidate = work.load(plan.version)
+        else:
+            candidate = train_candidate(work.parent, work.frame, work.labels, plan, on_epoch=ctx.on_epoch)
         evaluation = evaluate_candidate(
             candidate,
             work.parent,
@@ -268,7 +297,11 @@ def _register(
     retrain: PolicyVerdict,
 ) -> dict[str, Any]:
     """Register the last candidate (for a release, or rejected and kept for audit) and log why."""
-    accepted = final.verdict.allowed
+    # A challenger answers no finding: the champion is not known to be losing, so one not ahead
+    # of it on the newest labels has nothing to release for (a retrain may give up a little there
+    # for what the finding says it mends, within the policy's max_regression).
+    behind = bool(state.get("challenge")) and final.evaluation.candidate_recent <= final.evaluation.champion_recent
+    accepted = final.verdict.allowed and not behind
     compared, table = final.evaluation.as_dict(), final.evaluation.table()
     # Kept without a share: the Release Manager asks for the share of each step it starts.
     gate_facts = final.gate.model_copy(update={"share": None}).model_dump()
@@ -291,8 +324,9 @@ def _register(
         agent="trainer",
         action="retrain",
         outcome="candidate" if accepted else "rejected",
-        rationale=("A challenger of the healthy champion. " if state.get("challenge") else "")
-        + _rationale(version, champion, snapshot, final, attempts),
+        rationale=("A challenger of the champion. " if state.get("challenge") else "")
+        + _rationale(version, champion, snapshot, final, attempts)
+        + (" Not released: a challenger must score higher than the champion on the newest labels." if behind else ""),
         evidence={
             "challenger": state.get("challenge"),
             "version": version.number,
@@ -369,9 +403,11 @@ def _metrics(champion: Version, rows: int, final: _Attempt) -> dict[str, Any]:
         "old_balanced_accuracy": evaluation.candidate_old,
         "champion_recent_balanced_accuracy": evaluation.champion_recent,
         "train_rows": rows,
-        "train_seconds": round(report.seconds, 3),
+        "train_seconds": 0.0 if plan.mode == "reuse" else round(report.seconds, 3),
         "loss_history": [round(c.train_loss, 5) for c in report.curves],
-        "updates_since_scratch": 0 if plan.mode == "scratch" else int(previous.get("updates_since_scratch", 0)) + 1,
+        "updates_since_scratch": 0
+        if plan.mode in ("scratch", "reuse")
+        else int(previous.get("updates_since_scratch", 0)) + 1,
         "plan": plan.as_dict(),
         "training": report.as_dict(),
     }
@@ -398,15 +434,24 @@ def _rationale(
             for a in others
         ]
         retried += " Chosen on the recent holdout over " + "; ".join(scores) + "."
-    grown = f" New classes: {', '.join(report.new_classes)}." if report.new_classes else ""
+    grown = f" New classes: {', '.join(report.new_classes)}." if report.new_classes and plan.mode != "reuse" else ""
     reasons = final.verdict.reasons
     verdict = "Goes to canary." if final.verdict.allowed else f"Kept for audit, not released: {'; '.join(reasons)}."
+    settings = (
+        ""
+        if plan.mode == "reuse"
+        else f" Settings found for this run: learning rate {report.lr:.2g} ({report.lr_source}), batch "
+        f"{report.batch_size}, {report.epochs} of at most {report.max_epochs} epochs (best {report.best_epoch}"
+        f"{', stopped early' if report.stopped_early else ''}), {report.seconds:.1f} s."
+    )
+    what = (
+        f"{plan.describe()}, judged against version {champion.number} on snapshot {snapshot.id}'s holdout"
+        if plan.mode == "reuse"
+        else f"{plan.describe()} of version {champion.number} on snapshot {snapshot.id} ({snapshot.n_rows} rows)"
+    )
     return (
-        f"Version {version.number} is {plan.describe()} of version {champion.number} on snapshot {snapshot.id} "
-        f"({snapshot.n_rows} rows) because {'; '.join(plan.reasons)}. Settings found for this run: learning rate "
-        f"{report.lr:.2g} ({report.lr_source}), batch {report.batch_size}, {report.epochs} of at most "
-        f"{report.max_epochs} epochs (best {report.best_epoch}{', stopped early' if report.stopped_early else ''}), "
-        f"{report.seconds:.1f} s.{grown}{retried} Balanced accuracy on the recent holdout "
+        f"Version {version.number} is {what} because {'; '.join(plan.reasons)}.{settings}{grown}{retried} "
+        f"Balanced accuracy on the recent holdout "
         f"{evaluation.candidate_recent:.3f} vs the champion's {evaluation.champion_recent:.3f}{old}. {verdict}"
     )
 

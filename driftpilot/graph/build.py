@@ -4,7 +4,7 @@
 
     monitor ─healthy─► end
        │  ├─blind (too few labels to judge)─► monitoring_sample (ask for labels, within budget) ─► end
-       │  └─healthy, a challenger due (enough new labels)─► curator (no labels asked for) ─► trainer …
+       │  └─healthy or blind, a challenger due (enough new labels)─► curator (asks no labels) ─► trainer …
        │ finding
     diagnostician ─outage / nothing to do─► end
        │ retrain

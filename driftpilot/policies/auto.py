@@ -246,10 +246,12 @@ def derive_training(training: Training, rates: StreamRates) -> TrainingPlan:
         )
     every = _setting(training.challenger_every_labels) if training.challenger else None
     if training.challenger and every is None:
-        # As many new labels as a retrain is ever made on: a model trained on them is another
-        # model, not the champion again with noise.
-        every = least
-        why["challenger_every_labels"] = f"the {least} labels a retrain needs at least"
+        # A quarter of the labels a retrain is made on, new: as often as a check wants new
+        # evidence, so that a challenger is as fresh as a periodic retrain would be.
+        every = max(MIN_RELEASE_LABELS, int(least * NEW_EVIDENCE_SHARE))
+        why["challenger_every_labels"] = (
+            f"{NEW_EVIDENCE_SHARE:g} of the {least} labels a retrain needs at least, {MIN_RELEASE_LABELS} or more"
+        )
     return TrainingPlan(
         recent_hours=float(recent),
         min_training_labels=int(least),

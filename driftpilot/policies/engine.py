@@ -415,17 +415,19 @@ def _promote(policy: Policy, facts: PromoteFacts, usage: Usage) -> list[RuleVerd
     )
     verdicts = [samples_verdict, gate]
     if facts.sequential_verdict is not None:
-        # The release's always-valid test: promotion needs the candidate shown better.
+        # The release's always-valid test: promotion needs the candidate shown better or, under
+        # `promote_when: ahead`, not shown worse (the canary gate holds it to no lower a score).
         observed = facts.sequential_verdict
-        passed = observed == "better"
+        needed = "not_worse" if policy.release.promote_when == "ahead" else "better"
+        passed = observed == "better" or (needed == "not_worse" and observed == "undecided")
         verdicts.append(
             RuleVerdict(
                 rule="sequential_test",
                 passed=passed,
                 observed=observed,
-                limit="better",
+                limit="better" if needed == "better" else "not worse",
                 reason=f"sequential test (alpha {_fmt(policy.release.alpha)}): {observed}"
-                + ("" if passed else ", not shown better than the champion"),
+                + ("" if passed else ", not shown better than the champion" if needed == "better" else ", shown worse"),
             )
         )
     if facts.worse_slices is not None:
@@ -512,7 +514,8 @@ def evaluate(
       -evaluation.max_golden_regression``).
     - ``promote``: ``canary_samples`` (at least ``min_canary_samples``),
       ``canary_gate`` (``canary_score - control_score >= -max_regression``), and when the facts
-      carry them (not None) ``sequential_test`` (``sequential_verdict`` is ``better``) and
+      carry them (not None) ``sequential_test`` (``sequential_verdict`` is ``better``, or not
+      ``worse`` under ``release.promote_when: ahead``) and
       ``slice_test`` (no slice shown worse, fact ``worse_slices``).
     - ``start_canary`` and ``promote`` also: ``change_calendar`` when ``at`` is given and the
       policy sets change windows or freezes (``at`` inside a window, if any, and in no freeze).

@@ -28,7 +28,7 @@ HEAD_ONLY_CAUSES = frozenset({"prior_shift"})
 class UpdatePlan:
     """How a candidate is trained: from scratch, or as an update of the champion."""
 
-    mode: Literal["update", "scratch"]
+    mode: Literal["update", "scratch", "reuse"]
     scope: Literal["all", "head"] = "all"
     penalty: Literal["ewc", "l2sp", "none"] = "none"
     strength: float = 0.0
@@ -36,11 +36,16 @@ class UpdatePlan:
     #: The hidden layers of a fit from scratch: None keeps the parent's; () is a linear model
     #: (a logistic regression on the family's encoding).
     hidden: tuple[int, ...] | None = None
+    #: The earlier version served again (mode ``reuse``): a world that comes back (a season, a
+    #: rule restored) finds the model that knew it.
+    version: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def describe(self) -> str:
+        if self.mode == "reuse":
+            return f"version {self.version} again, as it served before (nothing trained)"
         if self.mode == "scratch":
             if self.hidden is None:
                 return "a full retrain from scratch"
@@ -128,7 +133,10 @@ def train_candidate(
     on_epoch: EpochCallback | None = None,
 ) -> TorchClassifier:
     """Train a candidate of ``parent``'s family as ``plan`` says; labels the parent never saw
-    become new classes. Raises ``ValueError`` (naming the problem) on a set it cannot train on."""
+    become new classes. Raises ``ValueError`` (naming the problem) on a set it cannot train on.
+    A plan to reuse an earlier version is the caller's to load: nothing is trained for it."""
+    if plan.mode == "reuse":
+        raise ValueError(f"version {plan.version} is loaded, not trained: the caller reuses it")
     config = parent.config()
     if plan.mode == "scratch" and plan.hidden is not None:
         config["hidden"] = list(plan.hidden)

@@ -401,3 +401,13 @@ def test_a_losing_champion_gets_a_diagnosis_not_a_challenger(tmp_path):
     update, _ = world.check(CHECK)
 
     assert update["outcome"] == "finding" and update["challenge"] is None
+
+
+def test_a_due_challenger_goes_to_the_curator_before_a_monitoring_sample_and_a_finding_before_both():
+    from driftpilot.graph.build import after_monitor
+
+    blind, challenge, finding = {"labelled": 3}, {"new_labels": 500}, {"kinds": ["performance_loss"]}
+    assert after_monitor({"blind": blind, "challenge": challenge}) == "curator"
+    assert after_monitor({"blind": blind, "challenge": None}) == "monitoring_sample"
+    assert after_monitor({"finding": finding, "challenge": challenge}) == "diagnostician"  # type: ignore[typeddict-item]
+    assert after_monitor({}) == "__end__"

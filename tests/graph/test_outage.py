@@ -190,8 +190,8 @@ def test_curator_does_not_ask_again_while_its_requests_are_open(world):
         "recent_hours": 24.0,
         "min_training_labels": 500,
         "label_wait_hours": 12.0,
-        "challenger_every_labels": 500,
-        "why": {"challenger_every_labels": "the 500 labels a retrain needs at least"},
+        "challenger_every_labels": 125,
+        "why": {"challenger_every_labels": "0.25 of the 500 labels a retrain needs at least, 30 or more"},
     }
     assert second.evidence == {"labelled": 50, "pending": 450, "needed": 0, "asked": 0, "plan": plan}
 

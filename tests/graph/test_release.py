@@ -21,6 +21,8 @@ from ..serving.test_release_serving import START, world  # noqa: F401 - the fixt
 POLICY = {
     "name": "release-test",
     "release": {
+        # The path these tests follow: a candidate leaves the shadow once shown better.
+        "promote_when": "better",
         "min_shadow_samples": 20,
         "steps": [0.5],
         "min_step_samples": 5,
@@ -182,6 +184,14 @@ def test_at_l3_the_start_and_the_promotion_wait_for_a_person(world, tmp_path, ap
     [
         # Labels say the champion is right where the two differ: the candidate is shown worse.
         ({}, 1, "worse", "shown worse in shadow: on "),
+        # Labels only where both agree, while a challenger falls due every 20 new labels: the
+        # undecided candidate gives way to a newer one.
+        (
+            {"challenger_every_labels": 20},
+            "agree",
+            "inconclusive",
+            "not shown better on the ",
+        ),
         # No labels at all, and almost no disagreement allowed: a label-free guard stops it.
         (
             {"guards": POLICY["release"]["guards"] | {"max_disagreement": 0.01}},
@@ -195,7 +205,9 @@ def test_at_l3_the_start_and_the_promotion_wait_for_a_person(world, tmp_path, ap
 )
 def test_a_release_not_shown_better_ends_with_the_champion_kept(world, tmp_path, rules, truth_of, verdict, why):  # noqa: F811
     sessions, registry, model_id, tick = world
-    policy = POLICY | {"release": POLICY["release"] | rules}
+    rules = dict(rules)  # the parameters are shared: take the training rules out of a copy
+    training = {k: rules.pop(k) for k in list(rules) if k.startswith("challenger")}
+    policy = POLICY | {"release": POLICY["release"] | rules, "training": training}
     context = AgentContext(
         sessions=sessions, registry=registry, policy=PolicyEngine(policy_from_mapping(policy)), seed=0
     )
@@ -314,3 +326,61 @@ def test_a_release_ahead_on_neither_measure_after_a_shadows_evidence_is_futile(n
     overall = PairedVerdict(n, wins, losses, scores[0], scores[1], 0.5, 3.7, None, "undecided")
     plan = ReleasePlan(min_shadow_samples=20, min_step_samples=5, min_canary_samples=20, max_canary_hours=72)
     assert _futile(overall, plan) is futile
+
+
+def _look_at(verdict: str, scores: tuple[float, float], *, ahead: bool, phase: str = "shadow", labelled: int = 40):
+    """What :func:`_next_move` reads of a look: the release's position, its counts and evidence."""
+    from types import SimpleNamespace
+
+    from driftpilot.policies.auto import ReleasePlan
+    from driftpilot.tools.canary import ReleaseEvidence
+    from driftpilot.tools.sequential import PairedVerdict
+
+    overall = PairedVerdict(labelled, 12, 8, scores[0], scores[1], 0.5, 3.7, None, verdict)  # type: ignore[arg-type]
+    plan = ReleasePlan(min_shadow_samples=500, min_step_samples=50, min_canary_samples=20, max_canary_hours=72)
+    return SimpleNamespace(
+        evidence=ReleaseEvidence(overall=overall, slices={}),
+        counts={
+            "events": 300,
+            "events_this_step": 300,
+            "labelled": labelled,
+            "prequential": labelled,
+            "served_labelled_this_step": 0,
+        },
+        release=SimpleNamespace(phase=phase, step=0 if phase == "shadow" else 1, plan=[0.0, 0.05, 0.25]),
+        plan=plan,
+        elapsed=timedelta(hours=1),
+        challenger_every=None,
+        ahead_suffices=ahead,
+    )
+
+
+def test_a_candidate_ahead_and_not_shown_worse_moves_on_without_a_verdict_unless_the_policy_wants_one():
+    from driftpilot.agents.release_manager import _next_move
+    from driftpilot.policies.schema import Release
+
+    rules = Release()
+    # Undecided, ahead on the 40 prequential pairs: under `promote_when: ahead` the candidate
+    # leaves the shadow and, after the last step, is promoted; under "better" it waits.
+    assert _next_move(rules, _look_at("undecided", (0.86, 0.84), ahead=True)) == "step"
+    assert _next_move(rules, _look_at("undecided", (0.86, 0.84), ahead=False)) == "wait"
+    last = _look_at("undecided", (0.86, 0.84), ahead=True, phase="canary")
+    last.release.step = 2
+    assert _next_move(rules, last) == "promote"
+    # Behind on the pairs, or ahead on fewer than a promotion needs: no step.
+    assert _next_move(rules, _look_at("undecided", (0.82, 0.84), ahead=True)) == "wait"
+    assert _next_move(rules, _look_at("undecided", (0.86, 0.84), ahead=True, labelled=10)) == "wait"
+
+
+def test_the_policy_promotes_a_candidate_not_shown_worse_only_when_it_says_so():
+    from driftpilot.policies import PolicyEngine, PromoteFacts, Usage
+
+    facts = PromoteFacts(canary_samples=300, canary_score=0.86, control_score=0.84, sequential_verdict="undecided")
+    ahead = PolicyEngine(policy_from_mapping({"name": "default"}))
+    strict = PolicyEngine(policy_from_mapping({"name": "strict", "release": {"promote_when": "better"}}))
+    assert ahead.check("promote", facts, Usage()).allowed
+    assert not strict.check("promote", facts, Usage()).allowed
+    assert strict.check("promote", facts.model_copy(update={"sequential_verdict": "better"}), Usage()).allowed
+    assert not ahead.check("promote", facts.model_copy(update={"sequential_verdict": "worse"}), Usage()).allowed
+    behind = facts.model_copy(update={"canary_score": 0.80})  # the canary gate: at most max_regression lower
+    assert not ahead.check("promote", behind, Usage()).allowed

@@ -21,7 +21,7 @@ from driftpilot.agents.context import AgentContext
 from driftpilot.agents.state import LoopState
 from driftpilot.agents.trainer import trainer
 from driftpilot.loop.demo import MODEL_NAME, schema_of_ont
-from driftpilot.memory import db, decisions, managed, snapshots, versions
+from driftpilot.memory import db, decisions, events, managed, snapshots, versions
 from driftpilot.memory.ingest import EventBatch, ingest_events, ingest_labels
 from driftpilot.models.registry import Registry
 from driftpilot.models.tabular_mlp import TabularMLP
@@ -345,3 +345,52 @@ def test_features_that_do_not_match_the_family_fail_clearly(world, monkeypatch):
 def _champion(world):
     with world.sessions() as session:
         return versions.champion(session=session, model_id=world.model_id)
+
+
+def test_a_challenger_no_better_than_the_champion_on_the_newest_labels_is_not_released(world, monkeypatch):
+    # Every attempt gives back the champion itself: as good as it on every holdout, so the gate
+    # (which lets a retrain give up a little) passes it. A challenger answers no finding: it must
+    # be ahead to be released.
+    monkeypatch.setattr(trainer_module, "train_candidate", lambda parent, *args, **kwargs: parent)
+    context = AgentContext(
+        sessions=world.sessions, registry=world.registry, policy=PolicyEngine(policy_from_mapping(POLICY)), seed=0
+    )
+    runtime = cast(Runtime[AgentContext], SimpleNamespace(context=context))
+
+    def run(challenge):
+        state = world.state(world.snapshot(world.train)) | {"challenge": challenge, "diagnosis": None}
+        return trainer(cast(LoopState, state), runtime), world.last_decision()
+
+    out, decision = run({"new_labels": 600, "every": 500, "since": START.isoformat()})
+    assert out["outcome"] == decision["outcome"] == "rejected" and out["candidate"] is None
+    assert decision["evidence"]["evaluation"]["gain"] == 0 and decision["evidence"]["challenger"]["every"] == 500
+    assert all(verdict["allowed"] for verdict in decision["policy_verdicts"])
+    assert decision["rationale"].startswith("A challenger of the champion.")
+    assert decision["rationale"].endswith("a challenger must score higher than the champion on the newest labels.")
+    # The same candidate answering a finding goes to canary.
+    out, decision = run(None)
+    assert out["outcome"] == "candidate" and decision["evidence"]["challenger"] is None
+
+
+def test_an_earlier_champion_competes_as_it_is_and_wins_when_what_is_trained_is_worse(world, monkeypatch):
+    # Runs last: it makes a new champion. Version 1 is archived when a poor model (trained on a
+    # handful of rows) is promoted over it; then whatever the Trainer trains is poor too.
+    with world.sessions() as session:
+        before = _champion(world).number
+        rows = world.train[:60]
+        frame = events.events_by_ids(session=session, ids=rows)
+        poor = TabularMLP(FEATURES, CLASSES, epochs=1, seed=0, hidden=(4,))
+        poor.fit(frame, [world.labels[i] for i in rows])
+        world.registry.register(
+            session=session, model_id=world.model_id, model_name=MODEL_NAME, model=poor, time=START, stage="champion"
+        )
+    monkeypatch.setattr(trainer_module, "train_candidate", lambda parent, *args, **kwargs: poor)
+
+    out = world.run(world.snapshot(world.train))
+
+    decision = world.last_decision()
+    reused = [a for a in decision["evidence"]["attempts"] if a["plan"]["mode"] == "reuse"]
+    assert [a["plan"]["version"] for a in reused] == [before]
+    assert out["outcome"] == "candidate" and decision["evidence"]["plan"]["mode"] == "reuse"
+    assert f"is version {before} again, as it served before (nothing trained)" in decision["rationale"]
+    assert "Settings found for this run" not in decision["rationale"]

@@ -90,8 +90,10 @@ def test_every_derived_value_stays_within_its_bounds_and_says_why(observed):
     assert (
         MIN_TRAIN_LABELS <= training.min_training_labels <= TRAIN_LABELS and training.recent_hours <= MAX_WINDOW_HOURS
     )
-    # A challenger waits for as many new labels as a retrain needs: never for fewer.
-    assert training.challenger_every_labels == training.min_training_labels
+    # A challenger waits for a quarter of the labels a retrain needs, and never for fewer than a
+    # release is judged on.
+    every = training.challenger_every_labels
+    assert every is not None and MIN_RELEASE_LABELS <= every <= max(MIN_RELEASE_LABELS, training.min_training_labels)
     release = derive_release(DEFAULT.release, observed)
     assert MIN_RELEASE_LABELS <= release.min_canary_samples <= release.min_shadow_samples <= 500
     assert 24 <= release.max_canary_hours <= MAX_WINDOW_HOURS

@@ -587,9 +587,10 @@ def test_promotion_needs_the_sequential_test_to_say_better_and_no_slice_worse() 
     def canary(**more: object) -> PromoteFacts:
         return PromoteFacts.model_validate(GOOD_CANARY.model_dump() | more)
 
-    shown = evaluate(POLICY, "promote", canary(sequential_verdict="better", worse_slices=0), Usage())
-    undecided = evaluate(POLICY, "promote", canary(sequential_verdict="undecided"), Usage())
-    slice_worse = evaluate(POLICY, "promote", canary(sequential_verdict="better", worse_slices=1), Usage())
+    strict = POLICY.model_copy(update={"release": POLICY.release.model_copy(update={"promote_when": "better"})})
+    shown = evaluate(strict, "promote", canary(sequential_verdict="better", worse_slices=0), Usage())
+    undecided = evaluate(strict, "promote", canary(sequential_verdict="undecided"), Usage())
+    slice_worse = evaluate(strict, "promote", canary(sequential_verdict="better", worse_slices=1), Usage())
 
     assert shown.allowed
     assert _rows(shown)[-2:] == [
@@ -711,3 +712,21 @@ def test_engine_checks_while_policies_are_replaced() -> None:
 
     # Never a verdict mixing two policies: L4 allows, L2 denies.
     assert seen <= {(True, "L4"), (False, "L2")}
+
+
+def test_under_promote_when_ahead_an_undecided_test_passes_and_a_worse_one_does_not() -> None:
+    def canary(**more: object) -> PromoteFacts:
+        return PromoteFacts.model_validate(GOOD_CANARY.model_dump() | more)
+
+    assert POLICY.release.promote_when == "ahead"  # the default
+    undecided = evaluate(POLICY, "promote", canary(sequential_verdict="undecided", worse_slices=0), Usage())
+    worse = evaluate(POLICY, "promote", canary(sequential_verdict="worse", worse_slices=0), Usage())
+    assert undecided.allowed
+    assert _rows(undecided)[-2] == (
+        "sequential_test",
+        True,
+        "undecided",
+        "not worse",
+        "sequential test (alpha 0.05): undecided",
+    )
+    assert worse.reasons == ["sequential test (alpha 0.05): worse, shown worse"]
