@@ -11,11 +11,11 @@ import pandas as pd
 from sqlalchemy.orm import Session, sessionmaker
 
 from driftpilot.agents.state import LoopState
-from driftpilot.memory import decisions, events, label_requests, versions
+from driftpilot.memory import decisions, events, label_requests, releases, versions
 from driftpilot.memory.tables import Decision, ManagedModel
 from driftpilot.memory.times import to_utc
 from driftpilot.models.registry import Registry
-from driftpilot.policies import PolicyEngine, PolicyVerdict, Usage
+from driftpilot.policies import Policy, PolicyEngine, PolicyVerdict, Usage
 from driftpilot.policies.auto import MAX_WINDOW_HOURS, ReleasePlan, StreamRates
 
 
@@ -108,3 +108,33 @@ def stream_rates(session: Session, model_id: int, now: datetime) -> StreamRates:
     n_labels, delay = events.label_flow(session=session, model_id=model_id, start=start, end=now)
     hours = (now - max(start, first)).total_seconds() / 3600 if first is not None else 0.0
     return StreamRates(hours=hours, events=n_events, labels=n_labels, label_delay_hours=delay)
+
+
+def held_back(session: Session, model_id: int, policy: Policy, now: datetime) -> str | None:
+    """Why a retrain would be wasted now, or None: a change freeze is on (its candidate could not
+    be released), or a person recently said no to a release (asking again at once is noise)."""
+    for freeze in policy.changes.freezes:
+        if freeze.start <= now < freeze.end:
+            return f"the change freeze '{freeze.reason}' lasts until {freeze.end:%Y-%m-%d %H:%M} UTC"
+    hours = policy.changes.after_denial_hours
+    since = now - timedelta(hours=hours)
+    for outcome in ("approval_denied", "approval_expired"):
+        refused = decisions.last_decision(
+            session=session, model_id=model_id, agent="release_manager", outcome=outcome, since=since
+        )
+        if refused is not None:
+            who = "nobody answered the approval of" if outcome == "approval_expired" else "a person denied"
+            return (
+                f"{who} a release at {refused.time:%Y-%m-%d %H:%M} UTC (decision #{refused.id}); "
+                f"the loop asks again {hours:g} hours after"
+            )
+    # A promotion refused by a person ends its release with that verdict (the decision is the rollback).
+    for release in releases.list_releases(session=session, model_id=model_id):
+        ended = release.ended_at
+        if ended is not None and release.verdict in ("approval_denied", "approval_expired"):
+            if ended >= since:
+                return (
+                    f"the promotion of release {release.id} was {release.verdict.removeprefix('approval_')} "
+                    f"at {ended:%Y-%m-%d %H:%M} UTC; the loop asks again {hours:g} hours after"
+                )
+    return None

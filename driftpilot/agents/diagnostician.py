@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 from langgraph.runtime import Runtime
 
-from driftpilot.agents.context import AgentContext, now_of, record, usage_today
+from driftpilot.agents.context import AgentContext, held_back, now_of, record, usage_today
 from driftpilot.agents.llm import narrate
 from driftpilot.agents.monitor import SERVED_REFERENCE
 from driftpilot.agents.state import LoopState, Outcome
-from driftpilot.memory import decisions, events, managed, quarantine, releases, versions
+from driftpilot.memory import events, managed, quarantine, releases, versions
 from driftpilot.memory.schemas import ModelSchema
 from driftpilot.memory.tables import ManagedModel
 from driftpilot.memory.times import to_utc
@@ -166,8 +166,8 @@ def _act(
         return _quarantine(session, ctx, model, alarms, now)
     if result.remedy in RETRAINING and releases.active_release(session=session, model_id=model.id):
         return "deferred", " Deferred: a canary release is in progress; it is judged first.", []
-    if result.remedy in RETRAINING and (held_back := _held_back(session, model.id, ctx.policy.policy, now)):
-        return "deferred", f" Deferred: {held_back}.", []
+    if result.remedy in RETRAINING and (why := held_back(session, model.id, ctx.policy.policy, now)):
+        return "deferred", f" Deferred: {why}.", []
     return result.remedy, "", []
 
 
@@ -200,36 +200,6 @@ def _quarantine(
             f" Quarantined {', '.join(alarm.groups)} from {held.start:%Y-%m-%d %H:%M} to {held.end:%Y-%m-%d %H:%M} UTC."
         )
     return "quarantined", note, [verdict]
-
-
-def _held_back(session: Any, model_id: int, policy: Any, now: datetime) -> str | None:
-    """Why a retrain would be wasted now, or None: a change freeze is on (its candidate could not
-    be released), or a person recently said no to a release (asking again at once is noise)."""
-    for freeze in policy.changes.freezes:
-        if freeze.start <= now < freeze.end:
-            return f"the change freeze '{freeze.reason}' lasts until {freeze.end:%Y-%m-%d %H:%M} UTC"
-    hours = policy.changes.after_denial_hours
-    since = now - timedelta(hours=hours)
-    for outcome in ("approval_denied", "approval_expired"):
-        refused = decisions.last_decision(
-            session=session, model_id=model_id, agent="release_manager", outcome=outcome, since=since
-        )
-        if refused is not None:
-            who = "nobody answered the approval of" if outcome == "approval_expired" else "a person denied"
-            return (
-                f"{who} a release at {refused.time:%Y-%m-%d %H:%M} UTC (decision #{refused.id}); "
-                f"the loop asks again {hours:g} hours after"
-            )
-    # A promotion refused by a person ends its release with that verdict (the decision is the rollback).
-    for release in releases.list_releases(session=session, model_id=model_id):
-        ended = release.ended_at
-        if ended is not None and release.verdict in ("approval_denied", "approval_expired"):
-            if ended >= since:
-                return (
-                    f"the promotion of release {release.id} was {release.verdict.removeprefix('approval_')} "
-                    f"at {ended:%Y-%m-%d %H:%M} UTC; the loop asks again {hours:g} hours after"
-                )
-    return None
 
 
 #: Remedies that go on to the Data Curator (and the Trainer, which plans the update from the

@@ -28,9 +28,9 @@ import pandas as pd
 from langgraph.runtime import Runtime
 from sqlalchemy.orm import Session
 
-from driftpilot.agents.context import AgentContext, now_of, record, stream_rates
+from driftpilot.agents.context import AgentContext, held_back, now_of, record, stream_rates
 from driftpilot.agents.state import LoopState
-from driftpilot.memory import alarms, decisions, events, managed, quarantine, snapshots, versions
+from driftpilot.memory import alarms, decisions, events, managed, quarantine, releases, snapshots, versions
 from driftpilot.memory.tables import Quarantine, Version
 from driftpilot.memory.times import to_utc
 from driftpilot.policies.auto import MonitorPlan, derive_monitor, derive_training
@@ -158,8 +158,10 @@ def _challenger_due(
     since that did not replace the champion doubles the labels the next one waits for, so that
     on a stream where nothing beats the champion the challengers thin out on their own."""
     plan = derive_training(ctx.policy.policy.training, stream_rates(session, model_id, now))
-    if plan.challenger_every_labels is None:
-        return None
+    if plan.challenger_every_labels is None or releases.active_release(session=session, model_id=model_id):
+        return None  # (a release runs, from the other thread: it is judged first)
+    if held_back(session, model_id, ctx.policy.policy, now):
+        return None  # (a freeze, or a person's recent no: a candidate could not be released)
     promoted = decisions.last_decision(session=session, model_id=model_id, agent="release_manager", outcome="promoted")
     serving_since = max(champion.time, promoted.time) if promoted is not None else champion.time
     tried = [

@@ -636,10 +636,13 @@ def _next_move(rules: ReleaseRules, look: _Look) -> Move:
 
 
 def _ahead(overall: PairedVerdict) -> bool:
-    """Not shown worse, and no lower in balanced accuracy on the labelled pairs (there being some)."""
+    """Not shown worse, and behind on neither measure on the labelled pairs (there being some):
+    no lower balanced accuracy, and right where the champion was wrong at least as often as the
+    reverse. (A candidate that buys one with the other, as a propensity model's often do, is not
+    ahead: only the sequential test can say it is better.)"""
     if overall.verdict == "worse" or overall.candidate_score is None or overall.champion_score is None:
         return False
-    return overall.candidate_score >= overall.champion_score
+    return overall.candidate_score >= overall.champion_score and overall.wins >= overall.losses
 
 
 def _futile(overall: PairedVerdict, plan: ReleasePlan) -> bool:

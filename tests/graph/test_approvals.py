@@ -111,7 +111,7 @@ def test_a_change_freeze_refuses_the_release_and_says_which(built, tmp_path):
 
 
 def test_no_retrain_in_a_freeze_or_soon_after_a_person_said_no(tmp_path):
-    from driftpilot.agents.diagnostician import _held_back
+    from driftpilot.agents.context import held_back
     from driftpilot.loop.demo import schema_of_ont
     from driftpilot.memory import db, managed
 
@@ -121,7 +121,7 @@ def test_no_retrain_in_a_freeze_or_soon_after_a_person_said_no(tmp_path):
             session=session, name="ont", task="tabular_classification", family="tabular_mlp", schema=schema_of_ont()
         ).id
         policy = policy_from_mapping({"name": "p", "changes": {"after_denial_hours": 12}})
-        assert _held_back(session, model_id, policy, NOW) is None
+        assert held_back(session, model_id, policy, NOW) is None
         denied = decisions.record_decision(
             session=session,
             model_id=model_id,
@@ -136,17 +136,17 @@ def test_no_retrain_in_a_freeze_or_soon_after_a_person_said_no(tmp_path):
             outcome="approval_denied",
             rationale="no",
         )
-        assert _held_back(session, model_id, policy, NOW + timedelta(hours=11)) == (
+        assert held_back(session, model_id, policy, NOW + timedelta(hours=11)) == (
             f"a person denied a release at 2026-03-01 13:00 UTC (decision #{denied.id}); "
             "the loop asks again 12 hours after"
         )
-        assert _held_back(session, model_id, policy, NOW + timedelta(hours=13)) is None
+        assert held_back(session, model_id, policy, NOW + timedelta(hours=13)) is None
         frozen = policy_from_mapping(
             {
                 "name": "p",
                 "changes": {"freezes": [{"start": NOW, "end": NOW + timedelta(days=2), "reason": "migration"}]},
             }
         )
-        assert _held_back(session, model_id, frozen, NOW + timedelta(days=1)) == (
+        assert held_back(session, model_id, frozen, NOW + timedelta(days=1)) == (
             "the change freeze 'migration' lasts until 2026-03-03 13:00 UTC"
         )

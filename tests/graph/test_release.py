@@ -328,7 +328,9 @@ def test_a_release_ahead_on_neither_measure_after_a_shadows_evidence_is_futile(n
     assert _futile(overall, plan) is futile
 
 
-def _look_at(verdict: str, scores: tuple[float, float], *, ahead: bool, phase: str = "shadow", labelled: int = 40):
+def _look_at(
+    verdict: str, scores: tuple[float, float], *, ahead: bool, phase: str = "shadow", labelled: int = 40, wins: int = 12
+):
     """What :func:`_next_move` reads of a look: the release's position, its counts and evidence."""
     from types import SimpleNamespace
 
@@ -336,7 +338,7 @@ def _look_at(verdict: str, scores: tuple[float, float], *, ahead: bool, phase: s
     from driftpilot.tools.canary import ReleaseEvidence
     from driftpilot.tools.sequential import PairedVerdict
 
-    overall = PairedVerdict(labelled, 12, 8, scores[0], scores[1], 0.5, 3.7, None, verdict)  # type: ignore[arg-type]
+    overall = PairedVerdict(labelled, wins, 8, scores[0], scores[1], 0.5, 3.7, None, verdict)  # type: ignore[arg-type]
     plan = ReleasePlan(min_shadow_samples=500, min_step_samples=50, min_canary_samples=20, max_canary_hours=72)
     return SimpleNamespace(
         evidence=ReleaseEvidence(overall=overall, slices={}),
@@ -370,6 +372,8 @@ def test_a_candidate_ahead_and_not_shown_worse_moves_on_without_a_verdict_unless
     # Behind on the pairs, or ahead on fewer than a promotion needs: no step.
     assert _next_move(rules, _look_at("undecided", (0.82, 0.84), ahead=True)) == "wait"
     assert _next_move(rules, _look_at("undecided", (0.86, 0.84), ahead=True, labelled=10)) == "wait"
+    # Ahead in balanced accuracy bought with accuracy (fewer right where they differ): not ahead.
+    assert _next_move(rules, _look_at("undecided", (0.86, 0.84), ahead=True, wins=5)) == "wait"
 
 
 def test_the_policy_promotes_a_candidate_not_shown_worse_only_when_it_says_so():
