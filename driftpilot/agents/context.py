@@ -12,11 +12,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from driftpilot.agents.state import LoopState
 from driftpilot.memory import decisions, events, label_requests, releases, versions
-from driftpilot.memory.tables import Decision, ManagedModel
+from driftpilot.memory.tables import Decision, ManagedModel, Version
 from driftpilot.memory.times import to_utc
 from driftpilot.models.registry import Registry
 from driftpilot.policies import Policy, PolicyEngine, PolicyVerdict, Usage
-from driftpilot.policies.auto import MAX_WINDOW_HOURS, ReleasePlan, StreamRates
+from driftpilot.policies.auto import MAX_WINDOW_HOURS, ReleasePlan, StreamRates, derive_training
 
 
 @dataclass
@@ -138,3 +138,53 @@ def held_back(session: Session, model_id: int, policy: Policy, now: datetime) ->
                     f"at {ended:%Y-%m-%d %H:%M} UTC; the loop asks again {hours:g} hours after"
                 )
     return None
+
+
+@dataclass(frozen=True)
+class Tried:
+    """The trainings since the champion began serving (none of them replaced it), and the labels
+    that became known since the last training (the champion's own when there was none)."""
+
+    count: int
+    since: datetime
+    new_labels: int
+
+
+def trainings_since_serving(session: Session, model_id: int, champion: Version, now: datetime) -> Tried:
+    """What :class:`Tried` says of the model's champion at ``now``: what backs off the next
+    training (each that did not replace the champion doubles the new labels the next one needs)."""
+    promoted = decisions.last_decision(session=session, model_id=model_id, agent="release_manager", outcome="promoted")
+    serving_since = max(champion.time, promoted.time) if promoted is not None else champion.time
+    tried = [
+        d.time
+        for d in decisions.list_decisions(
+            session=session, model_id=model_id, agent="trainer", action="retrain", since=serving_since
+        )
+        if d.outcome in ("candidate", "rejected")
+    ]
+    since = max([champion.time, *tried])
+    new, _ = events.label_flow(session=session, model_id=model_id, start=since, end=now)
+    return Tried(count=len(tried), since=since, new_labels=new)
+
+
+def retrain_backoff(session: Session, model_id: int, policy: Policy, now: datetime) -> str | None:
+    """Why a retrain would be wasted now, or None: retrains since the champion serves did not
+    replace it, and fewer labels than the back-off asks arrived since the last: ``k`` of them
+    wait for ``2^(k-1)`` times the labels that make a challenger due (a quarter of a retrain's,
+    when the policy keeps no challenger). A finding that holds while nothing trained beats the
+    champion is retrained on ever more new evidence, not at every check."""
+    champion = versions.champion(session=session, model_id=model_id)
+    if champion is None:
+        return None
+    tried = trainings_since_serving(session, model_id, champion, now)
+    if tried.count == 0:
+        return None
+    plan = derive_training(policy.training, stream_rates(session, model_id, now))
+    base = plan.challenger_every_labels or max(1, plan.min_training_labels // 4)
+    needed = base * 2 ** (tried.count - 1)
+    if tried.new_labels >= needed:
+        return None
+    return (
+        f"{tried.count} retrain(s) since the champion serves did not replace it; the next waits for "
+        f"{needed} new labels, {tried.new_labels} so far"
+    )

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from langgraph.runtime import Runtime
 
-from driftpilot.agents.context import AgentContext, held_back, now_of, record, usage_today
+from driftpilot.agents.context import AgentContext, held_back, now_of, record, retrain_backoff, usage_today
 from driftpilot.agents.llm import narrate
 from driftpilot.agents.monitor import SERVED_REFERENCE
 from driftpilot.agents.state import LoopState, Outcome
@@ -167,6 +167,8 @@ def _act(
     if result.remedy in RETRAINING and releases.active_release(session=session, model_id=model.id):
         return "deferred", " Deferred: a canary release is in progress; it is judged first.", []
     if result.remedy in RETRAINING and (why := held_back(session, model.id, ctx.policy.policy, now)):
+        return "deferred", f" Deferred: {why}.", []
+    if result.remedy in RETRAINING and (why := retrain_backoff(session, model.id, ctx.policy.policy, now)):
         return "deferred", f" Deferred: {why}.", []
     return result.remedy, "", []
 

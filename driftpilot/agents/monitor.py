@@ -28,7 +28,7 @@ import pandas as pd
 from langgraph.runtime import Runtime
 from sqlalchemy.orm import Session
 
-from driftpilot.agents.context import AgentContext, held_back, now_of, record, stream_rates
+from driftpilot.agents.context import AgentContext, held_back, now_of, record, stream_rates, trainings_since_serving
 from driftpilot.agents.state import LoopState
 from driftpilot.memory import alarms, decisions, events, managed, quarantine, releases, snapshots, versions
 from driftpilot.memory.tables import Quarantine, Version
@@ -157,30 +157,23 @@ def _challenger_due(
     training (the champion's own, or a challenger's or retrain's since it serves). Each training
     since that did not replace the champion doubles the labels the next one waits for, so that
     on a stream where nothing beats the champion the challengers thin out on their own."""
-    plan = derive_training(ctx.policy.policy.training, stream_rates(session, model_id, now))
+    policy = ctx.policy.policy
+    if policy.autonomy != "L4":
+        return None  # a person approves every release: a challenger answers no finding worth their time
+    plan = derive_training(policy.training, stream_rates(session, model_id, now))
     if plan.challenger_every_labels is None or releases.active_release(session=session, model_id=model_id):
         return None  # (a release runs, from the other thread: it is judged first)
-    if held_back(session, model_id, ctx.policy.policy, now):
+    if held_back(session, model_id, policy, now):
         return None  # (a freeze, or a person's recent no: a candidate could not be released)
-    promoted = decisions.last_decision(session=session, model_id=model_id, agent="release_manager", outcome="promoted")
-    serving_since = max(champion.time, promoted.time) if promoted is not None else champion.time
-    tried = [
-        d.time
-        for d in decisions.list_decisions(
-            session=session, model_id=model_id, agent="trainer", action="retrain", since=serving_since
-        )
-        if d.outcome in ("candidate", "rejected")
-    ]
-    since = max([champion.time, *tried])
-    every = plan.challenger_every_labels * 2 ** len(tried)
-    new, _ = events.label_flow(session=session, model_id=model_id, start=since, end=now)
-    if new < every:
+    tried = trainings_since_serving(session, model_id, champion, now)
+    every = plan.challenger_every_labels * 2**tried.count
+    if tried.new_labels < every:
         return None
     return {
-        "new_labels": new,
+        "new_labels": tried.new_labels,
         "every": every,
-        "since": since.isoformat(),
-        "tried_since_serving": len(tried),
+        "since": tried.since.isoformat(),
+        "tried_since_serving": tried.count,
         "plan": plan.as_dict(),
     }
 

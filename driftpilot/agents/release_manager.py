@@ -54,11 +54,11 @@ from driftpilot.tools.sequential import PairedVerdict
 #: Outcomes of a release's first decision: shadow first, or straight to a canary step.
 RELEASE_STARTS = ("shadow_started", "canary_started")
 
-#: What a look at a running release leads to (see :func:`_next_move`).
 #: Fewest labelled events on which the two versions differ before a release can be found futile:
 #: with fewer, which one is ahead is a coin's toss.
 FUTILITY_DISCORDANT = 10
 
+#: What a look at a running release leads to (see :func:`_next_move`).
 Move = Literal["wait", "step", "promote", "roll_back", "expire", "futile", "superseded"]
 
 
@@ -464,14 +464,13 @@ class _Look:
     plan: ReleasePlan
     #: New labels that make a challenger due (None: the policy keeps none).
     challenger_every: int | None
+    #: The decision's evidence: the release's position, the counts and the tests' results.
+    details: dict[str, Any]
 
     @property
     def ahead_suffices(self) -> bool:
         """The policy promotes a candidate ahead and not shown worse (``promote_when: ahead``)."""
         return self.ctx.policy.policy.release.promote_when == "ahead"
-
-    #: The decision's evidence: the release's position, the counts and the tests' results.
-    details: dict[str, Any]
 
     @property
     def now_iso(self) -> str:
@@ -681,7 +680,7 @@ def _roll_back(look: _Look, move: Literal["roll_back", "expire", "futile", "supe
     if move == "superseded":
         live = look.counts["labelled"] - look.counts["prequential"]
         why = (
-            f"not shown better on the {live} labels that arrived since it was released, as many as make "
+            f"neither shown better nor ahead on the {live} labels that arrived since it was released, as many as make "
             f"a challenger due ({look.challenger_every}): a newer candidate may take its place ({look.scores})"
         )
         return _end(look, "inconclusive", why, False, _may_roll_back(look))

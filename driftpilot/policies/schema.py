@@ -162,8 +162,9 @@ class Training(_Section):
     fallback_to_full: bool = True
     #: Hours a run waits for the labels the Curator asked people for before it ends.
     label_wait_hours: Annotated[float, Field(gt=0)] | Auto = "auto"
-    #: Keep a challenger: besides the retrains findings call for, train a candidate on the
-    #: newest labels once enough of them are new, and release it only if it is shown better.
+    #: Keep a challenger (at autonomy L4): besides the retrains findings call for, train a
+    #: candidate on the newest labels once enough of them are new, and release it if it scores
+    #: higher than the champion on the newest of them.
     challenger: bool = True
     #: Labels newer than the last training that make a challenger due (doubled after each one
     #: that did not replace the champion, until one does).

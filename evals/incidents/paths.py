@@ -28,7 +28,7 @@ import yaml
 from driftpilot.agents.context import AgentContext
 from driftpilot.graph.runner import LoopRunner, sqlite_checkpointer
 from driftpilot.loop.demo import MODEL_NAME, DemoConfig, run_demo
-from driftpilot.memory import approvals, decisions, events, golden, managed, versions
+from driftpilot.memory import approvals, decisions, events, golden, managed, releases, versions
 from driftpilot.models.tabular_mlp import TabularMLP
 from driftpilot.policies import StartCanaryFacts
 from driftpilot.scenarios.ont import CLASSES, FEATURES
@@ -104,7 +104,10 @@ def _hourly(spec: dict[str, Any], start: datetime, seed: int):
                             comment="scripted incident",
                         )
             harmful = spec.get("harmful")
-            if harmful and "harmful" not in done and now >= start + timedelta(days=float(harmful["day"])):
+            due = harmful and "harmful" not in done and now >= start + timedelta(days=float(harmful["day"]))
+            # Released by hand once the loop's own release (a challenger's, say) has ended: a model
+            # runs one release at a time.
+            if due and releases.active_release(session=session, model_id=model.id) is None:
                 done.add("harmful")
                 frame = events.window(
                     session=session,

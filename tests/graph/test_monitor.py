@@ -393,6 +393,9 @@ def test_no_challenger_without_enough_new_labels_or_when_the_policy_keeps_none(t
     assert few.check(CHECK)[0]["challenge"] is None
     off = build_world(tmp_path / "off", policy=Policy(name="off", training={"challenger": False}))
     assert off.check(CHECK)[0]["challenge"] is None
+    # At autonomy L3 a person approves every release: no challenger asks for their time.
+    l3 = Policy(name="l3", autonomy="L3", training={"challenger_every_labels": 1000})
+    assert build_world(tmp_path / "l3", policy=l3).check(CHECK)[0]["challenge"] is None
 
 
 def test_a_losing_champion_gets_a_diagnosis_not_a_challenger(tmp_path):

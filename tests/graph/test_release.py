@@ -190,7 +190,7 @@ def test_at_l3_the_start_and_the_promotion_wait_for_a_person(world, tmp_path, ap
             {"challenger_every_labels": 20},
             "agree",
             "inconclusive",
-            "not shown better on the ",
+            "neither shown better nor ahead on the ",
         ),
         # No labels at all, and almost no disagreement allowed: a label-free guard stops it.
         (
