@@ -299,9 +299,6 @@ def label_free_guards(
 Verdict = Literal["better", "worse", "worse_on_slice", "guard_failed", "undecided"]
 #: Guards that estimate accuracy without labels: labelled evidence of the candidate being better overrides them.
 ACCURACY_STAND_INS = frozenset({"disagreement", "estimated_accuracy"})
-#: Labelled pairs (prequential ones count) on which the measured scores outweigh the stand-ins'
-#: estimate of them, whether or not the sequential test has decided yet.
-STAND_IN_PAIRS = 100
 
 
 @dataclass(frozen=True)
@@ -328,13 +325,11 @@ class ReleaseEvidence:
     def failed_guards(self) -> list[GuardCheck]:
         """The guards that failed. Two of them stand in for accuracy while labels are missing
         (:data:`ACCURACY_STAND_INS`): once the labelled pairs show the candidate better, they yield
-        to that measurement: a verdict of better, or :data:`STAND_IN_PAIRS` labelled pairs on which
-        the candidate scores higher. (A champion right 45 % of the time after a concept change
-        disagrees with any good successor on more than half the events, and is confidently wrong:
-        its confidence dropped the fixes of a concept change before their verdict could come.)"""
-        overall = self.overall
-        ahead = (overall.candidate_score or 0.0) > (overall.champion_score or 0.0)
-        measured = overall.verdict == "better" or (overall.n >= STAND_IN_PAIRS and ahead)
+        to that measurement. (A champion right 45 % of the time after a concept change disagrees
+        with any good successor on more than half the events, and is confidently wrong.) Only a
+        verdict counts, not a lead on the labelled pairs: labels can lie (a poisoned feedback
+        source), and the stand-ins are what stops a candidate that learnt the lie."""
+        measured = self.overall.verdict == "better"
         return [g for g in self.guards if not g.passed and not (measured and g.name in ACCURACY_STAND_INS)]
 
     @property

@@ -376,13 +376,13 @@ def test_a_healthy_champion_is_challenged_once_enough_labels_are_new_and_less_of
 
     update, _ = world.check(CHECK)
 
-    # 2,400 readings were labelled since the champion was trained (START): a challenger is due.
+    # 2,289 readings were labelled since the champion was trained (START): a challenger is due.
     assert update["outcome"] == "healthy" and update["challenge"] is not None
     challenge = update["challenge"]
     assert challenge["every"] == every and challenge["new_labels"] >= every and challenge["tried_since_serving"] == 0
     assert challenge["since"] == START.isoformat()
     # Had a challenger been trained a minute after the champion and not replaced it, the next
-    # would wait for twice as many labels since then: the same 2,400 are not enough.
+    # would wait for twice as many labels since then: the same 2,289 are not enough.
     _tried(world, START + timedelta(minutes=1), "rejected")
     again, _ = world.check(CHECK)
     assert again["outcome"] == "healthy" and again["challenge"] is None
@@ -414,3 +414,25 @@ def test_a_due_challenger_goes_to_the_curator_before_a_monitoring_sample_and_a_f
     assert after_monitor({"blind": blind, "challenge": None}) == "monitoring_sample"
     assert after_monitor({"finding": finding, "challenge": challenge}) == "diagnostician"  # type: ignore[typeddict-item]
     assert after_monitor({}) == "__end__"
+
+
+def test_retrains_that_did_not_replace_the_champion_make_the_next_wait_for_twice_the_labels(tmp_path):
+    from driftpilot.agents.context import retrain_backoff
+
+    policy = Policy(name="backoff", training={"challenger_every_labels": 1000})
+    world = build_world(tmp_path, policy=policy)
+
+    def backoff() -> str | None:
+        with world.context.sessions() as session:
+            return retrain_backoff(session, world.model_id, policy, CHECK)
+
+    assert backoff() is None  # nothing tried since the champion serves
+    # 2,289 labels arrived between START and CHECK: one or two failed retrains at START wait for
+    # 1,000 and 2,000 of them; three for 4,000.
+    for _ in range(2):
+        _tried(world, START + timedelta(minutes=1), "rejected")
+    assert backoff() is None
+    _tried(world, START + timedelta(minutes=1), "candidate")
+    assert backoff() == (
+        "3 retrain(s) since the champion serves did not replace it; the next waits for 4000 new labels, 2289 so far"
+    )
