@@ -131,7 +131,7 @@ class HashedMLP(TorchClassifier):
 
     def _fit_encoding(self, columns: Columns) -> HashedEncoding:
         numeric = [n for n, k in self.features if k == "number"]
-        mean, scale, log = fit_scaling(numeric, columns)
+        mean, scale, log = fit_scaling(numeric, columns, linear=not self.hidden)
         categorical = [n for n, k in self.features if k == "category"]
         return HashedEncoding(numeric, categorical, self.buckets, mean, scale, log)
 

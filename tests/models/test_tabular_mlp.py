@@ -99,12 +99,14 @@ def test_a_linear_model_is_solved_to_convergence_like_a_logistic_regression():
         TabularMLP(features, ["no", "yes"], hidden=(), seed=0).fit(test_x, test_y, warm_start=linear)
 
 
-def test_only_heavy_tailed_numbers_are_log_scaled_and_old_encodings_still_read():
+def test_a_linear_model_logs_only_heavy_tailed_numbers_and_old_encodings_still_read():
     from driftpilot.models.tabular_mlp import Preprocessor
 
     x, y = _data(600, 0)  # "a" is normal, "b" exponential times 100: a tail
-    model = TabularMLP(FEATURES, ["no", "yes"], epochs=2, seed=1).fit(x, y)
+    model = TabularMLP(FEATURES, ["no", "yes"], hidden=(), seed=1).fit(x, y)
     assert model.preprocessor_.log == [False, True]
+    # Hidden layers bend the numbers as they need: every one is logged for them, as always.
+    assert TabularMLP(FEATURES, ["no", "yes"], epochs=1, seed=1).fit(x, y).preprocessor_.log == [True, True]
     # An encoding saved before the choice was made logged every number, and still does.
     saved = {k: v for k, v in model.preprocessor_.to_dict().items() if k != "log"}
     old = Preprocessor.from_dict(saved)
