@@ -142,10 +142,12 @@ def held_back(session: Session, model_id: int, policy: Policy, now: datetime) ->
 
 @dataclass(frozen=True)
 class Tried:
-    """The trainings since the champion began serving (none of them replaced it), and the labels
-    that became known since the last training (the champion's own when there was none)."""
+    """The trainings since the champion began serving (none of them replaced it; ``retrains``
+    of them answered a finding, the others were challengers), and the labels that became known
+    since the last training (the champion's own when there was none)."""
 
     count: int
+    retrains: int
     since: datetime
     new_labels: int
 
@@ -156,35 +158,36 @@ def trainings_since_serving(session: Session, model_id: int, champion: Version, 
     promoted = decisions.last_decision(session=session, model_id=model_id, agent="release_manager", outcome="promoted")
     serving_since = max(champion.time, promoted.time) if promoted is not None else champion.time
     tried = [
-        d.time
+        d
         for d in decisions.list_decisions(
             session=session, model_id=model_id, agent="trainer", action="retrain", since=serving_since
         )
         if d.outcome in ("candidate", "rejected")
     ]
-    since = max([champion.time, *tried])
+    since = max([champion.time, *(d.time for d in tried)])
     new, _ = events.label_flow(session=session, model_id=model_id, start=since, end=now)
-    return Tried(count=len(tried), since=since, new_labels=new)
+    retrains = sum(1 for d in tried if not (d.evidence or {}).get("challenger"))
+    return Tried(count=len(tried), retrains=retrains, since=since, new_labels=new)
 
 
 def retrain_backoff(session: Session, model_id: int, policy: Policy, now: datetime) -> str | None:
-    """Why a retrain would be wasted now, or None: retrains since the champion serves did not
-    replace it, and fewer labels than the back-off asks arrived since the last: ``k`` of them
-    wait for ``2^(k-1)`` times the labels that make a challenger due (a quarter of a retrain's,
-    when the policy keeps no challenger). A finding that holds while nothing trained beats the
-    champion is retrained on ever more new evidence, not at every check."""
+    """Why a retrain would be wasted now, or None: retrains (not challengers) since the champion
+    serves did not replace it, and fewer labels than the back-off asks arrived since the last
+    training: ``k`` of them wait for ``2^(k-1)`` times the labels that make a challenger due (a
+    quarter of a retrain's, when the policy keeps no challenger). A finding that holds while
+    nothing trained beats the champion is retrained on ever more new evidence, not at every check."""
     champion = versions.champion(session=session, model_id=model_id)
     if champion is None:
         return None
     tried = trainings_since_serving(session, model_id, champion, now)
-    if tried.count == 0:
+    if tried.retrains == 0:
         return None
     plan = derive_training(policy.training, stream_rates(session, model_id, now))
     base = plan.challenger_every_labels or max(1, plan.min_training_labels // 4)
-    needed = base * 2 ** (tried.count - 1)
+    needed = base * 2 ** (tried.retrains - 1)
     if tried.new_labels >= needed:
         return None
     return (
-        f"{tried.count} retrain(s) since the champion serves did not replace it; the next waits for "
+        f"{tried.retrains} retrain(s) since the champion serves did not replace it; the next waits for "
         f"{needed} new labels, {tried.new_labels} so far"
     )

@@ -123,8 +123,7 @@ def monitor(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
             # The settings the check ran under, each auto one with its derivation.
             evidence={**logged, "plan": plan.as_dict(), "rates": rates.as_dict()},
         )
-        # A challenger needs no judgement of the champion, only new labels: a blind check may call
-        # one. Not a repeat: the finding it repeats still stands (a data fault must not be learnt).
+        # Blind will do (a challenger needs new labels, no judgement); a repeat's finding still stands.
         due = outcome in ("healthy", "blind")
         challenge = _challenger_due(ctx, session, model.id, champion, now) if due else None
     raised = logged if outcome == "finding" else None

@@ -609,10 +609,10 @@ def _next_move(rules: ReleaseRules, look: _Look) -> Move:
     overall = look.evidence.overall
     ahead = look.ahead_suffices and overall.n >= plan.min_canary_samples and _ahead(overall)
     shown = verdict == "better" or ahead
-    # Not shown while as many labels came in as make a challenger due: a candidate trained on
-    # them would know more of today's world than this one; it gives way (the Monitor decides
-    # at its next check whether a challenger is trained).
-    every = look.challenger_every
+    # A challenger not shown while as many labels came in as make the next one due: a candidate
+    # trained on them would know more of today's world; it gives way (the Monitor decides at its
+    # next check). A retrain's candidate answers a finding: it has its release's time.
+    every = look.challenger_every if look.state.get("challenge") else None
     if not shown and every is not None and counts["labelled"] - counts["prequential"] >= every:
         return "superseded"
     if release.phase == "shadow":

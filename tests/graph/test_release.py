@@ -184,14 +184,6 @@ def test_at_l3_the_start_and_the_promotion_wait_for_a_person(world, tmp_path, ap
     [
         # Labels say the champion is right where the two differ: the candidate is shown worse.
         ({}, 1, "worse", "shown worse in shadow: on "),
-        # Labels only where both agree, while a challenger falls due every 20 new labels: the
-        # undecided candidate gives way to a newer one.
-        (
-            {"challenger_every_labels": 20},
-            "agree",
-            "inconclusive",
-            "neither shown better nor ahead on the ",
-        ),
         # No labels at all, and almost no disagreement allowed: a label-free guard stops it.
         (
             {"guards": POLICY["release"]["guards"] | {"max_disagreement": 0.01}},
@@ -205,9 +197,7 @@ def test_at_l3_the_start_and_the_promotion_wait_for_a_person(world, tmp_path, ap
 )
 def test_a_release_not_shown_better_ends_with_the_champion_kept(world, tmp_path, rules, truth_of, verdict, why):  # noqa: F811
     sessions, registry, model_id, tick = world
-    rules = dict(rules)  # the parameters are shared: take the training rules out of a copy
-    training = {k: rules.pop(k) for k in list(rules) if k.startswith("challenger")}
-    policy = POLICY | {"release": POLICY["release"] | rules, "training": training}
+    policy = POLICY | {"release": POLICY["release"] | rules}
     context = AgentContext(
         sessions=sessions, registry=registry, policy=PolicyEngine(policy_from_mapping(policy)), seed=0
     )
@@ -329,7 +319,15 @@ def test_a_release_ahead_on_neither_measure_after_a_shadows_evidence_is_futile(n
 
 
 def _look_at(
-    verdict: str, scores: tuple[float, float], *, ahead: bool, phase: str = "shadow", labelled: int = 40, wins: int = 12
+    verdict: str,
+    scores: tuple[float, float],
+    *,
+    ahead: bool,
+    phase: str = "shadow",
+    labelled: int = 40,
+    wins: int = 12,
+    live: int = 0,
+    challenger: bool = False,
 ):
     """What :func:`_next_move` reads of a look: the release's position, its counts and evidence."""
     from types import SimpleNamespace
@@ -345,14 +343,15 @@ def _look_at(
         counts={
             "events": 300,
             "events_this_step": 300,
-            "labelled": labelled,
+            "labelled": labelled + live,
             "prequential": labelled,
             "served_labelled_this_step": 0,
         },
+        state={"challenge": {"every": 50}} if challenger else {},
         release=SimpleNamespace(phase=phase, step=0 if phase == "shadow" else 1, plan=[0.0, 0.05, 0.25]),
         plan=plan,
         elapsed=timedelta(hours=1),
-        challenger_every=None,
+        challenger_every=50,
         ahead_suffices=ahead,
     )
 
@@ -374,6 +373,12 @@ def test_a_candidate_ahead_and_not_shown_worse_moves_on_without_a_verdict_unless
     assert _next_move(rules, _look_at("undecided", (0.86, 0.84), ahead=True, labelled=10)) == "wait"
     # Ahead in balanced accuracy bought with accuracy (fewer right where they differ): not ahead.
     assert _next_move(rules, _look_at("undecided", (0.86, 0.84), ahead=True, wins=5)) == "wait"
+    # Not shown after 50 live labels, as many as make a challenger due: a challenger gives way to
+    # a newer one; a retrain's candidate keeps its release's time.
+    behind = {"verdict": "undecided", "scores": (0.82, 0.84), "ahead": True, "live": 50}
+    assert _next_move(rules, _look_at(**behind, challenger=True)) == "superseded"
+    assert _next_move(rules, _look_at(**behind, challenger=False)) == "wait"
+    assert _next_move(rules, _look_at(**behind | {"live": 49}, challenger=True)) == "wait"
 
 
 def test_the_policy_promotes_a_candidate_not_shown_worse_only_when_it_says_so():
