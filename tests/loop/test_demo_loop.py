@@ -74,9 +74,13 @@ def test_the_loop_retrains_canaries_and_promotes(demo):
     turns = [i for i in range(len(steps)) if steps[i : i + len(full_turn)] == full_turn]
     assert turns, steps
     promotion = next(d for d in logged if d["action"] == "promote")
-    assert promotion["evidence"]["overall"]["n"] >= 60
-    assert promotion["evidence"]["overall"]["verdict"] == "better"
-    assert promotion["evidence"]["served_labelled_this_step"] >= 30
+    overall = promotion["evidence"]["overall"]
+    assert overall["n"] >= 60
+    # The default policy promotes a candidate shown better, or ahead on both measures and shown
+    # worse by nothing (release.promote_when: ahead).
+    ahead = overall["candidate_score"] >= overall["champion_score"] and overall["wins"] >= overall["losses"]
+    assert overall["verdict"] == "better" or (overall["verdict"] == "undecided" and ahead)
+    assert promotion["evidence"]["worse_slices"] == {}
     assert {v["rule"] for v in promotion["policy_verdicts"][0]["verdicts"]} >= {
         "autonomy",
         "canary_samples",
