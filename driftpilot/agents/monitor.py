@@ -33,7 +33,7 @@ from driftpilot.agents.state import LoopState
 from driftpilot.memory import alarms, decisions, events, managed, quarantine, releases, snapshots, versions
 from driftpilot.memory.tables import Quarantine, Version
 from driftpilot.memory.times import to_utc
-from driftpilot.policies.auto import MonitorPlan, derive_monitor, derive_training
+from driftpilot.policies.auto import MonitorPlan, StreamRates, derive_monitor, derive_training
 from driftpilot.tools.diagnosis import to_json
 from driftpilot.tools.fusion import (
     MIN_ROWS,
@@ -125,7 +125,7 @@ def monitor(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
         )
         # Blind will do (a challenger needs new labels, no judgement); a repeat's finding still stands.
         due = outcome in ("healthy", "blind")
-        challenge = _challenger_due(ctx, session, model.id, champion, now) if due else None
+        challenge = _challenger_due(ctx, session, model.id, champion, rates, now) if due else None
     raised = logged if outcome == "finding" else None
     blind = None
     if outcome == "blind" and "labels" in finding.get("missing", {}):
@@ -150,7 +150,7 @@ def monitor(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
 
 
 def _challenger_due(
-    ctx: AgentContext, session: Session, model_id: int, champion: Version, now: datetime
+    ctx: AgentContext, session: Session, model_id: int, champion: Version, rates: StreamRates, now: datetime
 ) -> dict[str, Any] | None:
     """Whether a challenger is due, and why: a champion not found losing is challenged by a model
     trained on the newest labels once ``challenger_every_labels`` of them arrived since the last
@@ -160,7 +160,7 @@ def _challenger_due(
     policy = ctx.policy.policy
     if policy.autonomy != "L4":
         return None  # a person approves every release: a challenger answers no finding worth their time
-    plan = derive_training(policy.training, stream_rates(session, model_id, now))
+    plan = derive_training(policy.training, rates)  # the rates the check measured
     if plan.challenger_every_labels is None or releases.active_release(session=session, model_id=model_id):
         return None  # (a release runs, from the other thread: it is judged first)
     if held_back(session, model_id, policy, now):
