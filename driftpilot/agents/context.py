@@ -165,7 +165,7 @@ def trainings_since_serving(session: Session, model_id: int, champion: Version, 
         if d.outcome in ("candidate", "rejected")
     ]
     since = max([champion.time, *(d.time for d in tried)])
-    new, _ = events.label_flow(session=session, model_id=model_id, start=since, end=now)
+    new, _ = events.label_flow(session=session, model_id=model_id, start=since, end=now, with_delay=False)
     retrains = sum(1 for d in tried if not (d.evidence or {}).get("challenger"))
     return Tried(count=len(tried), retrains=retrains, since=since, new_labels=new)
 

@@ -198,11 +198,16 @@ def event_span(*, session: Session, model_id: int, start: datetime, end: datetim
 DELAY_SAMPLE = 1000
 
 
-def label_flow(*, session: Session, model_id: int, start: datetime, end: datetime) -> tuple[int, float | None]:
+def label_flow(
+    *, session: Session, model_id: int, start: datetime, end: datetime, with_delay: bool = True
+) -> tuple[int, float | None]:
     """Labels that became known with ``start <= time < end`` (each labelled event once, whatever
-    its sources), and the median hours from their events to them (None without any)."""
+    its sources), and the median hours from their events to them (None without any, or when not
+    ``with_delay``: the count alone is one query)."""
     known = sa.and_(Label.model_id == model_id, Label.time >= start, Label.time < end)
     count = session.scalar(sa.select(sa.func.count(sa.distinct(Label.event_id))).where(known))
+    if not with_delay:
+        return int(count or 0), None
     pairs = session.execute(
         sa.select(Label.time, Event.time)
         .join(Event, Event.id == Label.event_id)
