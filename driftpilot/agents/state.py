@@ -84,6 +84,9 @@ class EvaluationState(TypedDict, total=False):
     gain: float
     worst_slice: str | None
     worst_slice_delta: float | None
+    metric: str
+    candidate_metric: float
+    champion_metric: float
     gate_facts: dict[str, Any]
 
 

@@ -28,7 +28,7 @@ from driftpilot.agents.state import EvaluationState, LoopState
 from driftpilot.memory import decisions, events, golden, managed, snapshots, versions
 from driftpilot.memory.schemas import ModelSchema
 from driftpilot.memory.tables import ManagedModel, Snapshot, Version
-from driftpilot.models.base import TorchClassifier, TrainingReport
+from driftpilot.models.base import CLASS_WEIGHTS, TorchClassifier, TrainingReport
 from driftpilot.policies import PolicyVerdict, RetrainFacts, StartCanaryFacts, Usage
 from driftpilot.tools.evaluation import Evaluation, evaluate_candidate
 from driftpilot.tools.training import UpdatePlan, plan_update, train_candidate
@@ -205,6 +205,7 @@ class _Attempt:
             "gate_passed": self.verdict.allowed,
             "gate_reasons": self.verdict.reasons,
             "candidate_recent": self.evaluation.candidate_recent,
+            "candidate_metric": self.evaluation.candidate_metric,
             "candidate_old": self.evaluation.candidate_old,
         }
 
@@ -251,7 +252,7 @@ def _train(ctx: AgentContext, work: _Work, usage: Usage, attempts: list[_Attempt
     passed = [a for a in attempts if a.verdict.allowed]
     if not passed:
         return attempts[-1]
-    return max(passed, key=lambda a: a.evaluation.candidate_recent)
+    return max(passed, key=lambda a: a.evaluation.candidate_metric)
 
 
 def _attempt(ctx: AgentContext, work: _Work, plan: UpdatePlan, usage: Usage) -> _Attempt:
@@ -261,7 +262,14 @@ def _attempt(ctx: AgentContext, work: _Work, plan: UpdatePlan, usage: Usage) -> 
         if plan.mode == "reuse":
             candidate = work.load(plan.version)
         else:
-            candidate = train_candidate(work.parent, work.frame, work.labels, plan, on_epoch=ctx.on_epoch)
+            candidate = train_candidate(
+                work.parent,
+                work.frame,
+                work.labels,
+                plan,
+                class_weight=CLASS_WEIGHTS[policy.evaluation.metric],
+                on_epoch=ctx.on_epoch,
+            )
         evaluation = evaluate_candidate(
             candidate,
             work.parent,
@@ -270,6 +278,7 @@ def _attempt(ctx: AgentContext, work: _Work, plan: UpdatePlan, usage: Usage) -> 
             golden=work.golden,
             slice_columns=work.slice_columns,
             min_slice_samples=policy.evaluation.min_slice_samples,
+            metric=policy.evaluation.metric,
         )
     except ValueError as exc:
         raise _TrainingFailed(plan, exc) from exc
@@ -300,7 +309,7 @@ def _register(
     # A challenger answers no finding: the champion is not known to be losing, so one not ahead
     # of it on the newest labels has nothing to release for (a retrain may give up a little there
     # for what the finding says it mends, within the policy's max_regression).
-    behind = bool(state.get("challenge")) and final.evaluation.candidate_recent <= final.evaluation.champion_recent
+    behind = bool(state.get("challenge")) and final.evaluation.candidate_metric <= final.evaluation.champion_metric
     accepted = final.verdict.allowed and not behind
     compared, table = final.evaluation.as_dict(), final.evaluation.table()
     # Kept without a share: the Release Manager asks for the share of each step it starts.

@@ -28,13 +28,15 @@ def register_first_version(
     now: datetime,
     source: str,
     shapes: Mapping[str, float] | None = None,
+    metric: str = "balanced_accuracy",
 ) -> Version:
     """Record version 1 as champion, with the snapshot it learnt from and a bootstrap decision.
 
     ``fit_rows`` holds the event ``key`` and ``label`` of each training row (already ingested);
     ``score`` is its balanced accuracy on the newest labelled rows held out, whose keys
     ``holdout_keys`` names (they become the first retrain's old-concept holdout);
-    ``source`` says in words where the history comes from.
+    ``source`` says in words where the history comes from; ``shapes``, when given, the score in
+    ``metric`` of each model shape version 1 was chosen among.
     """
     with sessions() as session:
         held = event_ids(session=session, model_id=model_id, keys=list(holdout_keys))
@@ -79,7 +81,7 @@ def register_first_version(
                 "version": version.number,
                 "rows": len(fit_rows),
                 "holdout_balanced_accuracy": score,
-                **({"shapes": dict(shapes)} if shapes else {}),
+                **({"shapes": dict(shapes), "chosen_by": metric} if shapes else {}),
             },
             diagnosis={},
             policy_verdicts=[],
@@ -89,7 +91,9 @@ def register_first_version(
                 f"Version 1 trained from scratch on {len(fit_rows)} labelled events of {source}; "
                 f"balanced accuracy {score:.3f} on the newest {len(holdout_keys)} held out"
                 + (
-                    " (the best of " + ", ".join(f"{shape}: {value:.3f}" for shape, value in shapes.items()) + ")."
+                    f" (the best in {metric.replace('_', ' ')} of "
+                    + ", ".join(f"{shape}: {value:.3f}" for shape, value in shapes.items())
+                    + ")."
                     if shapes
                     else "."
                 )

@@ -50,7 +50,7 @@ from driftpilot.loop.schedule import CheckSchedule
 from driftpilot.memory import db, decisions, events, label_requests, managed, versions
 from driftpilot.memory.ingest import EventBatch, event_ids
 from driftpilot.memory.schemas import FeatureSpec, ModelSchema
-from driftpilot.models.base import TorchClassifier
+from driftpilot.models.base import CLASS_WEIGHTS, TorchClassifier
 from driftpilot.models.families import family
 from driftpilot.models.intent_mlp import IntentMLP
 from driftpilot.models.registry import Registry
@@ -399,16 +399,21 @@ def run_replay(
     n_holdout = max(1, config.warmup // 5)
     fit, holdout = warm[:-n_holdout], warm[-n_holdout:]
     # Version 1 is the family's usual shape or a linear model of it, whichever the newest fifth
-    # of the warm-up, held out of both, scores higher on (the periodic baseline keeps the usual).
-    usual = _first_model(config, data, family_name, sorted(set(data.labels[fit])))
+    # of the warm-up, held out of both, scores higher on in the policy's metric (the periodic
+    # baseline keeps the usual shape). Both are trained for that metric.
+    metric = policy.evaluation.metric
+    usual = _first_model(config, data, family_name, sorted(set(data.labels[fit])), CLASS_WEIGHTS[metric])
     shapes = [usual, type(usual).from_config({**usual.config(), "hidden": []})]
-    scores = []
+    scores, chosen_by = [], []
     for model in shapes:
         if isinstance(usual, IntentMLP):
             model.encoder = usual.encoder  # type: ignore[attr-defined]
         model.fit(stream.take(fit), data.labels[fit], on_epoch=on_epoch)
-        scores.append(balanced_accuracy(data.labels[holdout], model.predict(stream.take(holdout))))
-    first, score = max(zip(shapes, scores, strict=True), key=lambda pair: pair[1])
+        predicted = model.predict(stream.take(holdout))
+        scores.append(balanced_accuracy(data.labels[holdout], predicted))
+        chosen_by.append(accuracy(data.labels[holdout], predicted) if metric == "accuracy" else scores[-1])
+    best = int(np.argmax(chosen_by))
+    first, score = shapes[best], scores[best]
     register_first_version(
         sessions,
         registry,
@@ -420,7 +425,8 @@ def run_replay(
         holdout_keys=[keys[p] for p in holdout],
         now=data.times[config.warmup - 1],
         source=f"the {config.warmup} warm-up rows of {Path(config.data).name}",
-        shapes={_shape(m): round(float(v), 4) for m, v in zip(shapes, scores, strict=True)},
+        shapes={_shape(m): round(float(v), 4) for m, v in zip(shapes, chosen_by, strict=True)},
+        metric=metric,
     )
     serving = Serving(sessions, registry, model_id, name)
     serving.refresh()
@@ -549,21 +555,35 @@ def _check_config(config: ReplayConfig) -> None:
         raise ValueError(f"--periodic-window must be at least 2 labels, got {config.periodic_window}")
 
 
-def _first_model(config: ReplayConfig, data: RecordedStream, family_name: str, classes: list[str]) -> TorchClassifier:
+def _first_model(
+    config: ReplayConfig, data: RecordedStream, family_name: str, classes: list[str], class_weight: str | None
+) -> TorchClassifier:
     """Version 1, unfitted: the chosen family over the stream's features, knowing the classes
-    of the warm-up (classes that appear later grow its output layer at a retrain)."""
+    of the warm-up (classes that appear later grow its output layer at a retrain), its classes
+    weighted as ``class_weight`` says."""
     cls = family(family_name)
     if family_name == "intent_mlp":
         if not config.text_col:
             raise ValueError("--family intent_mlp needs --text-col: it classifies a text")
         # The replay has encoded the texts once; the family reads those vectors.
         return IntentMLP(
-            [(config.text_col, "text")], classes, seed=config.seed, device=config.device, encoder=config.encoder
+            [(config.text_col, "text")],
+            classes,
+            seed=config.seed,
+            device=config.device,
+            encoder=config.encoder,
+            class_weight=class_weight,
         )
     text = [s.name for s in data.specs if config.text_col and s.name.startswith(f"{config.text_col}_e")]
     if text and len(text) == len(data.specs):
         raise ValueError(f"--family {family_name} takes numbers and categories; a text-only stream needs intent_mlp")
-    return cls([(s.name, s.kind) for s in data.specs], classes, seed=config.seed, device=config.device)
+    return cls(
+        [(s.name, s.kind) for s in data.specs],
+        classes,
+        seed=config.seed,
+        device=config.device,
+        class_weight=class_weight,
+    )
 
 
 def _shape(model: TorchClassifier) -> str:

@@ -61,6 +61,9 @@ UPDATE_MIN_STEPS = 25
 LINEAR_MAX_ITER = 200
 #: The rate an update starts from when its parent's report is lost (half of it, see ``fit``).
 DEFAULT_UPDATE_LR = 3e-3
+#: The class weighting a fit takes for each metric models are judged by: balanced accuracy
+#: counts every class the same, accuracy every row.
+CLASS_WEIGHTS: dict[str, str | None] = {"balanced_accuracy": "balanced", "accuracy": None}
 #: Steps of the learning-rate range test, from 1e-5 to 1 on a log scale.
 RANGE_TEST_STEPS = 60
 
@@ -231,6 +234,11 @@ class TorchClassifier:
         the CPU, where the serving loop and the edge are.
     seed
         Seeds initialisation, splits and batch order: fits are reproducible.
+    class_weight
+        ``"balanced"``: each class's rows weigh the square root of its inverse frequency in the
+        loss, so that rare classes (offline ONTs, new intents) count without a handful of rows
+        dominating — what balanced accuracy asks; ``None``: every row weighs the same — what
+        accuracy asks. The policy's ``evaluation.metric`` chooses (:data:`CLASS_WEIGHTS`).
     """
 
     family: ClassVar[str] = ""
@@ -258,6 +266,7 @@ class TorchClassifier:
         patience: int = 3,
         device: str = "cpu",
         seed: int = 0,
+        class_weight: str | None = "balanced",
     ) -> None:
         self.features = [(str(n), str(k)) for n, k in features]
         self.classes = [str(c) for c in classes]
@@ -272,6 +281,9 @@ class TorchClassifier:
         self.patience = patience
         self.device = device
         self.seed = seed
+        if class_weight not in (None, "balanced"):
+            raise ValueError(f"class_weight must be 'balanced' or None, got {class_weight!r}")
+        self.class_weight = class_weight
         self._check_features()
 
     # -- what a family provides ------------------------------------------------------------
@@ -411,9 +423,12 @@ class TorchClassifier:
         n_val = int(len(y) * self.validation_share) if len(y) >= 200 else 0
         val_idx, fit_idx = order[:n_val], order[n_val:]
         counts = np.bincount(target.numpy()[fit_idx], minlength=len(self.classes)).astype(np.float64)
-        # Classes weighted by the square root of their inverse frequency: offline ONTs and rare
-        # intents count, without letting a handful of rows dominate the loss.
+        # Balanced: classes weighted by the square root of their inverse frequency (offline ONTs
+        # and rare intents count, without letting a handful of rows dominate the loss). A class
+        # absent from the rows weighs nothing either way.
         weights = np.where(counts > 0, len(fit_idx) / (len(self.classes) * np.maximum(counts, 1)), 0.0)
+        if self.class_weight is None:
+            weights = (counts > 0).astype(np.float64)
         loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(np.sqrt(weights), dtype=torch.float32))
 
         if self.batch_size:
@@ -653,6 +668,7 @@ class TorchClassifier:
             "patience": self.patience,
             "device": self.device,
             "seed": self.seed,
+            "class_weight": self.class_weight,
         }
 
     @classmethod

@@ -175,6 +175,10 @@ class Evaluation(_Section):
     """What a candidate may give up against the champion before it may go to a canary (beside
     ``release.max_regression`` on the recent holdout)."""
 
+    #: What models are trained for and chosen by: ``accuracy`` (every prediction counts the same)
+    #: or ``balanced_accuracy`` (every class counts the same: a rare class is not given up for a
+    #: common one). The Monitor and the Release Manager judge both either way.
+    metric: Literal["accuracy", "balanced_accuracy"] = "accuracy"
     max_forgetting: float = Field(default=0.02, ge=0, lt=1)
     max_slice_regression: float = Field(default=0.05, ge=0, lt=1)
     min_slice_samples: int = Field(default=100, ge=1)

@@ -44,7 +44,8 @@ class Scorable(Predictor, Protocol):
 class Scores:
     """One model's scores on the holdouts.
 
-    ``recent``, ``old`` and ``golden`` are balanced accuracies (``None`` for an empty holdout);
+    ``recent``, ``old`` and ``golden`` are balanced accuracies (``None`` for an empty holdout),
+    ``accuracy``, ``old_accuracy`` and ``golden_accuracy`` the plain accuracies on the same;
     ``recall`` is per class of the recent holdout and ``slices`` the accuracy of each slice of
     it; ``ece`` its top-label calibration error; ``ms_per_1000`` the median time of
     ``predict_proba`` per 1,000 rows of it, in milliseconds.
@@ -53,6 +54,9 @@ class Scores:
     recent: float
     old: float | None
     golden: float | None
+    accuracy: float
+    old_accuracy: float | None
+    golden_accuracy: float | None
     recall: dict[str, float]
     slices: dict[str, float]
     ece: float
@@ -66,6 +70,9 @@ class ScoresRecord(TypedDict):
     recent: float
     old: float | None
     golden: float | None
+    accuracy: float
+    old_accuracy: float | None
+    golden_accuracy: float | None
     recall: dict[str, float]
     slices: dict[str, float]
     ece: float
@@ -89,6 +96,9 @@ class EvaluationRecord(TypedDict):
     gain: float
     worst_slice: str | None
     worst_slice_delta: float | None
+    metric: str
+    candidate_metric: float
+    champion_metric: float
 
 
 class GateFacts(TypedDict):
@@ -114,10 +124,22 @@ class Evaluation:
     n_old: int
     n_golden: int
     min_slice_samples: int
+    #: What the models are trained for and chosen by (the policy's ``evaluation.metric``).
+    metric: str = "balanced_accuracy"
 
     @property
     def candidate_recent(self) -> float:
         return self.candidate.recent
+
+    @property
+    def candidate_metric(self) -> float:
+        """The candidate's score on the recent holdout in :attr:`metric`: what a choice between
+        candidates, and a challenger's case against the champion, rest on."""
+        return _in_metric(self.candidate, self.metric, "recent")
+
+    @property
+    def champion_metric(self) -> float:
+        return _in_metric(self.champion, self.metric, "recent")
 
     @property
     def champion_recent(self) -> float:
@@ -145,18 +167,18 @@ class Evaluation:
 
         ``candidate_score``/``champion_score`` (recent), ``candidate_old_score``/
         ``champion_old_score``, ``candidate_golden_score``/``champion_golden_score`` (``None``
-        for an empty holdout), ``worst_slice`` and ``worst_slice_delta`` (``None`` when no slice
+        for an empty holdout), each in :attr:`metric`, ``worst_slice`` and ``worst_slice_delta`` (``None`` when no slice
         is large enough). The share of cohorts asked for and whether the concept changed (the
         diagnosis's to say) are the caller's to add.
         """
         worst = self.worst_slice
         return GateFacts(
-            candidate_score=self.candidate.recent,
-            champion_score=self.champion.recent,
-            candidate_old_score=self.candidate.old,
-            champion_old_score=self.champion.old,
-            candidate_golden_score=self.candidate.golden,
-            champion_golden_score=self.champion.golden,
+            candidate_score=_in_metric(self.candidate, self.metric, "recent"),
+            champion_score=_in_metric(self.champion, self.metric, "recent"),
+            candidate_old_score=_in_metric(self.candidate, self.metric, "old"),
+            champion_old_score=_in_metric(self.champion, self.metric, "old"),
+            candidate_golden_score=_in_metric(self.candidate, self.metric, "golden"),
+            champion_golden_score=_in_metric(self.champion, self.metric, "golden"),
             worst_slice=worst[0] if worst else None,
             worst_slice_delta=worst[1] if worst else None,
         )
@@ -179,8 +201,11 @@ class Evaluation:
             )
 
         add("balanced accuracy (recent)", self.candidate.recent, self.champion.recent)
+        add("accuracy (recent)", self.candidate.accuracy, self.champion.accuracy)
         add("balanced accuracy (old concepts)", self.candidate.old, self.champion.old)
         add("balanced accuracy (golden set)", self.candidate.golden, self.champion.golden)
+        add("accuracy (old concepts)", self.candidate.old_accuracy, self.champion.old_accuracy)
+        add("accuracy (golden set)", self.candidate.golden_accuracy, self.champion.golden_accuracy)
         worst = self.worst_slice
         if worst:
             add(f"worst slice: {worst[0]}", self.candidate.slices[worst[0]], self.champion.slices[worst[0]])
@@ -208,6 +233,9 @@ class Evaluation:
             gain=self.candidate.recent - self.champion.recent,
             worst_slice=worst[0] if worst else None,
             worst_slice_delta=worst[1] if worst else None,
+            metric=self.metric,
+            candidate_metric=self.candidate_metric,
+            champion_metric=self.champion_metric,
         )
 
 
@@ -220,6 +248,7 @@ def evaluate_candidate(
     golden: pd.DataFrame,
     slice_columns: Sequence[str],
     min_slice_samples: int = 100,
+    metric: str = "balanced_accuracy",
 ) -> Evaluation:
     """Score ``candidate`` and ``champion`` on the same holdouts, each with a ``label`` column.
 
@@ -230,13 +259,18 @@ def evaluate_candidate(
     hold at least ``min_slice_samples`` rows, keyed ``"column=value"``; smaller slices are too
     noisy to judge.
     The two models may know different classes (a candidate that grew new ones): each is scored on
-    the labels as they are, a class it lacks counting as missed (recall 0).
+    the labels as they are, a class it lacks counting as missed (recall 0). ``metric``
+    (``"balanced_accuracy"`` or ``"accuracy"``) is the one :attr:`Evaluation.candidate_metric`
+    reads; every score is computed either way.
 
     Raises
     ------
     ValueError
-        If ``recent`` is empty, or a non-empty holdout has no ``label`` column.
+        If ``recent`` is empty, or a non-empty holdout has no ``label`` column, or ``metric``
+        is neither.
     """
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     if recent.empty:
         raise ValueError("the recent holdout is empty: nothing to judge the candidate on")
     for name, frame in (("recent", recent), ("old", old), ("golden", golden)):
@@ -250,6 +284,7 @@ def evaluate_candidate(
         n_old=len(old),
         n_golden=len(golden),
         min_slice_samples=min_slice_samples,
+        metric=metric,
     )
 
 
@@ -277,10 +312,14 @@ def _score(
         proba = model.predict_proba(recent)
         timings.append(time.perf_counter() - started)
     predicted = _top_label(model, proba, len(recent))
+    old_scores, golden_scores = _both(model, old), _both(model, golden)
     return Scores(
         recent=balanced_accuracy(truth, predicted),
-        old=_balanced(model, old),
-        golden=_balanced(model, golden),
+        old=old_scores[0],
+        golden=golden_scores[0],
+        accuracy=accuracy(truth, predicted),
+        old_accuracy=old_scores[1],
+        golden_accuracy=golden_scores[1],
         recall=per_class_recall(truth, predicted),
         # Accuracy, not balanced accuracy, per slice: a slice holds a handful of a rare class at
         # most, and one of them missed would swing its balanced accuracy by tens of points.
@@ -291,11 +330,24 @@ def _score(
     )
 
 
-def _balanced(model: Scorable, frame: pd.DataFrame) -> float | None:
+#: The metrics models can be trained for and chosen by.
+METRICS = ("accuracy", "balanced_accuracy")
+
+
+def _in_metric(scores: Scores, metric: str, holdout: str) -> Any:
+    """The score on ``holdout`` (``recent``, ``old`` or ``golden``) in ``metric``."""
+    if metric == "accuracy":
+        return scores.accuracy if holdout == "recent" else getattr(scores, f"{holdout}_accuracy")
+    return getattr(scores, holdout)
+
+
+def _both(model: Scorable, frame: pd.DataFrame) -> tuple[float | None, float | None]:
+    """Balanced accuracy and accuracy on ``frame`` (``None`` for an empty one)."""
     if frame.empty:
-        return None
+        return None, None
     predicted = _top_label(model, model.predict_proba(frame), len(frame))
-    return balanced_accuracy(frame["label"].astype(str).to_numpy(), predicted)
+    truth = frame["label"].astype(str).to_numpy()
+    return balanced_accuracy(truth, predicted), accuracy(truth, predicted)
 
 
 def _top_label(model: Scorable, proba: np.ndarray, rows: int) -> np.ndarray:

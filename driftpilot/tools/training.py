@@ -130,14 +130,17 @@ def train_candidate(
     labels: Sequence[str] | np.ndarray,
     plan: UpdatePlan,
     *,
+    class_weight: str | None = "balanced",
     on_epoch: EpochCallback | None = None,
 ) -> TorchClassifier:
     """Train a candidate of ``parent``'s family as ``plan`` says; labels the parent never saw
     become new classes. Raises ``ValueError`` (naming the problem) on a set it cannot train on.
-    A plan to reuse an earlier version is the caller's to load: nothing is trained for it."""
+    A plan to reuse an earlier version is the caller's to load: nothing is trained for it.
+    ``class_weight`` is the candidate's (see :class:`~driftpilot.models.base.TorchClassifier`),
+    whatever its parent's was: the policy's metric of today decides, not the first version's."""
     if plan.mode == "reuse":
         raise ValueError(f"version {plan.version} is loaded, not trained: the caller reuses it")
-    config = parent.config()
+    config = parent.config() | {"class_weight": class_weight}
     if plan.mode == "scratch" and plan.hidden is not None:
         config["hidden"] = list(plan.hidden)
     fresh = type(parent).from_config(config)

@@ -30,8 +30,13 @@ from driftpilot.policies.loader import policy_from_mapping
 from driftpilot.scenarios.ont import CLASSES, FEATURES, OntScenarioConfig, OntSimulator
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
-#: The default policy, with room for every test's retrain in one day.
-POLICY = {"name": "trainer-test", "budgets": {"max_retrains_per_day": 100}}
+#: The default policy, with room for every test's retrain in one day, and the ONT operator's
+#: metric (the demo's ONT_CHOICES): an ONT going offline is the rare class that matters.
+POLICY = {
+    "name": "trainer-test",
+    "budgets": {"max_retrains_per_day": 100},
+    "evaluation": {"metric": "balanced_accuracy"},
+}
 RUNS = itertools.count(1)
 #: Rows and epochs of the under-trained champion.
 CHAMPION_ROWS, CHAMPION_EPOCHS = 1500, 3
@@ -167,8 +172,10 @@ def test_the_trainer_updates_incrementally_by_default_lets_rivals_compete_and_sa
 
     decision = world.last_decision()
     evidence = decision["evidence"]
-    # A candidate clearly better than the champion is accepted.
-    assert evidence["evaluation"]["gain"] >= CLEAR_GAIN
+    # A candidate clearly better than the champion in the policy's metric is accepted.
+    compared = evidence["evaluation"]
+    assert compared["metric"] == "balanced_accuracy"
+    assert compared["candidate_metric"] - compared["champion_metric"] >= CLEAR_GAIN, compared
     assert decision["outcome"] == out["outcome"] == "candidate"
     assert out["candidate"] == evidence["version"]
     # The plan is an update held by EWC; a full retrain and a linear model compete with it on the
@@ -177,7 +184,7 @@ def test_the_trainer_updates_incrementally_by_default_lets_rivals_compete_and_sa
     assert (update["plan"]["mode"], update["plan"]["scope"], update["plan"]["penalty"]) == ("update", "all", "ewc")
     assert (retrain["plan"]["mode"], retrain["plan"]["hidden"]) == ("scratch", None)
     assert (linear["plan"]["mode"], linear["plan"]["hidden"]) == ("scratch", [])
-    chosen = max((a for a in evidence["attempts"] if a["gate_passed"]), key=lambda a: a["candidate_recent"])
+    chosen = max((a for a in evidence["attempts"] if a["gate_passed"]), key=lambda a: a["candidate_metric"])
     assert evidence["plan"] == chosen["plan"]
     assert "incremental update of the whole network" in decision["rationale"]
     assert "covariate_drift" in " ".join(update["plan"]["reasons"]) and "learning rate" in decision["rationale"]
@@ -394,3 +401,21 @@ def test_an_earlier_champion_competes_as_it_is_and_wins_when_what_is_trained_is_
     assert out["outcome"] == "candidate" and decision["evidence"]["plan"]["mode"] == "reuse"
     assert f"is version {before} again, as it served before (nothing trained)" in decision["rationale"]
     assert "Settings found for this run" not in decision["rationale"]
+
+
+def test_under_the_default_metric_candidates_are_trained_for_accuracy_and_chosen_by_it(world):
+    # The champion was trained for balanced accuracy (rare classes weighed up); the default
+    # policy's metric is accuracy: today's policy decides how candidates are trained.
+    out = world.run(world.snapshot(world.train), policy=policy_from_mapping({**POLICY, "evaluation": {}}))
+
+    evidence = world.last_decision()["evidence"]
+    assert evidence["evaluation"]["metric"] == "accuracy"
+    assert evidence["evaluation"]["candidate_metric"] == evidence["evaluation"]["candidate"]["accuracy"]
+    trained = [a for a in evidence["attempts"] if a["plan"]["mode"] != "reuse"]
+    chosen = max((a for a in evidence["attempts"] if a["gate_passed"]), key=lambda a: a["candidate_metric"])
+    assert evidence["plan"] == chosen["plan"] and len(trained) >= 2
+    with world.sessions() as session:
+        version = versions.get_version(session=session, model_id=world.model_id, number=evidence["version"])
+    assert out["outcome"] == "candidate"
+    assert world.registry.load(version).class_weight is None
+    assert world.registry.load(_champion(world)).class_weight == "balanced"

@@ -19,8 +19,11 @@ from driftpilot.memory.audit import verify_chain
 #: The whole demo driver runs once for the module (about 30 s on two cores).
 pytestmark = pytest.mark.slow
 
+#: A small fleet's policy file, with the ONT operator's metric (the demo's ONT_CHOICES, which a
+#: policy file given to the demo states for itself).
 POLICY = """
 name: small-fleet
+evaluation: {metric: balanced_accuracy}
 monitor: {min_labelled: 100}
 training: {min_training_labels: 300}
 release: {steps: [0.25, 0.5], min_shadow_samples: 50, shadow_until: samples, min_step_samples: 30,

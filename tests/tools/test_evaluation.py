@@ -97,6 +97,30 @@ def test_scores_recall_slices_and_calibration_of_both_models() -> None:
     assert (result.n_recent, result.n_old, result.n_golden, result.min_slice_samples) == (60, 10, 4, 30)
 
 
+def test_the_metric_the_policy_trains_for_is_the_one_candidates_are_chosen_and_gated_by() -> None:
+    # Recent: right 55 (candidate) and 54 (champion) times of 60; balanced 0.8958 against 0.625.
+    kwargs = dict(recent=RECENT, old=OLD, golden=GOLDEN, slice_columns=SLICES, min_slice_samples=30)
+
+    by_accuracy = evaluate_candidate(CANDIDATE, CHAMPION, metric="accuracy", **kwargs)
+    balanced = evaluate_candidate(CANDIDATE, CHAMPION, **kwargs)
+
+    assert (by_accuracy.candidate_metric, by_accuracy.champion_metric) == (pytest.approx(55 / 60), 0.9)
+    assert (balanced.candidate_metric, balanced.champion_metric) == (pytest.approx(2.6875 / 3), 0.625)
+    # Every score is computed either way; the gate reads those of the metric.
+    assert by_accuracy.candidate.recent == balanced.candidate.recent
+    assert by_accuracy.candidate.old_accuracy == balanced.candidate.old_accuracy is not None
+    gate, gate_balanced = by_accuracy.gate_facts(), balanced.gate_facts()
+    assert (gate["candidate_score"], gate["champion_score"]) == (pytest.approx(55 / 60), 0.9)
+    assert gate["candidate_old_score"] == by_accuracy.candidate.old_accuracy
+    assert (gate_balanced["candidate_score"], gate_balanced["candidate_old_score"]) == (
+        balanced.candidate.recent,
+        balanced.candidate.old,
+    )
+    assert by_accuracy.as_dict()["metric"] == "accuracy"
+    with pytest.raises(ValueError, match="metric must be one of .*'f1'"):
+        evaluate_candidate(CANDIDATE, CHAMPION, metric="f1", **kwargs)
+
+
 def test_the_table_a_person_reads() -> None:
     result = evaluate_candidate(
         CANDIDATE, CHAMPION, recent=RECENT, old=OLD, golden=GOLDEN, slice_columns=SLICES, min_slice_samples=30
@@ -108,8 +132,12 @@ def test_the_table_a_person_reads() -> None:
     assert len(latency) == 1 and isinstance(latency[0]["candidate"], float)
     assert [tuple(row.values()) for row in table if row not in latency] == [
         ("balanced accuracy (recent)", 0.8958, 0.625, 0.2708),
+        ("accuracy (recent)", 0.9167, 0.9, 0.0167),
         ("balanced accuracy (old concepts)", 0.8, 1.0, -0.2),
         ("balanced accuracy (golden set)", 1.0, 1.0, 0.0),
+        # Old concepts: the candidate right 8 of 10 times (balanced: 0.8 too), the champion always.
+        ("accuracy (old concepts)", 0.8, 1.0, -0.2),
+        ("accuracy (golden set)", 1.0, 1.0, 0.0),
         ("worst slice: firmware=1.0", 0.8333, 0.9333, -0.1),
         ("calibration error (ECE)", 0.1167, 0.1, 0.0167),
         ("size (bytes)", 1000.0, 800.0, 200.0),
@@ -187,7 +215,11 @@ def test_empty_holdouts_and_small_slices_are_left_out() -> None:
     assert (result.candidate.old, result.champion.golden, result.n_old, result.n_golden) == (None, None, 0, 0)
     assert result.candidate.slices == {} and result.worst_slice is None
     assert result.gate_facts()["worst_slice_delta"] is None
-    assert [row["measure"] for row in result.table()][:2] == ["balanced accuracy (recent)", "calibration error (ECE)"]
+    assert [row["measure"] for row in result.table()][:3] == [
+        "balanced accuracy (recent)",
+        "accuracy (recent)",
+        "calibration error (ECE)",
+    ]
 
 
 def test_an_empty_recent_holdout_is_refused() -> None:
