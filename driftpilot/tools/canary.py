@@ -330,7 +330,36 @@ class ReleaseEvidence:
         verdict counts, not a lead on the labelled pairs: labels can lie (a poisoned feedback
         source), and the stand-ins are what stops a candidate that learnt the lie."""
         measured = self.overall.verdict == "better"
-        return [g for g in self.guards if not g.passed and not (measured and g.name in ACCURACY_STAND_INS)]
+        failed = [g for g in self.guards if not g.passed and not (measured and g.name in ACCURACY_STAND_INS)]
+        if failed and all(g.name in ACCURACY_STAND_INS for g in failed) and self.leads:
+            return []  # held, not failed: see held_guards
+        return failed
+
+    @property
+    def leads(self) -> bool:
+        """Whether the labelled pairs put the candidate ahead so far, without a verdict: right
+        where the champion was wrong more often than the reverse, and no lower in balanced
+        accuracy."""
+        o = self.overall
+        if o.verdict != "undecided" or o.candidate_score is None or o.champion_score is None:
+            return False
+        return o.wins > o.losses and o.candidate_score >= o.champion_score
+
+    @property
+    def held_guards(self) -> list[GuardCheck]:
+        """Stand-in guards that failed while the labelled pairs put the candidate ahead
+        (:attr:`leads`): the two disagree, so neither ends the release; it holds where it is
+        until the labels decide (better: the stand-ins yield; worse: it is rolled back) or its
+        time runs out. After a concept change the champion is confidently wrong and a good
+        successor less sure of a harder world: the confidence-based estimate then calls the
+        better model worse (agrawal: candidates 8 points ahead on 400 held-out labels were rolled
+        back on it at their first look, five times running). Holding costs nothing served (a held
+        shadow serves no one) and opens nothing a poisoned label source could not already open:
+        the stand-ins still yield only to a verdict."""
+        if self.overall.verdict == "better" or not self.leads:
+            return []
+        failed = [g for g in self.guards if not g.passed]
+        return failed if failed and all(g.name in ACCURACY_STAND_INS for g in failed) else []
 
     @property
     def verdict(self) -> Verdict:

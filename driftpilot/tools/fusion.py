@@ -138,6 +138,11 @@ class CheckEvidence(TypedDict):
     estimated: NotRequired[dict[str, Any]]
     untested: NotRequired[dict[str, str]]
     missing: NotRequired[dict[str, str]]
+    #: The release whose labelled events judged accuracy (a champion just promoted, whose own
+    #: served labels are still on their way).
+    judged_in_release: NotRequired[int]
+    #: ... and how many labelled events the champion served itself, too few to judge it on.
+    served_labelled: NotRequired[int]
 
 
 class Finding(CheckEvidence):
@@ -526,6 +531,11 @@ def rationale(outcome: CheckOutcome, finding: Finding, *, cooldown_hours: float)
     return head + _describe(finding)
 
 
+def _release_part(evidence: CheckEvidence) -> str:
+    release = evidence.get("judged_in_release")
+    return f"of release {release}, which promoted it " if release is not None else ""
+
+
 def _describe(evidence: CheckEvidence) -> str:
     """What the evidence showed, signal by signal, as the tail of a sentence."""
     parts = []
@@ -533,6 +543,7 @@ def _describe(evidence: CheckEvidence) -> str:
         reference = evidence["reference_balanced_accuracy"]
         parts.append(
             f"balanced accuracy {evidence['balanced_accuracy']:.3f} on {evidence['labelled']} labelled events "
+            + _release_part(evidence)
             + (f"(reference {reference:.3f})" if reference is not None else "(no reference to judge it against)")
         )
     else:

@@ -14,7 +14,7 @@ from driftpilot.agents.context import AgentContext
 from driftpilot.agents.monitor import SIGNALS, monitor
 from driftpilot.agents.state import initial_state
 from driftpilot.loop.demo import MODEL_NAME, schema_of_ont
-from driftpilot.memory import db, decisions, events, managed, snapshots
+from driftpilot.memory import db, decisions, events, managed, releases, snapshots, versions
 from driftpilot.memory.ingest import EventBatch, ingest_events, ingest_labels
 from driftpilot.models.registry import Registry
 from driftpilot.models.tabular_mlp import TabularMLP
@@ -436,3 +436,40 @@ def test_retrains_that_did_not_replace_the_champion_make_the_next_wait_for_twice
     assert backoff() == (
         "3 retrain(s) since the champion serves did not replace it; the next waits for 4000 new labels, 2289 so far"
     )
+
+
+def test_a_champion_just_promoted_is_judged_on_its_release_while_its_own_labels_are_on_their_way(tmp_path):
+    # 50 labels came back of what the champion served, 200 needed; it was promoted 2 hours
+    # before the check on 600 labelled events of its release, scoring 0.93 there.
+    world = build_world(tmp_path, window_labels=50, policy=NO_REACH_BACK)
+    with world.context.sessions() as session:
+        champion = versions.champion(session=session, model_id=world.model_id)
+        release = releases.start_release(
+            session=session,
+            model_id=world.model_id,
+            version_id=champion.id,
+            baseline_version_id=None,
+            started_at=CHECK - timedelta(hours=5),
+            shadow=True,
+        )
+        releases.end_release(
+            session=session,
+            release_id=release.id,
+            ended_at=CHECK - timedelta(hours=2),
+            verdict="promoted",
+            evidence={"overall": {"n": 600, "candidate_score": 0.93, "champion_score": 0.9}},
+            promote=True,
+        )
+
+    update, decision = world.check(CHECK)
+
+    evidence = decision.evidence
+    assert (evidence["balanced_accuracy"], evidence["labelled"]) == (0.93, 600)
+    assert evidence["judged_in_release"] == release.id and "labels" not in evidence.get("missing", {})
+    assert update["outcome"] != "blind"
+    assert f"on 600 labelled events of release {release.id}, which promoted it" in decision.rationale
+    # Its own accuracy is still to be judged: the monitoring sample is asked for as when blind.
+    assert evidence["served_labelled"] == 50 and update["blind"]["labelled"] == 50
+    # Past the check's reach (12 hours here) the release says nothing of today: blind again.
+    later, old = world.check(CHECK + timedelta(hours=13))
+    assert "judged_in_release" not in old.evidence and old.evidence["balanced_accuracy"] is None

@@ -202,6 +202,26 @@ def test_accuracy_stand_ins_yield_to_labels_that_show_the_candidate_better():
         assert release_evidence(truth, truth, champion, guards=[_guard(name)]).verdict == "guard_failed"
 
 
+def test_a_stand_in_that_disagrees_with_labels_putting_the_candidate_ahead_holds_the_release():
+    # 20 pairs: the candidate right on all, the champion wrong on 3 of them: ahead, undecided.
+    truth = np.array(["a", "b"] * 10)
+    champion = truth.copy()
+    champion[[0, 5, 9]] = np.where(truth[[0, 5, 9]] == "a", "b", "a")
+    for name in ("disagreement", "estimated_accuracy"):
+        held = release_evidence(truth, truth, champion, guards=[_guard(name)])
+        assert (held.overall.verdict, held.overall.wins, held.overall.losses) == ("undecided", 3, 0)
+        assert held.leads and held.verdict == "undecided" and held.failed_guards == []
+        assert [g.name for g in held.held_guards] == [name]
+        # Behind on the same pairs: the stand-in ends the release.
+        behind = release_evidence(truth, champion, truth, guards=[_guard(name)])
+        assert not behind.leads and behind.held_guards == [] and behind.verdict == "guard_failed"
+    # Beside a guard that is not about accuracy, nothing is held: errors stop a release.
+    both = release_evidence(truth, truth, champion, guards=[_guard("estimated_accuracy"), _guard("errors")])
+    assert both.verdict == "guard_failed" and both.held_guards == []
+    # Passing guards hold nothing.
+    assert release_evidence(truth, truth, champion).held_guards == []
+
+
 def test_prequential_pairs_open_the_evidence_and_are_judged_alone_too():
     truth = np.array(["a", "b"] * 100)
     wrong = np.where(truth == "a", "b", "a")
