@@ -40,6 +40,7 @@ from driftpilot.tools.fusion import (
     AlarmSeen,
     CheckEvidence,
     CheckFrames,
+    Finding,
     Window,
     check_signals,
     fuse,
@@ -128,28 +129,35 @@ def monitor(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
         due = outcome in ("healthy", "blind")
         challenge = _challenger_due(ctx, session, model.id, champion, rates, now) if due else None
     raised = logged if outcome == "finding" else None
-    blind = None
-    # A champion judged on its release's events still has too few labels of its own: the
-    # monitoring sample is asked for as when blind, so that its own accuracy is judged next.
-    own_missing = outcome == "healthy" and "judged_in_release" in finding
-    if own_missing or (outcome == "blind" and "labels" in finding.get("missing", {})):
-        # Labels of the window's newest events are still on their way: the Curator asks for no
-        # more than the rest, a quarter of a judgement at a time (the budget is spread over checks).
-        reach = (now - to_utc(window["start"], what="the window's start")).total_seconds() / 3600
-        coming = rates.labels_per_hour * min(rates.label_delay_hours or 0.0, reach)
-        blind = {
-            "labelled": finding.get("served_labelled", finding["labelled"]),
-            "needed": plan.min_labelled,
-            "coming": round(coming, 1),
-            "at_most": plan.check_every_labels,
-            "since": window["start"],
-        }
+    blind = _monitoring_sample(finding, outcome, plan, rates, window, now)
     return {
         "finding": raised,
         "blind": blind,
         "challenge": challenge,
         "outcome": "finding" if raised else "blind" if outcome == "blind" else "healthy",
         "last_decision": decision.id,
+    }
+
+
+def _monitoring_sample(
+    finding: Finding, outcome: str, plan: MonitorPlan, rates: StreamRates, window: Window, now: datetime
+) -> dict[str, Any] | None:
+    """What the Curator is asked to label for a check that lacked labels of the champion's own
+    (None: nothing). A champion judged on its release's events still has too few of its own: the
+    sample is asked for as when blind, so that its own accuracy is judged next."""
+    own_missing = outcome == "healthy" and "judged_in_release" in finding
+    if not (own_missing or (outcome == "blind" and "labels" in finding.get("missing", {}))):
+        return None
+    # Labels of the window's newest events are still on their way: the Curator asks for no
+    # more than the rest, a quarter of a judgement at a time (the budget is spread over checks).
+    reach = (now - to_utc(window["start"], what="the window's start")).total_seconds() / 3600
+    coming = rates.labels_per_hour * min(rates.label_delay_hours or 0.0, reach)
+    return {
+        "labelled": finding.get("served_labelled", finding["labelled"]),
+        "needed": plan.min_labelled,
+        "coming": round(coming, 1),
+        "at_most": plan.check_every_labels,
+        "since": window["start"],
     }
 
 
@@ -310,7 +318,7 @@ def _judged_in_release(
 
     A champion promoted an hour ago has served few events whose labels are back, but it was just
     scored on today's events, more labelled ones than a check needs: it is not blind. (Called
-    blind, its inputs' drift from its training snapshot, such as the day's temperature cycle,
+    blind, its inputs' drift from its training snapshot, such as a daily cycle in a reading,
     read as "retrain before the damage shows" at the first check after almost every promotion:
     15 of the demo's 24 retrains.)"""
     if evidence["balanced_accuracy"] is not None or "labels" not in evidence.get("missing", {}):
