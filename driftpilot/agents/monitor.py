@@ -98,7 +98,7 @@ def monitor(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
             multivariate=policy.multivariate,
             seed=ctx.seed,
         )
-        evidence = _judged_in_release(session, model.id, champion, plan, now, evidence)
+        evidence = _judged_in_release(session, model.id, champion, plan, rates, now, evidence)
         finding = fuse(evidence, max_accuracy_drop=policy.max_accuracy_drop)
         # Without labels to judge it, accuracy is estimated from the served probabilities when
         # the inputs or the answers moved: CBPE's fit (~0.4 s) is the dearest step of a check.
@@ -311,10 +311,18 @@ def handled_alarm_keys(reasons: list[str]) -> set[str]:
 
 
 def _judged_in_release(
-    session: Session, model_id: int, champion: Version, plan: MonitorPlan, now: datetime, evidence: CheckEvidence
+    session: Session,
+    model_id: int,
+    champion: Version,
+    plan: MonitorPlan,
+    rates: StreamRates,
+    now: datetime,
+    evidence: CheckEvidence,
 ) -> CheckEvidence:
     """The evidence, judged on the labelled events of the release that promoted the champion
-    when its own served ones are too few and that release ended within the check's reach.
+    when its own served ones are too few and that release ended less than a label delay and the
+    check's shortest window ago: after that its own labels are the ones to wait for (the check is
+    blind, and asks for them).
 
     A champion promoted an hour ago has served few events whose labels are back, but it was just
     scored on today's events, more labelled ones than a check needs: it is not blind. (Called
@@ -323,7 +331,7 @@ def _judged_in_release(
     15 of the demo's 24 retrains.)"""
     if evidence["balanced_accuracy"] is not None or "labels" not in evidence.get("missing", {}):
         return evidence
-    reach = now - timedelta(hours=plan.max_window_hours)
+    reach = now - timedelta(hours=(rates.label_delay_hours or 0.0) + plan.window_hours)
     for release in reversed(releases.list_releases(session=session, model_id=model_id)):
         if release.version_id != champion.id or release.verdict != "promoted" or release.ended_at is None:
             continue

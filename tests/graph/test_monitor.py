@@ -470,6 +470,6 @@ def test_a_champion_just_promoted_is_judged_on_its_release_while_its_own_labels_
     assert f"on 600 labelled events of release {release.id}, which promoted it" in decision.rationale
     # Its own accuracy is still to be judged: the monitoring sample is asked for as when blind.
     assert evidence["served_labelled"] == 50 and update["blind"]["labelled"] == 50
-    # Past the check's reach (12 hours here) the release says nothing of today: blind again.
+    # Past a label delay and the shortest window (12 hours here) its own labels are awaited: blind.
     later, old = world.check(CHECK + timedelta(hours=13))
     assert "judged_in_release" not in old.evidence and old.evidence["balanced_accuracy"] is None
