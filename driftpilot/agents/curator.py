@@ -21,12 +21,6 @@ from driftpilot.tools.curation import curate_training_set, monitoring_sample, mo
 
 #: Unlabelled recent events looked at when choosing what to ask people to label.
 CANDIDATES_FOR_LABELS = 5000
-#: Most of the newest labels a snapshot holds out of training (a fifth of them otherwise): paired
-#: on the same events, 400 labels tell apart two models that disagree on one in ten, and every
-#: label held out is one of the newest, which the candidate then does not learn from. On a stream
-#: that keeps moving, a fifth of 3,000 labels (21 hours of them) left every candidate a day old
-#: at birth (hyperplane: served 5-7 points below a periodic retrain trained up to the hour).
-MAX_HOLDOUT_LABELS = 400
 
 
 def curator(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
@@ -101,7 +95,6 @@ def _snapshot(
         pool,
         max_recent=training.max_recent,
         replay_share=replay_share,
-        max_holdout=MAX_HOLDOUT_LABELS,
         held_out=held,
         seed=ctx.seed,
     )

@@ -768,9 +768,6 @@ def _end(
     look.ctx.release_answers.pop(look.release.id, None)
     look.ctx.release_plans.pop(look.release.id, None)
     candidate, champion = look.candidate, look.champion
-    reference = None if promote else _remeasure(look)
-    if reference is not None:
-        look.details["reference"] = reference
     rationale = (
         f"Version {candidate.number} promoted to champion: {why}."
         if promote
@@ -799,27 +796,6 @@ def _end(
         approvals=given,
     )
     return {"now": look.now_iso, "outcome": "promoted" if promote else "rolled_back", "last_decision": decision.id}
-
-
-def _remeasure(look: _Look) -> dict[str, Any] | None:
-    """Hold the champion a release leaves serving to what it scored on the release's labelled
-    pairs, when they are at least as many as its reference was measured on; return the new
-    reference (None when it stays).
-
-    Those pairs are today's events, on which a candidate trained on the newest labels could not
-    do better: what is attainable now. A reference from a few hundred held-out labels, or from
-    before the world moved, read every later check as a loss that no retrain could mend: the demo
-    retrained 15 times for 7 promotions so, most candidates equal to the champion on thousands of
-    pairs. (A promoted candidate keeps its holdout's score: the pairs it was promoted on are
-    those it won, and its score on them is flattered by that choice.)"""
-    overall = look.evidence.overall
-    version, score = look.champion, overall.champion_score
-    known = int((version.metrics or {}).get("reference_n") or 0)
-    if score is None or overall.n < max(known, 1):
-        return None
-    source = f"its balanced accuracy on the {overall.n} labelled events of release {look.release.id}"
-    versions.set_reference(session=look.session, version_id=version.id, score=score, n=overall.n, source=source)
-    return {"version": version.number, "balanced_accuracy": score, "n": overall.n, "was_n": known}
 
 
 def _step(look: _Look) -> dict[str, Any]:

@@ -122,18 +122,6 @@ def set_stage(*, session: Session, version_id: int, stage: str) -> Version:
     return version
 
 
-def set_reference(*, session: Session, version_id: int, score: float, n: int, source: str) -> Version:
-    """Hold the version to ``score``, its balanced accuracy measured on ``n`` labelled events
-    (``source`` says where): the level the Monitor compares it with while it serves. Setting the
-    same reference again changes nothing."""
-    with committing(session):
-        version = get_version_by_id(session=session, version_id=version_id)
-        reference = {"reference_balanced_accuracy": float(score), "reference_n": int(n), "reference_source": source}
-        # A new mapping, so that the JSON column is seen to change.
-        version.metrics = {**(version.metrics or {}), **reference}
-    return version
-
-
 def set_decision(*, session: Session, version_id: int, decision_id: int) -> Version:
     """Link a version to the decision that made it."""
     with committing(session):

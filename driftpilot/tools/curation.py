@@ -26,15 +26,14 @@ def curate_training_set(
     max_recent: int,
     replay_share: float,
     holdout_share: float = 0.2,
-    max_holdout: int | None = None,
     held_out: pd.DataFrame | None = None,
     max_old_holdout: int = 2000,
     seed: int = 0,
 ) -> CuratedSet:
     """Recent labelled events plus a class-balanced replay sample of older ones.
 
-    The newest ``holdout_share`` of the recent events (by time), at most ``max_holdout`` of them,
-    is held out to judge the candidate on what it will serve next. The replay sample is drawn class by class (as in
+    The newest ``holdout_share`` of the recent events (by time) is held out to judge the
+    candidate on what it will serve next. The replay sample is drawn class by class (as in
     class-balanced experience replay) so that rare classes — an upstream outage seen once a week —
     are not forgotten.
 
@@ -51,8 +50,6 @@ def curate_training_set(
     >>> s = curate_training_set(recent, old, max_recent=10, replay_share=0.5, seed=0)
     >>> s.recent_holdout_ids, len(s.train_ids), sorted(set(s.train_labels))
     ([8, 9], 13, ['a', 'b'])
-    >>> curate_training_set(recent, old, max_recent=10, replay_share=0.5, max_holdout=1, seed=0).recent_holdout_ids
-    [9]
     """
     if not 0 <= replay_share < 1:
         raise ValueError(f"replay_share must be in [0, 1), got {replay_share}")
@@ -60,8 +57,6 @@ def curate_training_set(
         raise ValueError("no recent labelled events to curate from")
     recent = recent.sort_values("time").tail(max_recent)
     n_holdout = int(round(len(recent) * holdout_share))
-    if max_holdout is not None:
-        n_holdout = min(n_holdout, max_holdout)
     fit_part = recent.iloc[: len(recent) - n_holdout]
     holdout = recent.iloc[len(recent) - n_holdout :]
 
