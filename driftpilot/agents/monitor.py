@@ -331,24 +331,23 @@ def _judged_in_release(
     15 of the demo's 24 retrains.)"""
     if evidence["balanced_accuracy"] is not None or "labels" not in evidence.get("missing", {}):
         return evidence
+    release = releases.promoted_by(session=session, version_id=champion.id)
     reach = now - timedelta(hours=(rates.label_delay_hours or 0.0) + plan.window_hours)
-    for release in reversed(releases.list_releases(session=session, model_id=model_id)):
-        if release.version_id != champion.id or release.verdict != "promoted" or release.ended_at is None:
-            continue
-        overall = (release.evidence or {}).get("overall") or {}
-        score, n = overall.get("candidate_score"), int(overall.get("n") or 0)
-        if release.ended_at < reach or score is None or n < plan.min_labelled:
-            return evidence
-        missing = {k: v for k, v in evidence["missing"].items() if k != "labels"}
-        judged: CheckEvidence = {**evidence, "balanced_accuracy": float(score), "labelled": n}
-        judged["judged_in_release"] = release.id
-        judged["served_labelled"] = evidence["labelled"]
-        if missing:
-            judged["missing"] = missing
-        else:
-            judged.pop("missing", None)
-        return judged
-    return evidence
+    if release is None or release.ended_at is None or release.ended_at < reach:
+        return evidence
+    overall = (release.evidence or {}).get("overall") or {}
+    score, n = overall.get("candidate_score"), int(overall.get("n") or 0)
+    if score is None or n < plan.min_labelled:
+        return evidence
+    judged: CheckEvidence = {**evidence, "balanced_accuracy": float(score), "labelled": n}
+    judged["judged_in_release"] = release.id
+    judged["served_labelled"] = evidence["labelled"]
+    missing = {k: v for k, v in evidence["missing"].items() if k != "labels"}
+    if missing:
+        judged["missing"] = missing
+    else:
+        judged.pop("missing", None)
+    return judged
 
 
 def _with_estimate(session: Session, classes: list[str], frames: CheckFrames, evidence: CheckEvidence) -> CheckEvidence:

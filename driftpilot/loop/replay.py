@@ -57,7 +57,7 @@ from driftpilot.models.registry import Registry
 from driftpilot.models.text_encoder import SentenceEncoder
 from driftpilot.policies import PolicyEngine, load_policy
 from driftpilot.serving.routing import Serving
-from driftpilot.tools.metrics import accuracy, balanced_accuracy, macro_f1
+from driftpilot.tools.metrics import BY_NAME, accuracy, balanced_accuracy, macro_f1
 
 #: The row clock's origin, for streams without a time column.
 ROW_CLOCK_START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -411,7 +411,7 @@ def run_replay(
         model.fit(stream.take(fit), data.labels[fit], on_epoch=on_epoch)
         predicted = model.predict(stream.take(holdout))
         scores.append(balanced_accuracy(data.labels[holdout], predicted))
-        chosen_by.append(accuracy(data.labels[holdout], predicted) if metric == "accuracy" else scores[-1])
+        chosen_by.append(BY_NAME[metric](data.labels[holdout], predicted))
     best = int(np.argmax(chosen_by))
     first, score = shapes[best], scores[best]
     register_first_version(

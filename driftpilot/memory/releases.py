@@ -220,6 +220,16 @@ def active_release(*, session: Session, model_id: int) -> Release | None:
     return session.scalars(stmt).first()
 
 
+def promoted_by(*, session: Session, version_id: int) -> Release | None:
+    """The release that promoted this version (ended, verdict ``promoted``), or None."""
+    stmt = (
+        sa.select(Release)
+        .where(Release.version_id == version_id, Release.verdict == "promoted", Release.ended_at.is_not(None))
+        .order_by(Release.id.desc())
+    )
+    return session.scalars(stmt).first()
+
+
 def release_started_by(*, session: Session, model_id: int, run_id: str) -> Release | None:
     """The release run ``run_id`` started, or None (found through the serving change it logged)."""
     stmt = (

@@ -218,11 +218,11 @@ class Release(_Section):
     #: confirm it while serving); ``samples``: only until ``min_shadow_samples``. Both versions
     #: answer every event either way, so staying in shadow costs time, never evidence.
     shadow_until: Literal["better", "samples"] = "better"
-    #: What a candidate must show to be promoted: ``ahead``, neither lower accuracy nor lower balanced
-    #: accuracy than the champion on the labelled pairs (the prequential ones count) and shown worse by nothing (the
-    #: sequential test, the slices, the guards): periodic retraining with evidence on top; or
-    #: ``better``, the sequential test's verdict, which on close versions and few labels can take
-    #: longer than the world stays put.
+    #: What a candidate must show to be promoted: ``ahead``, neither lower accuracy nor lower
+    #: balanced accuracy than the champion on the labelled pairs (the prequential ones count) and
+    #: shown worse by nothing (the sequential test, the slices, the guards): periodic retraining
+    #: with evidence on top; or ``better``, the sequential test's verdict, which on close versions
+    #: and few labels can take longer than the world stays put.
     promote_when: Literal["ahead", "better"] = "ahead"
     #: Canary shares, increasing, each strictly between 0 and 1; promotion serves everyone.
     steps: list[float] = Field(default_factory=lambda: [0.05, 0.25], min_length=1)

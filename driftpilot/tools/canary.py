@@ -329,11 +329,10 @@ class ReleaseEvidence:
         with any good successor on more than half the events, and is confidently wrong.) Only a
         verdict counts, not a lead on the labelled pairs: labels can lie (a poisoned feedback
         source), and the stand-ins are what stops a candidate that learnt the lie."""
+        if self.held_guards:
+            return []  # held, not failed
         measured = self.overall.verdict == "better"
-        failed = [g for g in self.guards if not g.passed and not (measured and g.name in ACCURACY_STAND_INS)]
-        if failed and all(g.name in ACCURACY_STAND_INS for g in failed) and self.leads:
-            return []  # held, not failed: see held_guards
-        return failed
+        return [g for g in self.guards if not g.passed and not (measured and g.name in ACCURACY_STAND_INS)]
 
     @property
     def leads(self) -> bool:
@@ -356,7 +355,7 @@ class ReleaseEvidence:
         back on it at their first look, five times running). Holding costs nothing served (a held
         shadow serves no one) and opens nothing a poisoned label source could not already open:
         the stand-ins still yield only to a verdict."""
-        if self.overall.verdict == "better" or not self.leads:
+        if not self.leads:  # (a lead is undecided: a verdict of better lets the stand-ins yield)
             return []
         failed = [g for g in self.guards if not g.passed]
         return failed if failed and all(g.name in ACCURACY_STAND_INS for g in failed) else []

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from driftpilot.tools.canary import Predictor
-from driftpilot.tools.metrics import accuracy, balanced_accuracy, expected_calibration_error, per_class_recall
+from driftpilot.tools.metrics import BY_NAME, accuracy, balanced_accuracy, expected_calibration_error, per_class_recall
 
 __all__ = [
     "Evaluation",
@@ -269,8 +269,8 @@ def evaluate_candidate(
         If ``recent`` is empty, or a non-empty holdout has no ``label`` column, or ``metric``
         is neither.
     """
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    if metric not in BY_NAME:
+        raise ValueError(f"metric must be one of {tuple(BY_NAME)}, got {metric!r}")
     if recent.empty:
         raise ValueError("the recent holdout is empty: nothing to judge the candidate on")
     for name, frame in (("recent", recent), ("old", old), ("golden", golden)):
@@ -328,10 +328,6 @@ def _score(
         ms_per_1000=round(1000 * 1000 * float(np.median(timings)) / len(recent), 4),
         size_bytes=int(model.size_bytes()),
     )
-
-
-#: The metrics models can be trained for and chosen by.
-METRICS = ("accuracy", "balanced_accuracy")
 
 
 def _in_metric(scores: Scores, metric: str, holdout: str) -> Any:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["accuracy", "balanced_accuracy", "expected_calibration_error", "macro_f1", "per_class_recall"]
+__all__ = ["BY_NAME", "accuracy", "balanced_accuracy", "expected_calibration_error", "macro_f1", "per_class_recall"]
 
 
 def _pair(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -73,6 +73,10 @@ def balanced_accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> float:
     0.9
     """
     return float(np.mean(list(per_class_recall(y_true, y_pred).values())))
+
+
+#: The metrics models can be trained for and chosen by (the policy's ``evaluation.metric``), by name.
+BY_NAME = {"accuracy": accuracy, "balanced_accuracy": balanced_accuracy}
 
 
 def macro_f1(y_true: ArrayLike, y_pred: ArrayLike, labels: Sequence[object] | None = None) -> float:
