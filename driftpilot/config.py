@@ -33,6 +33,24 @@ class Settings(BaseSettings):
     #: alert carries wins): ``["olt_port"]`` for a fibre network, ``["site"]`` for a fleet of
     #: stores. A JSON list in ``DRIFTPILOT_ALARM_GROUP_LABELS``.
     alarm_group_labels: list[str] = Field(default_factory=lambda: ["group"])
+    #: The shared secret generic alarm hooks sign with (HMAC-SHA256 over timestamp and body);
+    #: unset, ``POST /hooks/alarms`` refuses every request.
+    hook_secret: str | None = None
+    #: How old a signed hook's timestamp may be, in seconds, before it is refused as stale.
+    hook_tolerance_seconds: int = 300
+    #: The most events or labels one ingest request may carry.
+    max_batch: int = 10_000
+    #: Prometheus Alertmanager's base URL (``http://127.0.0.1:9093``): alerts for people are
+    #: posted to its ``/api/v2/alerts``. Unset, none is sent there.
+    alertmanager_url: str | None = None
+    #: A URL that receives each alert as JSON (a chat bridge, a ticketing system). Unset, none.
+    alert_webhook_url: str | None = None
+    #: An MQTT broker (``mqtt://127.0.0.1:1883``) whose ``driftpilot/<model>/events`` and
+    #: ``driftpilot/<model>/labels`` topics the service subscribes to. Unset, none.
+    mqtt_url: str | None = None
+    #: A NATS server with JetStream (``nats://127.0.0.1:4222``): the service's durable consumer
+    #: reads subjects ``driftpilot.<model>.events`` and ``driftpilot.<model>.labels``. Unset, none.
+    nats_url: str | None = None
 
     @property
     def db_url(self) -> str:

@@ -522,6 +522,36 @@ def ingest_labels(*, session: Session, model: str, labels: Sequence[Mapping[str,
     return IngestResult(inserted=inserted, duplicates=len(parsed) - inserted)
 
 
+#: The fields of a label as clients send it (``POST /models/{name}/labels``, MQTT, JetStream):
+#: ``key`` is the labelled event's key, ``label`` its class.
+CONTRACT_LABEL_FIELDS = ("key", "label", "source", "confidence", "time")
+
+
+def contract_labels(labels: Any) -> list[dict[str, Any]]:
+    """Labels in the clients' contract (``{"key", "label", "source", "confidence"?, "time"?}``)
+    as :func:`ingest_labels` takes them; ``IngestError`` names the first label at fault.
+
+    >>> contract_labels([{"key": "e1", "label": "ok", "source": "person"}])
+    [{'event_key': 'e1', 'value': 'ok', 'source': 'person'}]
+    >>> contract_labels([{"key": "e1", "value": "ok"}])
+    Traceback (most recent call last):
+    ...
+    driftpilot.memory.ingest.IngestError: label #0: unknown field 'value'; fields are ['key', 'label', 'source', 'confidence', 'time']
+    """
+    if not isinstance(labels, Sequence) or isinstance(labels, (str, bytes)):
+        raise IngestError("labels must be a list of label objects")
+    renamed = {"key": "event_key", "label": "value"}
+    out: list[dict[str, Any]] = []
+    for i, label in enumerate(labels):
+        if not isinstance(label, Mapping):
+            raise IngestError(f"label #{i}: must be an object, got {type(label).__name__}")
+        unknown = sorted(set(label) - set(CONTRACT_LABEL_FIELDS))
+        if unknown:
+            raise IngestError(f"label #{i}: unknown field {unknown[0]!r}; fields are {list(CONTRACT_LABEL_FIELDS)}")
+        out.append({renamed.get(k, k): v for k, v in label.items()})
+    return out
+
+
 def event_ids(*, session: Session, model_id: int, keys: Sequence[str]) -> dict[str, int]:
     """The ids of the model's events with these client keys (keys not stored are absent)."""
     found: dict[str, int] = {}

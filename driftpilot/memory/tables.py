@@ -398,3 +398,89 @@ class Approval(Base):
     decided_by: Mapped[str | None] = mapped_column(String, nullable=True)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     comment: Mapped[str] = mapped_column(Text, default="")
+
+
+TOKEN_ROLES = ("ingest", "operator", "auditor", "admin")
+"""What an API token may do: send events and labels; answer approvals, roll back and act through
+the chat; read the decision log; everything, tokens included."""
+ALERT_STATUSES = ("pending", "sent", "failed")
+"""An alert waits in ``alert`` until a sender delivers it (``sent``) or gives up (``failed``)."""
+
+
+class ApiToken(Base):
+    """An API token: who holds it (its name, which the decision log records as the actor), its
+    role, and the SHA-256 of the secret (the secret itself is shown once, never stored)."""
+
+    __tablename__ = "api_token"
+    __table_args__ = (CheckConstraint(_one_of("role", TOKEN_ROLES), name="role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String, unique=True)
+    role: Mapped[str] = mapped_column(String)
+    secret_sha256: Mapped[str] = mapped_column(String, unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class HookSignature(Base):
+    """A signature a signed alarm hook was accepted with: the same one again is a replay."""
+
+    __tablename__ = "hook_signature"
+    __table_args__ = (Index("ix_hook_signature_received_at", "received_at"),)
+
+    signature: Mapped[str] = mapped_column(String, primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AlertOut(Base):
+    """An alert for a person (a data fault, an outage quarantined, a rollback, an approval
+    waiting, a blind model), kept until it is delivered: one per ``key``, so a decision read
+    twice raises one alert."""
+
+    __tablename__ = "alert"
+    __table_args__ = (
+        Index("ix_alert_status_next_attempt_at", "status", "next_attempt_at"),
+        CheckConstraint(_one_of("status", ALERT_STATUSES), name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String, unique=True)
+    model_id: Mapped[int | None] = mapped_column(ForeignKey("managed_model.id"), nullable=True)
+    decision_id: Mapped[int | None] = mapped_column(ForeignKey("decision.id"), nullable=True)
+    name: Mapped[str] = mapped_column(String)
+    severity: Mapped[str] = mapped_column(String)
+    labels: Mapped[dict[str, Any]] = mapped_column(JSON)
+    annotations: Mapped[dict[str, Any]] = mapped_column(JSON)
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    status: Mapped[str] = mapped_column(String, default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+
+
+class DeadLetter(Base):
+    """A message a live source could not store (malformed, unknown model, refused by ingest),
+    kept with the reason instead of being dropped."""
+
+    __tablename__ = "dead_letter"
+    __table_args__ = (Index("ix_dead_letter_received_at", "received_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String)
+    subject: Mapped[str] = mapped_column(String)
+    payload: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LoopLease(Base):
+    """Which loop process runs a model's graph now: taken when free or expired, renewed while
+    held, so that loops sharing one database never run one model's thread twice."""
+
+    __tablename__ = "loop_lease"
+
+    model_id: Mapped[int] = mapped_column(ForeignKey("managed_model.id"), primary_key=True)
+    holder: Mapped[str] = mapped_column(String)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -12,8 +12,13 @@ from driftpilot.memory.tables import Base
 
 TABLES = {
     "alarm",
+    "alert",
+    "api_token",
     "approval",
     "alembic_version",
+    "dead_letter",
+    "hook_signature",
+    "loop_lease",
     "decision",
     "event",
     "golden_event",
@@ -40,7 +45,7 @@ def test_migrate_creates_every_table_and_matches_the_models(session: Session) ->
 
     assert tables == TABLES
     assert differences == []
-    assert version == "0004"
+    assert version == "0005"
 
 
 def test_sqlite_connections_are_durable_and_enforce_foreign_keys(tmp_path) -> None:
