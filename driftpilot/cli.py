@@ -360,6 +360,74 @@ def cmd_golden(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings(args: argparse.Namespace) -> Any:
+    from driftpilot.config import Settings
+
+    settings = Settings(home=Path(args.home)) if args.home else Settings()
+    if args.database_url:
+        settings.database_url = args.database_url
+    return settings
+
+
+def cmd_models_register(args: argparse.Namespace) -> int:
+    from driftpilot.loop.register import register_from_csv
+    from driftpilot.loop.replay import ReplayConfig
+    from driftpilot.models.registry import Registry
+
+    settings = _settings(args)
+    config = ReplayConfig(
+        data=Path(args.data),
+        target=args.target,
+        time_col=args.time_col,
+        entity_col=args.entity_col,
+        feature_cols=args.feature_cols.split(",") if args.feature_cols else None,
+        policy_path=Path(args.policy) if args.policy else None,
+        family=args.family,
+        database_url=settings.db_url,
+    )
+    done = register_from_csv(
+        config, _sessions(args), Registry(settings.artifact_dir), name=args.name, home=settings.home
+    )
+    print(
+        f"registered {done['model']} ({done['family']}): version 1 trained on {done['rows']:,} labelled rows, "
+        f"classes {', '.join(done['classes'])}; policy {done['policy']}"
+    )
+    print(f"features: {', '.join(done['features'])}")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from driftpilot.memory import tokens
+
+    with _sessions(args)() as session:
+        if args.token_command == "create":
+            row, secret = tokens.create_token(session=session, name=args.name, role=args.role)
+            print(f"token {row.name!r} with role {row.role}; keep it now, it is not shown again:")
+            print(secret)
+        elif args.token_command == "revoke":
+            row = tokens.revoke_token(session=session, name=args.name)
+            print(f"token {row.name!r} revoked at {row.revoked_at:%Y-%m-%d %H:%M:%S} UTC")
+        else:
+            for row in tokens.list_tokens(session=session):
+                state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "live"
+                print(f"{row.name:<24} {row.role:<9} created {row.created_at:%Y-%m-%d %H:%M}  {state}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from driftpilot.api.serve import serve
+
+    return serve(
+        _settings(args),
+        host=args.host,
+        port=args.port,
+        with_api=args.command == "serve",
+        with_loop=args.command == "run" or not args.no_loop,
+        policy_path=args.policy,
+        tick=args.tick,
+    )
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from driftpilot.memory import managed, versions
 
@@ -571,6 +639,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="managed models, their versions and stages")
     models.set_defaults(func=cmd_models)
+    models_sub = models.add_subparsers(dest="models_command", required=False)
+    register = models_sub.add_parser("register", help="bring your own model: train version 1 from labelled history")
+    register.add_argument("name", help="the managed model's name, as the API's routes take it")
+    register.add_argument("--data", required=True, help="CSV of labelled history, one event a row")
+    register.add_argument("--target", required=True, help="the column holding the label")
+    register.add_argument("--family", help="tabular_mlp (default) or hashed_mlp")
+    register.add_argument("--time-col", help="column of event times (default: a row clock)")
+    register.add_argument("--entity-col", help="column of entity ids (canary cohorts hash them)")
+    register.add_argument("--feature-cols", help="comma-separated features (default: all but target/time/entity)")
+    register.add_argument("--policy", help="the model's policy YAML (default: the service's, else the shipped one)")
+    register.set_defaults(func=cmd_models_register)
+
+    token = sub.add_parser("token", help="API tokens by role: ingest, operator, auditor, admin")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    create = token_sub.add_parser("create", help="a new token; printed alone on the last line, once")
+    create.add_argument("--role", required=True, choices=["ingest", "operator", "auditor", "admin"])
+    create.add_argument("--name", required=True, help="who holds it: the decision log names actors by it")
+    revoke = token_sub.add_parser("revoke", help="refuse a token from its next request on")
+    revoke.add_argument("name")
+    token_sub.add_parser("list", help="every token's name, role and state (never the secret)")
+    token.set_defaults(func=cmd_token)
+
+    for verb, what in (
+        ("serve", "the HTTP API (uvicorn), with the background loop unless --no-loop"),
+        ("run", "the background loop alone (and the live sources), no HTTP"),
+    ):
+        service = sub.add_parser(verb, help=what)
+        service.add_argument("--host", default="127.0.0.1")
+        service.add_argument("--port", type=int, default=8000)
+        service.add_argument("--policy", help="policy YAML for models registered without one")
+        service.add_argument("--tick", type=float, default=5.0, help="seconds between the loop's passes")
+        if verb == "serve":
+            service.add_argument("--no-loop", action="store_true", help="an API-only worker")
+        service.set_defaults(func=cmd_serve, no_loop=False)
 
     served = sub.add_parser("served", help="which version served an entity at a time, and why")
     served.add_argument("model")

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from driftpilot.agents.context import AgentContext
 from driftpilot.agents.operator import NotUnderstoodError, operate
+from driftpilot.api.auth import OperatorCaller
 from driftpilot.memory.decisions import decision_as_dict
 from driftpilot.models.registry import ArtifactError, Registry
 from driftpilot.policies import PolicyEngine
@@ -30,7 +31,6 @@ class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     message: str = Field(min_length=1)
-    who: str = Field(default="api", min_length=1)
 
 
 def chat_router(
@@ -39,22 +39,22 @@ def chat_router(
     engine_getter: Callable[[str], PolicyEngine],
     chat_getter: Callable[[], Any],
     *,
-    policy_path: str | Path | None = None,
+    policy_file: Callable[[str], Path | None] = lambda name: None,
 ) -> APIRouter:
     """The chat route. ``engine_getter(name)`` gives the policy engine in force for a model,
-    ``chat_getter()`` the chat model or None; ``policy_path`` is the policy file that
-    :func:`~driftpilot.serving.rollback.manual_rollback` loads when it executes a rollback (the
-    same one the app was created with)."""
+    ``chat_getter()`` the chat model or None; ``policy_file(name)`` is the model's policy file
+    that :func:`~driftpilot.serving.rollback.manual_rollback` loads when it executes a rollback.
+    Who speaks is the operator token's name."""
     router = APIRouter(tags=["chat"])
 
     @router.post("/models/{name}/chat")
-    def chat(name: str, request: ChatRequest) -> dict[str, Any]:
+    def chat(name: str, request: ChatRequest, caller: OperatorCaller) -> dict[str, Any]:
         """Plan from the message (a chat model, or the fixed grammar), judge each proposal by the
         policy, record it, and execute an accepted rollback."""
         now = datetime.now(UTC)
         try:
             ctx = AgentContext(sessions=sessions, registry=registry, policy=engine_getter(name))
-            reply = operate(ctx, name, request.message, now, chat_getter(), who=request.who)
+            reply = operate(ctx, name, request.message, now, chat_getter(), who=caller.name)
         except NotUnderstoodError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from exc
         except LookupError as exc:
@@ -64,7 +64,7 @@ def chat_router(
             executed: dict[str, Any] | None = None
             if proposal.outcome == "accepted" and proposal.action == "rollback":
                 executed = execute_rollback(
-                    sessions, name, proposal.arguments.get("version"), policy_path, request.who, now
+                    sessions, name, proposal.arguments.get("version"), policy_file(name), caller.name, now
                 )
             proposals.append({**proposal.__dict__, "executed": executed})
         return {**reply.as_dict(), "proposals": proposals}

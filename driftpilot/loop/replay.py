@@ -46,7 +46,7 @@ from driftpilot.loop.baselines import BASELINES, Baseline, Periodic, PeriodicLog
 from driftpilot.loop.bootstrap import register_first_version
 from driftpilot.loop.home import fresh_home
 from driftpilot.loop.outbox import Outbox
-from driftpilot.loop.schedule import CheckSchedule
+from driftpilot.loop.schedule import CheckSchedule, last_plan
 from driftpilot.memory import db, decisions, events, label_requests, managed, versions
 from driftpilot.memory.ingest import EventBatch, event_ids
 from driftpilot.memory.schemas import FeatureSpec, ModelSchema
@@ -55,7 +55,7 @@ from driftpilot.models.families import family
 from driftpilot.models.intent_mlp import IntentMLP
 from driftpilot.models.registry import Registry
 from driftpilot.models.text_encoder import SentenceEncoder
-from driftpilot.policies import PolicyEngine, load_policy
+from driftpilot.policies import Policy, PolicyEngine, load_policy
 from driftpilot.serving.routing import Serving
 from driftpilot.tools.metrics import BY_NAME, accuracy, balanced_accuracy, macro_f1
 
@@ -370,64 +370,28 @@ def run_replay(
     context = AgentContext(
         sessions=sessions, registry=registry, policy=PolicyEngine(policy), seed=config.seed, on_epoch=on_epoch
     )
-    schema = ModelSchema(
-        features=data.specs,
-        target=config.target,
-        classes=data.classes,
-        entity_key=config.entity_col or "row",
-        timestamp=config.time_col or "time",
-        slice_keys=config.slice_cols,
-    )
     with sessions() as session:
         if any(m.name == name for m in managed.list_models(session=session)):
             raise FileExistsError(f"the database already holds a model '{name}'; give the replay a fresh one")
-        model_id = managed.register_model(
-            session=session, name=name, task=data.task, family=family_name, schema=schema, policy=policy.name
-        ).id
-
     stream = Stream(data.features, data.labels, [(s.name, s.kind) for s in data.specs])
     keys = [f"row-{r}" for r in data.rows]
     position_of = {k: i for i, k in enumerate(keys)}
     gate = LabelReveal(n, config.warmup, config.label_delay, config.label_budget, config.request_share, config.seed)
     outbox = Outbox(name)
-
-    # Warm-up: labelled history, ingested as such; version 1 learns from all but its newest fifth.
-    outbox.add_events(_batch(data, keys, 0, config.warmup))
-    outbox.add_labels([_label(data, keys, p, p, "history") for p in warm.tolist()])
-    outbox.flush(sessions)
-    gate.log.extend(Reveal(p, p, "history") for p in warm.tolist())
-    n_holdout = max(1, config.warmup // 5)
-    fit, holdout = warm[:-n_holdout], warm[-n_holdout:]
-    # Version 1 is the family's usual shape or a linear model of it, whichever the newest fifth
-    # of the warm-up, held out of both, scores higher on in the policy's metric (the periodic
-    # baseline keeps the usual shape). Both are trained for that metric.
-    metric = policy.evaluation.metric
-    usual = _first_model(config, data, family_name, sorted(set(data.labels[fit])), CLASS_WEIGHTS[metric])
-    shapes = [usual, type(usual).from_config({**usual.config(), "hidden": []})]
-    scores, chosen_by = [], []
-    for model in shapes:
-        if isinstance(usual, IntentMLP):
-            model.encoder = usual.encoder  # type: ignore[attr-defined]
-        model.fit(stream.take(fit), data.labels[fit], on_epoch=on_epoch)
-        predicted = model.predict(stream.take(holdout))
-        scores.append(balanced_accuracy(data.labels[holdout], predicted))
-        chosen_by.append(BY_NAME[metric](data.labels[holdout], predicted))
-    best = int(np.argmax(chosen_by))
-    first, score = shapes[best], scores[best]
-    register_first_version(
+    model_id, first, usual = register_with_history(
+        config,
+        data,
+        stream,
+        keys,
         sessions,
         registry,
-        model_id=model_id,
-        model_name=name,
-        model=first,
-        score=score,
-        fit_rows=pd.DataFrame({"key": [keys[p] for p in fit], "label": data.labels[fit]}),
-        holdout_keys=[keys[p] for p in holdout],
-        now=data.times[config.warmup - 1],
-        source=f"the {config.warmup} warm-up rows of {Path(config.data).name}",
-        shapes={_shape(m): round(float(v), 4) for m, v in zip(shapes, chosen_by, strict=True)},
-        metric=metric,
+        name=name,
+        family_name=family_name,
+        policy=policy,
+        policy_label=policy.name,
+        on_epoch=on_epoch,
     )
+    gate.log.extend(Reveal(p, p, "history") for p in warm.tolist())
     serving = Serving(sessions, registry, model_id, name)
     serving.refresh()
     baselines = _baselines(config, first, usual, data, stream, n)
@@ -495,7 +459,7 @@ def run_replay(
                     trigger = {"kind": "schedule", "every_minutes": policy.monitor.check_every_minutes}
                     runner.step(name, now, trigger, thread=thread)
                 if "main" in due:
-                    schedule.checked(now, _last_plan(sessions, model_id))
+                    schedule.checked(now, last_plan(sessions, model_id))
                 waiting = any(runner.waiting(name, t) for t in LoopRunner.THREADS)
                 serving.refresh()
                 _take_requests(sessions, model_id, gate, position_of, end - 1, now)
@@ -519,6 +483,79 @@ def run_replay(
     return _write_outputs(
         config, out, sessions, model_id, name, data, predictions, reveals, gate, baselines, seconds, baseline_seconds
     )
+
+
+def register_with_history(
+    config: ReplayConfig,
+    data: RecordedStream,
+    stream: Stream,
+    keys: list[str],
+    sessions: sessionmaker[Session],
+    registry: Registry,
+    *,
+    name: str,
+    family_name: str,
+    policy: Policy,
+    policy_label: str,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[int, TorchClassifier, TorchClassifier]:
+    """Register the managed model ``name`` with the stream's schema and ``policy_label`` (the
+    policy's file, or ``"default"``), store its first ``config.warmup`` rows as labelled history,
+    and train version 1 on them, as champion. Returns the model's id, version 1 and the family's
+    usual shape (the periodic baseline's)."""
+    schema = ModelSchema(
+        features=data.specs,
+        target=config.target,
+        classes=data.classes,
+        entity_key=config.entity_col or "row",
+        timestamp=config.time_col or "time",
+        slice_keys=config.slice_cols,
+    )
+    with sessions() as session:
+        model_id = managed.register_model(
+            session=session, name=name, task=data.task, family=family_name, schema=schema, policy=policy_label
+        ).id
+
+    outbox = Outbox(name)
+    warm = np.arange(config.warmup)
+
+    # Warm-up: labelled history, ingested as such; version 1 learns from all but its newest fifth.
+    outbox.add_events(_batch(data, keys, 0, config.warmup))
+    outbox.add_labels([_label(data, keys, p, p, "history") for p in warm.tolist()])
+    outbox.flush(sessions)
+    n_holdout = max(1, config.warmup // 5)
+    fit, holdout = warm[:-n_holdout], warm[-n_holdout:]
+    # Version 1 is the family's usual shape or a linear model of it, whichever the newest fifth
+    # of the warm-up, held out of both, scores higher on in the policy's metric (the periodic
+    # baseline keeps the usual shape). Both are trained for that metric.
+    metric = policy.evaluation.metric
+    usual = _first_model(config, data, family_name, sorted(set(data.labels[fit])), CLASS_WEIGHTS[metric])
+    shapes = [usual, type(usual).from_config({**usual.config(), "hidden": []})]
+    scores, chosen_by = [], []
+    for model in shapes:
+        if isinstance(usual, IntentMLP):
+            model.encoder = usual.encoder  # type: ignore[attr-defined]
+        model.fit(stream.take(fit), data.labels[fit], on_epoch=on_epoch)
+        predicted = model.predict(stream.take(holdout))
+        scores.append(balanced_accuracy(data.labels[holdout], predicted))
+        chosen_by.append(BY_NAME[metric](data.labels[holdout], predicted))
+    best = int(np.argmax(chosen_by))
+    first, score = shapes[best], scores[best]
+    register_first_version(
+        sessions,
+        registry,
+        model_id=model_id,
+        model_name=name,
+        model=first,
+        score=score,
+        fit_rows=pd.DataFrame({"key": [keys[p] for p in fit], "label": data.labels[fit]}),
+        holdout_keys=[keys[p] for p in holdout],
+        now=data.times[config.warmup - 1],
+        source=f"the {config.warmup} warm-up rows of {Path(config.data).name}",
+        shapes={_shape(m): round(float(v), 4) for m, v in zip(shapes, chosen_by, strict=True)},
+        metric=metric,
+    )
+    return model_id, first, usual
 
 
 def _span_warnings(config: ReplayConfig, data: RecordedStream, check_every_minutes: int) -> list[str]:
@@ -669,13 +706,6 @@ def _evidence_row(schedule: CheckSchedule, gate: LabelReveal, start: int, n: int
         if labels_short <= 0:
             return at + 1
     return last
-
-
-def _last_plan(sessions: sessionmaker[Session], model_id: int) -> dict[str, Any] | None:
-    """The plan the Monitor's last check ran under (None before the first)."""
-    with sessions() as session:
-        last = decisions.last_decision(session=session, model_id=model_id, agent="monitor", outcome=None)
-    return (last.evidence or {}).get("plan") if last is not None else None
 
 
 def _take_requests(

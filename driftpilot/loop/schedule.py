@@ -12,7 +12,11 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-__all__ = ["CheckSchedule"]
+from sqlalchemy.orm import Session, sessionmaker
+
+from driftpilot.memory import decisions
+
+__all__ = ["CheckSchedule", "last_plan"]
 
 
 class CheckSchedule:
@@ -65,3 +69,10 @@ class CheckSchedule:
     def _advance(self, now: datetime) -> None:
         while self.next_check <= now:
             self.next_check += self.every
+
+
+def last_plan(sessions: sessionmaker[Session], model_id: int) -> dict[str, Any] | None:
+    """The plan the Monitor's last check ran under (None before the first)."""
+    with sessions() as session:
+        last = decisions.last_decision(session=session, model_id=model_id, agent="monitor", outcome=None)
+    return (last.evidence or {}).get("plan") if last is not None else None

@@ -77,9 +77,14 @@ def list_decisions(
     since: datetime | None = None,
     until: datetime | None = None,
     outcome: str | None = None,
+    after_id: int | None = None,
+    limit: int | None = None,
 ) -> list[Decision]:
-    """Decisions in log order, filtered by model, agent, action, outcome and ``since <= time < until``."""
-    stmt = sa.select(Decision).order_by(Decision.id)
+    """Decisions in log order, filtered by model, agent, action, outcome and ``since <= time < until``;
+    a page of at most ``limit`` of them with ids above ``after_id``."""
+    stmt = sa.select(Decision).order_by(Decision.id).limit(limit)
+    if after_id is not None:
+        stmt = stmt.where(Decision.id > after_id)
     if outcome is not None:
         stmt = stmt.where(Decision.outcome == outcome)
     if model_id is not None:

@@ -187,6 +187,17 @@ def count_events(
     return int(session.scalar(stmt) or 0)
 
 
+def arrivals(*, session: Session, model_id: int, after_event: int, after_label: int) -> tuple[int, int, int, int]:
+    """What arrived since the marks: new events, new labels, and the marks to pass next time
+    (the largest event and label ids). They pace checks only: a row of a transaction still open
+    under a smaller id than the mark is not counted, and is read by the check all the same."""
+    events = sa.select(sa.func.count(), sa.func.max(Event.id)).where(Event.model_id == model_id, Event.id > after_event)
+    labels = sa.select(sa.func.count(), sa.func.max(Label.id)).where(Label.model_id == model_id, Label.id > after_label)
+    n_events, last_event = session.execute(events).one()
+    n_labels, last_label = session.execute(labels).one()
+    return int(n_events or 0), int(n_labels or 0), int(last_event or after_event), int(last_label or after_label)
+
+
 def event_span(*, session: Session, model_id: int, start: datetime, end: datetime) -> tuple[int, datetime | None]:
     """How many events a model has with ``start <= time < end``, and the time of the first (None without any)."""
     conditions = (Event.model_id == model_id, Event.time >= start, Event.time < end)

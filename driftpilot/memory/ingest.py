@@ -71,6 +71,10 @@ class IngestError(ValueError):
     """A batch was refused; the message names the event (key and index) and the field."""
 
 
+class ResentConflict(IngestError):
+    """An event was sent again under a stored key with other content."""
+
+
 @dataclass(frozen=True)
 class IngestResult:
     """How many records of a batch were new and how many were already stored."""
@@ -156,7 +160,47 @@ def ingest_events(*, session: Session, model: str, events: Sequence[Mapping[str,
                 json_text=("features", "probabilities"),
                 constants={"model_id": row.id, "ingested_at": ingested_at},
             )
+        if inserted < n:
+            # Rolls the whole batch back (committing) when a re-sent key carries other content.
+            _refuse_changed_resends(session, row.id, columns, schema)
     return IngestResult(inserted=inserted, duplicates=n - inserted)
+
+
+def _refuse_changed_resends(session: Session, model_id: int, columns: dict[str, Any], schema: ModelSchema) -> None:
+    """A key stored before must come back with the same time, entity, group and features (and
+        served version and prediction, when the re-sent event states them): a retry, not a second
+        event under a used key. Only batches with duplicates pay for this look (the rows just written
+    compare equal to themselves)."""
+    position = {key: i for i, key in enumerate(columns["keys"])}
+    for part in chunks(columns["keys"]):
+        stored: Sequence[Any] = session.execute(
+            sa.select(
+                Event.key,
+                Event.time,
+                Event.entity,
+                Event.group_key,
+                Event.features,
+                Event.served_version,
+                Event.prediction,
+            ).where(Event.model_id == model_id, Event.key.in_(part))
+        ).all()
+        for key, time, entity, group, features, served, prediction in stored:
+            i = position[key]
+            given = {spec.name: columns["features"][spec.name][i] for spec in schema.features}
+            comparisons: tuple[tuple[str, Any, Any], ...] = (
+                ("time", to_utc(time), to_utc(columns["times"][i])),
+                ("entity", entity, columns["entities"][i]),
+                ("group", group, columns["groups"][i]),
+                ("features", features if isinstance(features, dict) else json.loads(features), given),
+                ("served_version", served, columns["served_version"][i] or served),
+                ("prediction", prediction, columns["prediction"][i] or prediction),
+            )
+            differs = [name for name, before, now in comparisons if before != now]
+            if differs:
+                raise ResentConflict(
+                    f"{_where(columns['keys'], i)}: key was stored before with another {differs[0]!r}; "
+                    "a re-sent event must repeat the first one exactly"
+                )
 
 
 def _batch_from_mappings(events: Sequence[Mapping[str, Any]], schema: ModelSchema) -> EventBatch:
@@ -533,10 +577,10 @@ def contract_labels(labels: Any) -> list[dict[str, Any]]:
 
     >>> contract_labels([{"key": "e1", "label": "ok", "source": "person"}])
     [{'event_key': 'e1', 'value': 'ok', 'source': 'person'}]
-    >>> contract_labels([{"key": "e1", "value": "ok"}])
+    >>> contract_labels([{"key": "e1", "value": "ok"}])  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    driftpilot.memory.ingest.IngestError: label #0: unknown field 'value'; fields are ['key', 'label', 'source', 'confidence', 'time']
+    driftpilot.memory.ingest.IngestError: label #0: unknown field 'value'; fields are ['key', 'label', ...]
     """
     if not isinstance(labels, Sequence) or isinstance(labels, (str, bytes)):
         raise IngestError("labels must be a list of label objects")
@@ -548,7 +592,7 @@ def contract_labels(labels: Any) -> list[dict[str, Any]]:
         unknown = sorted(set(label) - set(CONTRACT_LABEL_FIELDS))
         if unknown:
             raise IngestError(f"label #{i}: unknown field {unknown[0]!r}; fields are {list(CONTRACT_LABEL_FIELDS)}")
-        out.append({renamed.get(k, k): v for k, v in label.items()})
+        out.append({renamed.get(str(k), str(k)): v for k, v in label.items()})
     return out
 
 
@@ -565,13 +609,37 @@ def event_ids(*, session: Session, model_id: int, keys: Sequence[str]) -> dict[s
 
 
 def ingest_alarm(*, session: Session, alarm: Mapping[str, Any]) -> Alarm:
-    """Store an alarm, or update the stored one with the same key.
+    """Store one alarm: :func:`ingest_alarms` of ``[alarm]``."""
+    return ingest_alarms(session=session, alarms=[alarm])[0]
+
+
+def ingest_alarms(*, session: Session, alarms: Sequence[Mapping[str, Any]]) -> list[Alarm]:
+    """Store alarms, or update the stored ones with the same keys, in one transaction (with
+    whatever the session holds uncommitted); every alarm is checked before any is written.
 
     ``alarm`` is ``{"key", "name", "severity", "status" (firing or resolved), "starts_at",
     "ends_at"? (required when resolved), "groups"? [...], "labels"? {...}, "model"? (name)}``.
     A later post of the same key (the same Alertmanager fingerprint) sets its status,
     severity, times, groups and labels.
     """
+    parsed = [_parsed_alarm(session, alarm) for alarm in alarms]
+    rows: list[Alarm] = []
+    with committing(session):
+        for key, values in parsed:
+            row = session.scalars(sa.select(Alarm).where(Alarm.key == key).with_for_update()).first()
+            if row is None:
+                row = Alarm(key=key, **values)
+                session.add(row)
+            else:
+                for name, value in values.items():
+                    if name == "model_id" and value is None:
+                        continue  # a resolve that omits the model keeps the link
+                    setattr(row, name, value)
+            rows.append(row)
+    return rows
+
+
+def _parsed_alarm(session: Session, alarm: Any) -> tuple[str, dict[str, Any]]:
     if not isinstance(alarm, Mapping):
         raise IngestError(f"an alarm must be an object, got {type(alarm).__name__}")
     key = alarm.get("key")
@@ -620,17 +688,7 @@ def ingest_alarm(*, session: Session, alarm: Mapping[str, Any]) -> Alarm:
         "labels": {str(k): str(v) for k, v in labels.items()},
         "model_id": model_id,
     }
-    with committing(session):
-        row = session.scalars(sa.select(Alarm).where(Alarm.key == key).with_for_update()).first()
-        if row is None:
-            row = Alarm(key=key, **values)
-            session.add(row)
-        else:
-            for name, value in values.items():
-                if name == "model_id" and value is None:
-                    continue  # a resolve that omits the model keeps the link
-                setattr(row, name, value)
-    return row
+    return key, values
 
 
 _ALERTMANAGER_NO_END = "0001-01-01T00:00:00Z"

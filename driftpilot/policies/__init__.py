@@ -22,7 +22,7 @@ from driftpilot.policies.facts import (
     RollbackFacts,
     StartCanaryFacts,
 )
-from driftpilot.policies.loader import PolicyError, load_policy, policy_from_mapping
+from driftpilot.policies.loader import PolicyError, load_policy, model_policy_path, policy_from_mapping
 from driftpilot.policies.schema import (
     Autonomy,
     Budgets,
@@ -56,5 +56,6 @@ __all__ = [
     "Usage",
     "evaluate",
     "load_policy",
+    "model_policy_path",
     "policy_from_mapping",
 ]

@@ -127,3 +127,16 @@ def load_policy(path: str | Path | None = None) -> Policy:
     except yaml.YAMLError as exc:
         raise PolicyError(f"policy file {source} is not valid YAML: {exc}", source=source) from exc
     return policy_from_mapping(data, source=source)
+
+
+def model_policy_path(stored: str, fallback: str | Path | None = None) -> Path | None:
+    """The policy file a managed model is judged by: the one it was registered with (its
+    ``policy`` column holds the path), else ``fallback`` (the service's file, or None for the
+    shipped default) when it holds ``"default"``.
+
+    >>> model_policy_path("default") is None, model_policy_path("/etc/dp/ont.yaml").name
+    (True, 'ont.yaml')
+    """
+    if stored == "default":
+        return Path(fallback) if fallback is not None else None
+    return Path(stored)

@@ -312,14 +312,15 @@ def test_narrate_keeps_what_the_model_saw_and_is_none_when_it_fails(caplog):
     ]
 
 
-def test_the_chat_route_executes_an_accepted_rollback(world):
+def test_the_chat_route_executes_an_accepted_rollback(world, bearer):
     sessions, registry = world
     engine = PolicyEngine(policy_from_mapping({"name": "chat-test", "autonomy": "L4"}))
     app = FastAPI()
+    app.state.sessions = sessions
     app.include_router(chat_router(sessions, registry, lambda name: engine, lambda: None))
-    client = TestClient(app)
+    client = TestClient(app, headers=bearer(sessions, "operator", "bob"))
 
-    rolled = client.post(f"/models/{NAME}/chat", json={"message": "rollback 1", "who": "bob"})
+    rolled = client.post(f"/models/{NAME}/chat", json={"message": "rollback 1"})
     unknown = client.post("/models/nope/chat", json={"message": "status"})
     garbled = client.post(f"/models/{NAME}/chat", json={"message": "dance"})
 

@@ -39,21 +39,24 @@ def _world(tmp_path):
     return url, sessions
 
 
-def test_an_answer_is_stored_once_and_a_contrary_one_refused_over_http(tmp_path):
+def test_an_answer_is_stored_once_and_a_contrary_one_refused_over_http(tmp_path, bearer):
     _, sessions = _world(tmp_path)
     client = TestClient(create_app(sessions, Registry(tmp_path / "artifacts")))
+    lead, other = bearer(sessions, "operator", "noc-lead"), bearer(sessions, "operator", "someone-else")
 
-    assert [a["id"] for a in client.get("/approvals", params={"model": MODEL_NAME}).json()] == [1, 2]
-    first = client.post("/approvals/1", json={"approve": True, "by": "noc-lead", "comment": "go"})
-    again = client.post("/approvals/1", json={"approve": True, "by": "noc-lead", "comment": "go"})
-    contrary = client.post("/approvals/1", json={"approve": False, "by": "someone-else"})
+    assert [a["id"] for a in client.get("/approvals", params={"model": MODEL_NAME}, headers=lead).json()] == [1, 2]
+    first = client.post("/approvals/1", json={"approve": True, "comment": "go"}, headers=lead)
+    again = client.post("/approvals/1", json={"approve": True, "comment": "go"}, headers=lead)
+    contrary = client.post("/approvals/1", json={"approve": False}, headers=other)
     assert first.status_code == again.status_code == 200
+    # Who answered is the token's name, never a field of the body.
     assert (first.json()["status"], first.json()["decided_by"]) == ("approved", "noc-lead")
     assert contrary.status_code == 409
     assert contrary.json()["detail"].startswith("approval request 1 was already approved by noc-lead at ")
-    assert client.post("/approvals/9", json={"approve": True, "by": "x"}).status_code == 404
-    assert client.post("/approvals/2", json={"approve": True, "by": ""}).status_code == 422
-    assert [a["id"] for a in client.get("/approvals").json()] == [2]
+    assert client.post("/approvals/9", json={"approve": True}, headers=lead).status_code == 404
+    assert client.post("/approvals/2", json={"approve": True, "by": "mallory"}, headers=lead).status_code == 422
+    assert client.post("/approvals/2", json={"approve": True}).status_code == 401
+    assert [a["id"] for a in client.get("/approvals", headers=lead).json()] == [2]
 
 
 def test_the_cli_lists_and_answers_requests(tmp_path, capsys):

@@ -31,6 +31,29 @@ def test_ingest_mappings_then_resend_is_idempotent(session: Session, ont: Manage
     assert count_events(session=session, model_id=ont.id) == 8
 
 
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"entity": "ont-other"}, "entity"),
+        ({"time": "2026-03-02T00:00:00Z"}, "time"),
+        ({"features": {"rx_power": -27.5, "temperature": 46.0, "firmware": "v1"}}, "features"),
+        ({"prediction": "offline"}, "prediction"),
+    ],
+)
+def test_a_resent_key_with_other_content_is_refused_and_nothing_of_its_batch_is_stored(
+    session: Session, ont: ManagedModel, change: dict[str, object], field: str
+) -> None:
+    ingest_events(session=session, model="ont", events=[event(1)])
+    changed = event(1) | change
+
+    with pytest.raises(IngestError, match=f"stored before with another '{field}'"):
+        ingest_events(session=session, model="ont", events=[event(2), changed])
+
+    assert count_events(session=session, model_id=ont.id) == 1  # event 2 was not kept either
+    # The exact event again is a retry: counted a duplicate, not refused.
+    assert ingest_events(session=session, model="ont", events=[event(1)]) == IngestResult(inserted=0, duplicates=1)
+
+
 def test_ingest_stores_what_was_sent(session: Session, ont: ManagedModel) -> None:
     sent = event(
         1,

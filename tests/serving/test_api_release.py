@@ -27,16 +27,16 @@ def _events(tick, n: int, prefix: str) -> list[dict]:
     ]
 
 
-def test_predict_routes_records_and_rolls_back_over_http(world):  # noqa: F811
+def test_predict_routes_records_and_rolls_back_over_http(world, bearer):  # noqa: F811
     sessions, registry, model_id, tick = world
     with sessions() as session:
         v2 = versions.get_version(session=session, model_id=model_id, number=2)
         releases.restore_version(session=session, model_id=model_id, version_id=v2.id, at=START, run_id="r", reason="2")
-    client = TestClient(create_app(sessions, registry))
+    client = TestClient(create_app(sessions, registry), headers=bearer(sessions, "admin", "bob"))
 
     first = client.post(f"/models/{MODEL_NAME}/predict", json={"events": _events(tick, 5, "a")})
     again = client.post(f"/models/{MODEL_NAME}/predict", json={"events": _events(tick, 5, "a")})
-    rolled = client.post(f"/models/{MODEL_NAME}/rollback", json={"version": 1, "who": "bob"})
+    rolled = client.post(f"/models/{MODEL_NAME}/rollback", json={"version": 1})
     after = client.post(f"/models/{MODEL_NAME}/predict", json={"events": _events(tick, 5, "b")})
 
     assert first.status_code == 200, first.text
@@ -56,9 +56,9 @@ def test_predict_routes_records_and_rolls_back_over_http(world):  # noqa: F811
     assert client.get(f"/models/{MODEL_NAME}/assignment", params={"entity": entity}).json()["version"] == 1
 
 
-def test_the_api_names_what_was_wrong(world):  # noqa: F811
+def test_the_api_names_what_was_wrong(world, bearer):  # noqa: F811
     sessions, registry, _, tick = world
-    client = TestClient(create_app(sessions, registry))
+    client = TestClient(create_app(sessions, registry), headers=bearer(sessions, "admin"))
     bad = _events(tick, 1, "c")
     del bad[0]["features"]["rx_power"]
 

@@ -1,0 +1,83 @@
+"""Bring your own model: register a managed model from labelled history in a CSV.
+
+Version 1 is trained as a replay's warm-up trains it (:func:`driftpilot.loop.replay.
+register_with_history`): the history is stored as labelled events, the model's shape is chosen on
+its newest fifth, and it becomes champion with its snapshot and decision. The model's policy file,
+when given, is validated and copied under the service's home, so that the file the loop and the
+API judge it by cannot vanish with the user's working copy; editing the copy changes the policy
+in force (read again, and logged, when it changes).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from driftpilot.loop.replay import ReplayConfig, Stream, read_stream, register_with_history
+from driftpilot.memory import managed
+from driftpilot.models.families import family
+from driftpilot.models.registry import Registry
+from driftpilot.policies import load_policy
+
+__all__ = ["register_from_csv"]
+
+
+def register_from_csv(
+    config: ReplayConfig,
+    sessions: sessionmaker[Session],
+    registry: Registry,
+    *,
+    name: str,
+    home: Path,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Register ``name`` from ``config.data`` (every row labelled history) and train version 1.
+
+    Refused, with nothing stored, when the name is taken, the family unknown, the policy file
+    invalid, or the CSV unfit (the message names the column and row).
+    """
+    family_name = config.family or ("intent_mlp" if config.text_col else "tabular_mlp")
+    family(family_name)
+    policy = load_policy(config.policy_path)
+    with sessions() as session:
+        if any(m.name == name for m in managed.list_models(session=session)):
+            raise FileExistsError(f"a model named {name!r} is registered already")
+    data = read_stream(config)
+    n = len(data.rows)
+    if n < 10 or len(set(data.labels)) < 2:
+        raise ValueError(f"{config.data} needs at least 10 labelled rows of two classes or more to train version 1")
+    label = "default"
+    if config.policy_path is not None:
+        kept = home / "policies" / f"{name}.yaml"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(config.policy_path, kept)
+        label = str(kept.resolve())
+    stream = Stream(data.features, data.labels, [(s.name, s.kind) for s in data.specs])
+    keys = [f"history-{r}" for r in data.rows]
+    model_id, first, _ = register_with_history(
+        replace(config, warmup=n),
+        data,
+        stream,
+        keys,
+        sessions,
+        registry,
+        name=name,
+        family_name=family_name,
+        policy=policy,
+        policy_label=label,
+        on_epoch=on_epoch,
+    )
+    return {
+        "model": name,
+        "id": model_id,
+        "family": family_name,
+        "rows": n,
+        "classes": data.classes,
+        "features": [s.name for s in data.specs],
+        "policy": label,
+    }

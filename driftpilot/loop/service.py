@@ -1,0 +1,220 @@
+"""The service's background loop: the live database as the source, the wall clock as the clock.
+
+Every ``tick`` seconds it looks at each managed model whose lease it holds (several loop
+processes may share one PostgreSQL: each model's runs are taken by one of them at a time, see
+:mod:`driftpilot.memory.leases`) and, as the drivers of ``demo`` and ``replay`` do:
+
+- runs the Monitor when a check is due (:class:`~driftpilot.loop.schedule.CheckSchedule`: on the
+  policy's cadence, once enough new evidence arrived),
+- runs an alarm's own thread at once for a new firing alarm that concerns the model,
+- resumes a waiting run (labels, canary evidence, a person's answer) every ``resume_every``.
+
+Each model is judged by its own policy file (or the service's, or the shipped default). The
+runs are LangGraph threads checkpointed in the memory's database (PostgreSQL) or beside it
+(SQLite): a loop killed mid-run resumes where it stopped, in whichever process takes the lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from driftpilot.agents.context import AgentContext
+from driftpilot.graph.runner import LoopRunner, open_checkpointer
+from driftpilot.loop.metrics import LoopMetrics
+from driftpilot.loop.schedule import CheckSchedule, last_plan
+from driftpilot.memory import events, managed
+from driftpilot.memory.leases import release_leases, take_lease
+from driftpilot.memory.tables import Alarm, ManagedModel
+from driftpilot.memory.times import utcnow
+from driftpilot.models.registry import Registry
+from driftpilot.policies import PolicyEngine, load_policy, model_policy_path
+
+__all__ = ["Run", "ServiceLoop"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of a model's graph that a pass of the loop made."""
+
+    model: str
+    thread: str
+    trigger: dict[str, Any]
+
+
+@dataclass
+class _Model:
+    """What the loop keeps of one model between passes."""
+
+    runner: LoopRunner
+    schedule: CheckSchedule
+    marks: tuple[int, int] = (0, 0)
+    last_alarm: int = 0
+    next_resume: datetime | None = None
+    check_every_minutes: int = 60
+
+
+class ServiceLoop:
+    """Runs the loop of every managed model against the live database.
+
+    ``run_once(now)`` is one pass (what tests drive); :meth:`run` repeats it until :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        registry: Registry,
+        checkpointer: Any,
+        *,
+        policy_path: str | Path | None = None,
+        metrics: LoopMetrics | None = None,
+        holder: str | None = None,
+        tick: float = 5.0,
+        lease: timedelta = timedelta(minutes=2),
+        resume_every: timedelta = timedelta(minutes=15),
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.sessions = sessions
+        self.registry = registry
+        self.checkpointer = checkpointer
+        self.policy_path = policy_path
+        self.metrics = metrics
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.tick = tick
+        self.lease = lease
+        self.resume_every = resume_every
+        self.clock = clock
+        self.models: dict[str, _Model] = {}
+        self._stopped = threading.Event()
+        self._woken: set[str | None] = set()
+        self._lock = threading.Lock()
+
+    def wake(self, models: list[str | None]) -> None:
+        """An alarm arrived for ``models`` (None: any): look at them now, not at the next tick."""
+        with self._lock:
+            self._woken.update(models)
+
+    def stop(self) -> None:
+        """Finish the run in progress, then stop (SIGTERM); the leases are given back."""
+        self._stopped.set()
+
+    def run(self) -> None:
+        """Pass after pass until :meth:`stop`; a failing pass is logged, and the next one tries again."""
+        try:
+            while not self._stopped.is_set():
+                try:
+                    self.run_once(self.clock())
+                except Exception:
+                    log.exception("a pass of the loop failed; the next one tries again")
+                with self._lock:
+                    woken = bool(self._woken)
+                if not woken:
+                    self._stopped.wait(self.tick)
+        finally:
+            with self.sessions() as session:
+                release_leases(session=session, holder=self.holder)
+
+    def run_once(self, now: datetime) -> list[Run]:
+        """One pass over the models; returns the runs it made."""
+        with self._lock:
+            self._woken.clear()
+        with self.sessions() as session:
+            rows = managed.list_models(session=session)
+        done: list[Run] = []
+        for row in rows:
+            if self._stopped.is_set():
+                break
+            with self.sessions() as session:
+                held = take_lease(session=session, model_id=row.id, holder=self.holder, now=now, ttl=self.lease)
+            if held:
+                done += self._pass(row, now)
+            else:
+                self.models.pop(row.name, None)  # another process runs it; start afresh if it comes back
+        return done
+
+    def _model(self, row: ManagedModel, now: datetime) -> _Model:
+        if row.name not in self.models:
+            path = model_policy_path(row.policy, self.policy_path)
+            engine = PolicyEngine.from_file(path) if path else PolicyEngine(load_policy())
+            context = AgentContext(sessions=self.sessions, registry=self.registry, policy=engine)
+            every = engine.policy.monitor.check_every_minutes
+            state = _Model(
+                runner=LoopRunner(context, self.checkpointer),
+                schedule=CheckSchedule(now, timedelta(minutes=every)),
+                check_every_minutes=every,
+            )
+            with self.sessions() as session:
+                state.marks = events.arrivals(session=session, model_id=row.id, after_event=0, after_label=0)[2:]
+                state.last_alarm = int(session.scalar(sa.select(sa.func.max(Alarm.id))) or 0)
+            # Evidence already in memory counts as new: a model registered with history is checked
+            # on the first cadence.
+            state.schedule.saw(rows=state.marks[0], labels=state.marks[1])
+            self.models[row.name] = state
+        return self.models[row.name]
+
+    def _pass(self, row: ManagedModel, now: datetime) -> list[Run]:
+        state = self._model(row, now)
+        with self.sessions() as session:
+            n_events, n_labels, *marks = events.arrivals(
+                session=session, model_id=row.id, after_event=state.marks[0], after_label=state.marks[1]
+            )
+            alarms = list(
+                session.execute(
+                    sa.select(Alarm.id, Alarm.key)
+                    .where(
+                        Alarm.id > state.last_alarm,
+                        Alarm.status == "firing",
+                        sa.or_(Alarm.model_id.is_(None), Alarm.model_id == row.id),
+                    )
+                    .order_by(Alarm.id)
+                ).tuples()
+            )
+        state.marks = (marks[0], marks[1])
+        state.schedule.saw(rows=n_events, labels=n_labels)
+        runs = [Run(row.name, "alarms", {"kind": "alarm", "alarm": key}) for _, key in alarms]
+        if alarms:
+            state.last_alarm = alarms[-1][0]
+        due_at = state.schedule.next_check
+        if state.schedule.due(now):
+            runs.append(Run(row.name, "main", {"kind": "schedule", "every_minutes": state.check_every_minutes}))
+        if state.next_resume is None or now >= state.next_resume:
+            state.next_resume = now + self.resume_every
+            for thread in LoopRunner.THREADS:
+                if not any(r.thread == thread for r in runs) and state.runner.waiting(row.name, thread):
+                    runs.append(Run(row.name, thread, {"kind": "schedule", "every_minutes": state.check_every_minutes}))
+        for run in runs:
+            if run.thread == "main" and run.trigger["kind"] == "schedule" and self.metrics is not None:
+                self.metrics.loop_lag.labels(row.name).set(max(0.0, (now - due_at).total_seconds()))
+            state.runner.step(run.model, now, run.trigger, thread=run.thread)
+            if run.thread == "main" and run.trigger["kind"] == "schedule":
+                state.schedule.checked(now, last_plan(self.sessions, row.id))
+        return runs
+
+
+@contextmanager
+def service_loop(
+    sessions: sessionmaker[Session],
+    registry: Registry,
+    *,
+    database_url: str | None,
+    home: Path,
+    **options: Any,
+) -> Iterator[ServiceLoop]:
+    """A :class:`ServiceLoop` with its checkpointer open (in PostgreSQL when the memory is there,
+    else ``home/checkpoints.sqlite``)."""
+    with open_checkpointer(database_url, home / "checkpoints.sqlite") as checkpointer:
+        yield ServiceLoop(sessions, registry, checkpointer, **options)
