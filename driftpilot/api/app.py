@@ -109,7 +109,14 @@ def create_app(
     alarm concerns."""
     settings = settings or Settings()
     metrics = metrics or LoopMetrics(sessions)
-    app = FastAPI(title="driftpilot", summary="Keeps deployed models healthy on their own.")
+    # The OpenAPI document is served to token holders only (below), like every route but /healthz.
+    app = FastAPI(
+        title="driftpilot",
+        summary="Keeps deployed models healthy on their own.",
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.sessions = sessions
     servings: dict[str, Serving] = {}
     lock = threading.Lock()
@@ -294,6 +301,11 @@ def create_app(
         except sa.exc.SQLAlchemyError as exc:
             raise HTTPException(status_code=503, detail=f"the database does not answer: {exc}") from exc
         return {"status": "ready"}
+
+    @app.get("/openapi.json", dependencies=[Depends(allow(*EVERYONE))], include_in_schema=False)
+    def openapi() -> dict[str, Any]:
+        """The contract clients code against."""
+        return app.openapi()
 
     @app.get("/metrics", dependencies=[Depends(allow(*EVERYONE))], response_class=PlainTextResponse)
     def exposition() -> PlainTextResponse:

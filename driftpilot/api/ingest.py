@@ -111,10 +111,11 @@ def ingest_router(
     router = APIRouter(tags=["ingest"])
 
     async def parsed(request: Request, field: str) -> list[Any]:
+        raw = await request.body()
         try:
-            body = orjson.loads(await request.body())
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise HTTPException(status_code=400, detail=f"the body is not valid JSON: {exc}") from exc
+            raise _not_json(raw, exc) from exc
         if not isinstance(body, dict) or not isinstance(body.get(field), list):
             raise HTTPException(status_code=422, detail=f"the body must be an object with a list {field!r}")
         unknown = sorted(set(body) - {field})
@@ -188,7 +189,7 @@ def ingest_router(
             alarms = alertmanager_to_alarms(payload, group_labels=settings.alarm_group_labels)
             return await run_in_threadpool(store_alarms, alarms)
         except orjson.JSONDecodeError as exc:
-            raise HTTPException(status_code=400, detail=f"the body is not valid JSON: {exc}") from exc
+            raise _not_json(b"", exc) from exc
         except (LookupError, IngestError) as exc:
             raise refused("alertmanager", exc) from exc
 
@@ -208,12 +209,19 @@ def ingest_router(
             if "replayed" in str(exc):
                 raise HTTPException(status_code=401, detail=str(exc)) from exc
             if isinstance(exc, orjson.JSONDecodeError):
-                raise HTTPException(status_code=400, detail=f"the body is not valid JSON: {exc}") from exc
+                raise _not_json(body, exc) from exc
             raise refused("alarms", exc) from exc
         except LookupError as exc:
             raise refused("alarms", exc) from exc
 
     return router
+
+
+def _not_json(raw: bytes, exc: Exception) -> HTTPException:
+    hint = ""
+    if b"NaN" in raw or b"Infinity" in raw or b"e999" in raw.lower():
+        hint = " (non-finite numbers, NaN or Infinity, are not JSON: every feature must be a finite number)"
+    return HTTPException(status_code=400, detail=f"the body is not valid JSON: {exc}{hint}")
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:

@@ -40,7 +40,7 @@ class _DecisionLog(Collector):
         self.last_check: dict[str, float] = {}
 
     def _read(self, session: Session) -> dict[int, str]:
-        names = dict(session.execute(sa.select(ManagedModel.id, ManagedModel.name)).tuples().all())
+        names = dict(session.execute(sa.select(ManagedModel.id, ManagedModel.name)).all())
         rows = session.execute(
             sa.select(Decision.id, Decision.model_id, Decision.agent, Decision.action, Decision.outcome, Decision.time)
             .where(Decision.id > self.after)
@@ -51,9 +51,7 @@ class _DecisionLog(Collector):
                 sa.select(Decision.id, Decision.diagnosis).where(
                     Decision.id > self.after, Decision.agent == "diagnostician"
                 )
-            )
-            .tuples()
-            .all()
+            ).all()
         )
         for id_, model_id, agent, action, outcome, time in rows:
             model = names.get(model_id, "") if model_id is not None else ""

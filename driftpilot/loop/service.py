@@ -181,7 +181,7 @@ class ServiceLoop:
                         sa.or_(Alarm.model_id.is_(None), Alarm.model_id == row.id),
                     )
                     .order_by(Alarm.id)
-                ).tuples()
+                )
             )
         state.marks = (marks[0], marks[1])
         state.schedule.saw(rows=n_events, labels=n_labels)

@@ -10,6 +10,11 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from driftpilot.memory import golden
+from driftpilot.memory.alarms import claim_signature
+from driftpilot.memory.alerts import raise_alert
+from driftpilot.memory.dead_letters import record_dead_letter
+from driftpilot.memory.leases import take_lease
+from driftpilot.memory.tokens import create_token
 from driftpilot.memory.approvals import decide_approval, request_approval
 from driftpilot.memory.decisions import list_decisions, record_decision
 from driftpilot.memory.events import events_by_ids, last_group, window
@@ -84,6 +89,22 @@ def _fill_every_table(session: Session, model: ManagedModel) -> None:
     mark_answered(session=session, event_ids=[2], answered_at=T0_PLUS_TWO)
     add_quarantine(session=session, model_id=model.id, start=T0_PLUS_TWO, end=None, groups=None, reason="test")
     golden.pin(session=session, model_id=model.id, event_ids=[1], time=T0_PLUS_TWO)
+    create_token(session=session, name="alice", role="operator", now="2026-03-01T12:00:00+02:00")
+    take_lease(session=session, model_id=model.id, holder="loop-1", now=T0_PLUS_TWO, ttl=timedelta(minutes=2))
+    claim_signature(session=session, signature="sha256=00", now=T0_PLUS_TWO, forget_before=T0)
+    session.commit()
+    raise_alert(
+        session=session,
+        key="k",
+        name="DriftpilotRollback",
+        severity="warning",
+        labels={},
+        annotations={},
+        starts_at=T0_PLUS_TWO,
+        at=T0_PLUS_TWO,
+        model_id=model.id,
+    )
+    record_dead_letter(session=session, source="mqtt", subject="driftpilot/x/events", payload=b"{", reason="bad JSON")
 
 
 def _times_of_every_row(session: Session) -> dict[str, list[Any]]:
