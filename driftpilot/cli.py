@@ -425,6 +425,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         with_loop=args.command == "run" or not args.no_loop,
         policy_path=args.policy,
         tick=args.tick,
+        lease_seconds=args.lease_seconds,
     )
 
 
@@ -670,6 +671,12 @@ def build_parser() -> argparse.ArgumentParser:
         service.add_argument("--port", type=int, default=8000)
         service.add_argument("--policy", help="policy YAML for models registered without one")
         service.add_argument("--tick", type=float, default=5.0, help="seconds between the loop's passes")
+        service.add_argument(
+            "--lease-seconds",
+            type=float,
+            default=120.0,
+            help="how long a model stays with this loop without renewal (another loop takes it over after)",
+        )
         if verb == "serve":
             service.add_argument("--no-loop", action="store_true", help="an API-only worker")
         service.set_defaults(func=cmd_serve, no_loop=False)

@@ -14,6 +14,7 @@ import logging
 import signal
 import threading
 from contextlib import ExitStack
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ def serve(
     with_loop: bool = True,
     policy_path: str | Path | None = None,
     tick: float = 5.0,
+    lease_seconds: float = 120.0,
 ) -> int:
     """Run until stopped; returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -58,6 +60,7 @@ def serve(
                     policy_path=policy_path,
                     metrics=metrics,
                     tick=tick,
+                    lease=timedelta(seconds=lease_seconds),
                 )
             )
             sender = AlertSender.from_settings(sessions, settings).start()

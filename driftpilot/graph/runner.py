@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -35,6 +36,7 @@ def open_checkpointer(database_url: str | None, sqlite_path: Path) -> Iterator[A
 def postgres_checkpointer(database_url: str) -> Iterator[Any]:
     """LangGraph's PostgreSQL checkpointer on ``database_url`` (a SQLAlchemy or libpq URL); its
     tables are created on first use."""
+    import psycopg
     from langgraph.checkpoint.postgres import PostgresSaver
 
     # SQLAlchemy's "postgresql+psycopg://" is not a libpq URL.
@@ -42,7 +44,20 @@ def postgres_checkpointer(database_url: str) -> Iterator[Any]:
         "postgresql+psycopg2://", "postgresql://"
     )
     with PostgresSaver.from_conn_string(url) as saver:
-        saver.setup()
+        # Loop processes starting together would race to create the tables (setup() is not safe
+        # to run concurrently): one at a time, under a session-level advisory lock. It is polled,
+        # not waited for: setup() builds indexes CONCURRENTLY, which wait for every open
+        # transaction, a blocked lock request included.
+        lock = "hashtext('driftpilot:checkpoint-setup')"
+        connection = saver.conn
+        assert isinstance(connection, psycopg.Connection)  # from_conn_string: one connection, dict rows
+        with connection.cursor() as cursor:
+            while not (cursor.execute(f"SELECT pg_try_advisory_lock({lock}) AS taken").fetchone() or {}).get("taken"):
+                time.sleep(0.05)
+            try:
+                saver.setup()
+            finally:
+                cursor.execute(f"SELECT pg_advisory_unlock({lock})")
         yield saver
 
 

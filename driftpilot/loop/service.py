@@ -36,7 +36,7 @@ from driftpilot.graph.runner import LoopRunner, open_checkpointer
 from driftpilot.loop.metrics import LoopMetrics
 from driftpilot.loop.schedule import CheckSchedule, last_plan
 from driftpilot.memory import events, managed
-from driftpilot.memory.leases import release_leases, take_lease
+from driftpilot.memory.leases import alarm_mark, move_alarm_mark, release_leases, take_lease
 from driftpilot.memory.tables import Alarm, ManagedModel
 from driftpilot.memory.times import utcnow
 from driftpilot.models.registry import Registry
@@ -63,7 +63,6 @@ class _Model:
     runner: LoopRunner
     schedule: CheckSchedule
     marks: tuple[int, int] = (0, 0)
-    last_alarm: int = 0
     next_resume: datetime | None = None
     check_every_minutes: int = 60
 
@@ -102,6 +101,9 @@ class ServiceLoop:
         self._stopped = threading.Event()
         self._woken: set[str | None] = set()
         self._lock = threading.Lock()
+        #: Ids of the models whose lease this loop holds, renewed by :meth:`_heartbeat` while a run
+        #: (a training can take minutes) keeps the pass from renewing them.
+        self._held: set[int] = set()
 
     def wake(self, models: list[str | None]) -> None:
         """An alarm arrived for ``models`` (None: any): look at them now, not at the next tick."""
@@ -114,6 +116,8 @@ class ServiceLoop:
 
     def run(self) -> None:
         """Pass after pass until :meth:`stop`; a failing pass is logged, and the next one tries again."""
+        heartbeat = threading.Thread(target=self._heartbeat, name="driftpilot-leases", daemon=True)
+        heartbeat.start()
         try:
             while not self._stopped.is_set():
                 try:
@@ -125,8 +129,26 @@ class ServiceLoop:
                 if not woken:
                     self._stopped.wait(self.tick)
         finally:
+            self._stopped.set()
+            heartbeat.join()
             with self.sessions() as session:
                 release_leases(session=session, holder=self.holder)
+            self._held.clear()
+
+    def _heartbeat(self) -> None:
+        """Renew the held leases every third of their length, so that none expires during a run."""
+        while not self._stopped.wait(self.lease.total_seconds() / 3):
+            for model_id in list(self._held):
+                try:
+                    with self.sessions() as session:
+                        kept = take_lease(
+                            session=session, model_id=model_id, holder=self.holder, now=self.clock(), ttl=self.lease
+                        )
+                except Exception:
+                    log.exception("renewing the lease of model %d failed; the next beat tries again", model_id)
+                    continue
+                if not kept:
+                    log.error("the lease of model %d was taken by another loop", model_id)
 
     def run_once(self, now: datetime) -> list[Run]:
         """One pass over the models; returns the runs it made."""
@@ -141,8 +163,10 @@ class ServiceLoop:
             with self.sessions() as session:
                 held = take_lease(session=session, model_id=row.id, holder=self.holder, now=now, ttl=self.lease)
             if held:
+                self._held.add(row.id)
                 done += self._pass(row, now)
             else:
+                self._held.discard(row.id)
                 self.models.pop(row.name, None)  # another process runs it; start afresh if it comes back
         return done
 
@@ -159,7 +183,6 @@ class ServiceLoop:
             )
             with self.sessions() as session:
                 state.marks = events.arrivals(session=session, model_id=row.id, after_event=0, after_label=0)[2:]
-                state.last_alarm = int(session.scalar(sa.select(sa.func.max(Alarm.id))) or 0)
             # Evidence already in memory counts as new: a model registered with history is checked
             # on the first cadence.
             state.schedule.saw(rows=state.marks[0], labels=state.marks[1])
@@ -172,11 +195,12 @@ class ServiceLoop:
             n_events, n_labels, *marks = events.arrivals(
                 session=session, model_id=row.id, after_event=state.marks[0], after_label=state.marks[1]
             )
+            # Firing alarms that concern the model and have no run yet (past the lease's mark).
             alarms = list(
                 session.execute(
                     sa.select(Alarm.id, Alarm.key)
                     .where(
-                        Alarm.id > state.last_alarm,
+                        Alarm.id > alarm_mark(session=session, model_id=row.id),
                         Alarm.status == "firing",
                         sa.or_(Alarm.model_id.is_(None), Alarm.model_id == row.id),
                     )
@@ -187,7 +211,9 @@ class ServiceLoop:
         state.schedule.saw(rows=n_events, labels=n_labels)
         runs = [Run(row.name, "alarms", {"kind": "alarm", "alarm": key}) for _, key in alarms]
         if alarms:
-            state.last_alarm = alarms[-1][0]
+            with self.sessions() as session:
+                if not move_alarm_mark(session=session, model_id=row.id, holder=self.holder, mark=alarms[-1][0]):
+                    return []  # the model was taken over meanwhile
         due_at = state.schedule.next_check
         if state.schedule.due(now):
             runs.append(Run(row.name, "main", {"kind": "schedule", "every_minutes": state.check_every_minutes}))

@@ -477,10 +477,14 @@ class DeadLetter(Base):
 
 class LoopLease(Base):
     """Which loop process runs a model's graph now: taken when free or expired, renewed while
-    held, so that loops sharing one database never run one model's thread twice."""
+    held, so that loops sharing one database never run one model's thread twice. Kept when the
+    holder stops (``holder`` empty), for its alarm mark."""
 
     __tablename__ = "loop_lease"
 
     model_id: Mapped[int] = mapped_column(ForeignKey("managed_model.id"), primary_key=True)
     holder: Mapped[str] = mapped_column(String)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: The last alarm (by id) whose run the model's loop started: a loop taking the model over
+    #: goes on from there, so every alarm is run once.
+    alarm_mark: Mapped[int] = mapped_column(Integer, default=0)

@@ -59,6 +59,7 @@ def test_events_and_labels_are_stored_once_and_resends_are_duplicates(service) -
     metrics = client.get("/metrics", headers=headers["auditor"]).text
     assert 'driftpilot_events_ingested_total{model="ont-offline",source="http"} 30.0' in metrics
     assert 'driftpilot_duplicates_total{model="ont-offline",source="http"} 15.0' in metrics
+    assert 'driftpilot_ingest_seconds_count{route="events"} 2.0' in metrics
 
 
 @pytest.mark.parametrize(

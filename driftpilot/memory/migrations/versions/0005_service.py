@@ -79,6 +79,7 @@ def upgrade() -> None:
         sa.Column("model_id", sa.Integer(), nullable=False),
         sa.Column("holder", sa.String(), nullable=False),
         sa.Column("expires_at", sa.DateTime(), nullable=False),
+        sa.Column("alarm_mark", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(["model_id"], ["managed_model.id"], name=op.f("fk_loop_lease_model_id_managed_model")),
         sa.PrimaryKeyConstraint("model_id", name=op.f("pk_loop_lease")),
     )
