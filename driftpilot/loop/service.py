@@ -202,6 +202,8 @@ class ServiceLoop:
                     .where(
                         Alarm.id > alarm_mark(session=session, model_id=row.id),
                         Alarm.status == "firing",
+                        # driftpilot's own alerts, handed back by Alertmanager, are kept, not run on.
+                        Alarm.name.not_like("Driftpilot%"),
                         sa.or_(Alarm.model_id.is_(None), Alarm.model_id == row.id),
                     )
                     .order_by(Alarm.id)

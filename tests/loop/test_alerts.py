@@ -13,12 +13,14 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from driftpilot.config import Settings
@@ -459,8 +461,8 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     pytest.fail(f"Alertmanager was not ready within 30 s:\n{log.read_text()}")
 
 
-@pytest.fixture
-def alertmanager(tmp_path: Path) -> Iterator[str]:
+@contextmanager
+def running_alertmanager(tmp_path: Path, config_text: str = ALERTMANAGER_CONFIG) -> Iterator[str]:
     """The base URL of a Prometheus Alertmanager of this test's own, on loopback."""
     binary = shutil.which("prometheus-alertmanager") or ALERTMANAGER
     if not Path(binary).exists():
@@ -469,7 +471,7 @@ def alertmanager(tmp_path: Path) -> Iterator[str]:
             pytest.fail(message)
         pytest.skip(message)
     config = tmp_path / "alertmanager.yml"
-    config.write_text(ALERTMANAGER_CONFIG)
+    config.write_text(config_text)
     log = tmp_path / "alertmanager.log"
     url = f"http://127.0.0.1:{_free_port()}"
     command = [
@@ -491,6 +493,12 @@ def alertmanager(tmp_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path) -> Iterator[str]:
+    with running_alertmanager(tmp_path) as url:
+        yield url
 
 
 def test_a_driftpilot_alert_arrives_in_a_real_alertmanager(
@@ -516,3 +524,62 @@ def test_a_driftpilot_alert_arrives_in_a_real_alertmanager(
     assert held["annotations"]["decision_id"] == str(decision.id)
     assert held["startsAt"].startswith("2026-03-01T10:00:00")
     assert held["status"]["state"] in ("active", "unprocessed")
+
+
+ROUND_TRIP_CONFIG = """\
+route:
+  receiver: "driftpilot"
+  group_by: ["alertname", "model", "decision"]
+  group_wait: 0s
+  group_interval: 1s
+receivers:
+  - name: "driftpilot"
+    webhook_configs:
+      - url: "{hook}"
+        send_resolved: true
+        http_config:
+          authorization:
+            type: Bearer
+            credentials: "{token}"
+"""
+
+
+def test_alertmanager_hands_driftpilot_s_alert_back_through_the_hook_as_an_alarm(
+    sessions: sessionmaker[Session], model_id: int, tmp_path: Path
+) -> None:
+    """driftpilot → Alertmanager's API → Alertmanager's webhook receiver → ``/hooks/alertmanager``
+    on a live server: the alarm path a deployment wires up, end to end, over real HTTP."""
+    import uvicorn
+
+    from driftpilot.api import create_app
+    from driftpilot.config import Settings
+    from driftpilot.memory.tables import Alarm
+    from driftpilot.memory.tokens import create_token
+    from driftpilot.models.registry import Registry
+
+    with sessions() as session:
+        _, token = create_token(session=session, name="alertmanager", role="ingest")
+    app = create_app(sessions, Registry(tmp_path / "artifacts"), settings=Settings(home=tmp_path))
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    config = ROUND_TRIP_CONFIG.format(hook=f"http://127.0.0.1:{port}/hooks/alertmanager", token=token)
+    try:
+        with running_alertmanager(tmp_path, config) as alertmanager:
+            _decide(sessions, model_id, "release_manager", "rollback", "rolled_back", rationale="v3 rolled back.")
+            [sent] = AlertSender(sessions, alertmanager_url=alertmanager).run_once(datetime.now(UTC))
+            deadline = time.monotonic() + 30
+            alarms: list[Alarm] = []
+            while time.monotonic() < deadline and not alarms:
+                with sessions() as session:
+                    alarms = list(session.scalars(sa.select(Alarm)))
+                time.sleep(0.2)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+    assert sent.status == "sent"
+    [alarm] = alarms
+    assert (alarm.name, alarm.status, alarm.model_id) == ("DriftpilotRollback", "firing", model_id)
+    assert alarm.labels["annotation.summary"] == "v3 rolled back."
