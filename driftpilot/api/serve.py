@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -93,8 +94,6 @@ def _run_uvicorn(
     port: int,
     policy_path: str | Path | None,
 ) -> None:
-    import uvicorn
-
     app = create_app(
         sessions,
         registry,
@@ -103,8 +102,29 @@ def _run_uvicorn(
         metrics=metrics,
         on_alarm=loop.wake if loop is not None else None,
     )
-    # uvicorn handles SIGTERM and SIGINT itself: it finishes the requests in flight, then returns.
-    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)).run()
+    import uvicorn
+
+    _server_class()(uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)).run()
+
+
+def _server_class() -> Any:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, stopping on SIGTERM or SIGINT as it does (the requests in flight are
+        answered), but without raising the signal again once it has stopped: the loop, the live
+        sources and the alert sender are stopped after it, and the process exits 0."""
+
+        @contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGTERM, signal.SIGINT)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server
 
 
 def _stop_on_signals(loop: ServiceLoop) -> None:

@@ -1,0 +1,76 @@
+"""The README's path, over real HTTP: register a model from a CSV, create a token, start
+`driftpilot serve`, send events and labels, read /metrics, and stop it with SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from driftpilot import cli
+from tests.loop.test_service import _register
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_serve_takes_events_and_labels_and_stops_on_sigterm(tmp_path, capsys) -> None:
+    home = tmp_path / "home"
+    assert _register(home, "credit") == 0
+    assert cli.main(["--home", str(home), "token", "create", "--role", "ingest", "--name", "relay"]) == 0
+    token = capsys.readouterr().out.strip().splitlines()[-1]
+    port = _free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "driftpilot.cli", "--home", str(home), "serve", "--port", str(port), "--tick", "0.5"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        events = [
+            {
+                "key": f"tx-{i}",
+                "entity": "c17",
+                "time": "2026-12-06T10:00:00Z",
+                "features": {"income": 0.4, "debt": 1.2, "segment": "a"},
+                "served_version": 1,
+                "prediction": "yes",
+            }
+            for i in range(3)
+        ]
+        sent = httpx.post(f"{base}/models/credit/events", json={"events": events}, headers=headers)
+        labelled = httpx.post(
+            f"{base}/models/credit/labels",
+            json={"labels": [{"key": "tx-1", "label": "no", "source": "system"}]},
+            headers=headers,
+        )
+        metrics = httpx.get(f"{base}/metrics", headers=headers).text
+        server.send_signal(signal.SIGTERM)
+        code = server.wait(timeout=60)
+    finally:
+        if server.poll() is None:
+            server.kill()
+        log.close()
+
+    assert sent.json() == {"inserted": 3, "duplicates": 0}
+    assert labelled.json() == {"inserted": 1, "duplicates": 0}
+    assert 'driftpilot_events_ingested_total{model="credit",source="http"} 3.0' in metrics
+    assert code == 0, (tmp_path / "serve.log").read_text()
