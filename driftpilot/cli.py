@@ -1,9 +1,10 @@
 """The ``driftpilot`` command.
 
 Its commands: ``demo``, ``replay``, ``scenarios export``, ``audit`` (``verify``, ``export``,
-``show``), ``golden`` (``pin``, ``unpin``, ``list``), ``models``, ``served``, ``rollback``,
-``approvals``, ``approve``, ``deny``, ``chat`` and ``policy check``; ``driftpilot COMMAND --help``
-says what each takes.
+``show``), ``golden`` (``pin``, ``unpin``, ``list``), ``models`` (``register``), ``token``
+(``create``, ``revoke``, ``list``), ``serve``, ``run``, ``served``, ``rollback``, ``approvals``,
+``approve``, ``deny``, ``chat`` and ``policy check``; ``driftpilot COMMAND --help`` says what each
+takes.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query
@@ -20,65 +21,57 @@ from driftpilot.memory.tables import Decision
 PAGE = 500
 
 
-def audit_router(sessions: sessionmaker[Session]) -> APIRouter:
-    router = APIRouter(tags=["audit"], dependencies=[Depends(allow(*READERS))])
+@dataclass
+class DecisionFilter:
+    """Which decisions: by model, agent, action, outcome, and ``since <= time < until``."""
 
-    def filtered(
-        session: Session,
-        model: str | None,
-        agent: str | None,
-        action: str | None,
-        outcome: str | None,
-        since: datetime | None,
-        until: datetime | None,
-        after: int | None,
-        limit: int,
-    ) -> list[Decision]:
-        model_id = managed.get_model(session=session, name=model).id if model else None
+    model: str | None = None
+    agent: str | None = None
+    action: str | None = None
+    outcome: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def rows(self, session: Session, after: int | None, limit: int) -> list[Decision]:
+        model_id = managed.get_model(session=session, name=self.model).id if self.model else None
         return decisions.list_decisions(
             session=session,
             model_id=model_id,
-            agent=agent,
-            action=action,
-            outcome=outcome,
-            since=since,
-            until=until,
+            agent=self.agent,
+            action=self.action,
+            outcome=self.outcome,
+            since=self.since,
+            until=self.until,
             after_id=after,
             limit=limit,
         )
 
+
+Filter = Annotated[DecisionFilter, Depends()]
+
+
+def audit_router(sessions: sessionmaker[Session]) -> APIRouter:
+    router = APIRouter(tags=["audit"], dependencies=[Depends(allow(*READERS))])
+
     @router.get("/decisions")
     def listed(
-        model: str | None = None,
-        agent: str | None = None,
-        action: str | None = None,
-        outcome: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        where: Filter,
         after: int | None = Query(default=None, description="Only decisions with a larger id (the next page)."),
         limit: int = Query(default=100, ge=1, le=PAGE),
     ) -> list[dict[str, Any]]:
         """Decisions in log order, filtered; page with ``after`` = the last id seen."""
         try:
             with sessions() as session:
-                rows = filtered(session, model, agent, action, outcome, since, until, after, limit)
-                return [decisions.decision_as_dict(d) for d in rows]
+                return [decisions.decision_as_dict(d) for d in where.rows(session, after, limit)]
         except LookupError as exc:
             raise HTTPException(status_code=404, detail=str(exc).strip("'\"")) from exc
 
     @router.get("/decisions/export")
-    def export(
-        model: str | None = None,
-        agent: str | None = None,
-        action: str | None = None,
-        outcome: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> StreamingResponse:
+    def export(where: Filter) -> StreamingResponse:
         """Every decision the filter keeps, as JSON lines, read and sent a page at a time."""
         with sessions() as session:
             try:
-                filtered(session, model, None, None, None, None, None, None, 1)
+                where.rows(session, None, 1)  # an unknown model is 404 before the stream starts
             except LookupError as exc:
                 raise HTTPException(status_code=404, detail=str(exc).strip("'\"")) from exc
 
@@ -86,8 +79,7 @@ def audit_router(sessions: sessionmaker[Session]) -> APIRouter:
             after: int | None = None
             while True:
                 with sessions() as session:
-                    rows = filtered(session, model, agent, action, outcome, since, until, after, PAGE)
-                    page = [decisions.decision_as_dict(d) for d in rows]
+                    page = [decisions.decision_as_dict(d) for d in where.rows(session, after, PAGE)]
                 for row in page:
                     yield orjson.dumps(row, default=str) + b"\n"
                 if len(page) < PAGE:

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from driftpilot.agents.context import AgentContext
 from driftpilot.graph.runner import LoopRunner, open_checkpointer
 from driftpilot.loop.bootstrap import register_first_version
+from driftpilot.loop.driver import Driver
 from driftpilot.loop.home import fresh_home
 from driftpilot.loop.outbox import Outbox
 from driftpilot.memory import db, decisions, events, label_requests, managed, versions
@@ -199,6 +200,8 @@ def run_demo(
     with open_checkpointer(url, out / "checkpoints.sqlite") as checkpointer:
         runner = LoopRunner(context, checkpointer)
         runner.forget(MODEL_NAME)
+        trigger = {"kind": "schedule", "every_minutes": policy.monitor.check_every_minutes}
+        driver = Driver(sessions, runner, MODEL_NAME, model_row.id, trigger=trigger, outbox=outbox, serving=serving)
         total = simulator.n_ticks
         for tick in simulator.ticks():
             now = tick.time
@@ -280,22 +283,15 @@ def run_demo(
             if tick.index >= warmup_ticks:
                 if config.hourly is not None and tick.index % simulator.ticks_per_hour == 0:
                     config.hourly(context, runner, now)
-                for alarm in alarms_now:
-                    # An alarm webhook triggers a run of its own, next to any waiting canary.
-                    runner.step(MODEL_NAME, now, {"kind": "alarm", "alarm": alarm.key}, thread="alarms")
-                scheduled = (tick.index - warmup_ticks) % check_every == 0
+                # An alarm webhook triggers a run of its own, next to any waiting canary.
+                driver.alarms(now, [alarm.key for alarm in alarms_now])
                 # A waiting run (a canary gathering evidence, whichever trigger started it) is
                 # looked at every hour, so its verdict is not held back.
-                on_the_hour = tick.index % simulator.ticks_per_hour == 0
-                waiting = [t for t in LoopRunner.THREADS if on_the_hour and runner.waiting(MODEL_NAME, t)]
-                due = sorted(set(waiting) | ({"main"} if scheduled else set()))
-                if due:
-                    outbox.flush(sessions)
-                for thread in due:
-                    trigger = {"kind": "schedule", "every_minutes": policy.monitor.check_every_minutes}
-                    runner.step(MODEL_NAME, now, trigger, thread=thread)
-                if due or alarms_now:
-                    serving.refresh()
+                driver.look(
+                    now,
+                    check=(tick.index - warmup_ticks) % check_every == 0,
+                    resume=tick.index % simulator.ticks_per_hour == 0,
+                )
             if progress:
                 progress(tick.index + 1, total)
 

@@ -44,9 +44,10 @@ from driftpilot.agents.release_manager import RELEASE_STARTS
 from driftpilot.graph.runner import LoopRunner, open_checkpointer
 from driftpilot.loop.baselines import BASELINES, Baseline, Periodic, PeriodicLogistic, RiverARF, Static, Stream
 from driftpilot.loop.bootstrap import register_first_version
+from driftpilot.loop.driver import Driver
 from driftpilot.loop.home import fresh_home
 from driftpilot.loop.outbox import Outbox
-from driftpilot.loop.schedule import CheckSchedule, last_plan
+from driftpilot.loop.schedule import CheckSchedule
 from driftpilot.memory import db, decisions, events, label_requests, managed, versions
 from driftpilot.memory.ingest import EventBatch, event_ids
 from driftpilot.memory.schemas import FeatureSpec, ModelSchema
@@ -406,14 +407,30 @@ def run_replay(
     with open_checkpointer(config.database_url, out / "checkpoints.sqlite") as checkpointer:
         runner = LoopRunner(context, checkpointer)
         runner.forget(name)
-        waiting = False  # whether a run waits (for labels, a person, canary evidence): looked at hourly
+
+        def mark_answered(at: datetime) -> None:
+            """The requests people answered since the last look, marked before the loop reads them."""
+            _mark_answered(sessions, model_id, keys, answered_requests, at)
+            answered_requests.clear()
+
+        driver = Driver(
+            sessions,
+            runner,
+            name,
+            model_id,
+            trigger={"kind": "schedule", "every_minutes": policy.monitor.check_every_minutes},
+            outbox=outbox,
+            serving=serving,
+            schedule=schedule,
+            before_runs=mark_answered,
+        )
         while start < n:
             # The chunk ends where the next check can be due: its time has come and its evidence
             # is in (on a slow stream the evidence, not the clock, decides), or at the next hour
             # while a run waits.
             clock = int(np.searchsorted(data.stamps, schedule.next_check.timestamp(), side="right"))
             end = min(n, start + MAX_CHUNK, max(clock, _evidence_row(schedule, gate, start, n)))
-            if waiting:
+            if driver.waiting:  # a waiting run (labels, a person, canary evidence) is looked at hourly
                 end = min(end, int(np.searchsorted(data.stamps, next_hour.timestamp(), side="right")))
             periodic = baselines.get("periodic")
             if isinstance(periodic, Periodic) and periodic.next_retrain > start:
@@ -443,25 +460,10 @@ def run_replay(
                 outbox.flush(sessions)
 
             now = data.times[end - 1]
-            due: list[str] = []
-            if schedule.due(now):
-                due.append("main")
-            if now >= next_hour:
-                if waiting:
-                    due.extend(t for t in LoopRunner.THREADS if t not in due and runner.waiting(name, t))
-                while next_hour <= now:
-                    next_hour += timedelta(hours=1)
-            if due:
-                outbox.flush(sessions)
-                _mark_answered(sessions, model_id, keys, answered_requests, now)
-                answered_requests = []
-                for thread in due:
-                    trigger = {"kind": "schedule", "every_minutes": policy.monitor.check_every_minutes}
-                    runner.step(name, now, trigger, thread=thread)
-                if "main" in due:
-                    schedule.checked(now, last_plan(sessions, model_id))
-                waiting = any(runner.waiting(name, t) for t in LoopRunner.THREADS)
-                serving.refresh()
+            resume = now >= next_hour and driver.waiting
+            while next_hour <= now:
+                next_hour += timedelta(hours=1)
+            if driver.look(now, check=schedule.due(now), resume=resume):
                 _take_requests(sessions, model_id, gate, position_of, end - 1, now)
             start = end
             if progress:

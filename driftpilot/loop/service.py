@@ -33,8 +33,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from driftpilot.agents.context import AgentContext
 from driftpilot.graph.runner import LoopRunner, open_checkpointer
+from driftpilot.loop.driver import Driver
 from driftpilot.loop.metrics import LoopMetrics
-from driftpilot.loop.schedule import CheckSchedule, last_plan
+from driftpilot.loop.schedule import CheckSchedule
 from driftpilot.memory import events, managed
 from driftpilot.memory.leases import alarm_mark, move_alarm_mark, release_leases, take_lease
 from driftpilot.memory.tables import Alarm, ManagedModel
@@ -60,11 +61,10 @@ class Run:
 class _Model:
     """What the loop keeps of one model between passes."""
 
-    runner: LoopRunner
+    driver: Driver
     schedule: CheckSchedule
     marks: tuple[int, int] = (0, 0)
     next_resume: datetime | None = None
-    check_every_minutes: int = 60
 
 
 class ServiceLoop:
@@ -176,11 +176,16 @@ class ServiceLoop:
             engine = PolicyEngine.from_file(path) if path else PolicyEngine(load_policy())
             context = AgentContext(sessions=self.sessions, registry=self.registry, policy=engine)
             every = engine.policy.monitor.check_every_minutes
-            state = _Model(
-                runner=LoopRunner(context, self.checkpointer),
-                schedule=CheckSchedule(now, timedelta(minutes=every)),
-                check_every_minutes=every,
+            schedule = CheckSchedule(now, timedelta(minutes=every))
+            driver = Driver(
+                self.sessions,
+                LoopRunner(context, self.checkpointer),
+                row.name,
+                row.id,
+                trigger={"kind": "schedule", "every_minutes": every},
+                schedule=schedule,
             )
+            state = _Model(driver=driver, schedule=schedule)
             with self.sessions() as session:
                 state.marks = events.arrivals(session=session, model_id=row.id, after_event=0, after_label=0)[2:]
             # Evidence already in memory counts as new: a model registered with history is checked
@@ -211,26 +216,22 @@ class ServiceLoop:
             )
         state.marks = (marks[0], marks[1])
         state.schedule.saw(rows=n_events, labels=n_labels)
-        runs = [Run(row.name, "alarms", {"kind": "alarm", "alarm": key}) for _, key in alarms]
         if alarms:
             with self.sessions() as session:
                 if not move_alarm_mark(session=session, model_id=row.id, holder=self.holder, mark=alarms[-1][0]):
                     return []  # the model was taken over meanwhile
+        keys = [key for _, key in alarms]
+        state.driver.alarms(now, keys)
         due_at = state.schedule.next_check
-        if state.schedule.due(now):
-            runs.append(Run(row.name, "main", {"kind": "schedule", "every_minutes": state.check_every_minutes}))
-        if state.next_resume is None or now >= state.next_resume:
+        check = state.schedule.due(now)
+        if check and self.metrics is not None:
+            self.metrics.loop_lag.labels(row.name).set(max(0.0, (now - due_at).total_seconds()))
+        resume = state.next_resume is None or now >= state.next_resume
+        if resume:
             state.next_resume = now + self.resume_every
-            for thread in LoopRunner.THREADS:
-                if not any(r.thread == thread for r in runs) and state.runner.waiting(row.name, thread):
-                    runs.append(Run(row.name, thread, {"kind": "schedule", "every_minutes": state.check_every_minutes}))
-        for run in runs:
-            if run.thread == "main" and run.trigger["kind"] == "schedule" and self.metrics is not None:
-                self.metrics.loop_lag.labels(row.name).set(max(0.0, (now - due_at).total_seconds()))
-            state.runner.step(run.model, now, run.trigger, thread=run.thread)
-            if run.thread == "main" and run.trigger["kind"] == "schedule":
-                state.schedule.checked(now, last_plan(self.sessions, row.id))
-        return runs
+        threads = state.driver.look(now, check=check, resume=resume)
+        runs = [Run(row.name, "alarms", {"kind": "alarm", "alarm": key}) for key in keys]
+        return runs + [Run(row.name, thread, state.driver.trigger) for thread in threads]
 
 
 @contextmanager

@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -349,6 +349,10 @@ def _validated_columns(batch: EventBatch, schema: ModelSchema) -> dict[str, Any]
 
 def _time_column(values: Sequence[Any], keys: Sequence[str]) -> list[datetime]:
     if all(type(v) is datetime and v.tzinfo is None for v in values):
+        return list(values)
+    # Events sent as mappings arrive here already converted (to_utc): pandas would return the
+    # same datetimes, at a millisecond a batch.
+    if all(type(v) is datetime and v.tzinfo is UTC for v in values):
         return list(values)
     try:
         index = pd.to_datetime(pd.Series(values, dtype=object), utc=True, format="ISO8601")
