@@ -99,20 +99,20 @@ class ServiceLoop:
         self.clock = clock
         self.models: dict[str, _Model] = {}
         self._stopped = threading.Event()
-        self._woken: set[str | None] = set()
-        self._lock = threading.Lock()
+        self._woken = threading.Event()
         #: Ids of the models whose lease this loop holds, renewed by :meth:`_heartbeat` while a run
         #: (a training can take minutes) keeps the pass from renewing them.
         self._held: set[int] = set()
 
     def wake(self, models: list[str | None]) -> None:
-        """An alarm arrived for ``models`` (None: any): look at them now, not at the next tick."""
-        with self._lock:
-            self._woken.update(models)
+        """An alarm arrived for ``models`` (None: any): pass now, not at the next tick (the pass
+        finds the alarm in memory, whichever loop process the hook's request reached)."""
+        self._woken.set()
 
     def stop(self) -> None:
         """Finish the run in progress, then stop (SIGTERM); the leases are given back."""
         self._stopped.set()
+        self._woken.set()
 
     def run(self) -> None:
         """Pass after pass until :meth:`stop`; a failing pass is logged, and the next one tries again."""
@@ -120,14 +120,12 @@ class ServiceLoop:
         heartbeat.start()
         try:
             while not self._stopped.is_set():
+                self._woken.clear()
                 try:
                     self.run_once(self.clock())
                 except Exception:
                     log.exception("a pass of the loop failed; the next one tries again")
-                with self._lock:
-                    woken = bool(self._woken)
-                if not woken:
-                    self._stopped.wait(self.tick)
+                self._woken.wait(self.tick)
         finally:
             self._stopped.set()
             heartbeat.join()
@@ -152,8 +150,6 @@ class ServiceLoop:
 
     def run_once(self, now: datetime) -> list[Run]:
         """One pass over the models; returns the runs it made."""
-        with self._lock:
-            self._woken.clear()
         with self.sessions() as session:
             rows = managed.list_models(session=session)
         done: list[Run] = []

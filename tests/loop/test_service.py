@@ -3,17 +3,12 @@ checks models on the clock and at once on an alarm, one loop per model at a time
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 import sqlalchemy as sa
 
 from driftpilot import cli
@@ -170,3 +165,42 @@ def _exposition(metrics: LoopMetrics) -> str:
     from prometheus_client import generate_latest
 
     return generate_latest(metrics.registry).decode()
+
+
+def test_an_alarm_wakes_a_sleeping_loop_and_stop_gives_the_leases_back(tmp_path) -> None:
+    import threading
+
+    home = tmp_path / "home"
+    assert _register(home, "credit") == 0
+    sessions = db.connect(f"sqlite:///{home / 'driftpilot.sqlite'}")
+    with sqlite_checkpointer(home / "checkpoints.sqlite") as checkpointer:
+        loop = ServiceLoop(sessions, Registry(home / "artifacts"), checkpointer, holder="loop-a", tick=600)
+        worker = threading.Thread(target=loop.run)
+        worker.start()
+        try:
+            deadline = time.monotonic() + 30
+            while "credit" not in loop.models and time.monotonic() < deadline:
+                time.sleep(0.05)  # the first pass took the model; the loop now sleeps for 10 minutes
+            with sessions() as session:
+                ingest_alarm(
+                    session=session,
+                    alarm={
+                        "key": "a-1",
+                        "name": "SiteDown",
+                        "severity": "critical",
+                        "status": "firing",
+                        "starts_at": datetime.now(UTC),
+                        "model": "credit",
+                    },
+                )
+            loop.wake(["credit"])
+            while not any("/alarm/a-1" in r for r in _monitor_runs(sessions)) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            loop.stop()
+            worker.join(timeout=60)
+
+    assert any("/alarm/a-1" in r for r in _monitor_runs(sessions))
+    assert not worker.is_alive()
+    with sessions() as session:
+        assert [lease.holder for lease in session.scalars(sa.select(LoopLease))] == [""]
