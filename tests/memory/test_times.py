@@ -12,18 +12,18 @@ from sqlalchemy.orm import Session
 from driftpilot.memory import golden
 from driftpilot.memory.alarms import claim_signature
 from driftpilot.memory.alerts import raise_alert
-from driftpilot.memory.dead_letters import record_dead_letter
-from driftpilot.memory.leases import take_lease
-from driftpilot.memory.tokens import create_token
 from driftpilot.memory.approvals import decide_approval, request_approval
+from driftpilot.memory.dead_letters import record_dead_letter
 from driftpilot.memory.decisions import list_decisions, record_decision
 from driftpilot.memory.events import events_by_ids, last_group, window
 from driftpilot.memory.ingest import ingest_alarm, ingest_events, ingest_labels
 from driftpilot.memory.label_requests import add_label_requests, mark_answered
+from driftpilot.memory.leases import take_lease
 from driftpilot.memory.quarantine import add_quarantine
 from driftpilot.memory.releases import end_release, serving_at, start_release
 from driftpilot.memory.snapshots import create_snapshot, snapshot_frame
 from driftpilot.memory.tables import Base, Event, ManagedModel, UTCDateTime
+from driftpilot.memory.tokens import create_token
 from driftpilot.memory.versions import add_version, version_of_run
 
 from .helpers import T0, event
