@@ -427,6 +427,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         policy_path=args.policy,
         tick=args.tick,
         lease_seconds=args.lease_seconds,
+        workers=args.workers,
+        fd=args.fd,
     )
 
 
@@ -680,7 +682,16 @@ def build_parser() -> argparse.ArgumentParser:
         )
         if verb == "serve":
             service.add_argument("--no-loop", action="store_true", help="an API-only worker")
-        service.set_defaults(func=cmd_serve, no_loop=False)
+            service.add_argument(
+                "--workers",
+                type=int,
+                default=1,
+                help="processes answering HTTP on the one port (PostgreSQL: 2 on 2 cores; SQLite: keep 1)",
+            )
+            service.add_argument(
+                "--fd", type=int, help="serve on this inherited listening socket (how --workers starts its processes)"
+            )
+        service.set_defaults(func=cmd_serve, no_loop=False, workers=1, fd=None)
 
     served = sub.add_parser("served", help="which version served an entity at a time, and why")
     served.add_argument("model")

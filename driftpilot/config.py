@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     #: alert carries wins): ``["olt_port"]`` for a fibre network, ``["site"]`` for a fleet of
     #: stores. A JSON list in ``DRIFTPILOT_ALARM_GROUP_LABELS``.
     alarm_group_labels: list[str] = Field(default_factory=lambda: ["group"])
+    #: The policy file of models registered without one (default: the shipped policy).
+    policy_file: Path | None = None
     #: The shared secret generic alarm hooks sign with (HMAC-SHA256 over timestamp and body);
     #: unset, ``POST /hooks/alarms`` refuses every request.
     hook_secret: str | None = None

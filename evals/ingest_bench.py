@@ -12,17 +12,24 @@ second one on loopback, then sends batches of 100 unique events:
   end the database must hold every acknowledged event, no more and no less.
 * **mqtt**, **jetstream**: the same batches published (MQTT QoS 1 on
   ``driftpilot/<model>/events``, JetStream on ``driftpilot.<model>.events``) while the service
-  consumes them into SQLite. The publisher keeps at most ``--window`` batches ahead of what is
-  stored (Mosquitto drops QoS 1 messages beyond a session's queue of 1000), so the rate is the
-  consumer's: events stored per second, from the first publish to the last commit. Latency is
-  from publishing a batch to its commit (the event's ``ingested_at``), queueing included.
+  consumes them into SQLite (``--broker-database postgres``: into PostgreSQL). The publisher
+  keeps at most ``--window`` batches ahead of what is stored (Mosquitto drops QoS 1 messages
+  beyond a session's queue of 1000), so the rate is the consumer's: events stored per second,
+  from the first publish to the last commit. Latency is from publishing a batch to its commit
+  (the event's ``ingested_at``), the window's queue included.
 
-Both machines' cores are shared by server and client: the table gives the CPU each used.
+The machine's cores are shared by server, client and database: the table gives the cores each
+used (server: the ``driftpilot serve`` processes; machine: everything, PostgreSQL and other work
+included). ``--workers`` says how many processes answer HTTP for each target (``serve --workers
+N``: uvicorn's workers on one port, the loop in the main process): on PostgreSQL two, one a core,
+since there one process's GIL bounds ingest, not the database; on SQLite one, since SQLite takes
+one writer at a time and separate processes would queue in its busy handler.
 
 Goals (issue 17): ≥ 20,000 events/s over HTTP into each database on 2 cores with p99 ≤ 50 ms;
 MQTT and JetStream ≥ 10,000 events/s.
 
     .venv/bin/python evals/ingest_bench.py [--seconds 30] [--only http_sqlite,mqtt] [--clients 4]
+        [--workers http_sqlite=1,http_postgres=2] [--broker-database sqlite] [--window 20] [--no-write]
 """
 
 from __future__ import annotations
@@ -42,8 +49,8 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -128,6 +135,12 @@ class Batches:
 # --------------------------------------------------------------------------- the service under test
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores of the machine spent busy so far (``/proc/stat``: all but idle and iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / CLOCK_TICK
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -163,33 +176,65 @@ def postgres_schema() -> Iterator[str]:
 
 @dataclass
 class Service:
-    """A running ``driftpilot serve`` with one registered model and an ingest token."""
+    """A running ``driftpilot serve`` (and any API-only workers beside it) with one registered
+    model and an ingest token."""
 
-    process: subprocess.Popen[bytes]
-    base: str
+    processes: list[subprocess.Popen[bytes]]
+    bases: list[str]
     model: str
     token: str
     database_url: str
-    log_path: Path
+    log_paths: list[Path]
     sessions: Any = None
     model_id: int = 0
 
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        """The ``serve`` process that runs the loop (and the live sources)."""
+        return self.processes[0]
+
     def cpu_seconds(self) -> float:
-        """User + system CPU the server process used so far."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
+        """User + system CPU the server processes (and their workers) used so far."""
+        stats: dict[int, list[str]] = {}
+        for path in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                stats[int(path.parent.name)] = path.read_text().rsplit(")", 1)[1].split()
+            except (OSError, ValueError):
+                continue  # a process that ended meanwhile
+        family = {p.pid for p in self.processes}
+        grew = True
+        while grew:
+            children = {pid for pid, fields in stats.items() if int(fields[1]) in family} - family
+            family |= children
+            grew = bool(children)
+        return sum((int(stats[pid][11]) + int(stats[pid][12])) / CLOCK_TICK for pid in family if pid in stats)
 
     def stored(self) -> int:
         with self.sessions() as session:
             return events.count_events(session=session, model_id=self.model_id)
 
     def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join(
+            f"{path.name}: {line}"
+            for path in self.log_paths
+            for line in path.read_text(errors="replace").splitlines()[-lines:]
+        )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @contextmanager
-def service(folder: Path, database_url: str | None, extra_env: dict[str, str]) -> Iterator[Service]:
-    """Register a model, create a token, start ``driftpilot serve`` (loop on); stop it with SIGTERM."""
+def service(folder: Path, database_url: str | None, extra_env: dict[str, str], workers: int = 1) -> Iterator[Service]:
+    """Register a model, create a token, start ``driftpilot serve --workers N`` (loop on); stop it
+    with SIGTERM."""
     home = folder / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTPILOT_")}
     env["PYTHONPATH"] = str(ROOT)
@@ -200,50 +245,50 @@ def service(folder: Path, database_url: str | None, extra_env: dict[str, str]) -
     _cli(*common, "models", "register", model, "--data", str(data), "--target", "defaulted",
          "--time-col", "time", "--entity-col", "customer", env=env, cwd=folder)  # fmt: skip
     token = _cli(*common, "token", "create", "--role", "ingest", "--name", "bench", env=env, cwd=folder)
-    token = token.strip().splitlines()[-1]
-    port = _free_port()
-    log_path = folder / "serve.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "driftpilot.cli", *common, "serve", "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**env, **extra_env},
-            cwd=folder,
-        )
     running = Service(
-        process,
-        f"http://127.0.0.1:{port}",
+        [],
+        [],
         model,
-        token,
+        token.strip().splitlines()[-1],
         database_url or f"sqlite:///{home / 'driftpilot.sqlite'}",
-        log_path,
+        [],
     )
     try:
+        port = _free_port()
+        log_path = folder / "serve.log"
+        with log_path.open("wb") as log:
+            running.processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "driftpilot.cli", *common, "serve", "--port", str(port)]
+                    + ["--workers", str(workers)],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={**env, **extra_env},
+                    cwd=folder,
+                )
+            )
+        running.bases.append(f"http://127.0.0.1:{port}")
+        running.log_paths.append(log_path)
         deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"driftpilot serve exited with {process.returncode}:\n{running.log_tail()}")
-            try:
-                if httpx.get(f"{running.base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"driftpilot serve did not answer /healthz in 90 s:\n{running.log_tail()}")
-            time.sleep(0.2)
+        for process, base in zip(running.processes, running.bases, strict=True):
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"driftpilot serve exited with {process.returncode}:\n{running.log_tail()}")
+                try:
+                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"driftpilot serve did not answer /healthz in 90 s:\n{running.log_tail()}")
+                time.sleep(0.2)
         running.sessions = db.connect(running.database_url)
         with running.sessions() as session:
             running.model_id = managed.get_model(session=session, name=model).id
         yield running
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        for process in running.processes:
+            _stop(process)
         if running.sessions is not None:
             running.sessions.kw["bind"].dispose()
 
@@ -260,12 +305,13 @@ class HttpRun:
 
 
 async def _post_for(
-    client: httpx.AsyncClient, url: str, batches: Batches, clients: int, seconds: float, run: HttpRun
+    client: httpx.AsyncClient, urls: list[str], batches: Batches, clients: int, seconds: float, run: HttpRun
 ) -> float:
-    """Post from ``clients`` concurrent connections until ``seconds`` passed; the wall time."""
+    """Post from ``clients`` concurrent connections (spread over ``urls``) until ``seconds``
+    passed; the wall time."""
     stop = time.perf_counter() + seconds
 
-    async def one_client() -> None:
+    async def one_client(url: str) -> None:
         while time.perf_counter() < stop:
             _, body = batches.next()
             began = time.perf_counter()
@@ -282,27 +328,29 @@ async def _post_for(
                 run.inserted += int(answer.json()["inserted"])
 
     began = time.perf_counter()
-    await asyncio.gather(*(one_client() for _ in range(clients)))
+    await asyncio.gather(*(one_client(urls[i % len(urls)]) for i in range(clients)))
     return time.perf_counter() - began
 
 
 def bench_http(running: Service, seconds: float, clients: int, warmup: float) -> dict[str, Any]:
-    url = f"{running.base}/models/{running.model}/events"
+    urls = [f"{base}/models/{running.model}/events" for base in running.bases]
     headers = {"Authorization": f"Bearer {running.token}", "Content-Type": "application/json"}
     before = running.stored()
     batches = Batches(prefix=f"h{secrets.token_hex(3)}")
 
-    async def main() -> tuple[HttpRun, HttpRun, float, float, float]:
+    async def main() -> tuple[HttpRun, HttpRun, float, float, float, float]:
         limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
         async with httpx.AsyncClient(headers=headers, limits=limits, timeout=60) as client:
             warm = HttpRun()
-            await _post_for(client, url, batches, clients, warmup, warm)
+            await _post_for(client, urls, batches, clients, warmup, warm)
             measured = HttpRun()
-            server_cpu, client_cpu = running.cpu_seconds(), time.process_time()
-            wall = await _post_for(client, url, batches, clients, seconds, measured)
-            return warm, measured, wall, running.cpu_seconds() - server_cpu, time.process_time() - client_cpu
+            server_cpu, client_cpu, machine_cpu = running.cpu_seconds(), time.process_time(), machine_busy_seconds()
+            wall = await _post_for(client, urls, batches, clients, seconds, measured)
+            server_cpu = running.cpu_seconds() - server_cpu
+            client_cpu = time.process_time() - client_cpu
+            return warm, measured, wall, server_cpu, client_cpu, machine_busy_seconds() - machine_cpu
 
-    warm, measured, wall, server_cpu, client_cpu = asyncio.run(main())
+    warm, measured, wall, server_cpu, client_cpu, machine_cpu = asyncio.run(main())
     stored = running.stored() - before
     acknowledged = warm.events_ok + measured.events_ok
     latencies_ms = np.array(measured.latencies) * 1000
@@ -313,6 +361,7 @@ def bench_http(running: Service, seconds: float, clients: int, warmup: float) ->
         "p99_ms": round(float(np.percentile(latencies_ms, 99)), 2) if batches_ok else None,
         "details": {
             "clients": clients,
+            "api_processes": len(running.bases),
             "seconds": round(wall, 2),
             "warmup_seconds": warmup,
             "batches_ok": batches_ok,
@@ -325,6 +374,7 @@ def bench_http(running: Service, seconds: float, clients: int, warmup: float) ->
             "server_cpu_ms_per_batch": round(1000 * server_cpu / batches_ok, 2) if batches_ok else None,
             "server_cores_busy": round(server_cpu / wall, 2),
             "client_cores_busy": round(client_cpu / wall, 2),
+            "machine_cores_busy": round(machine_cpu / wall, 2),
         },
     }
 
@@ -419,31 +469,36 @@ def forget_mqtt_session() -> None:
 
 
 class Stored:
-    """How many of the model's events are stored, read incrementally (ids past a mark)."""
+    """How many events were stored since this was made: the largest event id, less the one then.
+
+    The service's database holds this model's events only, and its one consumer commits them in
+    order, so the ids grow by one an event; reading the largest is a look at the end of the
+    primary key, where a count (``events.arrivals`` too) walks every event of the model, and
+    would slow the publisher down as the table grows.
+    """
 
     def __init__(self, running: Service) -> None:
         self.running = running
+        self.start = self._largest_id()
         self.count = 0
-        with running.sessions() as session:
-            _, _, self.mark, _ = events.arrivals(
-                session=session, model_id=running.model_id, after_event=0, after_label=0
-            )
+
+    def _largest_id(self) -> int:
+        with self.running.sessions() as session:
+            return int(session.scalar(sa.select(sa.func.max(Event.id))) or 0)
 
     def poll(self) -> int:
-        with self.running.sessions() as session:
-            new, _, self.mark, _ = events.arrivals(
-                session=session, model_id=self.running.model_id, after_event=self.mark, after_label=0
-            )
-        self.count += new
+        self.count = self._largest_id() - self.start
         return self.count
 
 
-def bench_broker(running: Service, publisher: Any, prefix: str, seconds: float, window: int) -> dict[str, Any]:
+def bench_broker(
+    running: Service, publisher: MqttPublisher | JetStreamPublisher, prefix: str, seconds: float, window: int
+) -> dict[str, Any]:
     """Publish for ``seconds`` at most ``window`` batches ahead of the store, then wait for the rest."""
     stored = Stored(running)
     batches = Batches(prefix=prefix)
     published: dict[int, float] = {}
-    server_cpu, client_cpu = running.cpu_seconds(), time.process_time()
+    server_cpu, client_cpu, machine_cpu = running.cpu_seconds(), time.process_time(), machine_busy_seconds()
     first = time.time()
     stop = time.perf_counter() + seconds
     last_poll = 0.0
@@ -462,6 +517,7 @@ def bench_broker(running: Service, publisher: Any, prefix: str, seconds: float, 
     while stored.poll() < len(published) * BATCH and time.perf_counter() < drain_deadline:
         time.sleep(0.05)
     server_cpu, client_cpu = running.cpu_seconds() - server_cpu, time.process_time() - client_cpu
+    machine_cpu = machine_busy_seconds() - machine_cpu
     # When each batch was committed: ingested_at of its first event (a read, for the record).
     with running.sessions() as session:
         rows = session.execute(
@@ -488,6 +544,7 @@ def bench_broker(running: Service, publisher: Any, prefix: str, seconds: float, 
             "server_cpu_ms_per_batch": round(1000 * server_cpu / max(len(published), 1), 2),
             "server_cores_busy": round(server_cpu / span, 2),
             "client_cores_busy": round(client_cpu / span, 2),
+            "machine_cores_busy": round(machine_cpu / span, 2),
         },
     }
 
@@ -495,39 +552,40 @@ def bench_broker(running: Service, publisher: Any, prefix: str, seconds: float, 
 # --------------------------------------------------------------------------- one target
 
 
-def run_target(target: str, seconds: float, clients: int, window: int, warmup: float) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix=f"ingest-bench-{target}-") as tmp:
-        folder = Path(tmp)
-        if target == "http_postgres":
-            with postgres_schema() as url, service(folder, url, {}) as running:
-                return bench_http(running, seconds, clients, warmup)
-        if target == "http_sqlite":
-            with service(folder, None, {}) as running:
-                return bench_http(running, seconds, clients, warmup)
+def run_target(
+    target: str,
+    seconds: float,
+    clients: int,
+    window: int,
+    warmup: float,
+    workers: int = 1,
+    broker_database: str = "sqlite",
+) -> dict[str, Any]:
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; targets are {TARGETS}")
+    with ExitStack() as stack:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"ingest-bench-{target}-")))
+        on_postgres = target == "http_postgres" or (not target.startswith("http") and broker_database == "postgres")
+        url = stack.enter_context(postgres_schema()) if on_postgres else None
+        if target.startswith("http"):
+            running = stack.enter_context(service(folder, url, {}, workers))
+            return bench_http(running, seconds, clients, warmup)
         if target == "mqtt":
-            try:
-                with service(folder, None, {"DRIFTPILOT_MQTT_URL": MQTT_URL}) as running:
-                    publisher = MqttPublisher(f"driftpilot/{running.model}/events")
-                    try:
-                        return bench_broker(running, publisher, "m", seconds, window)
-                    finally:
-                        publisher.close()
-            finally:
-                forget_mqtt_session()
-        if target == "jetstream":
-            found = jetstream_consumer_state()
-            with service(folder, None, {"DRIFTPILOT_NATS_URL": NATS_URL}) as running:
-                publisher = JetStreamPublisher(f"driftpilot.{running.model}.events")
-                try:
-                    result = bench_broker(running, publisher, "j", seconds, window)
-                    result["details"]["service_consumer_before"] = found
-                    return result
-                finally:
-                    running.process.send_signal(signal.SIGTERM)
-                    running.process.wait(timeout=60)
-                    publisher.purge_and_forget(consumer_existed=found is not None)
-                    publisher.close()
-    raise ValueError(f"unknown target {target!r}; targets are {TARGETS}")
+            stack.callback(forget_mqtt_session)
+            running = stack.enter_context(service(folder, url, {"DRIFTPILOT_MQTT_URL": MQTT_URL}))
+            mqtt_publisher = MqttPublisher(f"driftpilot/{running.model}/events")
+            stack.callback(mqtt_publisher.close)
+            return bench_broker(running, mqtt_publisher, "m", seconds, window)
+        found = jetstream_consumer_state()
+        running = stack.enter_context(service(folder, url, {"DRIFTPILOT_NATS_URL": NATS_URL}))
+        publisher = JetStreamPublisher(f"driftpilot.{running.model}.events")
+        # Run last to first: stop the service (its consumer), then tidy the stream, then disconnect.
+        stack.callback(publisher.close)
+        stack.callback(publisher.purge_and_forget, consumer_existed=found is not None)
+        stack.callback(_stop, running.process)
+        result = bench_broker(running, publisher, "j", seconds, window)
+        result["details"]["service_consumer_before"] = found
+        return result
 
 
 # --------------------------------------------------------------------------- report
@@ -541,21 +599,24 @@ def _met(target: str, row: dict[str, Any]) -> bool:
 
 
 def markdown(results: dict[str, Any]) -> str:
+    workers = ", `serve --workers` " + ", ".join(f"{t}: {n}" for t, n in results["workers"].items())
+    database = {"sqlite": "SQLite", "postgres": "PostgreSQL"}[results["broker_database"]]
     lines = [
         "# Ingest bench: events into a running `driftpilot serve` from a second process on loopback",
         "",
         f"Batches of {BATCH} unique events; {results['seconds']} s per target on {results['cores']} cores shared by "
-        f"server and client; the service's background loop running (tick 5 s). HTTP: {results['clients']} concurrent "
-        f"keep-alive clients, latency from request to answer (after the commit). MQTT / JetStream: consumed by the "
-        f"service into SQLite, the publisher at most {results['window']} batches ahead; latency from publish to commit.",
+        f"server, client and database; the service's background loop running (tick 5 s). HTTP: {results['clients']} "
+        f"concurrent keep-alive clients{workers}, latency from request to answer (after the commit). "
+        f"MQTT / JetStream: consumed by the service into {database}, the publisher at most {results['window']} batches "
+        "ahead; latency from publish to commit.",
         "",
         "| target | events/s | goal | ratio | p50 ms | p99 ms | p99 goal | server cores | client cores "
-        "| server CPU ms/batch | stored = acknowledged | met |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        "| machine cores | server CPU ms/batch | stored = acknowledged | met |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for target, row in results["targets"].items():
         if "error" in row:
-            lines.append(f"| {target} | error: {row['error']} | | | | | | | | | | no |")
+            lines.append(f"| {target} | error: {row['error']} | | | | | | | | | | | no |")
             continue
         d = row["details"]
         p99_goal = f"{P99_GOAL_MS:.0f}" if target.startswith("http") else "-"
@@ -563,7 +624,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"| {target} | {row['events_per_second']:,.0f} | {GOALS[target]:,} | {row['ratio']} | {row['p50_ms']} "
             f"| {row['p99_ms']} | {p99_goal} | {d['server_cores_busy']} | {d['client_cores_busy']} "
-            f"| {d['server_cpu_ms_per_batch']} | {'yes' if matches else 'NO'} | {'yes' if row['met'] else 'no'} |"
+            f"| {d['machine_cores_busy']} | {d['server_cpu_ms_per_batch']} | {'yes' if matches else 'NO'} "
+            f"| {'yes' if row['met'] else 'no'} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -572,21 +634,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=30.0, help="measured seconds per target")
     parser.add_argument("--only", default=",".join(TARGETS), help=f"comma-separated subset of {','.join(TARGETS)}")
-    parser.add_argument("--clients", type=int, default=4, help="concurrent HTTP clients")
-    parser.add_argument("--window", type=int, default=50, help="batches a broker publisher may be ahead of the store")
+    parser.add_argument("--clients", type=int, default=6, help="concurrent HTTP clients (keep-alive connections)")
+    parser.add_argument("--window", type=int, default=20, help="batches a broker publisher may be ahead of the store")
     parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds of HTTP traffic first")
+    parser.add_argument(
+        "--broker-database", choices=("sqlite", "postgres"), default="sqlite", help="where MQTT / JetStream store"
+    )
+    parser.add_argument(
+        "--workers",
+        default="http_sqlite=1,http_postgres=2",
+        help="processes answering HTTP per target (`serve --workers N`), as target=N pairs",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; leave evals/results as they are")
     args = parser.parse_args()
     targets = [t.strip() for t in args.only.split(",") if t.strip()]
     unknown = sorted(set(targets) - set(TARGETS))
     if unknown:
         parser.error(f"unknown target {unknown[0]!r}; targets are {', '.join(TARGETS)}")
+    workers = {t: 1 for t in TARGETS if t.startswith("http")}
+    for pair in filter(None, args.workers.split(",")):
+        name, _, count = pair.partition("=")
+        if name not in workers or not count.isdigit() or int(count) < 1:
+            parser.error(f"--workers takes http_sqlite=N,http_postgres=N with N >= 1, got {pair!r}")
+        workers[name] = int(count)
     wall = time.perf_counter()
     table: dict[str, Any] = {}
     for target in targets:
         print(f"{target}: starting a service and sending for {args.seconds:.0f} s ...", flush=True)
         try:
-            row = run_target(target, args.seconds, args.clients, args.window, args.warmup)
+            row = run_target(
+                target, args.seconds, args.clients, args.window, args.warmup, workers.get(target, 1), args.broker_database
+            )
         except Exception as exc:  # one target failing must not lose the others' figures
             print(f"{target}: failed: {exc}", flush=True)
             table[target] = {"error": str(exc).splitlines()[0], "events_per_second": None, "p99_ms": None}
@@ -605,6 +683,8 @@ def main() -> None:
         },
         "seconds": args.seconds,
         "clients": args.clients,
+        "workers": workers,
+        "broker_database": args.broker_database,
         "window": args.window,
         "cores": os.cpu_count(),
         "wall_seconds": round(time.perf_counter() - wall, 1),

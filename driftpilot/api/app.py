@@ -324,16 +324,19 @@ def token_as_dict(token: Any) -> dict[str, Any]:
     }
 
 
-def _from_settings() -> FastAPI:
-    from driftpilot.config import Settings
+def app_from_settings() -> FastAPI:
+    """The app the settings (``DRIFTPILOT_*``) describe: ``uvicorn --factory`` and the worker
+    processes of ``driftpilot serve --workers N`` build it so."""
     from driftpilot.memory import db
 
     settings = Settings()
-    return create_app(db.connect(settings.db_url), Registry(settings.artifact_dir), settings=settings)
+    return create_app(
+        db.connect(settings.db_url), Registry(settings.artifact_dir), settings.policy_file, settings=settings
+    )
 
 
 def __getattr__(name: str) -> Any:
     # ``uvicorn driftpilot.api.app:app`` builds the app on first access, not on import.
     if name == "app":
-        return _from_settings()
+        return app_from_settings()
     raise AttributeError(name)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -109,6 +110,10 @@ def ingest_router(
     """The routes that take data in. ``on_alarm`` is told the models a stored alarm concerns
     (None: every model), so that a loop in this process can check them at once."""
     router = APIRouter(tags=["ingest"])
+    # SQLite has one writer at a time: the requests of this process take turns on a lock
+    # (see ingest_events' write_lock) instead of sleeping in SQLite's busy handler.
+    bind = sessions.kw.get("bind")
+    event_writes = threading.Lock() if getattr(getattr(bind, "dialect", None), "name", None) == "sqlite" else None
 
     async def parsed(request: Request, field: str) -> list[Any]:
         raw = await request.body()
@@ -142,7 +147,9 @@ def ingest_router(
         items = await parsed(request, "events")
         began = time.perf_counter()
         try:
-            result = await run_in_threadpool(_in_session, sessions, ingest_events, model=name, events=items)
+            result = await run_in_threadpool(
+                _in_session, sessions, ingest_events, model=name, events=items, write_lock=event_writes
+            )
         except (LookupError, IngestError) as exc:
             raise refused("events", exc) from exc
         metrics.ingest_seconds.labels("events").observe(time.perf_counter() - began)

@@ -10,6 +10,7 @@ scrape are read.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client import Counter as PromCounter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -114,10 +116,19 @@ class _DecisionLog(Collector):
 
 
 class LoopMetrics:
-    """The metrics of one process, in their own registry (tests build several apps)."""
+    """The metrics of one process, in their own registry (tests build several apps).
+
+    With ``PROMETHEUS_MULTIPROC_DIR`` set (``driftpilot serve --workers N``), every process of the
+    service writes its counters there and a scrape of any of them sums them all
+    (prometheus_client's multiprocess mode).
+    """
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.registry = CollectorRegistry()
+        shared = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        # In multiprocess mode the metrics are written to files, not registered: the collector
+        # reads the files of every process.
+        own: CollectorRegistry | None = None if shared else self.registry
         self.events = PromCounter(
             "driftpilot_events_ingested",
             "Events stored, by model and route.",
@@ -140,19 +151,22 @@ class LoopMetrics:
             "driftpilot_requests_refused",
             "Requests refused, by route and status code.",
             ["route", "code"],
-            registry=self.registry,
+            registry=own,
         )
         self.ingest_seconds = Histogram(
             "driftpilot_ingest_seconds",
             "Time to validate and store one ingest request, durable before the answer.",
             ["route"],
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
-            registry=self.registry,
+            registry=own,
         )
         self.loop_lag = Gauge(
             "driftpilot_loop_lag_seconds",
             "How late the loop's latest run of each model started after it was due.",
             ["model"],
-            registry=self.registry,
+            registry=own,
+            multiprocess_mode="mostrecent",  # the loop runs in one process of the service
         )
+        if shared:
+            MultiProcessCollector(self.registry)
         self.registry.register(_DecisionLog(sessions))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +27,7 @@ from driftpilot.memory.db import (
     committing,
     insert_columns_ignoring_duplicates,
 )
-from driftpilot.memory.managed import UnknownModelError, get_model, model_schema
+from driftpilot.memory.managed import UnknownModelError, get_model, known_model
 from driftpilot.memory.schemas import ModelSchema
 from driftpilot.memory.tables import (
     ALARM_STATUSES,
@@ -116,7 +117,13 @@ def _where(keys: Sequence[Any], index: int) -> str:
 # --------------------------------------------------------------------------- events
 
 
-def ingest_events(*, session: Session, model: str, events: Sequence[Mapping[str, Any]] | EventBatch) -> IngestResult:
+def ingest_events(
+    *,
+    session: Session,
+    model: str,
+    events: Sequence[Mapping[str, Any]] | EventBatch,
+    write_lock: AbstractContextManager[Any] | None = None,
+) -> IngestResult:
     """Validate and store a batch of events for ``model``, in one transaction.
 
     Parameters
@@ -125,6 +132,11 @@ def ingest_events(*, session: Session, model: str, events: Sequence[Mapping[str,
         An :class:`EventBatch`, or mappings ``{"key", "time", "entity", "group"?, "features",
         "served_version"?, "prediction"?, "probabilities"? (class -> float)}`` with ``time`` a
         datetime or an ISO 8601 string. Classes missing from ``probabilities`` count as 0.
+    write_lock
+        Held from the first write to the commit, after the batch is validated: threads of one
+        process writing to SQLite pass the same lock, so that they queue here rather than in
+        SQLite's busy handler, which sleeps up to 100 ms between its tries for the database's
+        one write lock (tails of hundreds of ms under a few concurrent requests).
 
     Raises
     ------
@@ -133,14 +145,13 @@ def ingest_events(*, session: Session, model: str, events: Sequence[Mapping[str,
     IngestError
         If any event is invalid; nothing of the batch is stored then.
     """
-    row = get_model(session=session, name=model)
-    schema = model_schema(row)
+    model_id, schema = known_model(session=session, name=model)
     batch = events if isinstance(events, EventBatch) else _batch_from_mappings(events, schema)
     columns = _validated_columns(batch, schema)
     n = len(batch)
     ingested_at = utcnow()
     inserted = 0
-    with committing(session):
+    with write_lock or nullcontext(), committing(session):
         for start in range(0, n, _WRITE_CHUNK):
             part = slice(start, min(start + _WRITE_CHUNK, n))
             inserted += insert_columns_ignoring_duplicates(
@@ -158,11 +169,11 @@ def ingest_events(*, session: Session, model: str, events: Sequence[Mapping[str,
                 },
                 unique=("model_id", "key"),
                 json_text=("features", "probabilities"),
-                constants={"model_id": row.id, "ingested_at": ingested_at},
+                constants={"model_id": model_id, "ingested_at": ingested_at},
             )
         if inserted < n:
             # Rolls the whole batch back (committing) when a re-sent key carries other content.
-            _refuse_changed_resends(session, row.id, columns, schema)
+            _refuse_changed_resends(session, model_id, columns, schema)
     return IngestResult(inserted=inserted, duplicates=n - inserted)
 
 
@@ -208,6 +219,7 @@ def _batch_from_mappings(events: Sequence[Mapping[str, Any]], schema: ModelSchem
     if isinstance(events, (str, bytes, Mapping)):
         raise IngestError("events must be a list of event objects")
     names = schema.feature_names
+    name_set = set(names)
     allowed = set(EVENT_FIELDS)
     classes = schema.classes
     keys: list[Any] = []
@@ -219,15 +231,17 @@ def _batch_from_mappings(events: Sequence[Mapping[str, Any]], schema: ModelSchem
     predictions: list[Any] = []
     probabilities = np.full((len(events), len(classes)), np.nan)
     class_index = {c: j for j, c in enumerate(classes)}
+    # The checks run on every event of every request: the cheap test first (a JSON object is a
+    # dict; a set's issuperset), the sorted names for the message only when it fails.
     for i, event in enumerate(events):
-        if not isinstance(event, Mapping):
+        if type(event) is not dict and not isinstance(event, Mapping):
             raise IngestError(f"event #{i}: must be an object, got {type(event).__name__}")
         key = event.get("key")
         if not isinstance(key, str) or not key:
             raise IngestError(f"event #{i}: field 'key' must be a non-empty string, got {key!r}")
         where = f"event {key!r} (#{i})"
-        unknown = sorted(set(event) - allowed)
-        if unknown:
+        if not allowed.issuperset(event):
+            unknown = sorted(set(event) - allowed)
             raise IngestError(f"{where}: unknown field {unknown[0]!r}; fields are {list(EVENT_FIELDS)}")
         for field in ("time", "entity", "features"):
             if event.get(field) is None:
@@ -237,14 +251,14 @@ def _batch_from_mappings(events: Sequence[Mapping[str, Any]], schema: ModelSchem
         except (TypeError, ValueError) as exc:
             raise IngestError(f"{where}: {exc}") from None
         given = event["features"]
-        if not isinstance(given, Mapping):
+        if type(given) is not dict and not isinstance(given, Mapping):
             raise IngestError(f"{where}: field 'features' must be an object, got {given!r}")
         for name in names:
             if name not in given:
                 raise IngestError(f"{where}: feature {name!r} is missing")
             features[name].append(given[name])  # type: ignore[union-attr]
-        extra = sorted(set(given) - set(names))
-        if extra:
+        if not name_set.issuperset(given):
+            extra = sorted(set(given) - name_set)
             raise IngestError(f"{where}: feature {extra[0]!r} is not in the schema; features are {names}")
         probs = event.get("probabilities")
         if probs is not None:
@@ -513,8 +527,8 @@ def ingest_labels(*, session: Session, model: str, labels: Sequence[Mapping[str,
     IngestError
         If any label is invalid or names an event the model does not have.
     """
-    row = get_model(session=session, name=model)
-    classes = model_schema(row).classes
+    model_id, schema = known_model(session=session, name=model)
+    classes = schema.classes
     if isinstance(labels, (str, bytes, Mapping)):
         raise IngestError("labels must be a list of label objects")
     now = utcnow()
@@ -548,7 +562,7 @@ def ingest_labels(*, session: Session, model: str, labels: Sequence[Mapping[str,
         seen[key, source] = i
         parsed.append((key, str(value), source, float(confidence), time))
 
-    event_ids_by_key = event_ids(session=session, model_id=row.id, keys=sorted({p[0] for p in parsed}))
+    event_ids_by_key = event_ids(session=session, model_id=model_id, keys=sorted({p[0] for p in parsed}))
     for i, (key, *_) in enumerate(parsed):
         if key not in event_ids_by_key:
             raise IngestError(f"label for event {key!r} (#{i}): model {model!r} has no event with this key")
@@ -565,7 +579,7 @@ def ingest_labels(*, session: Session, model: str, labels: Sequence[Mapping[str,
             table_of(Label),
             columns,
             unique=("event_id", "source"),
-            constants={"model_id": row.id},
+            constants={"model_id": model_id},
         )
     return IngestResult(inserted=inserted, duplicates=len(parsed) - inserted)
 

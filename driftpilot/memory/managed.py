@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
 from typing import Any
 
 import sqlalchemy as sa
@@ -100,3 +102,25 @@ def get_model_by_id(*, session: Session, model_id: int) -> ManagedModel:
 def list_models(*, session: Session) -> list[ManagedModel]:
     """Every managed model, by id."""
     return list(session.scalars(sa.select(ManagedModel).order_by(ManagedModel.id)))
+
+
+# Per engine: a model's id and schema by name. A registered model's row never changes (registering
+# it again with anything different is refused, and models are not deleted), so ingest, which runs
+# on every request, reads it once per process instead of querying and parsing it each time.
+_KNOWN: weakref.WeakKeyDictionary[sa.Engine, dict[str, tuple[int, ModelSchema]]] = weakref.WeakKeyDictionary()
+_KNOWN_LOCK = threading.Lock()
+
+
+def known_model(*, session: Session, name: str) -> tuple[int, ModelSchema]:
+    """The id and schema of the model called ``name`` (:class:`UnknownModelError` if none), read
+    from the database once per engine."""
+    engine = session.get_bind()
+    assert isinstance(engine, sa.Engine)
+    with _KNOWN_LOCK:
+        found = _KNOWN.get(engine, {}).get(name)
+    if found is None:
+        row = get_model(session=session, name=name)
+        found = (row.id, model_schema(row))
+        with _KNOWN_LOCK:
+            _KNOWN.setdefault(engine, {})[name] = found
+    return found
