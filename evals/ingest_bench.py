@@ -663,7 +663,13 @@ def main() -> None:
         print(f"{target}: starting a service and sending for {args.seconds:.0f} s ...", flush=True)
         try:
             row = run_target(
-                target, args.seconds, args.clients, args.window, args.warmup, workers.get(target, 1), args.broker_database
+                target,
+                args.seconds,
+                args.clients,
+                args.window,
+                args.warmup,
+                workers.get(target, 1),
+                args.broker_database,
             )
         except Exception as exc:  # one target failing must not lose the others' figures
             print(f"{target}: failed: {exc}", flush=True)
