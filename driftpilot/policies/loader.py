@@ -134,8 +134,8 @@ def model_policy_path(stored: str, fallback: str | Path | None = None) -> Path |
     ``policy`` column holds the path), else ``fallback`` (the service's file, or None for the
     shipped default) when it holds ``"default"``.
 
-    >>> model_policy_path("default") is None, model_policy_path("/etc/dp/ont.yaml").name
-    (True, 'ont.yaml')
+    >>> model_policy_path("default") is None, model_policy_path("/etc/dp/credit.yaml").name
+    (True, 'credit.yaml')
     """
     if stored == "default":
         return Path(fallback) if fallback is not None else None
