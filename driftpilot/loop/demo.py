@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from driftpilot.agents.context import AgentContext
 from driftpilot.graph.runner import LoopRunner, open_checkpointer
 from driftpilot.loop.bootstrap import register_first_version
-from driftpilot.loop.driver import Driver
+from driftpilot.loop.driver import Driver, Moment
 from driftpilot.loop.home import fresh_home
 from driftpilot.loop.outbox import Outbox
 from driftpilot.memory import db, decisions, events, label_requests, managed, versions
@@ -202,98 +202,103 @@ def run_demo(
         runner.forget(MODEL_NAME)
         trigger = {"kind": "schedule", "every_minutes": policy.monitor.check_every_minutes}
         driver = Driver(sessions, runner, MODEL_NAME, model_row.id, trigger=trigger, outbox=outbox, serving=serving)
-        total = simulator.n_ticks
-        for tick in simulator.ticks():
-            now = tick.time
-            stamp = now.strftime("%Y-%m-%dT%H:%MZ")
-            keys = _event_keys(tick.entities, stamp)
 
-            # Serve: champion for most entities, the canary's share by hashed entity id.
-            if tick.index < warmup_ticks:
-                versions_served = np.full(len(tick), 1)
-                probabilities = first.predict_proba(tick.features)
-            else:
-                if config.fault is not None:
-                    tick = replace(tick, features=config.fault(dict(tick.features), now))
-                versions_served = serving.route(list(tick.entities))
-                probabilities = serving.predict_proba(tick.features, versions_served, CLASSES)
-            prediction = np.asarray(CLASSES)[probabilities.argmax(axis=1)]
-            static_prediction = first.predict(tick.features)
+        def the_fleet(driver: Driver) -> Iterator[Moment]:
+            """The source: the simulated fleet tick by tick, served, labelled late, its alarms
+            sent as the alarm system's webhook sends them; a moment at each tick after warm-up."""
+            for tick in simulator.ticks():
+                now = tick.time
+                stamp = now.strftime("%Y-%m-%dT%H:%MZ")
+                keys = _event_keys(tick.entities, stamp)
 
-            outbox.add_events(
-                EventBatch(
-                    keys=keys,
-                    times=[now] * len(tick),
-                    entities=list(tick.entities),
-                    groups=list(tick.groups),
-                    features=tick.features,
-                    served_version=[int(v) for v in versions_served],
-                    prediction=list(prediction),
-                    # Four decimals are plenty for the record and halve the JSON to write.
-                    probabilities=probabilities.round(4),
+                # Serve: champion for most entities, the canary's share by hashed entity id.
+                if tick.index < warmup_ticks:
+                    versions_served = np.full(len(tick), 1)
+                    probabilities = first.predict_proba(tick.features)
+                else:
+                    if config.fault is not None:
+                        tick = replace(tick, features=config.fault(dict(tick.features), now))
+                    versions_served = serving.route(list(tick.entities))
+                    probabilities = serving.predict_proba(tick.features, versions_served, CLASSES)
+                prediction = np.asarray(CLASSES)[probabilities.argmax(axis=1)]
+                static_prediction = first.predict(tick.features)
+
+                outbox.add_events(
+                    EventBatch(
+                        keys=keys,
+                        times=[now] * len(tick),
+                        entities=list(tick.entities),
+                        groups=list(tick.groups),
+                        features=tick.features,
+                        served_version=[int(v) for v in versions_served],
+                        prediction=list(prediction),
+                        # Four decimals are plenty for the record and halve the JSON to write.
+                        probabilities=probabilities.round(4),
+                    )
                 )
-            )
-            # Natural feedback: a seeded share of readings get their label, late.
-            seen = label_rng.random(len(tick)) < config.label_share
-            label_time = now + config.label_delay
-            sent = tick.labels[seen]
-            if config.feedback is not None and tick.index >= warmup_ticks:
-                sent = config.feedback(list(np.asarray(keys)[seen]), sent, now)
-            pending_labels.setdefault(tick.index + label_delay_ticks, []).extend(
-                {"event_key": k, "value": str(v), "source": "system", "time": label_time}
-                for k, v in zip(np.asarray(keys)[seen], sent, strict=True)
-            )
-            truth_by_key.update(zip(keys, (str(v) for v in tick.labels), strict=True))
-            outbox.add_labels(pending_labels.pop(tick.index, []))
-            alarms_now = alarms_by_tick.get(tick.index, [])
-            end_of_hour = (tick.index + 1) % simulator.ticks_per_hour == 0
-            if alarms_now or end_of_hour or tick.index == warmup_ticks - 1:
-                outbox.flush(sessions)
-            with sessions() as session:
-                # Alarms arrive as the alarm system's webhook sends them: firing, later resolved.
-                for alarm in alarms_now:
-                    ingest_alarm(session=session, alarm=alarm.webhook("firing") | {"model": MODEL_NAME})
-                for alarm in resolved_by_tick.get(tick.index, []):
-                    ingest_alarm(session=session, alarm=alarm.webhook("resolved") | {"model": MODEL_NAME})
-                if tick.index % simulator.ticks_per_hour == 0 and tick.index >= warmup_ticks:
-                    _answer_label_requests(session, model_row.id, truth_by_key, now, config)
-
-            records["event_id"].extend(keys)
-            records["time"].extend([now.isoformat()] * len(tick))
-            records["entity"].extend(tick.entities)
-            records["served_version"].extend(versions_served.tolist())
-            records["prediction"].extend(prediction)
-            records["static_prediction"].extend(static_prediction)
-            records["label"].extend(tick.labels)
-
-            if tick.index == warmup_ticks - 1:
-                register_first_version(
-                    sessions,
-                    registry,
-                    model_id=model_row.id,
-                    model_name=MODEL_NAME,
-                    model=first,
-                    score=first_score,
-                    fit_rows=fit_rows,
-                    holdout_keys=list(holdout_rows["key"]),
-                    now=now,
-                    source=f"the warm-up days 0-{WARMUP_DAYS - 1}",
+                # Natural feedback: a seeded share of readings get their label, late.
+                seen = label_rng.random(len(tick)) < config.label_share
+                label_time = now + config.label_delay
+                sent = tick.labels[seen]
+                if config.feedback is not None and tick.index >= warmup_ticks:
+                    sent = config.feedback(list(np.asarray(keys)[seen]), sent, now)
+                pending_labels.setdefault(tick.index + label_delay_ticks, []).extend(
+                    {"event_key": k, "value": str(v), "source": "system", "time": label_time}
+                    for k, v in zip(np.asarray(keys)[seen], sent, strict=True)
                 )
-                serving.refresh()
-            if tick.index >= warmup_ticks:
-                if config.hourly is not None and tick.index % simulator.ticks_per_hour == 0:
-                    config.hourly(context, runner, now)
-                # An alarm webhook triggers a run of its own, next to any waiting canary.
-                driver.alarms(now, [alarm.key for alarm in alarms_now])
-                # A waiting run (a canary gathering evidence, whichever trigger started it) is
-                # looked at every hour, so its verdict is not held back.
-                driver.look(
-                    now,
-                    check=(tick.index - warmup_ticks) % check_every == 0,
-                    resume=tick.index % simulator.ticks_per_hour == 0,
-                )
-            if progress:
-                progress(tick.index + 1, total)
+                truth_by_key.update(zip(keys, (str(v) for v in tick.labels), strict=True))
+                outbox.add_labels(pending_labels.pop(tick.index, []))
+                alarms_now = alarms_by_tick.get(tick.index, [])
+                end_of_hour = (tick.index + 1) % simulator.ticks_per_hour == 0
+                if alarms_now or end_of_hour or tick.index == warmup_ticks - 1:
+                    outbox.flush(sessions)
+                with sessions() as session:
+                    # Alarms arrive as the alarm system's webhook sends them: firing, later resolved.
+                    for alarm in alarms_now:
+                        ingest_alarm(session=session, alarm=alarm.webhook("firing") | {"model": MODEL_NAME})
+                    for alarm in resolved_by_tick.get(tick.index, []):
+                        ingest_alarm(session=session, alarm=alarm.webhook("resolved") | {"model": MODEL_NAME})
+                    if tick.index % simulator.ticks_per_hour == 0 and tick.index >= warmup_ticks:
+                        _answer_label_requests(session, model_row.id, truth_by_key, now, config)
+
+                records["event_id"].extend(keys)
+                records["time"].extend([now.isoformat()] * len(tick))
+                records["entity"].extend(tick.entities)
+                records["served_version"].extend(versions_served.tolist())
+                records["prediction"].extend(prediction)
+                records["static_prediction"].extend(static_prediction)
+                records["label"].extend(tick.labels)
+
+                if tick.index == warmup_ticks - 1:
+                    register_first_version(
+                        sessions,
+                        registry,
+                        model_id=model_row.id,
+                        model_name=MODEL_NAME,
+                        model=first,
+                        score=first_score,
+                        fit_rows=fit_rows,
+                        holdout_keys=list(holdout_rows["key"]),
+                        now=now,
+                        source=f"the warm-up days 0-{WARMUP_DAYS - 1}",
+                    )
+                    serving.refresh()
+                if tick.index >= warmup_ticks:
+                    if config.hourly is not None and tick.index % simulator.ticks_per_hour == 0:
+                        config.hourly(context, runner, now)
+                    # An alarm webhook triggers a run of its own, next to any waiting canary; a
+                    # waiting run (a canary gathering evidence, whichever trigger started it) is
+                    # looked at every hour, so its verdict is not held back.
+                    yield Moment(
+                        now,
+                        check=(tick.index - warmup_ticks) % check_every == 0,
+                        resume=tick.index % simulator.ticks_per_hour == 0,
+                        alarms=[alarm.key for alarm in alarms_now],
+                    )
+                if progress:
+                    progress(tick.index + 1, simulator.n_ticks)
+
+        driver.run(the_fleet)
 
     predictions = pd.DataFrame(records)
     return _write_outputs(out, sessions, model_row.id, predictions, simulator, time.perf_counter() - wall_start, config)

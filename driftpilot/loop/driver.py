@@ -1,17 +1,24 @@
 """The one driver of the loop: what runs when, for demo, replay and the service alike.
 
-Every entry point feeds its source (the ONT simulator, a recorded CSV, the live database) into
-memory and keeps its own clock; at each moment it says what is due — the Monitor's scheduled
-check, a look at the runs that wait (for labels, canary evidence, a person), an alarm — and the
-:class:`Driver` does the rest the same way everywhere: the events and labels gathered so far are
-written first, so the loop never misses what has arrived; alarm runs go on their own thread, the
-rest in thread order; a check's plan sets the next one's wants; whether any run still waits is
-remembered; and what is served is refreshed after any run, the only thing that changes it.
+An entry point is a **source** and a few lines: the source (the ONT simulator, a recorded CSV,
+the live database) feeds memory and keeps the clock, and at each :class:`Moment` says what is
+due — the Monitor's scheduled check, a look at the runs that wait (for labels, canary evidence, a
+person), the alarms that arrived. The :class:`Driver` does the rest the same way everywhere: the
+events and labels gathered so far are written first, so the loop never misses what has arrived;
+alarm runs go on their own thread, the rest in thread order; a check's plan sets the next one's
+wants; whether any run still waits is remembered (a source may pace itself by it); and what is
+served is refreshed after any run, the only thing that changes it.
+
+A source is a function of the driver giving its moments: ``demo`` and ``replay`` write theirs
+as generators (:func:`driftpilot.loop.demo.run_demo`, :func:`driftpilot.loop.replay.run_replay`)
+and :meth:`Driver.run` them; the service's loop makes one moment a model at each pass
+(:class:`driftpilot.loop.service.ServiceLoop`) and hands it to :meth:`Driver.step`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +29,27 @@ from driftpilot.loop.outbox import Outbox
 from driftpilot.loop.schedule import CheckSchedule, last_plan
 from driftpilot.serving.routing import Serving
 
-__all__ = ["Driver"]
+__all__ = ["Driver", "Moment", "Source"]
+
+
+@dataclass(frozen=True)
+class Moment:
+    """A point of a source's clock: what is due then, and what the source does once runs ran."""
+
+    now: datetime
+    #: The Monitor's scheduled check is due.
+    check: bool = False
+    #: Look at the runs that wait, and resume them.
+    resume: bool = False
+    #: Keys of the alarms that arrived, each run on the alarms thread.
+    alarms: Sequence[str] = ()
+    #: Called after a look that ran anything (replay: the people behind the queue take the
+    #: Curator's new requests).
+    after_runs: Callable[[], None] | None = None
+
+
+#: A source: given the driver (whose ``waiting`` it may pace itself by), its moments in time order.
+Source = Callable[["Driver"], Iterator[Moment]]
 
 
 class Driver:
@@ -56,6 +83,20 @@ class Driver:
         self.before_runs = before_runs
         #: Whether a run waited after the last look (an unfinished run needs looking at again).
         self.waiting = False
+
+    def run(self, source: Source) -> None:
+        """Drive the loop through every moment of ``source``."""
+        for moment in source(self):
+            self.step(moment)
+
+    def step(self, moment: Moment) -> list[str]:
+        """Run what is due at ``moment``: its alarms, then the check and the waiting runs; returns
+        the threads the look ran."""
+        self.alarms(moment.now, moment.alarms)
+        ran = self.look(moment.now, check=moment.check, resume=moment.resume)
+        if ran and moment.after_runs is not None:
+            moment.after_runs()
+        return ran
 
     def flush(self) -> None:
         if self.outbox is not None:

@@ -29,9 +29,10 @@ import json
 import math
 import time
 import warnings as warnings_module
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ from driftpilot.agents.release_manager import RELEASE_STARTS
 from driftpilot.graph.runner import LoopRunner, open_checkpointer
 from driftpilot.loop.baselines import BASELINES, Baseline, Periodic, PeriodicLogistic, RiverARF, Static, Stream
 from driftpilot.loop.bootstrap import register_first_version
-from driftpilot.loop.driver import Driver
+from driftpilot.loop.driver import Driver, Moment
 from driftpilot.loop.home import fresh_home
 from driftpilot.loop.outbox import Outbox
 from driftpilot.loop.schedule import CheckSchedule
@@ -401,8 +402,6 @@ def run_replay(
     records: dict[str, list[Any]] = {name: [] for name in ("served_version", "prediction", *baselines)}
     answered_requests: list[int] = []
     schedule = CheckSchedule(data.times[config.warmup - 1], timedelta(minutes=policy.monitor.check_every_minutes))
-    next_hour = data.times[config.warmup - 1] + timedelta(hours=1)
-    start = config.warmup
     # In the memory's own database when that is PostgreSQL, else a SQLite file beside it.
     with open_checkpointer(config.database_url, out / "checkpoints.sqlite") as checkpointer:
         runner = LoopRunner(context, checkpointer)
@@ -424,50 +423,62 @@ def run_replay(
             schedule=schedule,
             before_runs=mark_answered,
         )
-        while start < n:
-            # The chunk ends where the next check can be due: its time has come and its evidence
-            # is in (on a slow stream the evidence, not the clock, decides), or at the next hour
-            # while a run waits.
-            clock = int(np.searchsorted(data.stamps, schedule.next_check.timestamp(), side="right"))
-            end = min(n, start + MAX_CHUNK, max(clock, _evidence_row(schedule, gate, start, n)))
-            if driver.waiting:  # a waiting run (labels, a person, canary evidence) is looked at hourly
-                end = min(end, int(np.searchsorted(data.stamps, next_hour.timestamp(), side="right")))
-            periodic = baselines.get("periodic")
-            if isinstance(periodic, Periodic) and periodic.next_retrain > start:
-                end = min(end, periodic.next_retrain)
-            end = max(end, start + 1)
 
-            served = serving.route(data.entities[start:end])
-            probabilities = serving.predict_proba(stream.columns(start, end), served, data.classes)
-            prediction = np.asarray(data.classes, dtype=object)[probabilities.argmax(axis=1)]
-            records["served_version"].extend(served.tolist())
-            records["prediction"].extend(prediction.tolist())
-            outbox.add_events(_batch(data, keys, start, end, served, prediction, probabilities))
+        def recorded_stream(driver: Driver) -> Iterator[Moment]:
+            """The source: the stream chunk by chunk, served, labelled as the gate allows, beside
+            the baselines; a moment at each chunk's end."""
+            start = config.warmup
+            next_hour = data.times[config.warmup - 1] + timedelta(hours=1)
+            while start < n:
+                # The chunk ends where the next check can be due: its time has come and its evidence
+                # is in (on a slow stream the evidence, not the clock, decides), or at the next hour
+                # while a run waits.
+                clock = int(np.searchsorted(data.stamps, schedule.next_check.timestamp(), side="right"))
+                end = min(n, start + MAX_CHUNK, max(clock, _evidence_row(schedule, gate, start, n)))
+                if driver.waiting:  # a waiting run (labels, a person, canary evidence) is looked at hourly
+                    end = min(end, int(np.searchsorted(data.stamps, next_hour.timestamp(), side="right")))
+                periodic = baselines.get("periodic")
+                if isinstance(periodic, Periodic) and periodic.next_retrain > start:
+                    end = min(end, periodic.next_retrain)
+                end = max(end, start + 1)
 
-            revealed: dict[int, list[int]] = {}
-            for at in range(start, end):
-                for reveal in gate.due(at):
-                    revealed.setdefault(at, []).append(reveal.position)
-                    outbox.add_labels([_label(data, keys, reveal.position, at, reveal.source)])
-                    if reveal.source == "requested":
-                        answered_requests.append(reveal.position)
-            for label, baseline in baselines.items():
-                began = time.perf_counter()
-                records[label].extend(baseline.run(stream, start, end, revealed).tolist())
-                baseline_seconds[label] += time.perf_counter() - began
-            schedule.saw(rows=end - start, labels=sum(len(p) for p in revealed.values()))
-            if len(outbox) >= FLUSH_AT:
-                outbox.flush(sessions)
+                served = serving.route(data.entities[start:end])
+                probabilities = serving.predict_proba(stream.columns(start, end), served, data.classes)
+                prediction = np.asarray(data.classes, dtype=object)[probabilities.argmax(axis=1)]
+                records["served_version"].extend(served.tolist())
+                records["prediction"].extend(prediction.tolist())
+                outbox.add_events(_batch(data, keys, start, end, served, prediction, probabilities))
 
-            now = data.times[end - 1]
-            resume = now >= next_hour and driver.waiting
-            while next_hour <= now:
-                next_hour += timedelta(hours=1)
-            if driver.look(now, check=schedule.due(now), resume=resume):
-                _take_requests(sessions, model_id, gate, position_of, end - 1, now)
-            start = end
-            if progress:
-                progress(start, n)
+                revealed: dict[int, list[int]] = {}
+                for at in range(start, end):
+                    for reveal in gate.due(at):
+                        revealed.setdefault(at, []).append(reveal.position)
+                        outbox.add_labels([_label(data, keys, reveal.position, at, reveal.source)])
+                        if reveal.source == "requested":
+                            answered_requests.append(reveal.position)
+                for label, baseline in baselines.items():
+                    began = time.perf_counter()
+                    records[label].extend(baseline.run(stream, start, end, revealed).tolist())
+                    baseline_seconds[label] += time.perf_counter() - began
+                schedule.saw(rows=end - start, labels=sum(len(p) for p in revealed.values()))
+                if len(outbox) >= FLUSH_AT:
+                    outbox.flush(sessions)
+
+                now = data.times[end - 1]
+                resume = now >= next_hour and driver.waiting
+                while next_hour <= now:
+                    next_hour += timedelta(hours=1)
+                yield Moment(
+                    now,
+                    check=schedule.due(now),
+                    resume=resume,
+                    after_runs=partial(_take_requests, sessions, model_id, gate, position_of, end - 1, now),
+                )
+                start = end
+                if progress:
+                    progress(start, n)
+
+        driver.run(recorded_stream)
         outbox.flush(sessions)
         _mark_answered(sessions, model_id, keys, answered_requests, data.times[-1])
 

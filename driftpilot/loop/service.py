@@ -1,4 +1,5 @@
-"""The service's background loop: the live database as the source, the wall clock as the clock.
+"""The service's background loop: the live database as the source, the wall clock as the clock
+(at each pass, a :class:`~driftpilot.loop.driver.Moment` a model for the one driver).
 
 Every ``tick`` seconds it looks at each managed model whose lease it holds (several loop
 processes may share one PostgreSQL: each model's runs are taken by one of them at a time, see
@@ -33,7 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from driftpilot.agents.context import AgentContext
 from driftpilot.graph.runner import LoopRunner, open_checkpointer
-from driftpilot.loop.driver import Driver
+from driftpilot.loop.driver import Driver, Moment
 from driftpilot.loop.metrics import LoopMetrics
 from driftpilot.loop.schedule import CheckSchedule
 from driftpilot.memory import events, managed
@@ -217,7 +218,6 @@ class ServiceLoop:
                 if not move_alarm_mark(session=session, model_id=row.id, holder=self.holder, mark=alarms[-1][0]):
                     return []  # the model was taken over meanwhile
         keys = [key for _, key in alarms]
-        state.driver.alarms(now, keys)
         due_at = state.schedule.next_check
         check = state.schedule.due(now)
         if check and self.metrics is not None:
@@ -225,7 +225,7 @@ class ServiceLoop:
         resume = state.next_resume is None or now >= state.next_resume
         if resume:
             state.next_resume = now + self.resume_every
-        threads = state.driver.look(now, check=check, resume=resume)
+        threads = state.driver.step(Moment(now, check=check, resume=resume, alarms=keys))
         runs = [Run(row.name, "alarms", {"kind": "alarm", "alarm": key}) for key in keys]
         return runs + [Run(row.name, thread, state.driver.trigger) for thread in threads]
 
