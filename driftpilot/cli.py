@@ -381,10 +381,12 @@ def cmd_models_register(args: argparse.Namespace) -> int:
         target=args.target,
         time_col=args.time_col,
         entity_col=args.entity_col,
+        text_col=args.text_col,
         feature_cols=args.feature_cols.split(",") if args.feature_cols else None,
         policy_path=Path(args.policy) if args.policy else None,
         family=args.family,
         database_url=settings.db_url,
+        embedding_cache=settings.embedding_cache_dir,
     )
     done = register_from_csv(
         config, _sessions(args), Registry(settings.artifact_dir), name=args.name, home=settings.home
@@ -648,7 +650,12 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("name", help="the managed model's name, as the API's routes take it")
     register.add_argument("--data", required=True, help="CSV of labelled history, one event a row")
     register.add_argument("--target", required=True, help="the column holding the label")
-    register.add_argument("--family", help="tabular_mlp (default) or hashed_mlp")
+    register.add_argument(
+        "--family", help="tabular_mlp (the default), hashed_mlp, or intent_mlp (the default with --text-col)"
+    )
+    register.add_argument(
+        "--text-col", help="column of text: events then carry it as a feature, encoded into sentence vectors"
+    )
     register.add_argument("--time-col", help="column of event times (default: a row clock)")
     register.add_argument("--entity-col", help="column of entity ids (canary cohorts hash them)")
     register.add_argument("--feature-cols", help="comma-separated features (default: all but target/time/entity)")

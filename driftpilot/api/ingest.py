@@ -43,7 +43,8 @@ from driftpilot.memory.ingest import (
     ingest_events,
     ingest_labels,
 )
-from driftpilot.memory.managed import UnknownModelError
+from driftpilot.memory.managed import UnknownModelError, known_model
+from driftpilot.serving.texts import TextFeatures
 
 
 class EventIn(BaseModel):
@@ -115,6 +116,14 @@ def ingest_router(
     bind = sessions.kw.get("bind")
     event_writes = threading.Lock() if getattr(getattr(bind, "dialect", None), "name", None) == "sqlite" else None
 
+    texts = TextFeatures(settings.embedding_cache_dir)
+
+    def store_events(name: str, items: list[Any]) -> Any:
+        with sessions() as session:
+            _, schema = known_model(session=session, name=name)
+            events = texts.expand(schema, items)  # a text model's texts, as its sentence vectors
+            return ingest_events(session=session, model=name, events=events, write_lock=event_writes)
+
     async def parsed(request: Request, field: str) -> list[Any]:
         raw = await request.body()
         try:
@@ -147,9 +156,7 @@ def ingest_router(
         items = await parsed(request, "events")
         began = time.perf_counter()
         try:
-            result = await run_in_threadpool(
-                _in_session, sessions, ingest_events, model=name, events=items, write_lock=event_writes
-            )
+            result = await run_in_threadpool(store_events, name, items)
         except (LookupError, IngestError) as exc:
             raise refused("events", exc) from exc
         metrics.ingest_seconds.labels("events").observe(time.perf_counter() - began)

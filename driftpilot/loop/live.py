@@ -42,7 +42,8 @@ from sqlalchemy.orm import Session
 from driftpilot.config import Settings
 from driftpilot.memory.dead_letters import record_dead_letter
 from driftpilot.memory.ingest import contract_labels, ingest_events, ingest_labels
-from driftpilot.memory.managed import UnknownModelError
+from driftpilot.memory.managed import UnknownModelError, known_model
+from driftpilot.serving.texts import TextFeatures
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,11 @@ def decode_batch(kind: str, payload: bytes | str) -> list[Any]:
     return items
 
 
+#: Encodes the texts of a text model's events (see :mod:`driftpilot.serving.texts`);
+#: :func:`live_sources` points its cache at the service's.
+TEXTS = TextFeatures()
+
+
 def _ingest(session: Session, subject: str, payload: bytes | str, max_batch: int) -> None:
     """Store a message's events or labels; ``ValueError`` or ``UnknownModelError`` says why not."""
     model, kind = parse_subject(subject)
@@ -129,7 +135,8 @@ def _ingest(session: Session, subject: str, payload: bytes | str, max_batch: int
     if len(items) > max_batch:
         raise ValueError(f"a message may carry at most {max_batch} {kind} (max_batch), got {len(items)}: split it")
     if kind == "events":
-        ingest_events(session=session, model=model, events=items)
+        _, schema = known_model(session=session, name=model)
+        ingest_events(session=session, model=model, events=TEXTS.expand(schema, items))
     else:
         ingest_labels(session=session, model=model, labels=contract_labels(items))
 
@@ -481,6 +488,7 @@ class JetStreamSource:
 
 def live_sources(settings: Settings, sessions: Callable[[], Session]) -> list[LiveSource]:
     """The live sources the settings configure (``mqtt_url``, ``nats_url``), not started."""
+    TEXTS.cache_dir = settings.embedding_cache_dir
     sources: list[LiveSource] = []
     if settings.mqtt_url:
         sources.append(MqttSource(sessions, url=settings.mqtt_url, max_batch=settings.max_batch))

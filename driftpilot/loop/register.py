@@ -5,7 +5,9 @@ register_with_history`): the history is stored as labelled events, the model's s
 its newest fifth, and it becomes champion with its snapshot and decision. The model's policy file,
 when given, is validated and copied under the service's home, so that the file the loop and the
 API judge it by cannot vanish with the user's working copy; editing the copy changes the policy
-in force (read again, and logged, when it changes).
+in force (read again, and logged, when it changes). With a text column the model is a text
+model: trained on its texts' sentence vectors, fed the texts themselves (see
+:mod:`driftpilot.serving.texts`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from driftpilot.loop.replay import ReplayConfig, Stream, read_stream, register_with_history
 from driftpilot.memory import managed
 from driftpilot.models.families import family
+from driftpilot.models.intent_mlp import embedding_blocks
 from driftpilot.models.registry import Registry
 from driftpilot.policies import load_policy
 
@@ -72,12 +75,14 @@ def register_from_csv(
         policy_label=label,
         on_epoch=on_epoch,
     )
+    texts = embedding_blocks([s.name for s in data.specs])
     return {
         "model": name,
         "id": model_id,
         "family": family_name,
         "rows": n,
         "classes": data.classes,
-        "features": [s.name for s in data.specs],
+        # A text's sentence-vector columns are named by the text itself: it is what events carry.
+        "features": [s.name for s in data.specs if not any(s.name in c for c in texts.values())] + list(texts),
         "policy": label,
     }
