@@ -3,6 +3,7 @@ HTTP and JetStream's path, stored as the sentence vectors its schema names."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -58,10 +59,8 @@ def test_a_text_model_takes_raw_texts_and_stores_their_vectors(tmp_path, bearer,
         "/models/support/events", json={"events": [event | {"features": {"query": "where is my card?"}}]}
     )
     empty = client.post("/models/support/events", json={"events": [event | {"key": "q-2", "features": {"query": " "}}]})
-    relayed = store_message(
-        sessions, "nats", "driftpilot.support.events",
-        b'{"events": [{"key": "q-3", "entity": "c", "time": "2026-12-06T10:01:00Z", "features": {"query": "top up failed"}}]}',
-    )  # fmt: skip
+    relayed_event = event | {"key": "q-3", "time": "2026-12-06T10:01:00Z", "features": {"query": "top up failed"}}
+    relayed = store_message(sessions, "nats", "driftpilot.support.events", json.dumps({"events": [relayed_event]}))
 
     assert sent.json() == {"inserted": 1, "duplicates": 0}
     assert empty.status_code == 422 and "feature 'query' must be a non-empty text" in empty.json()["detail"]
