@@ -22,21 +22,26 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.slow
-def test_serve_takes_events_and_labels_and_stops_on_sigterm(tmp_path, capsys) -> None:
+def _serving(tmp_path, capsys, *options: str):
+    """A registered model, an ingest token's headers, and ``driftpilot serve`` started on a free
+    port: (process, base URL, headers, home, log file)."""
     home = tmp_path / "home"
     assert _register(home, "credit") == 0
     assert cli.main(["--home", str(home), "token", "create", "--role", "ingest", "--name", "relay"]) == 0
-    token = capsys.readouterr().out.strip().splitlines()[-1]
+    headers = {"Authorization": f"Bearer {capsys.readouterr().out.strip().splitlines()[-1]}"}
     port = _free_port()
     log = (tmp_path / "serve.log").open("wb")
     server = subprocess.Popen(
-        [sys.executable, "-m", "driftpilot.cli", "--home", str(home), "serve", "--port", str(port), "--tick", "0.5"],
+        [sys.executable, "-m", "driftpilot.cli", "--home", str(home), "serve", "--port", str(port), *options],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    base = f"http://127.0.0.1:{port}"
-    headers = {"Authorization": f"Bearer {token}"}
+    return server, f"http://127.0.0.1:{port}", headers, home, log
+
+
+@pytest.mark.slow
+def test_serve_takes_events_and_labels_and_stops_on_sigterm(tmp_path, capsys) -> None:
+    server, base, headers, _, log = _serving(tmp_path, capsys, "--tick", "0.5")
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -78,18 +83,7 @@ def test_serve_takes_events_and_labels_and_stops_on_sigterm(tmp_path, capsys) ->
 
 @pytest.mark.slow
 def test_serve_with_two_workers_answers_from_both_and_sums_their_metrics(tmp_path, capsys) -> None:
-    home = tmp_path / "home"
-    assert _register(home, "credit") == 0
-    assert cli.main(["--home", str(home), "token", "create", "--role", "ingest", "--name", "relay"]) == 0
-    headers = {"Authorization": f"Bearer {capsys.readouterr().out.strip().splitlines()[-1]}"}
-    port = _free_port()
-    log = (tmp_path / "serve.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "driftpilot.cli", "--home", str(home), "serve", "--port", str(port), "--workers", "2"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
+    server, base, headers, home, log = _serving(tmp_path, capsys, "--workers", "2")
     try:
         deadline = time.monotonic() + 60
         started = 0
