@@ -26,7 +26,8 @@ approval request, the training error).
 
 Delivery is at least once: a failed attempt (no connection, a status other than 2xx) is retried
 with back-off (:func:`driftpilot.memory.alerts.retry_delay`) against every target, so a webhook
-may see an alert twice; its ``key`` tells the copies apart. Run one sender per database.
+may see an alert twice; its ``key`` tells the copies apart. Loops sharing a database each run a
+sender: each alert is claimed for one attempt at a time (:func:`driftpilot.memory.alerts.claim_alert`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -303,7 +304,13 @@ class AlertSender:
         for alert in due:
             if self._stopping.is_set():
                 break
-            posts = [post_json(url, body, timeout=self.timeout) for url, body in self._targets(alert, now)]
+            targets = self._targets(alert, now)
+            with self.sessions() as session:
+                # Another loop's sender may have read it too: one delivers it, the other moves on.
+                until = now + timedelta(seconds=self.timeout * len(targets) + 30)
+                if not alerts.claim_alert(session=session, alert=alert, until=until):
+                    continue
+            posts = [post_json(url, body, timeout=self.timeout) for url, body in targets]
             errors = [error for error in posts if error is not None]
             recorded.append(self._record(alert.id, errors, now))
         return recorded

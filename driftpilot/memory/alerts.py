@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from driftpilot.memory.db import committing
-from driftpilot.memory.tables import ALERT_STATUSES, AlertOut, Decision
+from driftpilot.memory.tables import ALERT_STATUSES, AlertOut, Decision, table_of
 
 #: The wait after the first failed attempt; it doubles with each further one ...
 FIRST_RETRY = timedelta(seconds=5)
@@ -120,6 +120,22 @@ def due_alerts(*, session: Session, now: datetime, limit: int = 50) -> list[Aler
         .limit(limit)
     )
     return list(session.scalars(stmt))
+
+
+def claim_alert(*, session: Session, alert: AlertOut, until: datetime) -> bool:
+    """Take ``alert`` (as :func:`due_alerts` read it) for one delivery attempt: its next attempt
+    moves to ``until``, unless another sender took it or recorded an attempt since; False then.
+    Senders of loops sharing a database so never deliver one alert at the same time."""
+    table = table_of(AlertOut)
+    with committing(session):
+        result: Any = session.execute(
+            sa.update(table)
+            .where(
+                table.c.id == alert.id, table.c.status == "pending", table.c.next_attempt_at == alert.next_attempt_at
+            )
+            .values(next_attempt_at=until)
+        )
+    return bool(result.rowcount)
 
 
 def mark_sent(*, session: Session, alert_id: int, now: datetime) -> AlertOut:

@@ -350,6 +350,25 @@ def test_an_alert_goes_to_alertmanager_as_its_v2_list_and_to_the_webhook_as_json
     assert sender.run_once(NOW + timedelta(minutes=1)) == []
 
 
+def test_two_senders_that_read_the_same_due_alert_deliver_it_once(
+    sessions: sessionmaker[Session], model_id: int, receiver: Receiver
+) -> None:
+    """Loops sharing a database each run a sender: an alert is claimed for one attempt at a time."""
+    _decide(sessions, model_id, "release_manager", "rollback", "rolled_back", rationale="Canary hurt.")
+    first, second = (AlertSender(sessions, webhook_url=receiver.url + "/hook") for _ in range(2))
+    first.raise_new(NOW)
+    with sessions() as session:
+        [seen_by_first] = alerts.due_alerts(session=session, now=NOW)
+        [seen_by_second] = alerts.due_alerts(session=session, now=NOW)
+        taken = alerts.claim_alert(session=session, alert=seen_by_first, until=NOW + timedelta(minutes=1))
+        again = alerts.claim_alert(session=session, alert=seen_by_second, until=NOW + timedelta(minutes=1))
+
+    assert (taken, again) == (True, False)
+    assert second.send_due(NOW) == []  # claimed: not due again before the claim lapses
+    [sent] = first.send_due(NOW + timedelta(minutes=1))
+    assert sent.status == "sent" and len(receiver.bodies("/hook")) == 1
+
+
 def test_an_alert_from_a_clock_ahead_of_the_wall_starts_when_it_is_sent(
     sessions: sessionmaker[Session], model_id: int, receiver: Receiver
 ) -> None:
