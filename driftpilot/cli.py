@@ -17,13 +17,21 @@ from pathlib import Path
 from typing import Any
 
 
-def _sessions(args: argparse.Namespace) -> Any:
-    """A session factory on ``--database-url``, else the settings' database under ``--home``."""
+def _settings(args: argparse.Namespace) -> Any:
+    """The settings, with ``--home`` and ``--database-url`` over the environment's."""
     from driftpilot.config import Settings
-    from driftpilot.memory import db
 
     settings = Settings(home=Path(args.home)) if args.home else Settings()
-    return db.connect(args.database_url or settings.db_url)
+    if args.database_url:
+        settings.database_url = args.database_url
+    return settings
+
+
+def _sessions(args: argparse.Namespace) -> Any:
+    """A session factory on ``--database-url``, else the settings' database under ``--home``."""
+    from driftpilot.memory import db
+
+    return db.connect(_settings(args).db_url)
 
 
 def _epoch_bar(progress: Any) -> Any:
@@ -119,10 +127,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from driftpilot.config import Settings
     from driftpilot.loop.replay import ReplayConfig, run_replay
 
-    settings = Settings(home=Path(args.home)) if args.home else Settings()
+    settings = _settings(args)
     config = ReplayConfig(
         data=Path(args.data),
         target=args.target,
@@ -192,10 +199,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_scenarios_export(args: argparse.Namespace) -> int:
-    from driftpilot.config import Settings
     from driftpilot.loop.streams import export
 
-    settings = Settings(home=Path(args.home)) if args.home else Settings()
+    settings = _settings(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     names = [n.strip() for n in args.names.split(",") if n.strip()] if args.names else None
@@ -361,15 +367,6 @@ def cmd_golden(args: argparse.Namespace) -> int:
     return 0
 
 
-def _settings(args: argparse.Namespace) -> Any:
-    from driftpilot.config import Settings
-
-    settings = Settings(home=Path(args.home)) if args.home else Settings()
-    if args.database_url:
-        settings.database_url = args.database_url
-    return settings
-
-
 def cmd_models_register(args: argparse.Namespace) -> int:
     from driftpilot.loop.register import register_from_csv
     from driftpilot.loop.replay import ReplayConfig
@@ -518,11 +515,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from driftpilot.agents.llm import chat_model
     from driftpilot.agents.operator import operate
     from driftpilot.api.chat import execute_rollback
-    from driftpilot.config import Settings
     from driftpilot.models.registry import Registry
     from driftpilot.policies import PolicyEngine, load_policy
 
-    settings = Settings()
+    settings = _settings(args)  # the artifacts under --home, beside its database
     sessions = _sessions(args)
     engine = PolicyEngine(load_policy(args.policy))
     context = AgentContext(sessions=sessions, registry=Registry(settings.artifact_dir), policy=engine)

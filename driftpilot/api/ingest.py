@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -36,6 +35,7 @@ from driftpilot.loop.metrics import LoopMetrics
 from driftpilot.memory.alarms import claim_signature
 from driftpilot.memory.ingest import (
     IngestError,
+    IngestResult,
     ResentConflict,
     alertmanager_to_alarms,
     contract_labels,
@@ -44,7 +44,7 @@ from driftpilot.memory.ingest import (
     ingest_labels,
 )
 from driftpilot.memory.managed import UnknownModelError, known_model
-from driftpilot.serving.texts import TextFeatures
+from driftpilot.serving.texts import text_features
 
 
 class EventIn(BaseModel):
@@ -93,15 +93,6 @@ def _body(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
 
 
-def stored(inserted: int, duplicates: int) -> dict[str, int]:
-    return {"inserted": inserted, "duplicates": duplicates}
-
-
-def _in_session(sessions: sessionmaker[Session], write: Callable[..., Any], **arguments: Any) -> Any:
-    with sessions() as session:
-        return write(session=session, **arguments)
-
-
 def ingest_router(
     sessions: sessionmaker[Session],
     settings: Settings,
@@ -111,18 +102,30 @@ def ingest_router(
     """The routes that take data in. ``on_alarm`` is told the models a stored alarm concerns
     (None: every model), so that a loop in this process can check them at once."""
     router = APIRouter(tags=["ingest"])
-    # SQLite has one writer at a time: the requests of this process take turns on a lock
-    # (see ingest_events' write_lock) instead of sleeping in SQLite's busy handler.
-    bind = sessions.kw.get("bind")
-    event_writes = threading.Lock() if getattr(getattr(bind, "dialect", None), "name", None) == "sqlite" else None
+    texts = text_features(settings.embedding_cache_dir)
 
-    texts = TextFeatures(settings.embedding_cache_dir)
-
-    def store_events(name: str, items: list[Any]) -> Any:
+    def store_events(name: str, items: list[Any]) -> IngestResult:
         with sessions() as session:
             _, schema = known_model(session=session, name=name)
             events = texts.expand(schema, items)  # a text model's texts, as its sentence vectors
-            return ingest_events(session=session, model=name, events=events, write_lock=event_writes)
+            return ingest_events(session=session, model=name, events=events)
+
+    def store_labels(name: str, items: list[Any]) -> IngestResult:
+        with sessions() as session:
+            return ingest_labels(session=session, model=name, labels=contract_labels(items))
+
+    async def take(route: str, name: str, request: Request, store: Callable[[str, list[Any]], IngestResult]) -> Any:
+        """Parse the body's list ``route``, store it (durable before the answer), count it."""
+        items = await parsed(request, route)
+        began = time.perf_counter()
+        try:
+            result = await run_in_threadpool(store, name, items)
+        except (LookupError, IngestError) as exc:
+            raise refused(route, exc) from exc
+        metrics.ingest_seconds.labels(route).observe(time.perf_counter() - began)
+        (metrics.events if route == "events" else metrics.labels).labels(name, "http").inc(result.inserted)
+        metrics.duplicates.labels(name, "http").inc(result.duplicates)
+        return {"inserted": result.inserted, "duplicates": result.duplicates}
 
     async def parsed(request: Request, field: str) -> list[Any]:
         raw = await request.body()
@@ -153,32 +156,12 @@ def ingest_router(
     async def events(name: str, request: Request, caller: IngestCaller) -> dict[str, int]:
         """Store events scored elsewhere (at most ``max_batch``); a re-sent key is a duplicate,
         the same key with other content 409."""
-        items = await parsed(request, "events")
-        began = time.perf_counter()
-        try:
-            result = await run_in_threadpool(store_events, name, items)
-        except (LookupError, IngestError) as exc:
-            raise refused("events", exc) from exc
-        metrics.ingest_seconds.labels("events").observe(time.perf_counter() - began)
-        metrics.events.labels(name, "http").inc(result.inserted)
-        metrics.duplicates.labels(name, "http").inc(result.duplicates)
-        return stored(result.inserted, result.duplicates)
+        return await take("events", name, request, store_events)
 
     @router.post("/models/{name}/labels", openapi_extra=_body(LabelsIn))
     async def labels(name: str, request: Request, caller: IngestCaller) -> dict[str, int]:
         """Store labels of stored events (``key`` is the event's key); one per event and source."""
-        items = await parsed(request, "labels")
-        began = time.perf_counter()
-        try:
-            result = await run_in_threadpool(
-                _in_session, sessions, ingest_labels, model=name, labels=contract_labels(items)
-            )
-        except (LookupError, IngestError) as exc:
-            raise refused("labels", exc) from exc
-        metrics.ingest_seconds.labels("labels").observe(time.perf_counter() - began)
-        metrics.labels.labels(name, "http").inc(result.inserted)
-        metrics.duplicates.labels(name, "http").inc(result.duplicates)
-        return stored(result.inserted, result.duplicates)
+        return await take("labels", name, request, store_labels)
 
     def store_alarms(alarms: list[Any], signed: tuple[str, datetime, datetime] | None = None) -> dict[str, Any]:
         """Store the alarms, and the signature they came with, in one transaction."""

@@ -67,7 +67,7 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings.home.mkdir(parents=True, exist_ok=True)
     if with_api and workers > 1:
-        _share_with_workers(settings, policy_path)
+        _share_metrics(settings)
     sessions = db.connect(settings.db_url)
     registry = Registry(settings.artifact_dir)
     metrics = LoopMetrics(sessions)
@@ -141,15 +141,10 @@ def _run_uvicorn(
     _server_class()(uvicorn.Config(app, log_level="info", access_log=False)).run(sockets=[listening])
 
 
-def _share_with_workers(settings: Settings, policy_path: str | Path | None) -> None:
-    """What worker processes build their app from (they read the settings from the environment),
-    and the folder where all processes write their metrics (prometheus_client's multiprocess
-    mode), emptied first: files of an earlier run would add to this one's counters."""
-    os.environ["DRIFTPILOT_HOME"] = str(settings.home)
-    if settings.database_url:
-        os.environ["DRIFTPILOT_DATABASE_URL"] = settings.database_url
-    if policy_path or settings.policy_file:
-        os.environ["DRIFTPILOT_POLICY_FILE"] = str(policy_path or settings.policy_file)
+def _share_metrics(settings: Settings) -> None:
+    """The folder where all processes of the service write their metrics (prometheus_client's
+    multiprocess mode; the workers inherit it), emptied first: files of an earlier run would add
+    to this one's counters."""
     shared = settings.home / "metrics"
     shutil.rmtree(shared, ignore_errors=True)
     shared.mkdir(parents=True)

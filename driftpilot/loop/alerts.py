@@ -45,7 +45,7 @@ from typing import Any, NamedTuple
 from sqlalchemy.orm import Session, sessionmaker
 
 from driftpilot.config import Settings
-from driftpilot.memory import alerts, managed
+from driftpilot.memory import alerts, decisions, managed
 from driftpilot.memory.tables import AlertOut, Decision
 from driftpilot.memory.times import utcnow
 
@@ -117,7 +117,7 @@ def alerts_from_decisions(*, session: Session, after_id: int, at: datetime, limi
     """Raise an alert, due from ``at``, for each decision newer than ``after_id`` that needs a
     person (see :data:`RULES`); idempotent by decision, so reading a decision again raises nothing
     new. Read on from the returned ``last_id``."""
-    found = alerts.decisions_after(session=session, after_id=after_id, kinds=RULES.keys(), limit=limit)
+    found = decisions.decisions_after(session=session, after_id=after_id, kinds=RULES.keys(), limit=limit)
     raised = []
     for decision in found:
         alert = _raise(session, decision, at)
@@ -129,7 +129,7 @@ def alerts_from_decisions(*, session: Session, after_id: int, at: datetime, limi
 def _raise(session: Session, decision: Decision, at: datetime) -> AlertOut | None:
     """The alert of one decision, or None when its state is not new (still blind)."""
     rule = RULES[(decision.action, decision.outcome)]
-    if rule.on_change and alerts.previous_outcome(session=session, decision=decision) == decision.outcome:
+    if rule.on_change and decisions.previous_outcome(session=session, decision=decision) == decision.outcome:
         return None
     model = None
     if decision.model_id is not None:

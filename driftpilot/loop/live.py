@@ -43,7 +43,7 @@ from driftpilot.config import Settings
 from driftpilot.memory.dead_letters import record_dead_letter
 from driftpilot.memory.ingest import contract_labels, ingest_events, ingest_labels
 from driftpilot.memory.managed import UnknownModelError, known_model
-from driftpilot.serving.texts import TextFeatures
+from driftpilot.serving.texts import TextFeatures, text_features
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +124,8 @@ def decode_batch(kind: str, payload: bytes | str) -> list[Any]:
 
 
 #: Encodes the texts of a text model's events (see :mod:`driftpilot.serving.texts`);
-#: :func:`live_sources` points its cache at the service's.
-TEXTS = TextFeatures()
+#: :func:`live_sources` gives the service's, which the API shares.
+TEXTS: TextFeatures = text_features(None)
 
 
 def _ingest(session: Session, subject: str, payload: bytes | str, max_batch: int) -> None:
@@ -488,7 +488,8 @@ class JetStreamSource:
 
 def live_sources(settings: Settings, sessions: Callable[[], Session]) -> list[LiveSource]:
     """The live sources the settings configure (``mqtt_url``, ``nats_url``), not started."""
-    TEXTS.cache_dir = settings.embedding_cache_dir
+    global TEXTS
+    TEXTS = text_features(settings.embedding_cache_dir)
     sources: list[LiveSource] = []
     if settings.mqtt_url:
         sources.append(MqttSource(sessions, url=settings.mqtt_url, max_batch=settings.max_batch))

@@ -63,9 +63,14 @@ class _Model:
     """What the loop keeps of one model between passes."""
 
     driver: Driver
-    schedule: CheckSchedule
     marks: tuple[int, int] = (0, 0)
     next_resume: datetime | None = None
+
+    @property
+    def schedule(self) -> CheckSchedule:
+        """The driver's check schedule (every model of the service has one)."""
+        assert self.driver.schedule is not None
+        return self.driver.schedule
 
 
 class ServiceLoop:
@@ -101,9 +106,10 @@ class ServiceLoop:
         self.models: dict[str, _Model] = {}
         self._stopped = threading.Event()
         self._woken = threading.Event()
-        #: Ids of the models whose lease this loop holds, renewed by :meth:`_heartbeat` while a run
-        #: (a training can take minutes) keeps the pass from renewing them.
-        self._held: set[int] = set()
+        #: The models whose lease this loop holds, by id, with when the lease lapses; renewed by
+        #: :meth:`_heartbeat` (a run, a training, can take minutes), and by a pass only when less
+        #: than half of it is left (renewing is a write: not one a model at every tick).
+        self._held: dict[int, datetime] = {}
 
     def wake(self, models: list[str | None]) -> None:
         """An alarm arrived for ``models`` (None: any): pass now, not at the next tick (the pass
@@ -134,20 +140,25 @@ class ServiceLoop:
                 release_leases(session=session, holder=self.holder)
             self._held.clear()
 
+    def _renew(self, model_id: int, now: datetime) -> bool:
+        """Take or renew the model's lease; whether this loop holds it now."""
+        with self.sessions() as session:
+            kept = take_lease(session=session, model_id=model_id, holder=self.holder, now=now, ttl=self.lease)
+        if kept:
+            self._held[model_id] = now + self.lease
+        else:
+            self._held.pop(model_id, None)
+        return kept
+
     def _heartbeat(self) -> None:
         """Renew the held leases every third of their length, so that none expires during a run."""
         while not self._stopped.wait(self.lease.total_seconds() / 3):
             for model_id in list(self._held):
                 try:
-                    with self.sessions() as session:
-                        kept = take_lease(
-                            session=session, model_id=model_id, holder=self.holder, now=self.clock(), ttl=self.lease
-                        )
+                    if not self._renew(model_id, self.clock()):
+                        log.error("the lease of model %d was taken by another loop", model_id)
                 except Exception:
                     log.exception("renewing the lease of model %d failed; the next beat tries again", model_id)
-                    continue
-                if not kept:
-                    log.error("the lease of model %d was taken by another loop", model_id)
 
     def run_once(self, now: datetime) -> list[Run]:
         """One pass over the models; returns the runs it made."""
@@ -157,13 +168,10 @@ class ServiceLoop:
         for row in rows:
             if self._stopped.is_set():
                 break
-            with self.sessions() as session:
-                held = take_lease(session=session, model_id=row.id, holder=self.holder, now=now, ttl=self.lease)
-            if held:
-                self._held.add(row.id)
+            lapses = self._held.get(row.id, now)
+            if lapses - now > self.lease / 2 or self._renew(row.id, now):
                 done += self._pass(row, now)
             else:
-                self._held.discard(row.id)
                 self.models.pop(row.name, None)  # another process runs it; start afresh if it comes back
         return done
 
@@ -182,7 +190,7 @@ class ServiceLoop:
                 trigger={"kind": "schedule", "every_minutes": every},
                 schedule=schedule,
             )
-            state = _Model(driver=driver, schedule=schedule)
+            state = _Model(driver=driver)
             with self.sessions() as session:
                 state.marks = events.arrivals(session=session, model_id=row.id, after_event=0, after_label=0)[2:]
             # Evidence already in memory counts as new: a model registered with history is checked

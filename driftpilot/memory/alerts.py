@@ -8,7 +8,7 @@ hammered and one that comes back within the hour still gets every alert.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from driftpilot.memory.db import committing
-from driftpilot.memory.tables import ALERT_STATUSES, AlertOut, Decision, table_of
+from driftpilot.memory.tables import ALERT_STATUSES, AlertOut, table_of
 
 #: The wait after the first failed attempt; it doubles with each further one ...
 FIRST_RETRY = timedelta(seconds=5)
@@ -181,36 +181,3 @@ def last_alerted_decision(*, session: Session) -> int:
     """The id of the newest decision an alert was raised for (0 when none was): where reading
     the decision log for alerts resumes after a restart."""
     return int(session.scalar(sa.select(sa.func.max(AlertOut.decision_id))) or 0)
-
-
-def decisions_after(
-    *, session: Session, after_id: int, kinds: Collection[tuple[str, str]], limit: int = 500
-) -> list[Decision]:
-    """Decisions newer than ``after_id``, in log order, whose ``(action, outcome)`` is one of
-    ``kinds``: those that may need a person."""
-    if not kinds:
-        return []
-    stmt = (
-        sa.select(Decision)
-        .where(Decision.id > after_id, sa.tuple_(Decision.action, Decision.outcome).in_(list(kinds)))
-        .order_by(Decision.id)
-        .limit(limit)
-    )
-    return list(session.scalars(stmt))
-
-
-def previous_outcome(*, session: Session, decision: Decision) -> str | None:
-    """The outcome of the decision before ``decision`` of the same model, agent and action (None
-    when it is the first): whether a state such as a blind check is new or goes on."""
-    stmt = (
-        sa.select(Decision.outcome)
-        .where(
-            Decision.model_id == decision.model_id,
-            Decision.agent == decision.agent,
-            Decision.action == decision.action,
-            Decision.id < decision.id,
-        )
-        .order_by(Decision.id.desc())
-        .limit(1)
-    )
-    return session.scalar(stmt)

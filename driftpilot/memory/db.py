@@ -8,8 +8,10 @@ session as it is.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -101,6 +103,23 @@ def connect(url: str) -> sessionmaker[Session]:
     engine = make_engine(url)
     migrate(engine)
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+_SQLITE_WRITERS: weakref.WeakKeyDictionary[sa.Engine, threading.Lock] = weakref.WeakKeyDictionary()
+_SQLITE_WRITERS_LOCK = threading.Lock()
+
+
+def writer_turn(session: Session) -> AbstractContextManager[Any]:
+    """What a bulk write holds from its first insert to its commit: on SQLite, the engine's one
+    lock, so that the threads of a process (concurrent API requests, a live source) take turns
+    here rather than in SQLite's busy handler, which sleeps up to 100 ms between its tries for the
+    database's single write lock (tails of hundreds of ms under a few concurrent writers). Other
+    databases take concurrent writers themselves: nothing to hold."""
+    engine = session.get_bind()
+    if not isinstance(engine, sa.Engine) or engine.dialect.name != "sqlite":
+        return nullcontext()
+    with _SQLITE_WRITERS_LOCK:
+        return _SQLITE_WRITERS.setdefault(engine, threading.Lock())
 
 
 @contextmanager

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -179,3 +179,36 @@ def decision_as_dict(decision: Decision) -> dict[str, Any]:
 def logged_time(decision: Mapping[str, Any]) -> datetime:
     """The ``time`` of a decision in the :func:`decision_as_dict` form, as aware UTC."""
     return to_utc(decision["time"], what="the decision's time")
+
+
+def decisions_after(
+    *, session: Session, after_id: int, kinds: Collection[tuple[str, str]], limit: int = 500
+) -> list[Decision]:
+    """Decisions newer than ``after_id``, in log order, whose ``(action, outcome)`` is one of
+    ``kinds``: those that may need a person."""
+    if not kinds:
+        return []
+    stmt = (
+        sa.select(Decision)
+        .where(Decision.id > after_id, sa.tuple_(Decision.action, Decision.outcome).in_(list(kinds)))
+        .order_by(Decision.id)
+        .limit(limit)
+    )
+    return list(session.scalars(stmt))
+
+
+def previous_outcome(*, session: Session, decision: Decision) -> str | None:
+    """The outcome of the decision before ``decision`` of the same model, agent and action (None
+    when it is the first): whether a state such as a blind check is new or goes on."""
+    stmt = (
+        sa.select(Decision.outcome)
+        .where(
+            Decision.model_id == decision.model_id,
+            Decision.agent == decision.agent,
+            Decision.action == decision.action,
+            Decision.id < decision.id,
+        )
+        .order_by(Decision.id.desc())
+        .limit(1)
+    )
+    return session.scalar(stmt)

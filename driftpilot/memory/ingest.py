@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +25,7 @@ from driftpilot.memory.db import (
     chunks,
     committing,
     insert_columns_ignoring_duplicates,
+    writer_turn,
 )
 from driftpilot.memory.managed import UnknownModelError, get_model, known_model
 from driftpilot.memory.schemas import ModelSchema
@@ -122,7 +122,6 @@ def ingest_events(
     session: Session,
     model: str,
     events: Sequence[Mapping[str, Any]] | EventBatch,
-    write_lock: AbstractContextManager[Any] | None = None,
 ) -> IngestResult:
     """Validate and store a batch of events for ``model``, in one transaction.
 
@@ -132,11 +131,6 @@ def ingest_events(
         An :class:`EventBatch`, or mappings ``{"key", "time", "entity", "group"?, "features",
         "served_version"?, "prediction"?, "probabilities"? (class -> float)}`` with ``time`` a
         datetime or an ISO 8601 string. Classes missing from ``probabilities`` count as 0.
-    write_lock
-        Held from the first write to the commit, after the batch is validated: threads of one
-        process writing to SQLite pass the same lock, so that they queue here rather than in
-        SQLite's busy handler, which sleeps up to 100 ms between its tries for the database's
-        one write lock (tails of hundreds of ms under a few concurrent requests).
 
     Raises
     ------
@@ -151,7 +145,7 @@ def ingest_events(
     n = len(batch)
     ingested_at = utcnow()
     inserted = 0
-    with write_lock or nullcontext(), committing(session):
+    with writer_turn(session), committing(session):
         for start in range(0, n, _WRITE_CHUNK):
             part = slice(start, min(start + _WRITE_CHUNK, n))
             inserted += insert_columns_ignoring_duplicates(
@@ -573,7 +567,7 @@ def ingest_labels(*, session: Session, model: str, labels: Sequence[Mapping[str,
         "confidence": [p[3] for p in parsed],
         "time": [p[4] for p in parsed],
     }
-    with committing(session):
+    with writer_turn(session), committing(session):
         inserted = insert_columns_ignoring_duplicates(
             session,
             table_of(Label),

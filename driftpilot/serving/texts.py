@@ -9,6 +9,7 @@ those columns before ingest, on every route that takes events (HTTP, MQTT, JetSt
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ from driftpilot.memory.schemas import ModelSchema
 from driftpilot.models.intent_mlp import embedding_blocks
 from driftpilot.models.text_encoder import SentenceEncoder
 
-__all__ = ["TextFeatures"]
+__all__ = ["TextFeatures", "text_features"]
 
 
 class TextFeatures:
@@ -71,3 +72,10 @@ class TextFeatures:
             if self._encoder is None:
                 self._encoder = SentenceEncoder(self.cache_dir)
             return self._encoder.encode(texts)
+
+
+@functools.cache
+def text_features(cache_dir: Path | None) -> TextFeatures:
+    """The process's one :class:`TextFeatures` for ``cache_dir``: the API's routes and the live
+    sources share its encoder (the model is some 90 MB once loaded)."""
+    return TextFeatures(cache_dir)
