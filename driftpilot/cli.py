@@ -1,7 +1,10 @@
 """The ``driftpilot`` command.
 
 Its commands: ``demo``, ``replay``, ``scenarios export``, ``audit`` (``verify``, ``export``,
-``show``), ``golden`` (``pin``, ``unpin``, ``list``), ``models`` (``register``), ``token``
+``show``), ``golden`` (``pin``, ``unpin``, ``list``), ``models`` (``register``), ``labels``
+(``next``, ``answer``, ``skip``), ``corpus`` (``list``, ``search``, ``show``, ``relabel``,
+``delete``, ``restore``, ``add``, ``import``, ``export``, ``snapshot``, ``snapshots``,
+``diff``), ``token``
 (``create``, ``revoke``, ``list``), ``serve``, ``run``, ``served``, ``rollback``, ``approvals``,
 ``approve``, ``deny``, ``chat`` and ``policy check``; ``driftpilot COMMAND --help`` says what each
 takes.
@@ -396,6 +399,149 @@ def cmd_models_register(args: argparse.Namespace) -> int:
     return 0
 
 
+def _who(args: argparse.Namespace) -> str:
+    """Who makes a change from the command line: ``--by``, else the login name."""
+    import getpass
+
+    return args.by or getpass.getuser()
+
+
+def _text_rows(args: argparse.Namespace, session: Any, model: str, rows: list[Any]) -> list[Any]:
+    """A text model's rows with their texts encoded (offline, cached), as the API encodes them."""
+    from driftpilot.memory import managed
+    from driftpilot.serving.texts import text_features
+
+    schema = managed.model_schema(managed.get_model(session=session, name=model))
+    return text_features(_settings(args).embedding_cache_dir).encode_rows(schema, rows)
+
+
+def _print_item(row: dict[str, Any]) -> None:
+    out = f" [out: {row['excluded']['kind']}: {row['excluded']['reason']}]" if row.get("excluded") else ""
+    what = row.get("text") or f"{row['entity']} at {row['time']}"
+    print(f"#{row['event_id']:<7} {row['label']:<16} ({row['source']}) {row['key']}: {what}{out}")
+
+
+def cmd_labels(args: argparse.Namespace) -> int:
+    from driftpilot.memory import corpus, managed
+
+    with _sessions(args)() as session:
+        if args.labels_command == "next":
+            model_id = managed.get_model(session=session, name=args.model).id
+            queue = corpus.label_queue(session=session, model_id=model_id, limit=args.limit)
+            if args.json:
+                print(json.dumps(queue))
+                return 0
+            for q in queue:
+                what = q["text"] or json.dumps(q["features"])
+                print(f"request {q['id']}: event {q['event_id']} ({q['key']}), served {q['prediction']}: {what}")
+                print(f"  why asked: {q['reason']}")
+            if not queue:
+                print(f"no label requests open for '{args.model}'")
+            return 0
+        if args.labels_command == "answer":
+            change = corpus.answer_request(
+                session=session, model=args.model, request_id=args.request, value=args.label, by=_who(args)
+            )
+        else:
+            change = corpus.skip_request(session=session, model=args.model, request_id=args.request, by=_who(args))
+    print(change.message + (f" (decision #{change.decision_id})" if change.decision_id else ""))
+    return 0
+
+
+def cmd_corpus(args: argparse.Namespace) -> int:
+    from driftpilot.memory import corpus, managed
+
+    verb = args.corpus_command
+    with _sessions(args)() as session:
+        model_id = managed.get_model(session=session, name=args.model).id
+        if verb in ("list", "search"):
+            rows = corpus.corpus_rows(
+                session=session,
+                model_id=model_id,
+                label=args.label,
+                source=args.source,
+                search=args.text if verb == "search" else None,
+                include_excluded=args.excluded,
+                after_id=args.after,
+                limit=args.limit,
+            )
+            if args.json:
+                print(json.dumps(rows))
+            for row in [] if args.json else rows:
+                _print_item(row)
+            return 0
+        if verb == "show":
+            print(json.dumps(corpus.corpus_item(session=session, model_id=model_id, event_id=args.event), indent=2))
+            return 0
+        if verb == "export":
+            text = corpus.export_corpus(session=session, model_id=model_id, fmt=args.format)
+            if args.out == "-":
+                sys.stdout.write(text)
+            else:
+                Path(args.out).write_text(text, encoding="utf-8")
+                print(f"wrote {len(text.splitlines()) - (args.format == 'csv')} items to {args.out}")
+            return 0
+        if verb == "snapshots":
+            for snap in corpus.list_snapshots(session=session, model_id=model_id):
+                made = f"{snap['kind']} by {snap['made_by']}"
+                print(f"snapshot {snap['id']:<5} {snap['time']}  {snap['rows']:>7} items  {made}")
+            return 0
+        if verb == "diff":
+            diff = corpus.diff_snapshots(session=session, a=args.a, b=args.b, limit=args.limit)
+            if args.json:
+                print(json.dumps(diff))
+                return 0
+            print(
+                f"snapshot {args.a} -> {args.b}: {diff['added']} added, {diff['removed']} removed, "
+                f"{diff['relabelled']} relabelled, {diff['unchanged']} unchanged"
+            )
+            for item in diff["relabelled_items"]:
+                print(f"  ~ #{item['event_id']}: {item['from']} -> {item['to']}")
+            for item in diff["added_items"]:
+                print(f"  + #{item['event_id']}: {item['label']}")
+            for item in diff["removed_items"]:
+                print(f"  - #{item['event_id']}: {item['label']}")
+            return 0
+        change = _corpus_change(args, session, corpus)
+    print(change.message + (f" (decision #{change.decision_id})" if change.decision_id else ""))
+    return 0
+
+
+def _corpus_change(args: argparse.Namespace, session: Any, corpus: Any) -> Any:
+    """The changing verbs of ``corpus``: each attributed to ``--by`` (else the login name)."""
+    verb, who = args.corpus_command, _who(args)
+    if verb == "relabel":
+        return corpus.relabel(session=session, model=args.model, event_id=args.event, value=args.label, by=who)
+    if verb == "delete":
+        return corpus.delete_items(
+            session=session, model=args.model, event_ids=_event_ids(args.events), by=who, reason=args.reason
+        )
+    if verb == "restore":
+        return corpus.restore_items(session=session, model=args.model, event_ids=_event_ids(args.events), by=who)
+    if verb == "snapshot":
+        return corpus.snapshot_corpus(session=session, model=args.model, by=who)
+    if verb == "add":
+        row: dict[str, Any] = {"key": args.key, "label": args.label}
+        if args.text is not None:
+            row["text"] = args.text
+        if args.features is not None:
+            try:
+                row["features"] = json.loads(args.features)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"--features must be a JSON object: {exc.msg}") from None
+        rows = _text_rows(args, session, args.model, [row])
+        return corpus.add_examples(session=session, model=args.model, rows=rows, by=who)
+    # import
+    from driftpilot.memory import managed
+
+    path = Path(args.file)
+    fmt = args.format or ("jsonl" if path.suffix in (".jsonl", ".ndjson") else "csv")
+    schema = managed.model_schema(managed.get_model(session=session, name=args.model))
+    rows, lines = corpus.parse_corpus_file(path.read_bytes(), fmt, schema)
+    rows = _text_rows(args, session, args.model, rows)
+    return corpus.add_examples(session=session, model=args.model, rows=rows, by=who, lines=lines)
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     from driftpilot.memory import tokens
 
@@ -543,6 +689,84 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _corpus_parsers(sub: Any) -> None:
+    """``labels next|answer|skip`` and ``corpus list|search|show|relabel|delete|restore|add|
+    import|export|snapshot|snapshots|diff``."""
+    labels = sub.add_parser("labels", help="the label queue: events the Curator asks people to label, and why")
+    labels_sub = labels.add_subparsers(dest="labels_command", required=True)
+    nxt = labels_sub.add_parser("next", help="the open requests, oldest first, with why each was chosen")
+    nxt.add_argument("model")
+    nxt.add_argument("--limit", type=int, default=10)
+    nxt.add_argument("--json", action="store_true")
+    answer = labels_sub.add_parser("answer", help="answer a request with a label (a person's label)")
+    answer.add_argument("model")
+    answer.add_argument("request", type=int)
+    answer.add_argument("label")
+    skip = labels_sub.add_parser("skip", help="skip a request you cannot tell")
+    skip.add_argument("model")
+    skip.add_argument("request", type=int)
+    for verb in (answer, skip):
+        verb.add_argument("--by", help="who answers (default: your login name)")
+    labels.set_defaults(func=cmd_labels)
+
+    corpus = sub.add_parser(
+        "corpus", help="a model's training corpus: list, search, correct, import, export, snapshots"
+    )
+    verbs = corpus.add_subparsers(dest="corpus_command", required=True)
+    for name, what in (("list", "the items, by event id"), ("search", "items whose text, key or entity holds TEXT")):
+        listing = verbs.add_parser(name, help=what)
+        listing.add_argument("model")
+        if name == "search":
+            listing.add_argument("text")
+        listing.add_argument("--label", help="only items with this label")
+        listing.add_argument("--source", help="only labels from this source: person, oracle, system, pseudo")
+        listing.add_argument("--excluded", action="store_true", help="items kept out of the corpus too, with why")
+        listing.add_argument("--after", type=int, default=0, help="only event ids above this (the next page)")
+        listing.add_argument("--limit", type=int, default=50)
+        listing.add_argument("--json", action="store_true")
+    show = verbs.add_parser("show", help="one item: its labels, requests, snapshots, and why it is out if it is")
+    show.add_argument("model")
+    show.add_argument("event", type=int)
+    relabel = verbs.add_parser("relabel", help="label an item as a person (what training reads from now on)")
+    relabel.add_argument("model")
+    relabel.add_argument("event", type=int)
+    relabel.add_argument("label")
+    delete = verbs.add_parser("delete", help="take items out of the corpus (kept, restorable)")
+    delete.add_argument("model")
+    delete.add_argument("--events", required=True, help="comma-separated event ids")
+    delete.add_argument("--reason", default="", help="why (recorded)")
+    restore = verbs.add_parser("restore", help="bring items back into the corpus")
+    restore.add_argument("model")
+    restore.add_argument("--events", required=True, help="comma-separated event ids")
+    add = verbs.add_parser("add", help="add one labelled example (a text model's as --text)")
+    add.add_argument("model")
+    add.add_argument("--key", required=True, help="the example's key (adding it again changes nothing)")
+    add.add_argument("--label", required=True)
+    add.add_argument("--text", help="a text model's text")
+    add.add_argument("--features", help="a tabular model's features as a JSON object")
+    imported = verbs.add_parser("import", help="add or relabel items from a CSV or JSON-lines file: all rows or none")
+    imported.add_argument("model")
+    imported.add_argument("file")
+    imported.add_argument("--format", choices=("csv", "jsonl"), help="default: from the file's suffix")
+    export = verbs.add_parser("export", help="the corpus as CSV or JSON lines (what import reads back)")
+    export.add_argument("model")
+    export.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    export.add_argument("--out", default="-", help="file to write (default: standard output)")
+    snapshot = verbs.add_parser("snapshot", help="an immutable snapshot of the corpus as it is now")
+    snapshot.add_argument("model")
+    snaps = verbs.add_parser("snapshots", help="the model's snapshots (training and corpus ones)")
+    snaps.add_argument("model")
+    diff = verbs.add_parser("diff", help="items added, removed and relabelled between two snapshots")
+    diff.add_argument("model")
+    diff.add_argument("a", type=int)
+    diff.add_argument("b", type=int)
+    diff.add_argument("--limit", type=int, default=50, help="items listed of each kind")
+    diff.add_argument("--json", action="store_true")
+    for verb in (relabel, delete, restore, add, imported, snapshot):
+        verb.add_argument("--by", help="who makes the change (default: your login name)")
+    corpus.set_defaults(func=cmd_corpus)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="driftpilot", description="Keep deployed models healthy.")
     parser.add_argument("--home", help="driftpilot's folder (database, artifacts); default ./.driftpilot")
@@ -657,6 +881,8 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--feature-cols", help="comma-separated features (default: all but target/time/entity)")
     register.add_argument("--policy", help="the model's policy YAML (default: the service's, else the shipped one)")
     register.set_defaults(func=cmd_models_register)
+
+    _corpus_parsers(sub)
 
     token = sub.add_parser("token", help="API tokens by role: ingest, operator, auditor, admin")
     token_sub = token.add_subparsers(dest="token_command", required=True)

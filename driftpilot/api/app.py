@@ -35,6 +35,7 @@ from driftpilot.agents.llm import chat_model
 from driftpilot.api.audit import audit_router
 from driftpilot.api.auth import EVERYONE, READERS, IngestCaller, OperatorCaller, allow
 from driftpilot.api.chat import chat_router
+from driftpilot.api.corpus import corpus_router
 from driftpilot.api.ingest import ingest_router
 from driftpilot.config import Settings
 from driftpilot.loop.metrics import LoopMetrics
@@ -122,6 +123,7 @@ def create_app(
     lock = threading.Lock()
     app.include_router(ingest_router(sessions, settings, metrics, on_alarm or (lambda models: None)))
     app.include_router(audit_router(sessions))
+    app.include_router(corpus_router(sessions, settings))
     reader = Depends(allow(*READERS))
 
     def serving_of(name: str) -> Serving:

@@ -228,16 +228,18 @@ def read_stream(config: ReplayConfig, encoding: Callable[[int, int], None] | Non
     specs: list[FeatureSpec] = []
     for column in feature_cols:
         values = frame[column]
-        if values.isna().any():
-            i = int(frame["__row"][values.isna()].iloc[0])
-            raise ValueError(f"feature column {column!r}: row {i} has no value (fill or drop it before replaying)")
         if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
+            if values.isna().any():
+                i = int(frame["__row"][values.isna()].iloc[0])
+                raise ValueError(f"feature column {column!r}: row {i} has no value (a category must be given)")
             features[column] = values.astype(str).to_numpy(dtype=object)
             specs.append(FeatureSpec(name=column, kind="category"))
         else:
+            # An empty cell is a reading that did not come: stored as missing, and imputed by the
+            # served model as it was at training.
             numbers = values.to_numpy(dtype=np.float64)
-            if not np.isfinite(numbers).all():
-                i = int(frame["__row"].iloc[int(np.flatnonzero(~np.isfinite(numbers))[0])])
+            if np.isinf(numbers).any():
+                i = int(frame["__row"].iloc[int(np.flatnonzero(np.isinf(numbers))[0])])
                 raise ValueError(f"feature column {column!r}: row {i} is not a finite number")
             features[column] = numbers
             specs.append(FeatureSpec(name=column, kind="number"))

@@ -105,7 +105,9 @@ def connect(url: str) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
-_SQLITE_WRITERS: weakref.WeakKeyDictionary[sa.Engine, threading.Lock] = weakref.WeakKeyDictionary()
+# Re-entrant: a write made of several repository writes (:func:`one_transaction`) holds the turn
+# around them all, and each of them takes it again.
+_SQLITE_WRITERS: weakref.WeakKeyDictionary[sa.Engine, threading.RLock] = weakref.WeakKeyDictionary()
 _SQLITE_WRITERS_LOCK = threading.Lock()
 
 
@@ -119,18 +121,55 @@ def writer_turn(session: Session) -> AbstractContextManager[Any]:
     if not isinstance(engine, sa.Engine) or engine.dialect.name != "sqlite":
         return nullcontext()
     with _SQLITE_WRITERS_LOCK:
-        return _SQLITE_WRITERS.setdefault(engine, threading.Lock())
+        return _SQLITE_WRITERS.setdefault(engine, threading.RLock())
 
 
 @contextmanager
 def committing(session: Session) -> Iterator[Session]:
-    """Commit the session's transaction when the block ends, roll it back on any error."""
+    """Commit the session's transaction when the block ends, roll it back on any error.
+
+    Inside :func:`one_transaction` the block only flushes: the outer block commits (or rolls
+    back) everything at once.
+    """
+    if session.info.get(_ONE_TRANSACTION):
+        yield session
+        session.flush()
+        return
     try:
         yield session
         session.commit()
     except BaseException:
         session.rollback()
         raise
+
+
+_ONE_TRANSACTION = "driftpilot.one_transaction"
+
+
+@contextmanager
+def one_transaction(session: Session) -> Iterator[Session]:
+    """Make the repository writes inside the block one transaction: all stored, or none.
+
+    A change that is several writes — a corpus import (events, then their labels, then the
+    decision that logs it), a label request's answer (the label, the request closed, the
+    decision) — must not be half-applied when one of them fails. The repositories commit their
+    own writes (:func:`committing`); inside this block they flush instead, and this block
+    commits at its end or rolls everything back on any error. On SQLite it holds the writer's
+    turn (:func:`writer_turn`) throughout.
+    """
+    if session.info.get(_ONE_TRANSACTION):
+        yield session  # nested: the outermost block commits
+        return
+    with writer_turn(session):
+        session.info[_ONE_TRANSACTION] = True
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.info.pop(_ONE_TRANSACTION, None)
 
 
 def _insert_on_conflict_do_nothing(dialect: sa.Dialect, table: sa.Table, unique: Sequence[str]) -> Any:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from driftpilot.memory.db import chunks
 from driftpilot.memory.managed import get_model_by_id, model_schema
 from driftpilot.memory.schemas import ModelSchema
-from driftpilot.memory.tables import LABEL_SOURCES, Event, Label, Quarantine
+from driftpilot.memory.tables import LABEL_SOURCES, CorpusExclusion, Event, Label, Quarantine
 
 FRAME_COLUMNS = (
     "id",
@@ -62,6 +62,7 @@ def window(
     exclude_quarantined: bool = True,
     limit: int | None = None,
     with_features: bool = True,
+    corpus_only: bool = False,
 ) -> pd.DataFrame:
     """The events of a model with ``start <= time < end``, oldest first, as a DataFrame.
 
@@ -83,6 +84,10 @@ def window(
     with_features
         False leaves the feature columns out: reading and parsing the features is most of
         the cost of a window, and judging served predictions against labels needs none.
+    corpus_only
+        Drop the events kept out of the training corpus (:mod:`driftpilot.memory.corpus`:
+        deleted by an operator, or flagged by cleaning). Training reads these windows;
+        monitoring does not, so that a stuck or missing reading is still seen.
     """
     schema = model_schema(get_model_by_id(session=session, model_id=model_id))
     conditions: list[sa.ColumnElement[bool]] = [Event.model_id == model_id]
@@ -92,6 +97,8 @@ def window(
         conditions.append(Event.time < end)
     if exclude_quarantined:
         conditions.extend(_outside_quarantines(session, model_id))
+    if corpus_only:
+        conditions.append(~sa.exists().where(CorpusExclusion.event_id == Event.id))
     label_join = _visible_label(visible_at)
     if limit is not None:
         newest = sa.select(Event.id).where(*conditions)

@@ -48,6 +48,7 @@ EVENT_FIELDS = (
     "served_version",
     "prediction",
     "probabilities",
+    "text",
 )
 LABEL_FIELDS = ("event_key", "value", "source", "confidence", "time")
 ALARM_FIELDS = (
@@ -91,7 +92,9 @@ class EventBatch:
     ``features`` holds one column per schema feature (numpy array or list);
     ``probabilities`` is an ``n × n_classes`` array in the order of the schema's classes, a row
     of NaN meaning "not given". ``served_version``, ``prediction`` and ``probabilities`` may be
-    ``None`` when no event has them.
+    ``None`` when no event has them. A number feature's missing values are NaN (stored as JSON
+    null: the served model imputes them). ``texts`` holds a text model's raw texts (its features
+    hold their sentence vectors), or ``None``.
     """
 
     keys: list[str]
@@ -102,6 +105,7 @@ class EventBatch:
     served_version: list[int | None] | None = None
     prediction: list[str | None] | None = None
     probabilities: np.ndarray | None = None
+    texts: list[str | None] | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -160,6 +164,7 @@ def ingest_events(
                     "served_version": columns["served_version"][part],
                     "prediction": columns["prediction"][part],
                     "probabilities": _json_probabilities(schema.classes, columns["probabilities"], part),
+                    "text": columns["texts"][part],
                 },
                 unique=("model_id", "key"),
                 json_text=("features", "probabilities"),
@@ -169,6 +174,12 @@ def ingest_events(
             # Rolls the whole batch back (committing) when a re-sent key carries other content.
             _refuse_changed_resends(session, model_id, columns, schema)
     return IngestResult(inserted=inserted, duplicates=n - inserted)
+
+
+def check_events(*, schema: ModelSchema, events: Sequence[Mapping[str, Any]]) -> None:
+    """Validate events as :func:`ingest_events` would, without storing anything; ``IngestError``
+    names the first event at fault."""
+    _validated_columns(_batch_from_mappings(events, schema), schema)
 
 
 def _refuse_changed_resends(session: Session, model_id: int, columns: dict[str, Any], schema: ModelSchema) -> None:
@@ -191,7 +202,7 @@ def _refuse_changed_resends(session: Session, model_id: int, columns: dict[str, 
         ).all()
         for key, time, entity, group, features, served, prediction in stored:
             i = position[key]
-            given = {spec.name: columns["features"][spec.name][i] for spec in schema.features}
+            given = {spec.name: _stored_form(columns["features"][spec.name][i]) for spec in schema.features}
             comparisons: tuple[tuple[str, Any, Any], ...] = (
                 ("time", to_utc(time), to_utc(columns["times"][i])),
                 ("entity", entity, columns["entities"][i]),
@@ -206,6 +217,11 @@ def _refuse_changed_resends(session: Session, model_id: int, columns: dict[str, 
                     f"{_where(columns['keys'], i)}: key was stored before with another {differs[0]!r}; "
                     "a re-sent event must repeat the first one exactly"
                 )
+
+
+def _stored_form(value: Any) -> Any:
+    """A feature value as it reads back from the stored JSON: a missing number (NaN) is null."""
+    return None if isinstance(value, float) and value != value else value
 
 
 def _batch_from_mappings(events: Sequence[Mapping[str, Any]], schema: ModelSchema) -> EventBatch:
@@ -223,6 +239,8 @@ def _batch_from_mappings(events: Sequence[Mapping[str, Any]], schema: ModelSchem
     features: dict[str, np.ndarray | list[Any]] = {name: [] for name in names}
     served: list[Any] = []
     predictions: list[Any] = []
+    texts: list[Any] = []
+    numbers = {spec.name for spec in schema.features if spec.kind == "number"}
     probabilities = np.full((len(events), len(classes)), np.nan)
     class_index = {c: j for j, c in enumerate(classes)}
     # The checks run on every event of every request: the cheap test first (a JSON object is a
@@ -248,9 +266,12 @@ def _batch_from_mappings(events: Sequence[Mapping[str, Any]], schema: ModelSchem
         if type(given) is not dict and not isinstance(given, Mapping):
             raise IngestError(f"{where}: field 'features' must be an object, got {given!r}")
         for name in names:
-            if name not in given:
+            if name in given:
+                features[name].append(given[name])  # type: ignore[union-attr]
+            elif name in numbers:
+                features[name].append(None)  # type: ignore[union-attr]  # a reading that did not come
+            else:
                 raise IngestError(f"{where}: feature {name!r} is missing")
-            features[name].append(given[name])  # type: ignore[union-attr]
         if not name_set.issuperset(given):
             extra = sorted(set(given) - name_set)
             raise IngestError(f"{where}: feature {extra[0]!r} is not in the schema; features are {names}")
@@ -270,6 +291,7 @@ def _batch_from_mappings(events: Sequence[Mapping[str, Any]], schema: ModelSchem
         groups.append(event.get("group"))
         served.append(event.get("served_version"))
         predictions.append(event.get("prediction"))
+        texts.append(event.get("text"))
     return EventBatch(
         keys=keys,
         times=times,
@@ -279,6 +301,7 @@ def _batch_from_mappings(events: Sequence[Mapping[str, Any]], schema: ModelSchem
         served_version=served,
         prediction=predictions,
         probabilities=probabilities,
+        texts=texts if any(t is not None for t in texts) else None,
     )
 
 
@@ -343,6 +366,11 @@ def _validated_columns(batch: EventBatch, schema: ModelSchema) -> dict[str, Any]
         check_length("prediction", batch.prediction)
         predictions = _prediction_column(batch.prediction, keys, schema.classes)
     probabilities = _probability_column(batch.probabilities, keys, schema.classes)
+    if batch.texts is None:
+        texts: list[Any] = [None] * n
+    else:
+        check_length("texts", batch.texts)
+        texts = _string_column(batch.texts, keys, "field 'text'", optional=True)
     return {
         "keys": keys,
         "times": times,
@@ -352,6 +380,7 @@ def _validated_columns(batch: EventBatch, schema: ModelSchema) -> dict[str, Any]
         "served_version": served,
         "prediction": predictions,
         "probabilities": probabilities,
+        "texts": texts,
     }
 
 
@@ -397,21 +426,25 @@ def _string_column(
 
 
 def _number_column(values: Sequence[Any] | np.ndarray, keys: Sequence[str], what: str) -> list[float]:
+    """The numbers of a feature as floats; a missing reading (None or NaN) is NaN, an infinite
+    one or anything but a number is refused with the event named."""
     if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
         numbers = values.astype(np.float64, copy=False)
     else:
         items = values.tolist() if isinstance(values, np.ndarray) else list(values)
-        bad_kinds = {kind for kind in set(map(type, items)) if not _is_number_type(kind)}
+        bad_kinds = {kind for kind in set(map(type, items)) if not _is_number_type(kind) and kind is not type(None)}
         if bad_kinds:
             i = next(i for i, value in enumerate(items) if type(value) in bad_kinds)
             raise IngestError(f"{_where(keys, i)}: {what} must be a number, got {items[i]!r}")
         numbers = np.asarray(items, dtype=np.float64)
     if numbers.ndim != 1:
         raise IngestError(f"{what} must be one column of numbers, got shape {numbers.shape}")
-    finite = np.isfinite(numbers)
-    if not finite.all():
-        i = int(np.argmin(finite))
-        raise IngestError(f"{_where(keys, i)}: {what} must be a finite number, got {float(numbers[i])!r}")
+    infinite = np.isinf(numbers)
+    if infinite.any():
+        i = int(np.argmax(infinite))
+        raise IngestError(
+            f"{_where(keys, i)}: {what} must be a finite number or null (missing), got {float(numbers[i])!r}"
+        )
     return numbers.tolist()
 
 
@@ -483,8 +516,11 @@ def _json_probabilities(classes: list[str], matrix: np.ndarray | None, part: sli
 
 
 def _json_numbers(values: list[float]) -> list[str]:
-    # float.__repr__ is what json.dumps writes for a finite float.
-    return list(map(float.__repr__, values))
+    # float.__repr__ is what json.dumps writes for a finite float; a missing number (NaN) is null.
+    encoded = list(map(float.__repr__, values))
+    if "nan" in encoded:
+        encoded = ["null" if text == "nan" else text for text in encoded]
+    return encoded
 
 
 def _json_strings(values: list[str]) -> list[str]:

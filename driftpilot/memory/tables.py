@@ -44,7 +44,12 @@ VERSION_STAGES = (
     "rolled_back",
     "rejected",
 )
-LABEL_REQUEST_STATUSES = ("open", "answered", "expired")
+LABEL_REQUEST_STATUSES = ("open", "answered", "skipped", "expired")
+"""A request waits for a person (``open``) until they answer it, skip it (they cannot tell), or
+its event leaves the training window (``expired``)."""
+EXCLUSION_KINDS = ("deleted", "label_issue", "duplicate", "outlier", "stuck", "missing")
+"""Why an event is kept out of the corpus: an operator deleted it, or the Curator's cleaning found
+its label suspicious, the event a duplicate, an outlier, or a stuck or missing reading."""
 RELEASE_PHASES = ("shadow", "canary", "ended")
 """A release's phases: the candidate answers in shadow (nothing it says is served), then serves
 a growing canary cohort, then the release ends (promoted or rolled back)."""
@@ -152,6 +157,9 @@ class Event(Base):
     prediction: Mapped[str | None] = mapped_column(String, nullable=True)
     probabilities: Mapped[dict[str, float] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     ingested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: A text model's raw text (its features hold the text's sentence vector): what people read,
+    #: search and relabel in the corpus.
+    text: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Label(Base):
@@ -340,6 +348,8 @@ class LabelRequest(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     time: Mapped[datetime] = mapped_column(UTCDateTime)
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: Who answered or skipped it (a token's or a person's name).
+    answered_by: Mapped[str | None] = mapped_column(String, nullable=True)
 
 
 class Quarantine(Base):
@@ -355,6 +365,27 @@ class Quarantine(Base):
     # SQL NULL (not JSON null) so that "all groups" reads unambiguously.
     groups: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     reason: Mapped[str] = mapped_column(Text)
+    decision_id: Mapped[int | None] = mapped_column(ForeignKey("decision.id"), nullable=True)
+
+
+class CorpusExclusion(Base):
+    """An event kept out of the training corpus, and why: deleted by an operator, or flagged by
+    the Curator's cleaning (a suspicious label, a duplicate, an outlier, a stuck or missing
+    reading). Kept rather than deleted, so it can be audited and restored; one per event."""
+
+    __tablename__ = "corpus_exclusion"
+    __table_args__ = (
+        UniqueConstraint("model_id", "event_id"),
+        CheckConstraint(_one_of("kind", EXCLUSION_KINDS), name="kind"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("managed_model.id"))
+    event_id: Mapped[int] = mapped_column(ForeignKey("event.id"))
+    kind: Mapped[str] = mapped_column(String)
+    reason: Mapped[str] = mapped_column(Text)
+    by: Mapped[str] = mapped_column(String)
+    time: Mapped[datetime] = mapped_column(UTCDateTime)
     decision_id: Mapped[int | None] = mapped_column(ForeignKey("decision.id"), nullable=True)
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from driftpilot.models.base import Columns, FeatureList, TorchClassifier, mlp_body
-from driftpilot.models.tabular_mlp import fit_scaling, scaled
+from driftpilot.models.tabular_mlp import fit_fill, fit_scaling, impute_values, scaled
 
 
 def bucket_of(name: str, values: np.ndarray, buckets: int) -> np.ndarray:
@@ -56,13 +56,15 @@ class HashedEncoding:
     scale: list[float]
     #: Per numeric feature, whether it goes through the symmetric log (None: all, as saved before).
     log: list[bool] | None = None
+    #: Per numeric feature, the value a missing reading takes (see ``tabular_mlp.fit_fill``).
+    fill: list[float] | None = None
 
     @property
     def width(self) -> int:
         return len(self.numeric) + len(self.categorical)
 
     def transform(self, columns: Columns) -> np.ndarray:
-        blocks = [scaled(columns, self.numeric, self.mean, self.scale, self.log)] if self.numeric else []
+        blocks = [scaled(columns, self.numeric, self.mean, self.scale, self.log, self.fill)] if self.numeric else []
         for name in self.categorical:
             if name not in columns:
                 raise ValueError(f"feature '{name}' is missing from the input")
@@ -77,6 +79,7 @@ class HashedEncoding:
             "mean": self.mean,
             "scale": self.scale,
             "log": self.log,
+            "impute": {"method": "median", "values": self.fill} if self.fill is not None else None,
         }
 
 
@@ -133,7 +136,7 @@ class HashedMLP(TorchClassifier):
         numeric = [n for n, k in self.features if k == "number"]
         mean, scale, log = fit_scaling(numeric, columns, linear=not self.hidden)
         categorical = [n for n, k in self.features if k == "category"]
-        return HashedEncoding(numeric, categorical, self.buckets, mean, scale, log)
+        return HashedEncoding(numeric, categorical, self.buckets, mean, scale, log, fit_fill(numeric, columns))
 
     def _encoding_from_dict(self, data: Mapping[str, Any]) -> HashedEncoding:
         return HashedEncoding(
@@ -143,6 +146,7 @@ class HashedMLP(TorchClassifier):
             list(data["mean"]),
             list(data["scale"]),
             data.get("log"),
+            impute_values(data),
         )
 
     def _body(self, encoding: Any) -> Any:

@@ -45,6 +45,9 @@ class Preprocessor:
     vocab: dict[str, list[str]] = field(default_factory=dict)
     #: Per numeric feature, whether it goes through the symmetric log (None: all, as saved before).
     log: list[bool] | None = None
+    #: Per numeric feature, the value a missing reading takes (its training median; None: the
+    #: training mean, as saved before imputation was stored).
+    fill: list[float] | None = None
 
     @classmethod
     def fit(cls, features: FeatureList, columns: Columns, *, linear: bool = False) -> Preprocessor:
@@ -52,6 +55,7 @@ class Preprocessor:
         categorical = [name for name, kind in features if kind == "category"]
         prep = cls(numeric=numeric, categorical=categorical)
         prep.mean, prep.scale, prep.log = fit_scaling(numeric, columns, linear=linear)
+        prep.fill = fit_fill(numeric, columns)
         prep.vocab = {name: sorted({str(v) for v in columns[name]}) for name in categorical}
         return prep
 
@@ -63,7 +67,9 @@ class Preprocessor:
             seen = set(known)
             known.extend(sorted({str(v) for v in columns[name]} - seen))
             vocab[name] = known
-        return Preprocessor(self.numeric, self.categorical, list(self.mean), list(self.scale), vocab, self.log)
+        return Preprocessor(
+            self.numeric, self.categorical, list(self.mean), list(self.scale), vocab, self.log, self.fill
+        )
 
     @property
     def width(self) -> int:
@@ -77,7 +83,7 @@ class Preprocessor:
 
     def transform(self, columns: Columns) -> np.ndarray:
         """Encode ``columns`` (a mapping or DataFrame) into a float32 matrix."""
-        blocks = [scaled(columns, self.numeric, self.mean, self.scale, self.log)] if self.numeric else []
+        blocks = [scaled(columns, self.numeric, self.mean, self.scale, self.log, self.fill)] if self.numeric else []
         for name in self.categorical:
             values = np.asarray(columns[name]).astype(str)
             vocab = np.asarray(self.vocab[name])
@@ -93,6 +99,7 @@ class Preprocessor:
             "scale": self.scale,
             "vocab": self.vocab,
             "log": self.log,
+            "impute": {"method": "median", "values": self.fill} if self.fill is not None else None,
         }
 
     @classmethod
@@ -104,6 +111,7 @@ class Preprocessor:
             scale=list(data["scale"]),
             vocab={k: list(v) for k, v in data["vocab"].items()},
             log=data.get("log"),
+            fill=impute_values(data),
         )
 
 
@@ -123,6 +131,9 @@ def fit_scaling(
     mean, scale, log = [], [], []
     for name in numeric:
         raw = _as_float(columns, name)
+        raw = raw[~np.isnan(raw)]  # the spread of the readings that came
+        if not len(raw):
+            raw = np.zeros(1)
         logged = _symlog(raw)
         heavy = not linear or (abs(_skew(raw)) > HEAVY_TAIL_SKEW and abs(_skew(logged)) < abs(_skew(raw)))
         values = logged if heavy else raw
@@ -132,24 +143,53 @@ def fit_scaling(
     return mean, scale, log
 
 
+def fit_fill(numeric: list[str], columns: Columns) -> list[float]:
+    """The value each numeric feature's missing readings take: the median of its readings at
+    training (robust to the outliers a telemetry field carries; 0 if none came), stored with the
+    version so that serving imputes exactly as training did.
+
+    >>> fit_fill(["rx"], {"rx": [-20.0, float("nan"), -22.0, -30.0]})
+    [-22.0]
+    """
+    fill = []
+    for name in numeric:
+        raw = _as_float(columns, name)
+        raw = raw[~np.isnan(raw)]
+        fill.append(float(np.median(raw)) if len(raw) else 0.0)
+    return fill
+
+
+def impute_values(encoding: Mapping[str, Any]) -> list[float] | None:
+    """The stored imputation values of a saved encoding (None for one saved before imputation)."""
+    impute = encoding.get("impute")
+    return [float(v) for v in impute["values"]] if impute else None
+
+
 def _skew(values: np.ndarray) -> float:
     spread = values.std()
     return float(((values - values.mean()) ** 3).mean() / spread**3) if spread > 0 else 0.0
 
 
 def scaled(
-    columns: Columns, numeric: list[str], mean: list[float], scale: list[float], log: list[bool] | None = None
+    columns: Columns,
+    numeric: list[str],
+    mean: list[float],
+    scale: list[float],
+    log: list[bool] | None = None,
+    fill: list[float] | None = None,
 ) -> np.ndarray:
-    """The numeric features, symmetric-logged where ``log`` says (all of them when ``log`` is
-    None: encodings saved before the choice was made) and standardised, one column each."""
+    """The numeric features, missing readings imputed (``fill``, else the training mean),
+    symmetric-logged where ``log`` says (all of them when ``log`` is None: encodings saved before
+    the choice was made) and standardised, one column each."""
     flags = log if log is not None else [True] * len(numeric)
-    numbers = np.column_stack(
-        [
-            _symlog(_as_float(columns, name)) if flag else _as_float(columns, name)
-            for name, flag in zip(numeric, flags, strict=True)
-        ]
-    )
-    return (numbers - np.asarray(mean)) / np.asarray(scale)
+    raw = np.column_stack([_as_float(columns, name) for name in numeric])
+    missing = np.isnan(raw)
+    if fill is not None and missing.any():
+        raw = np.where(missing, np.asarray(fill, dtype=np.float64), raw)
+    numbers = np.column_stack([_symlog(raw[:, j]) if flag else raw[:, j] for j, flag in enumerate(flags)])
+    standard = (numbers - np.asarray(mean)) / np.asarray(scale)
+    # Without stored fill values a missing reading takes the training mean (0 once standardised).
+    return np.where(np.isnan(standard), 0.0, standard) if missing.any() else standard
 
 
 def _as_float(columns: Columns, name: str) -> np.ndarray:

@@ -195,10 +195,13 @@ class Serving:
         schema = self._schema
         assert schema is not None  # every refresh reads it
         classes = schema.classes
-        missing = sorted({f.name for f in schema.features} - set(features))
+        missing = sorted({f.name for f in schema.features if f.kind != "number"} - set(features))
         if missing:
-            # Refused before any version is asked: no model should guess a missing reading.
+            # Refused before any version is asked: no model should guess a category.
             raise ValueError(f"events of '{self.model_name}' lack the features {missing}")
+        # A number that did not come is served: the version imputes it as it did at training.
+        absent = [f.name for f in schema.features if f.kind == "number" and f.name not in features]
+        features = {**features, **{name: [None] * len(keys) for name in absent}}
         served = self.route(entities, groups)
         probabilities = self.predict_proba(features, served, classes)
         prediction = [classes[i] for i in probabilities.argmax(axis=1)]

@@ -55,6 +55,10 @@ class TextFeatures:
                         f"event {event.get('key')!r} (#{i}): feature {text!r} must be a non-empty text, got {value!r}"
                     )
                 texts[text].append(value)
+                if "text" not in event:
+                    # The raw text is kept beside its vector (the first text feature's, for a
+                    # model of several): what people read, search and relabel in the corpus.
+                    event = {**event, "text": value}
             expanded.append({**event, "features": features})
         for text, columns in blocks.items():
             if not texts[text]:
@@ -66,6 +70,26 @@ class TextFeatures:
                     row = vectors[next(sent)]
                     event["features"].update(zip(columns, map(float, row), strict=True))
         return expanded
+
+    def encode_rows(self, schema: ModelSchema, rows: Sequence[Any]) -> list[Any]:
+        """Corpus rows (``{"key", "label", "text", …}``) of a text model with their text's
+        vector as features, ready for :func:`driftpilot.memory.corpus.add_examples`; rows with
+        features, without a text, or of a model without texts are left as they are."""
+        blocks = embedding_blocks(schema.feature_names)
+        if not blocks:
+            return list(rows)
+        name = next(iter(blocks))
+        wanted = [
+            i for i, row in enumerate(rows) if isinstance(row, Mapping) and row.get("text") and "features" not in row
+        ]
+        if not wanted:
+            return list(rows)
+        events = [{"key": rows[i].get("key"), "features": {name: rows[i]["text"]}} for i in wanted]
+        encoded = self.expand(schema, events)
+        out = list(rows)
+        for i, event in zip(wanted, encoded, strict=True):
+            out[i] = {**rows[i], "features": event["features"]}
+        return out
 
     def _encode(self, texts: list[str]) -> Any:
         with self._lock:

@@ -32,6 +32,20 @@ ACCESS: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/decisions/export"): READ,
     ("GET", "/decisions/verify"): READ,
     ("GET", "/decisions/{decision_id}"): READ,
+    ("GET", "/models/{name}/corpus"): READ,
+    ("GET", "/models/{name}/corpus/export"): READ,
+    ("GET", "/models/{name}/corpus/{event_id}"): READ,
+    ("PUT", "/models/{name}/corpus/{event_id}/label"): {"operator"},
+    ("POST", "/models/{name}/corpus/delete"): {"operator"},
+    ("POST", "/models/{name}/corpus/restore"): {"operator"},
+    ("POST", "/models/{name}/corpus"): {"operator"},
+    ("POST", "/models/{name}/corpus/import"): {"operator"},
+    ("POST", "/models/{name}/snapshots"): {"operator"},
+    ("GET", "/models/{name}/snapshots"): READ,
+    ("GET", "/models/{name}/snapshots/diff"): READ,
+    ("GET", "/models/{name}/label-requests"): READ,
+    ("POST", "/models/{name}/label-requests/{request_id}/answer"): {"operator"},
+    ("POST", "/models/{name}/label-requests/{request_id}/skip"): {"operator"},
     ("POST", "/tokens"): set(),
     ("GET", "/tokens"): set(),
     ("DELETE", "/tokens/{name}"): set(),
@@ -41,7 +55,7 @@ ACCESS: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/healthz"): None,  # open to anyone
 }
 _AGES = itertools.count()
-PARAMS = {"name": "ont-offline", "approval_id": "1", "decision_id": "1"}
+PARAMS = {"name": "ont-offline", "approval_id": "1", "decision_id": "1", "event_id": "1", "request_id": "1"}
 
 
 def _call(client, method: str, path: str, headers: dict[str, str]):

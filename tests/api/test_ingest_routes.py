@@ -70,7 +70,7 @@ def test_events_and_labels_are_stored_once_and_resends_are_duplicates(service) -
             "ont-offline/events",
             {"events": [_event(1, features={"rx_power": 1.0})]},
             422,
-            "feature 'rx_delta_1h' is missing",
+            "feature 'device_model' is missing",
         ),
         ("ont-offline/events", {"events": [_event(1, colour="red")]}, 422, "unknown field 'colour'"),
         ("ont-offline/events", {"events": [_event(1, time="yesterday")]}, 422, "gw-1"),

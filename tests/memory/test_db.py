@@ -16,6 +16,7 @@ TABLES = {
     "api_token",
     "approval",
     "alembic_version",
+    "corpus_exclusion",
     "dead_letter",
     "hook_signature",
     "loop_lease",
@@ -45,7 +46,7 @@ def test_migrate_creates_every_table_and_matches_the_models(session: Session) ->
 
     assert tables == TABLES
     assert differences == []
-    assert version == "0005"
+    assert version == "0006"
 
 
 def test_sqlite_connections_are_durable_and_enforce_foreign_keys(tmp_path) -> None:

@@ -127,16 +127,17 @@ BAD_EVENTS = [
         "event 'ont-2/2026-03-01T10:02:00' (#2): field 'entity' is missing",
     ),
     (
-        {"features": {"rx_power": -20.0, "firmware": "v1"}},
-        "event 'ont-2/2026-03-01T10:02:00' (#2): feature 'temperature' is missing",
+        {"features": {"rx_power": -20.0, "temperature": 40.0}},
+        "event 'ont-2/2026-03-01T10:02:00' (#2): feature 'firmware' is missing",
     ),
     (
         {"features": {"rx_power": "n/a", "temperature": 40.0, "firmware": "v1"}},
         "event 'ont-2/2026-03-01T10:02:00' (#2): feature 'rx_power' must be a number, got 'n/a'",
     ),
     (
-        {"features": {"rx_power": float("nan"), "temperature": 40.0, "firmware": "v1"}},
-        "event 'ont-2/2026-03-01T10:02:00' (#2): feature 'rx_power' must be a finite number, got nan",
+        {"features": {"rx_power": float("-inf"), "temperature": 40.0, "firmware": "v1"}},
+        "event 'ont-2/2026-03-01T10:02:00' (#2): feature 'rx_power' must be a finite number or null (missing), "
+        "got -inf",
     ),
     (
         {"features": {"rx_power": True, "temperature": 40.0, "firmware": "v1"}},
@@ -180,6 +181,25 @@ def test_a_bad_event_refuses_the_whole_batch(session: Session, ont: ManagedModel
     assert count_events(session=session, model_id=ont.id) == 1
 
 
+def test_a_missing_number_is_stored_as_missing_and_a_resend_of_it_is_a_duplicate(
+    session: Session, ont: ManagedModel
+) -> None:
+    # A reading that did not come: omitted, null, or NaN (a CSV's empty cell) are all "missing".
+    batch = [
+        event(0, features={"rx_power": -20.0, "firmware": "v1"}),
+        event(1, features={"rx_power": None, "temperature": 41.0, "firmware": "v1"}),
+        event(2, features={"rx_power": float("nan"), "temperature": 42.0, "firmware": "v1"}),
+    ]
+
+    first = ingest_events(session=session, model="ont", events=batch)
+    again = ingest_events(session=session, model="ont", events=batch)
+
+    frame = window(session=session, model_id=ont.id, start=None, end=None)
+    assert (first.inserted, again.duplicates) == (3, 3)
+    assert frame["temperature"].isna().tolist() == [True, False, False]
+    assert frame["rx_power"].isna().tolist() == [False, True, True]
+
+
 def test_unknown_model_refuses_the_batch(session: Session, ont: ManagedModel) -> None:
     with pytest.raises(UnknownModelError, match="unknown model 'onu'"):
         ingest_events(session=session, model="onu", events=[event(0)])
@@ -193,7 +213,7 @@ def test_a_bad_column_refuses_the_whole_event_batch(session: Session, ont: Manag
     with pytest.raises(IngestError) as error:
         ingest_events(session=session, model="ont", events=batch)
 
-    assert str(error.value) == "event 'e7' (#7): feature 'rx_power' must be a finite number, got inf"
+    assert str(error.value) == "event 'e7' (#7): feature 'rx_power' must be a finite number or null (missing), got inf"
     assert count_events(session=session, model_id=ont.id) == 0
 
 

@@ -13,6 +13,7 @@ from driftpilot.memory import golden
 from driftpilot.memory.alarms import claim_signature
 from driftpilot.memory.alerts import raise_alert
 from driftpilot.memory.approvals import decide_approval, request_approval
+from driftpilot.memory.corpus import exclude
 from driftpilot.memory.dead_letters import record_dead_letter
 from driftpilot.memory.decisions import list_decisions, record_decision
 from driftpilot.memory.events import events_by_ids, last_group, window
@@ -89,6 +90,7 @@ def _fill_every_table(session: Session, model: ManagedModel) -> None:
     mark_answered(session=session, event_ids=[2], answered_at=T0_PLUS_TWO)
     add_quarantine(session=session, model_id=model.id, start=T0_PLUS_TWO, end=None, groups=None, reason="test")
     golden.pin(session=session, model_id=model.id, event_ids=[1], time=T0_PLUS_TWO)
+    exclude(session=session, model_id=model.id, event_ids=[2], kind="deleted", reasons=["test"], by="bob", time=T0)
     create_token(session=session, name="alice", role="operator", now="2026-03-01T12:00:00+02:00")
     take_lease(session=session, model_id=model.id, holder="loop-1", now=T0_PLUS_TWO, ttl=timedelta(minutes=2))
     claim_signature(session=session, signature="sha256=00", now=T0_PLUS_TWO, forget_before=T0)

@@ -116,6 +116,30 @@ def test_a_linear_model_logs_only_heavy_tailed_numbers_and_old_encodings_still_r
     )
 
 
+@pytest.mark.parametrize("family", ["tabular_mlp", "hashed_mlp"])
+def test_a_missing_reading_is_imputed_as_at_training_and_the_method_is_saved(tmp_path, family):
+    from driftpilot.models.hashed_mlp import HashedMLP
+
+    x, y = _data(600, 0)
+    x["b"][::7] = np.nan  # a field that sometimes does not come
+    kind = TabularMLP if family == "tabular_mlp" else HashedMLP
+    model = kind(FEATURES, ["no", "yes"], epochs=10, seed=1).fit(x, y)
+    model.save(tmp_path / "v1")
+    loaded = kind.load(tmp_path / "v1")
+    encoding = model.preprocessor_ if family == "tabular_mlp" else model.encoding_
+    median_b = float(np.nanmedian(x["b"]))
+    gone = {"a": np.array([0.3, -2.0]), "b": np.array([np.nan, np.nan]), "c": np.array(["u", "v"])}
+    filled = {**gone, "b": np.array([median_b, median_b])}
+
+    assert encoding.to_dict()["impute"] == {
+        "method": "median",
+        "values": [pytest.approx(float(np.nanmedian(x["a"]))), pytest.approx(median_b)],
+    }
+    assert np.isfinite(model.predict_proba(x)).all()
+    assert np.array_equal(loaded.predict_proba(gone), model.predict_proba(filled))
+    assert (model.predict(x) == y).mean() > 0.9
+
+
 def test_save_load_and_onnx_agree(tmp_path):
     import onnxruntime as ort
 
