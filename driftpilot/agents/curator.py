@@ -11,13 +11,22 @@ from langgraph.types import interrupt
 from sqlalchemy.orm import Session
 
 from driftpilot.agents.context import AgentContext, now_of, record, stream_rates, usage_today
+from driftpilot.agents.curation import (
+    chosen_for_labels,
+    cleaned,
+    cleaning_evidence,
+    cleaning_sentence,
+    keep_out,
+    pseudo_labelled,
+)
 from driftpilot.agents.state import LoopState
 from driftpilot.memory import decisions, events, label_requests, managed, snapshots, versions
+from driftpilot.memory.db import one_transaction
 from driftpilot.memory.tables import ManagedModel, Version
 from driftpilot.memory.times import to_utc
 from driftpilot.policies import RequestLabelsFacts
 from driftpilot.policies.auto import TrainingPlan, derive_training
-from driftpilot.tools.curation import curate_training_set, monitoring_sample, most_uncertain
+from driftpilot.tools.curation import curate_training_set, monitoring_sample
 
 #: Unlabelled recent events looked at when choosing what to ask people to label.
 CANDIDATES_FOR_LABELS = 5000
@@ -47,6 +56,7 @@ def curator(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
             end=now,
             visible_at=now,
             labelled_only=True,
+            corpus_only=True,
             limit=training.max_recent,
             exclude_quarantined=ctx.policy.policy.data.exclude_quarantined,
         )
@@ -79,65 +89,107 @@ def _snapshot(
     plan: TrainingPlan,
     now: datetime,
 ) -> dict[str, Any]:
-    """Enough labels: the training snapshot, recent events plus a class-balanced replay of what
-    the champion learnt from, with the newest held out to judge the candidate."""
-    training = ctx.policy.policy.training
+    """Enough labels: the training snapshot, recent events (cleaned, with pseudo-labels where the
+    champion is sure) plus a class-balanced replay of what the champion learnt from, with the
+    newest held out to judge the candidate."""
+    training, policy = ctx.policy.policy.training, ctx.policy.policy
     # When the concept itself changed, older events teach the rule that no longer holds: none
     # are replayed (the old holdout still measures what the candidate gives up).
     diagnosis = state.get("diagnosis")
     changed = diagnosis is not None and diagnosis.get("cause") == "concept_drift"
     replay_share = 0.0 if changed else training.replay_share
+    recent, report = cleaned(session, model, recent, policy, ctx.seed)
+    if recent.empty:
+        decision = record(
+            session,
+            state,
+            model,
+            agent="curator",
+            action="curate",
+            outcome="not_enough_labels",
+            rationale="No snapshot:" + cleaning_sentence(report) + " Nothing is left to learn from.",
+            evidence={"cleaning": cleaning_evidence(report), "plan": plan.as_dict()},
+        )
+        keep_out(session, model, report, decision.id, now)
+        return {"outcome": "not_enough_labels", "last_decision": decision.id}
     pool = held = pd.DataFrame(columns=["id", "time", "label"])
     if champion is not None and champion.snapshot_id is not None:
         pool, held = _replay_pool(session, champion.snapshot_id, now)
     curated = curate_training_set(
-        recent,
-        pool,
-        max_recent=training.max_recent,
-        replay_share=replay_share,
-        held_out=held,
-        seed=ctx.seed,
+        recent, pool, max_recent=training.max_recent, replay_share=replay_share, held_out=held, seed=ctx.seed
     )
-    stats = dict(curated.stats) | {
-        "recent_holdout_ids": curated.recent_holdout_ids,
-        "old_holdout_ids": curated.old_holdout_ids,
-        "window_hours": plan.recent_hours,
-        "plan": plan.as_dict(),
-    }
-    snapshot = snapshots.create_snapshot(
-        session=session,
-        model_id=model.id,
-        event_ids=curated.train_ids,
-        labels=curated.train_labels,
-        time=now,
-        stats=stats,
-    )
-    decision = record(
-        session,
-        state,
-        model,
-        agent="curator",
-        action="curate",
-        outcome="snapshot",
-        rationale=(
-            _challenge_sentence(state.get("challenge"))
-            + f"Snapshot {snapshot.id}: {curated.stats['recent']} recent labelled events of the last "
-            f"{plan.recent_hours:g} h plus {curated.stats['replay']} replayed older ones "
-            + (
-                "(none: the concept changed, older events teach a rule that no longer holds)"
-                if changed
-                else "(class-balanced, against forgetting)"
-            )
-            + f"; {len(curated.recent_holdout_ids)} newest held out."
-        ),
-        evidence={
-            "snapshot": snapshot.id,
-            "content_hash": snapshot.content_hash,
-            **curated.stats,
+    scorer = ctx.registry.load(champion) if champion is not None and policy.data.pseudo_label_share > 0 else None
+    window = _unlabelled(session, model.id, now - timedelta(hours=plan.recent_hours), now) if scorer else recent
+    # An event pseudo-labelled by an earlier snapshot may come back through the replay pool.
+    taken = set(curated.train_ids) | set(curated.recent_holdout_ids) | set(curated.old_holdout_ids)
+    window = window[~window["id"].isin(taken)]
+    with one_transaction(session):
+        pseudo, pseudo_evidence = pseudo_labelled(
+            session, model, scorer, recent, window, policy, n_train=len(curated.train_ids), changed=changed, now=now
+        )
+        stats = dict(curated.stats) | {
+            "recent_holdout_ids": curated.recent_holdout_ids,
+            "old_holdout_ids": curated.old_holdout_ids,
+            "pseudo": len(pseudo),
+            "window_hours": plan.recent_hours,
             "plan": plan.as_dict(),
-        },
-    )
+        }
+        snapshot = snapshots.create_snapshot(
+            session=session,
+            model_id=model.id,
+            event_ids=curated.train_ids + pseudo["id"].astype(int).tolist(),
+            labels=curated.train_labels + pseudo["label"].astype(str).tolist(),
+            time=now,
+            stats=stats,
+        )
+        decision = record(
+            session,
+            state,
+            model,
+            agent="curator",
+            action="curate",
+            outcome="snapshot",
+            rationale=_challenge_sentence(state.get("challenge"))
+            + _snapshot_sentence(snapshot.id, curated.stats, plan, changed, len(curated.recent_holdout_ids))
+            + cleaning_sentence(report)
+            + (f" {len(pseudo)} pseudo-labels added." if len(pseudo) else ""),
+            evidence={
+                "snapshot": snapshot.id,
+                "content_hash": snapshot.content_hash,
+                **curated.stats,
+                "cleaning": cleaning_evidence(report),
+                "pseudo_labels": pseudo_evidence,
+                "plan": plan.as_dict(),
+            },
+        )
+        keep_out(session, model, report, decision.id, now)
     return {"snapshot_id": snapshot.id, "outcome": "snapshot", "last_decision": decision.id}
+
+
+def _snapshot_sentence(snapshot_id: int, stats: dict[str, Any], plan: TrainingPlan, changed: bool, held: int) -> str:
+    return (
+        f"Snapshot {snapshot_id}: {stats['recent']} recent labelled events of the last "
+        f"{plan.recent_hours:g} h plus {stats['replay']} replayed older ones "
+        + (
+            "(none: the concept changed, older events teach a rule that no longer holds)"
+            if changed
+            else "(class-balanced, against forgetting)"
+        )
+        + f"; {held} newest held out."
+    )
+
+
+def _unlabelled(session: Session, model_id: int, since: datetime, now: datetime) -> pd.DataFrame:
+    """The newest events of the window (at most ``CANDIDATES_FOR_LABELS``), in the corpus."""
+    return events.window(
+        session=session,
+        model_id=model_id,
+        start=since,
+        end=now,
+        visible_at=now,
+        limit=CANDIDATES_FOR_LABELS,
+        corpus_only=True,
+    )
 
 
 def _challenge_sentence(challenge: dict[str, Any] | None) -> str:
@@ -189,14 +241,11 @@ def _ask_for_labels(
     )
     asked = 0
     if needed and verdict.allowed and champion is not None and len(unlabelled):
-        scorer = ctx.registry.load(champion)
-        chosen = most_uncertain(unlabelled, scorer.predict_proba(unlabelled), needed)
+        chosen, why = chosen_for_labels(
+            ctx.registry.load(champion), unlabelled, recent, needed, diagnosis=state.get("diagnosis"), seed=ctx.seed
+        )
         asked = label_requests.add_label_requests(
-            session=session,
-            model_id=model.id,
-            event_ids=[int(i) for i in chosen["id"]],
-            reasons=["uncertain: lowest top-class probability of the champion"] * len(chosen),
-            time=now,
+            session=session, model_id=model.id, event_ids=[int(i) for i in chosen["id"]], reasons=why, time=now
         )
     decision = record(
         session,
@@ -210,7 +259,8 @@ def _ask_for_labels(
             f"{plan.min_training_labels} needed to retrain; "
             + (f"{len(pending)} requested earlier are still open; " if pending else "")
             + (
-                f"asked people to label the {asked} most uncertain events."
+                f"asked people to label {asked} events chosen by active learning (uncertain, diverse, the "
+                "drifted slice first; each request says why)."
                 if asked
                 else "no new labels requested" + ("" if verdict.allowed else ": " + "; ".join(verdict.reasons)) + "."
             )
@@ -248,7 +298,13 @@ def _open_and_unasked(
         if since is None or r.time >= since
     }
     unlabelled = events.window(
-        session=session, model_id=model_id, start=since, end=now, visible_at=now, limit=CANDIDATES_FOR_LABELS
+        session=session,
+        model_id=model_id,
+        start=since,
+        end=now,
+        visible_at=now,
+        limit=CANDIDATES_FOR_LABELS,
+        corpus_only=True,
     )
     return pending, unlabelled[unlabelled["label"].isna() & ~unlabelled["id"].isin(pending)]
 
@@ -328,6 +384,7 @@ def label_gate(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, An
             end=now,
             visible_at=now,
             labelled_only=True,
+            corpus_only=True,
             limit=plan.min_training_labels,
             exclude_quarantined=ctx.policy.policy.data.exclude_quarantined,
         )

@@ -135,6 +135,8 @@ class RecordedStream:
     task: str
     #: What looked wrong in the time column but did not stop the replay, said before it starts.
     warnings: list[str] = field(default_factory=list)
+    #: A text stream's raw texts (its features hold their vectors): stored on the events, for the corpus.
+    texts: list[str | None] | None = None
 
 
 def read_stream(config: ReplayConfig, encoding: Callable[[int, int], None] | None = None) -> RecordedStream:
@@ -263,6 +265,7 @@ def read_stream(config: ReplayConfig, encoding: Callable[[int, int], None] | Non
             specs.append(FeatureSpec(name=name, kind="number"))
         task = "text_classification"
     return RecordedStream(
+        texts=frame[config.text_col].astype(str).tolist() if config.text_col else None,
         rows=frame["__row"].to_numpy(),
         times=times,
         stamps=np.asarray([t.timestamp() for t in times]),
@@ -696,6 +699,7 @@ def _batch(
         prediction=prediction.tolist() if prediction is not None else None,
         # Four decimals are plenty for the record and halve the JSON to write.
         probabilities=probabilities.round(4) if probabilities is not None else None,
+        texts=data.texts[start:end] if data.texts is not None else None,
     )
 
 

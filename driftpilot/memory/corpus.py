@@ -647,9 +647,9 @@ def export_corpus(*, session: Session, model_id: int, fmt: str) -> str:
     features: dict[int, dict[str, Any]] = {}
     if not texts:
         for part in chunks([r["event_id"] for r in rows]):
-            stmt = sa.select(Event.id, Event.features).where(Event.id.in_(part))
-            for event_id, value in session.execute(stmt).tuples():
-                features[event_id] = json.loads(value) if isinstance(value, str) else dict(value)
+            found: Any = session.execute(sa.select(Event.id, Event.features).where(Event.id.in_(part)))
+            for event_id, value in found:
+                features[int(event_id)] = json.loads(value) if isinstance(value, str) else dict(value)
     out = io.StringIO()
     fields = ["key", "label", "time", "entity", "group"]
     if fmt == "jsonl":

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from driftpilot.memory.db import chunks
 from driftpilot.memory.managed import get_model_by_id, model_schema
 from driftpilot.memory.schemas import ModelSchema
-from driftpilot.memory.tables import LABEL_SOURCES, CorpusExclusion, Event, Label, Quarantine
+from driftpilot.memory.tables import LABEL_SOURCES, PSEUDO, CorpusExclusion, Event, Label, Quarantine
 
 FRAME_COLUMNS = (
     "id",
@@ -68,7 +68,7 @@ def window(
 
     Columns are :data:`FRAME_COLUMNS` then one per feature (numbers float, categories str);
     ``time`` is aware UTC (``datetime64[us, UTC]``).
-    ``label`` is the most trustworthy label (person > oracle > system > pseudo) known at
+    ``label`` is the most trustworthy label (person > oracle > system; never a pseudo-label) known at
     ``visible_at`` (its ``time <= visible_at``; every label when ``visible_at`` is None), or
     None: this is what keeps labels from leaking before they exist.
 
@@ -199,7 +199,9 @@ def arrivals(*, session: Session, model_id: int, after_event: int, after_label: 
     (the largest event and label ids). They pace checks only: a row of a transaction still open
     under a smaller id than the mark is not counted, and is read by the check all the same."""
     events = sa.select(sa.func.count(), sa.func.max(Event.id)).where(Event.model_id == model_id, Event.id > after_event)
-    labels = sa.select(sa.func.count(), sa.func.max(Label.id)).where(Label.model_id == model_id, Label.id > after_label)
+    labels = sa.select(sa.func.count(), sa.func.max(Label.id)).where(
+        Label.model_id == model_id, Label.id > after_label, Label.source != PSEUDO
+    )
     n_events, last_event = session.execute(events).one()
     n_labels, last_label = session.execute(labels).one()
     return int(n_events or 0), int(n_labels or 0), int(last_event or after_event), int(last_label or after_label)
@@ -222,7 +224,7 @@ def label_flow(
     """Labels that became known with ``start <= time < end`` (each labelled event once, whatever
     its sources), and the median hours from their events to them (None without any, or when not
     ``with_delay``: the count alone is one query)."""
-    known = sa.and_(Label.model_id == model_id, Label.time >= start, Label.time < end)
+    known = sa.and_(Label.model_id == model_id, Label.time >= start, Label.time < end, Label.source != PSEUDO)
     count = session.scalar(sa.select(sa.func.count(sa.distinct(Label.event_id))).where(known))
     if not with_delay:
         return int(count or 0), None
@@ -240,9 +242,12 @@ def label_flow(
 
 
 def _visible_label(visible_at: datetime | None) -> sa.ColumnElement[bool]:
+    # A pseudo-label is the Curator's guess from a model's own confident answer: training may
+    # learn from it (its snapshot holds it), nothing may judge a model by it.
+    truth = sa.and_(Label.event_id == Event.id, Label.source != PSEUDO)
     if visible_at is None:
-        return Label.event_id == Event.id
-    return sa.and_(Label.event_id == Event.id, Label.time <= visible_at)
+        return truth
+    return sa.and_(truth, Label.time <= visible_at)
 
 
 def _outside_quarantines(session: Session, model_id: int) -> list[sa.ColumnElement[bool]]:
@@ -338,3 +343,11 @@ def last_group(*, session: Session, model_id: int, entity: str, at: datetime) ->
         .limit(1)
     )
     return session.scalar(stmt)
+
+
+def texts(*, session: Session, ids: Sequence[int]) -> dict[int, str | None]:
+    """The raw texts of these events (a text model's; None where none was stored)."""
+    found: dict[int, str | None] = {}
+    for part in chunks(sorted({int(i) for i in ids})):
+        found.update((int(i), t) for i, t in session.execute(sa.select(Event.id, Event.text).where(Event.id.in_(part))))
+    return found

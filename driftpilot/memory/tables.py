@@ -34,6 +34,8 @@ from driftpilot.memory.times import to_naive_utc, to_utc, utcnow
 
 LABEL_SOURCES = ("person", "oracle", "system", "pseudo")
 """Label sources, most trustworthy first."""
+PSEUDO = "pseudo"
+"""The source of the Curator's pseudo-labels: learnt from (through snapshots), never judged by."""
 ALARM_STATUSES = ("firing", "resolved")
 VERSION_STAGES = (
     "candidate",

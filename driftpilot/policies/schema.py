@@ -33,6 +33,8 @@ __all__ = [
 #: L2 recommend only, L3 act with a person approving each release's start and its promotion
 #: (a rollback never waits), L4 act within guardrails. (L5, full autonomy in every scenario, is not offered.)
 Autonomy = Literal["L0", "L1", "L2", "L3", "L4"]
+CleaningStep = Literal["missing", "stuck", "duplicates", "outliers", "labels"]
+CLEANING_STEPS: tuple[CleaningStep, ...] = ("missing", "stuck", "duplicates", "outliers", "labels")
 #: A field whose value depends on the stream's volume or label rate: derived from what the loop
 #: observes (:mod:`driftpilot.policies.auto`) and written in the decision taken under it.
 Auto = Literal["auto"]
@@ -143,6 +145,18 @@ class Data(_Section):
     #: Features no model of this policy may train on (identifiers, protected attributes): a
     #: retrain of a model whose schema uses one is refused.
     never_train_on: list[str] = Field(default_factory=list)
+    #: Cleaning steps run on a retrain's labelled events before its snapshot: the rows they flag
+    #: (stuck or mostly missing readings, repeats, outliers when quarantined, suspicious labels)
+    #: are kept out of the corpus with why, restorable; ``[]`` runs none.
+    cleaning: list[CleaningStep] = Field(default_factory=lambda: list(CLEANING_STEPS))
+    #: Keep outliers out of training too (else they are only flagged: a broken value and a rare
+    #: real event look alike).
+    quarantine_outliers: bool = False
+    #: Largest share of a training snapshot made of pseudo-labels: unlabelled recent events the
+    #: champion is sure of, at a confidence where it was right 99 % of the time on labelled ones
+    #: (none when the concept changed). ``0`` (the default, until replays have measured what
+    #: self-training does to what is served) uses none.
+    pseudo_label_share: float = Field(default=0.0, ge=0, lt=1)
 
 
 class Training(_Section):

@@ -150,3 +150,101 @@ def monitoring_sample(
     why = ["random: keeps the judged accuracy unbiased"] * n_random
     why += ["uncertain: lowest top-class probability of the champion"] * len(uncertain)
     return frame.iloc[chosen], why
+
+
+#: Share of pseudo-labels that must be right: the champion's answers at or above the confidence
+#: threshold must have been this often right on the labelled events of the same window.
+PSEUDO_PRECISION = 0.99
+#: Fewest labelled events at or above a threshold to judge its precision on (with 50 all right,
+#: the 95 % lower bound of the precision is still about 0.94).
+MIN_JUDGED = 50
+
+
+@dataclass(frozen=True)
+class PseudoLabels:
+    """Pool rows given a pseudo-label, and the evidence the threshold was chosen on."""
+
+    indices: np.ndarray
+    labels: list[str]
+    confidences: np.ndarray
+    threshold: float | None
+    precision: float | None
+    judged: int
+    reason: str
+
+
+def pseudo_labels(
+    pool_probabilities: np.ndarray,
+    labelled_probabilities: np.ndarray,
+    labelled_truth: np.ndarray,
+    classes: list[str],
+    *,
+    at_most: int,
+    precision: float = PSEUDO_PRECISION,
+    min_judged: int = MIN_JUDGED,
+    agree: np.ndarray | None = None,
+) -> PseudoLabels:
+    """Pseudo-labels for the unlabelled pool rows a model is sure of: the ``at_most`` most
+    confident rows at or above the lowest confidence threshold whose answers were right at least
+    ``precision`` of the time on labelled rows of the same window (at least ``min_judged`` of
+    them). The threshold is read off the model's own record on this stream, not set by hand: a
+    model that is often wrong even when sure gives no pseudo-labels at all. ``agree`` (a mask of
+    the pool) keeps only rows where a second model (a distilled student) gives the same answer.
+
+    >>> labelled = np.array([[0.99, 0.01]] * 60 + [[0.6, 0.4]] * 40)
+    >>> truth = np.array(["a"] * 60 + ["b"] * 40)
+    >>> pool = np.array([[0.995, 0.005], [0.7, 0.3], [0.02, 0.98]])
+    >>> chosen = pseudo_labels(pool, labelled, truth, ["a", "b"], at_most=10)
+    >>> chosen.indices.tolist(), chosen.labels, chosen.threshold, chosen.precision
+    ([0], ['a'], 0.99, 1.0)
+    """
+    if labelled_probabilities.shape[0] != len(labelled_truth):
+        raise ValueError(f"{labelled_probabilities.shape[0]} probability rows for {len(labelled_truth)} labels")
+    none = np.zeros(0, dtype=np.int64)
+    if at_most <= 0 or not len(pool_probabilities):
+        return PseudoLabels(none, [], np.zeros(0), None, None, 0, "no pseudo-labels wanted or no unlabelled events")
+    confidence = labelled_probabilities.max(axis=1)
+    right = np.asarray(classes, dtype=object)[labelled_probabilities.argmax(axis=1)] == np.asarray(labelled_truth)
+    order = np.argsort(-confidence, kind="stable")
+    hits = np.cumsum(right[order])
+    counted = np.arange(1, len(order) + 1)
+    # Ties share a threshold: judge only at the last row of each run of equal confidence.
+    sorted_confidence = confidence[order]
+    last_of_tie = np.append(sorted_confidence[1:] != sorted_confidence[:-1], True)
+    good = (counted >= min_judged) & (hits >= precision * counted) & last_of_tie
+    if not good.any():
+        return PseudoLabels(
+            none,
+            [],
+            np.zeros(0),
+            None,
+            None,
+            len(order),
+            f"no confidence at which the model was right {precision:.0%} of the time on {min_judged}+ labelled "
+            f"events ({len(order)} labelled): no pseudo-labels",
+        )
+    k = int(np.flatnonzero(good)[-1])
+    threshold = float(sorted_confidence[k])
+    judged, measured = int(counted[k]), float(hits[k] / counted[k])
+    pool_confidence = pool_probabilities.max(axis=1)
+    eligible = pool_confidence >= threshold
+    if agree is not None:
+        eligible &= np.asarray(agree, dtype=bool)
+    candidates = np.flatnonzero(eligible)
+    chosen = candidates[np.argsort(-pool_confidence[candidates], kind="stable")][:at_most]
+    labels = [classes[i] for i in pool_probabilities[chosen].argmax(axis=1)]
+    return PseudoLabels(
+        chosen,
+        labels,
+        pool_confidence[chosen],
+        threshold,
+        measured,
+        judged,
+        f"{len(chosen)} unlabelled events pseudo-labelled at confidence ≥ {threshold:.3f}, where the model was "
+        f"right {measured:.1%} of the time on {judged} labelled events"
+        + (
+            f" ({len(candidates) - len(chosen)} more eligible, over the cap of {at_most})"
+            if len(candidates) > len(chosen)
+            else ""
+        ),
+    )

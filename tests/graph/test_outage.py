@@ -142,7 +142,7 @@ def test_handled_alarm_is_not_diagnosed_twice(world):
     assert outcomes.count(("diagnostician", "quarantined")) == 1
 
 
-def test_curator_asks_people_for_the_most_uncertain_events_when_labels_are_short(world):
+def test_curator_asks_people_for_uncertain_and_diverse_events_when_labels_are_short(world):
     from types import SimpleNamespace
 
     from driftpilot.agents.curator import curator
@@ -161,7 +161,10 @@ def test_curator_asks_people_for_the_most_uncertain_events_when_labels_are_short
     # 50 labelled events against the default policy's 500: ask for the 450 missing ones.
     assert update["snapshot_id"] is None and update["outcome"] == "waiting_for_labels"
     assert len(asked) == 450
-    assert {r.reason for r in asked} == {"uncertain: lowest top-class probability of the champion"}
+    # Active learning: each request says why, naming the model's own classes, and one a group.
+    assert all(r.reason.startswith("uncertain: margin") for r in asked)
+    assert all("class " not in r.reason for r in asked)
+    assert len({r.reason.split("; ")[1].split(" (")[0] for r in asked}) == len(asked)
     assert (decision.action, decision.outcome) == ("request_labels", "waiting_for_labels")
     assert decision.policy_verdicts[0]["allowed"] is True
 

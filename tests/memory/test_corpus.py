@@ -244,3 +244,35 @@ def test_a_failure_inside_a_change_leaves_nothing_behind(session: Session, ont: 
 
     assert session.scalars(sa.select(Label).where(Label.source == "person")).all() == []
     assert count_events(session=session, model_id=ont.id) == len(ids)
+
+
+def test_pseudo_labels_are_learnt_from_never_judged_by(session: Session, ont: ManagedModel) -> None:
+    from driftpilot.memory.events import arrivals, label_flow
+    from driftpilot.memory.labels import add_pseudo_labels, count_labels
+
+    ids = _labelled(session, 2)
+    ingest_events(session=session, model="ont", events=[event(i) for i in range(2, 4)])
+    unlabelled = [int(i) for i in window(session=session, model_id=ont.id, start=None, end=None)["id"]][2:]
+    _, labels_before, _, mark = arrivals(session=session, model_id=ont.id, after_event=0, after_label=0)
+
+    added = add_pseudo_labels(
+        session=session,
+        model_id=ont.id,
+        event_ids=unlabelled,
+        values=["online"] * 2,
+        confidences=[0.995, 0.999],
+        time=T0,
+    )
+    again = add_pseudo_labels(
+        session=session, model_id=ont.id, event_ids=unlabelled, values=["online"] * 2, confidences=[0.9, 0.9], time=T0
+    )
+
+    frame = window(session=session, model_id=ont.id, start=None, end=None, labelled_only=True)
+    assert (added, again) == (2, 0)
+    assert frame["id"].tolist() == ids  # a pseudo-label is no label to judge by
+    assert count_labels(session=session, model_id=ont.id) == 2
+    assert count_labels(session=session, model_id=ont.id, source="pseudo") == 2
+    assert label_flow(session=session, model_id=ont.id, start=T0 - timedelta(1), end=T0 + timedelta(1))[0] == 0
+    assert arrivals(session=session, model_id=ont.id, after_event=0, after_label=mark)[1] == 0
+    listed = corpus.corpus_rows(session=session, model_id=ont.id, source="pseudo")
+    assert [r["event_id"] for r in listed] == unlabelled  # audited, and deletable, in the corpus

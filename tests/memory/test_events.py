@@ -70,9 +70,10 @@ def test_labels_stay_invisible_until_their_time(session: Session, six: ManagedMo
         )
 
     assert labels_at(T0 - HOUR) == [(None, None), (None, None)]
-    assert labels_at(T0 + HOUR) == [("offline", "system"), ("online", "pseudo")]
-    assert labels_at(T0 + 2 * HOUR) == [("online", "person"), ("online", "pseudo")]
-    assert labels_at(None) == [("online", "person"), ("online", "pseudo")]
+    # A pseudo-label is never read as truth (what a model is judged or trained by).
+    assert labels_at(T0 + HOUR) == [("offline", "system"), (None, None)]
+    assert labels_at(T0 + 2 * HOUR) == [("online", "person"), (None, None)]
+    assert labels_at(None) == [("online", "person"), (None, None)]
     labelled = window(
         session=session,
         model_id=six.id,
@@ -81,8 +82,9 @@ def test_labels_stay_invisible_until_their_time(session: Session, six: ManagedMo
         visible_at=T0 + HOUR,
         labelled_only=True,
     )
-    assert labelled["id"].tolist() == [1, 2]
-    assert count_labels(session=session, model_id=six.id) == 3
+    assert labelled["id"].tolist() == [1]
+    assert count_labels(session=session, model_id=six.id) == 2
+    assert count_labels(session=session, model_id=six.id, source="pseudo") == 1
     assert (
         count_labels(
             session=session,
