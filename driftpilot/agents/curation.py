@@ -84,8 +84,9 @@ def _tabular_judge() -> Any:
     """The label step's model for a table: a logistic regression at scikit-learn's default
     strength. With thousands of rows and a few dozen encoded columns the strength matters little,
     and the walk over strengths that the step makes by default (it pays off on 384-dimensional
-    sentence vectors) cost ten times as much: 80 s against 8 s on a day of the demo's labels,
-    flagging a superset of the same rows (67 against 53)."""
+    sentence vectors) cost ten times as much: 80 s against 8 s on a day of the demo's labels on a
+    busy machine (before the step limited BLAS to one thread), flagging a superset of the same
+    rows (67 against 53)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler

@@ -100,18 +100,7 @@ def _snapshot(
     replay_share = 0.0 if changed else training.replay_share
     recent, report = cleaned(session, model, recent, policy, ctx.seed)
     if recent.empty:
-        decision = record(
-            session,
-            state,
-            model,
-            agent="curator",
-            action="curate",
-            outcome="not_enough_labels",
-            rationale="No snapshot:" + cleaning_sentence(report) + " Nothing is left to learn from.",
-            evidence={"cleaning": cleaning_evidence(report), "plan": plan.as_dict()},
-        )
-        keep_out(session, model, report, decision.id, now)
-        return {"outcome": "not_enough_labels", "last_decision": decision.id}
+        return _all_cleaned_out(session, state, model, report, plan, now)
     pool = held = pd.DataFrame(columns=["id", "time", "label"])
     if champion is not None and champion.snapshot_id is not None:
         pool, held = _replay_pool(session, champion.snapshot_id, now)
@@ -164,6 +153,25 @@ def _snapshot(
         )
         keep_out(session, model, report, decision.id, now)
     return {"snapshot_id": snapshot.id, "outcome": "snapshot", "last_decision": decision.id}
+
+
+def _all_cleaned_out(
+    session: Session, state: LoopState, model: ManagedModel, report: Any, plan: TrainingPlan, now: datetime
+) -> dict[str, Any]:
+    """Cleaning kept every labelled event out: no snapshot, and the decision says so."""
+    with one_transaction(session):
+        decision = record(
+            session,
+            state,
+            model,
+            agent="curator",
+            action="curate",
+            outcome="not_enough_labels",
+            rationale="No snapshot:" + cleaning_sentence(report) + " Nothing is left to learn from.",
+            evidence={"cleaning": cleaning_evidence(report), "plan": plan.as_dict()},
+        )
+        keep_out(session, model, report, decision.id, now)
+    return {"outcome": "not_enough_labels", "last_decision": decision.id}
 
 
 def _snapshot_sentence(snapshot_id: int, stats: dict[str, Any], plan: TrainingPlan, changed: bool, held: int) -> str:

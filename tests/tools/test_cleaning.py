@@ -319,6 +319,8 @@ def test_clean_refuses_what_it_cannot_do() -> None:
 
     with pytest.raises(ValueError, match="the stuck step needs the entity column"):
         clean(frame, labels, features)
+    with pytest.raises(ValueError, match=r"the stuck step reads columns \['ont'\], which the data lacks"):
+        clean(frame, labels, features, entity="ont")
     with pytest.raises(ValueError, match=r"unknown cleaning steps \['dedupe'\]"):
         clean(frame, labels, features, steps=("dedupe",))
     with pytest.raises(ValueError, match="ids must be unique"):
