@@ -26,6 +26,7 @@ from driftpilot.memory.tables import ManagedModel, Version
 from driftpilot.memory.times import to_utc
 from driftpilot.policies import RequestLabelsFacts
 from driftpilot.policies.auto import TrainingPlan, derive_training
+from driftpilot.tools.cleaning import CleaningReport
 from driftpilot.tools.curation import curate_training_set, monitoring_sample
 
 #: Unlabelled recent events looked at when choosing what to ask people to label.
@@ -60,6 +61,10 @@ def curator(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
             limit=training.max_recent,
             exclude_quarantined=ctx.policy.policy.data.exclude_quarantined,
         )
+        report = None
+        if len(recent) >= plan.min_training_labels:
+            # Cleaned before it is counted: what cleaning keeps out is no label to learn from.
+            recent, report = cleaned(session, model, recent, ctx.policy.policy, ctx.seed)
         if len(recent) < plan.min_training_labels and state.get("challenge"):
             # A challenger learns from the labels there are; nobody is asked for more on its behalf.
             decision = record(
@@ -76,7 +81,7 @@ def curator(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
             return {"outcome": "not_enough_labels", "last_decision": decision.id}
         if len(recent) < plan.min_training_labels:
             return _ask_for_labels(ctx, session, state, model, champion, recent, plan, now)
-        return _snapshot(ctx, session, state, model, champion, recent, plan, now)
+        return _snapshot(ctx, session, state, model, champion, recent, report, plan, now)
 
 
 def _snapshot(
@@ -86,21 +91,19 @@ def _snapshot(
     model: ManagedModel,
     champion: Version | None,
     recent: pd.DataFrame,
+    report: CleaningReport | None,
     plan: TrainingPlan,
     now: datetime,
 ) -> dict[str, Any]:
-    """Enough labels: the training snapshot, recent events (cleaned, with pseudo-labels where the
-    champion is sure) plus a class-balanced replay of what the champion learnt from, with the
-    newest held out to judge the candidate."""
+    """Enough labels: the training snapshot, recent events (as cleaning left them, with
+    pseudo-labels where the champion is sure) plus a class-balanced replay of what the champion
+    learnt from, with the newest held out to judge the candidate."""
     training, policy = ctx.policy.policy.training, ctx.policy.policy
     # When the concept itself changed, older events teach the rule that no longer holds: none
     # are replayed (the old holdout still measures what the candidate gives up).
     diagnosis = state.get("diagnosis")
     changed = diagnosis is not None and diagnosis.get("cause") == "concept_drift"
     replay_share = 0.0 if changed else training.replay_share
-    recent, report = cleaned(session, model, recent, policy, ctx.seed)
-    if recent.empty:
-        return _all_cleaned_out(session, state, model, report, plan, now)
     pool = held = pd.DataFrame(columns=["id", "time", "label"])
     if champion is not None and champion.snapshot_id is not None:
         pool, held = _replay_pool(session, champion.snapshot_id, now)
@@ -153,25 +156,6 @@ def _snapshot(
         )
         keep_out(session, model, report, decision.id, now)
     return {"snapshot_id": snapshot.id, "outcome": "snapshot", "last_decision": decision.id}
-
-
-def _all_cleaned_out(
-    session: Session, state: LoopState, model: ManagedModel, report: Any, plan: TrainingPlan, now: datetime
-) -> dict[str, Any]:
-    """Cleaning kept every labelled event out: no snapshot, and the decision says so."""
-    with one_transaction(session):
-        decision = record(
-            session,
-            state,
-            model,
-            agent="curator",
-            action="curate",
-            outcome="not_enough_labels",
-            rationale="No snapshot:" + cleaning_sentence(report) + " Nothing is left to learn from.",
-            evidence={"cleaning": cleaning_evidence(report), "plan": plan.as_dict()},
-        )
-        keep_out(session, model, report, decision.id, now)
-    return {"outcome": "not_enough_labels", "last_decision": decision.id}
 
 
 def _snapshot_sentence(snapshot_id: int, stats: dict[str, Any], plan: TrainingPlan, changed: bool, held: int) -> str:

@@ -96,7 +96,10 @@ def trainer(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
 def _retrain_facts(schema: ModelSchema, snapshot: Snapshot) -> RetrainFacts:
     # The labelled events behind the retrain: what it learns from and the recent ones held out
     # to judge it, as the Curator counted them when it decided there were enough.
-    labelled = snapshot.n_rows + len(snapshot.stats.get("recent_holdout_ids", []))
+    # Pseudo-labels are no labels: they do not count toward the minimum.
+    labelled = (
+        snapshot.n_rows - int(snapshot.stats.get("pseudo", 0)) + len(snapshot.stats.get("recent_holdout_ids", []))
+    )
     least = snapshot.stats.get("plan", {}).get("min_training_labels")  # the Curator's, derived when auto
     return RetrainFacts(training_labels=labelled, features=schema.feature_names, min_training_labels=least)
 

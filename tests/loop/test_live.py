@@ -167,7 +167,7 @@ def test_store_message_stores_then_counts_resends_as_duplicates(world: World) ->
         ("driftpilot/{model}/alarms", b'{"alarms": []}', "names kind 'alarms'"),
         ("gateway/{model}/events", b'{"events": []}', "is neither driftpilot/<model>/<kind>"),
         ("driftpilot/ghost/events", events(0, 1), "unknown model 'ghost': register it first"),
-        ("driftpilot.{model}.events", events(0, 3).replace(b'"rx_power"', b'"rx"'), "feature 'rx_power' is missing"),
+        ("driftpilot.{model}.events", events(0, 3).replace(b'"rx_power"', b'"rx"'), "'rx' is not in the schema"),
         ("driftpilot.{model}.labels", labels(range(1)), "has no event with this key"),
         ("driftpilot.{model}.labels", b'{"labels": [{"key": "ont-0", "value": "x"}]}', "unknown field 'value'"),
         ("driftpilot.{model}.events", events(0, 11), "at most 10 events (max_batch), got 11"),

@@ -269,14 +269,18 @@ def test_bad_flags_are_refused_with_what_was_wrong(tmp_path, change, message):
     assert not (tmp_path / "out" / "predictions.csv").exists()
 
 
-def test_missing_feature_values_are_named(tmp_path):
+def test_an_empty_number_cell_is_a_missing_reading_and_an_infinite_one_is_named(tmp_path):
     frame = _stream().head(300)
     frame.loc[7, "a"] = np.nan
     data = tmp_path / "holes.csv"
     frame.to_csv(data, index=False)
+    frame.loc[9, "a"] = np.inf
+    frame.to_csv(tmp_path / "inf.csv", index=False)
 
-    with pytest.raises(ValueError, match="feature column 'a': row 7 has no value"):
-        read_stream(ReplayConfig(data=data, target="outcome", time_col="time"))
+    stream = read_stream(ReplayConfig(data=data, target="outcome", time_col="time"))
+    assert np.isnan(stream.features["a"]).sum() == 1
+    with pytest.raises(ValueError, match="feature column 'a': row 9 is not a finite number"):
+        read_stream(ReplayConfig(data=tmp_path / "inf.csv", target="outcome", time_col="time"))
 
 
 class _FakeEncoder:

@@ -60,17 +60,21 @@ def test_the_api_names_what_was_wrong(world, bearer):  # noqa: F811
     sessions, registry, _, tick = world
     client = TestClient(create_app(sessions, registry), headers=bearer(sessions, "admin"))
     bad = _events(tick, 1, "c")
-    del bad[0]["features"]["rx_power"]
+    del bad[0]["features"]["firmware"]  # a category: no model guesses one
+    gone = _events(tick, 1, "e")
+    del gone[0]["features"]["rx_power"]  # a reading that did not come: imputed as at training
 
     missing_version = client.post(f"/models/{MODEL_NAME}/rollback", json={"version": 7})
     unknown_model = client.post("/models/nope/predict", json={"events": _events(tick, 1, "d")})
     missing_feature = client.post(f"/models/{MODEL_NAME}/predict", json={"events": bad})
     empty = client.post(f"/models/{MODEL_NAME}/predict", json={"events": []})
+    imputed = client.post(f"/models/{MODEL_NAME}/predict", json={"events": gone})
 
     assert (missing_version.status_code, missing_version.json()["detail"]) == (
         404,
         "model 'ont-offline' has no version 7",
     )
     assert unknown_model.status_code == 404 and "nope" in unknown_model.json()["detail"]
-    assert missing_feature.status_code == 422 and "rx_power" in missing_feature.json()["detail"]
+    assert missing_feature.status_code == 422 and "firmware" in missing_feature.json()["detail"]
+    assert imputed.status_code == 200 and len(imputed.json()["answers"]) == 1
     assert empty.status_code == 422
