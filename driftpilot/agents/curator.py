@@ -111,7 +111,7 @@ def _snapshot(
         recent, pool, max_recent=training.max_recent, replay_share=replay_share, held_out=held, seed=ctx.seed
     )
     scorer = ctx.registry.load(champion) if champion is not None and policy.data.pseudo_label_share > 0 else None
-    window = _unlabelled(session, model.id, now - timedelta(hours=plan.recent_hours), now) if scorer else recent
+    window = _newest(session, model.id, now - timedelta(hours=plan.recent_hours), now) if scorer else recent
     # An event pseudo-labelled by an earlier snapshot may come back through the replay pool.
     taken = set(curated.train_ids) | set(curated.recent_holdout_ids) | set(curated.old_holdout_ids)
     window = window[~window["id"].isin(taken)]
@@ -171,8 +171,9 @@ def _snapshot_sentence(snapshot_id: int, stats: dict[str, Any], plan: TrainingPl
     )
 
 
-def _unlabelled(session: Session, model_id: int, since: datetime, now: datetime) -> pd.DataFrame:
-    """The newest events of the window (at most ``CANDIDATES_FOR_LABELS``), in the corpus."""
+def _newest(session: Session, model_id: int, since: datetime | None, now: datetime) -> pd.DataFrame:
+    """The newest events of the window (at most ``CANDIDATES_FOR_LABELS``) still in the corpus:
+    what pseudo-labels and label requests are chosen among."""
     return events.window(
         session=session,
         model_id=model_id,
@@ -289,15 +290,7 @@ def _open_and_unasked(
         for r in label_requests.open_label_requests(session=session, model_id=model_id)
         if since is None or r.time >= since
     }
-    unlabelled = events.window(
-        session=session,
-        model_id=model_id,
-        start=since,
-        end=now,
-        visible_at=now,
-        limit=CANDIDATES_FOR_LABELS,
-        corpus_only=True,
-    )
+    unlabelled = _newest(session, model_id, since, now)
     return pending, unlabelled[unlabelled["label"].isna() & ~unlabelled["id"].isin(pending)]
 
 
