@@ -28,12 +28,21 @@ from driftpilot.loop.home import fresh_home
 from driftpilot.loop.outbox import Outbox
 from driftpilot.memory import db, decisions, events, label_requests, managed, versions
 from driftpilot.memory.ingest import EventBatch, ingest_alarm, ingest_labels
-from driftpilot.memory.schemas import FeatureSpec, ModelSchema
+from driftpilot.memory.rolling import RollingHistory
+from driftpilot.memory.schemas import FeatureSpec, ModelSchema, Rolling
 from driftpilot.models.base import CLASS_WEIGHTS
 from driftpilot.models.registry import Registry
 from driftpilot.models.tabular_mlp import TabularMLP
 from driftpilot.policies import PolicyEngine, load_policy, policy_from_mapping
-from driftpilot.scenarios.ont import CLASSES, FEATURES, OntScenarioConfig, OntSimulator, OutageSpec, class_balance
+from driftpilot.scenarios.ont import (
+    CLASSES,
+    FEATURES,
+    OntScenarioConfig,
+    OntSimulator,
+    OutageSpec,
+    Tick,
+    class_balance,
+)
 from driftpilot.serving.routing import Serving
 from driftpilot.tools.metrics import balanced_accuracy
 
@@ -93,7 +102,17 @@ def schema_of_ont() -> ModelSchema:
         timestamp="time",
         # Hardware before the firmware it ships with: a new device model is named as the cause.
         slice_keys=["device_model", "firmware", "region"],
+        # Each ONT's last hour of readings (four 15-minute readings): how fast Rx falls, how
+        # much the readings swing, how long since it came back.
+        rolling=Rolling(k=4),
     )
+
+
+def with_rolling(history: RollingHistory, tick: Tick) -> Tick:
+    """The tick with each reading's rolling features (derived as serving and ingest derive them)."""
+    numbers = {name: tick.features[name] for name in history.numbers}
+    derived = history.derive(list(tick.entities), [tick.time] * len(tick), numbers)
+    return replace(tick, features={**tick.features, **derived})
 
 
 def _event_keys(entities: np.ndarray, stamp: str) -> list[str]:
@@ -141,10 +160,14 @@ def run_demo(
     # Pass 1: the history the first version learns from (the naturally labelled readings of
     # days 0-7); the same seeded label draws are replayed in pass 2, so its snapshot holds
     # exactly these rows.
+    schema = schema_of_ont()
+    model_features = [(f.name, f.kind) for f in schema.model_features]
+    rolling = RollingHistory(schema)
     history: list[pd.DataFrame] = []
     for tick in simulator.ticks():
         if tick.index >= warmup_ticks:
             break
+        tick = with_rolling(rolling, tick)
         seen = label_rng.random(len(tick)) < config.label_share
         frame = pd.DataFrame({k: v[seen] for k, v in tick.features.items()})
         frame["label"] = tick.labels[seen]
@@ -154,7 +177,7 @@ def run_demo(
     n_holdout = len(warmup) // 5
     fit_rows, holdout_rows = warmup.iloc[:-n_holdout], warmup.iloc[-n_holdout:]
     first = TabularMLP(
-        FEATURES,
+        model_features,
         CLASSES,
         seed=config.seed,
         device=config.device,
@@ -173,7 +196,7 @@ def run_demo(
             name=MODEL_NAME,
             task="tabular_classification",
             family=TabularMLP.family,
-            schema=schema_of_ont(),
+            schema=schema,
             policy=policy.name,
         )
 
@@ -194,7 +217,8 @@ def run_demo(
     }
     # What is served now; refreshed after each run of the loop, the only thing that changes it.
     serving = Serving(sessions, registry, model_row.id, MODEL_NAME)
-    outbox = Outbox(MODEL_NAME)
+    rolling = RollingHistory(schema)
+    outbox = Outbox(MODEL_NAME, history=rolling)
 
     # In the memory's own database when that is PostgreSQL, else a SQLite file beside it.
     with open_checkpointer(url, out / "checkpoints.sqlite") as checkpointer:
@@ -212,12 +236,13 @@ def run_demo(
                 keys = _event_keys(tick.entities, stamp)
 
                 # Serve: champion for most entities, the canary's share by hashed entity id.
+                if config.fault is not None and tick.index >= warmup_ticks:
+                    tick = replace(tick, features=config.fault(dict(tick.features), now))
+                tick = with_rolling(rolling, tick)
                 if tick.index < warmup_ticks:
                     versions_served = np.full(len(tick), 1)
                     probabilities = first.predict_proba(tick.features)
                 else:
-                    if config.fault is not None:
-                        tick = replace(tick, features=config.fault(dict(tick.features), now))
                     versions_served = serving.route(list(tick.entities))
                     probabilities = serving.predict_proba(tick.features, versions_served, CLASSES)
                 prediction = np.asarray(CLASSES)[probabilities.argmax(axis=1)]

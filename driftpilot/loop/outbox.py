@@ -8,6 +8,7 @@ import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from driftpilot.memory.ingest import EventBatch, ingest_events, ingest_labels
+from driftpilot.memory.rolling import RollingHistory
 
 
 class Outbox:
@@ -18,8 +19,10 @@ class Outbox:
     anything reads memory, so the loop never misses what has already arrived.
     """
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, history: RollingHistory | None = None) -> None:
         self.model = model
+        #: The rolling history that derived the features the batches carry: stored with them.
+        self.history = history
         self.batches: list[EventBatch] = []
         self.labels: list[dict[str, Any]] = []
 
@@ -35,7 +38,9 @@ class Outbox:
     def flush(self, sessions: sessionmaker[Session]) -> None:
         with sessions() as session:
             if self.batches:
-                ingest_events(session=session, model=self.model, events=concat_batches(self.batches))
+                ingest_events(
+                    session=session, model=self.model, events=concat_batches(self.batches), history=self.history
+                )
             if self.labels:
                 ingest_labels(session=session, model=self.model, labels=self.labels)
         self.batches, self.labels = [], []

@@ -649,7 +649,9 @@ def export_corpus(*, session: Session, model_id: int, fmt: str) -> str:
         for part in chunks([r["event_id"] for r in rows]):
             found: Any = session.execute(sa.select(Event.id, Event.features).where(Event.id.in_(part)))
             for event_id, value in found:
-                features[int(event_id)] = json.loads(value) if isinstance(value, str) else dict(value)
+                stored = json.loads(value) if isinstance(value, str) else dict(value)
+                # What was sent, not the rolling features derived from it (imported, they are derived again).
+                features[int(event_id)] = {name: stored.get(name) for name in schema.feature_names}
     out = io.StringIO()
     fields = ["key", "label", "time", "entity", "group"]
     if fmt == "jsonl":

@@ -304,7 +304,7 @@ def event_frame(rows: Sequence[Sequence[Any]], schema: ModelSchema, *, with_feat
         return pd.DataFrame(data)
     # One parse of a JSON array of all rows: less overhead than json.loads per row.
     parsed = json.loads("[" + ",".join(columns["features"]) + "]")
-    for spec in schema.features:
+    for spec in schema.model_features:
         values = [row.get(spec.name) for row in parsed]
         if spec.kind == "number":
             data[spec.name] = np.asarray(values, dtype=np.float64)

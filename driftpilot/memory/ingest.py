@@ -28,6 +28,7 @@ from driftpilot.memory.db import (
     writer_turn,
 )
 from driftpilot.memory.managed import UnknownModelError, get_model, known_model
+from driftpilot.memory.rolling import RollingHistory, load_history, save_history
 from driftpilot.memory.schemas import ModelSchema
 from driftpilot.memory.tables import (
     ALARM_STATUSES,
@@ -126,6 +127,7 @@ def ingest_events(
     session: Session,
     model: str,
     events: Sequence[Mapping[str, Any]] | EventBatch,
+    history: RollingHistory | None = None,
 ) -> IngestResult:
     """Validate and store a batch of events for ``model``, in one transaction.
 
@@ -135,6 +137,11 @@ def ingest_events(
         An :class:`EventBatch`, or mappings ``{"key", "time", "entity", "group"?, "features",
         "served_version"?, "prediction"?, "probabilities"? (class -> float)}`` with ``time`` a
         datetime or an ISO 8601 string. Classes missing from ``probabilities`` count as 0.
+    history
+        For a schema with rolling features: the entities' history that derived the features an
+        :class:`EventBatch` already carries (serving derives them before it predicts); it is
+        stored with the events. Without it, the features are derived here from the stored
+        history, which moves with the events. Clients never send derived features.
 
     Raises
     ------
@@ -150,6 +157,8 @@ def ingest_events(
     ingested_at = utcnow()
     inserted = 0
     with writer_turn(session), committing(session):
+        if schema.rolling is not None:
+            history = _derived(session, model_id, schema, batch, columns, history)
         for start in range(0, n, _WRITE_CHUNK):
             part = slice(start, min(start + _WRITE_CHUNK, n))
             inserted += insert_columns_ignoring_duplicates(
@@ -173,7 +182,42 @@ def ingest_events(
         if inserted < n:
             # Rolls the whole batch back (committing) when a re-sent key carries other content.
             _refuse_changed_resends(session, model_id, columns, schema)
+        if history is not None:
+            save_history(session, model_id, history)
     return IngestResult(inserted=inserted, duplicates=n - inserted)
+
+
+def _derived(
+    session: Session,
+    model_id: int,
+    schema: ModelSchema,
+    batch: EventBatch,
+    columns: dict[str, Any],
+    history: RollingHistory | None,
+) -> RollingHistory | None:
+    """Add the batch's rolling features to ``columns``: as the batch carries them (with the
+    history that derived them, or none when a driver derived them itself), or derived here from
+    the stored history. Returns the history to store."""
+    names = [f.name for f in schema.derived_features]
+    carried = [name for name in names if name in batch.features]
+    keys = columns["keys"]
+    if carried:
+        missing = [name for name in names if name not in carried]
+        if missing:
+            raise IngestError(f"EventBatch carries some rolling features but not {missing[0]!r}")
+        for name in names:
+            given = len(batch.features[name])
+            if given != len(keys):
+                raise IngestError(f"EventBatch column {name!r} has {given} values, expected {len(keys)}")
+            columns["features"][name] = _number_column(batch.features[name], keys, f"feature {name!r}")
+        return history
+    if history is None:
+        history = load_history(session, model_id, schema, columns["entities"])
+    derived = history.derive(
+        columns["entities"], columns["times"], {name: columns["features"][name] for name in schema.rolling_numbers}
+    )
+    columns["features"].update({name: values.tolist() for name, values in derived.items()})
+    return history
 
 
 def check_events(*, schema: ModelSchema, events: Sequence[Mapping[str, Any]]) -> None:
@@ -202,12 +246,16 @@ def _refuse_changed_resends(session: Session, model_id: int, columns: dict[str, 
         ).all()
         for key, time, entity, group, features, served, prediction in stored:
             i = position[key]
+            # Judged by what the client sent: the rolling features are the server's.
             given = {spec.name: _stored_form(columns["features"][spec.name][i]) for spec in schema.features}
+            if isinstance(features, str):
+                features = json.loads(features)
+            features = {name: features.get(name) for name in given}
             comparisons: tuple[tuple[str, Any, Any], ...] = (
                 ("time", to_utc(time), to_utc(columns["times"][i])),
                 ("entity", entity, columns["entities"][i]),
                 ("group", group, columns["groups"][i]),
-                ("features", features if isinstance(features, dict) else json.loads(features), given),
+                ("features", features, given),
                 ("served_version", served, columns["served_version"][i] or served),
                 ("prediction", prediction, columns["prediction"][i] or prediction),
             )
@@ -340,7 +388,8 @@ def _validated_columns(batch: EventBatch, schema: ModelSchema) -> dict[str, Any]
     groups = _string_column(batch.groups, keys, "field 'group'", optional=True)
 
     given = set(batch.features)
-    extra = sorted(given - set(schema.feature_names))
+    # An EventBatch may carry the rolling features (checked with the history, in ingest_events).
+    extra = sorted(given - set(schema.feature_names) - {f.name for f in schema.derived_features})
     if extra:
         raise IngestError(f"feature {extra[0]!r} is not in the schema; features are {schema.feature_names}")
     features: dict[str, list[Any]] = {}
@@ -497,11 +546,12 @@ def _probability_column(values: np.ndarray | None, keys: Sequence[str], classes:
 
 
 def _json_features(schema: ModelSchema, features: dict[str, list[Any]], part: slice) -> list[str]:
+    specs = [spec for spec in schema.model_features if spec.name in features]
     encoded = [
         _json_numbers(features[spec.name][part]) if spec.kind == "number" else _json_strings(features[spec.name][part])
-        for spec in schema.features
+        for spec in specs
     ]
-    return _json_objects(schema.feature_names, encoded)
+    return _json_objects([spec.name for spec in specs], encoded)
 
 
 def _json_probabilities(classes: list[str], matrix: np.ndarray | None, part: slice) -> list[str | None]:

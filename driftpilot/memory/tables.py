@@ -521,3 +521,16 @@ class LoopLease(Base):
     #: The last alarm (by id) whose run the model's loop started: a loop taking the model over
     #: goes on from there, so every alarm is run once.
     alarm_mark: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class EntityState(Base):
+    """An entity's recent readings, from which the rolling features of its next event are derived
+    (:mod:`driftpilot.memory.rolling`): written with the events that move it, in their
+    transaction."""
+
+    __tablename__ = "entity_state"
+
+    model_id: Mapped[int] = mapped_column(ForeignKey("managed_model.id"), primary_key=True)
+    entity: Mapped[str] = mapped_column(String, primary_key=True)
+    state: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -56,7 +56,6 @@ CLASSES: tuple[str, ...] = (
 )
 NUMERIC_FEATURES: tuple[str, ...] = (
     "rx_power",
-    "rx_delta_1h",
     "tx_power",
     "temperature",
     "voltage",
@@ -322,7 +321,6 @@ class OntSimulator:
         offline = np.zeros(n, dtype=int)
         uptime = rng.uniform(1, 24 * 40, n)
         reboot_ticks: list[np.ndarray] = []
-        rx_history = np.tile(fleet["rx_base"], (tph + 1, 1))
         model = fleet["model"].copy()
         firmware = fleet["firmware"].copy()
         rx_base = fleet["rx_base"].copy()
@@ -403,9 +401,6 @@ class OntSimulator:
             outage = failing & (cause == _OUTAGE)
 
             rx = rx_level + 0.35 * noise[:, 0] - 6.0 * strength * fibre - 0.5 * strength * outage
-            rx_history = np.roll(rx_history, -1, axis=0)
-            rx_history[-1] = rx
-            rx_delta = rx - rx_history[0]
             tx = tx_base + 0.15 * noise[:, 1]
             temp = (
                 temp_base
@@ -441,7 +436,6 @@ class OntSimulator:
                 recent_reboots += rebooted
             features = {
                 "rx_power": rx,
-                "rx_delta_1h": rx_delta,
                 "tx_power": tx,
                 "temperature": temp,
                 "voltage": voltage,
@@ -479,8 +473,6 @@ class OntSimulator:
                 reboot_ticks.pop(0)
             uptime = np.where(coming_back, 0.0, uptime + (online * c.interval_minutes / 60.0))
             cause = np.where(countdown == 0, 0, cause)
-            # Each ONT's Rx history restarts after an outage of its own.
-            rx_history[:, coming_back] = rx_level[coming_back]
 
 
 def class_balance(labels: np.ndarray) -> dict[str, float]:

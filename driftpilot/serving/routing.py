@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from driftpilot.memory import events, managed, releases, versions
 from driftpilot.memory.ingest import EventBatch, ingest_events
+from driftpilot.memory.rolling import load_history
 from driftpilot.memory.schemas import ModelSchema
 from driftpilot.memory.tables import ServingChange
 from driftpilot.memory.times import to_utc
@@ -201,22 +202,29 @@ class Serving:
             raise ValueError(f"events of '{self.model_name}' lack the features {missing}")
         # A number that did not come is served: the version imputes it as it did at training.
         absent = [f.name for f in schema.features if f.kind == "number" and f.name not in features]
-        features = {**features, **{name: [None] * len(keys) for name in absent}}
+        served_features: dict[str, Any] = {**features, **{name: [None] * len(keys) for name in absent}}
+        history = None
+        if schema.rolling is not None:
+            # Derived from the entities' stored readings, and stored with the events (ingest).
+            with self.sessions() as session:
+                history = load_history(session, self.model_id, schema, [str(e) for e in entities])
+            numbers = {name: served_features[name] for name in schema.rolling_numbers}
+            served_features.update(history.derive([str(e) for e in entities], times, numbers))
         served = self.route(entities, groups)
-        probabilities = self.predict_proba(features, served, classes)
+        probabilities = self.predict_proba(served_features, served, classes)
         prediction = [classes[i] for i in probabilities.argmax(axis=1)]
         batch = EventBatch(
             keys=list(keys),
             times=list(times),
             entities=[str(e) for e in entities],
             groups=list(groups),
-            features={k: list(v) for k, v in features.items()},
+            features={k: list(v) for k, v in served_features.items()},
             served_version=[int(v) for v in served],
             prediction=prediction,
             probabilities=probabilities,
         )
         with self.sessions() as session:
-            result = ingest_events(session=session, model=self.model_name, events=batch)
+            result = ingest_events(session=session, model=self.model_name, events=batch, history=history)
             stored = (
                 events.stored_answers(session=session, model_id=self.model_id, keys=list(keys))
                 if result.duplicates

@@ -15,7 +15,7 @@ from driftpilot.memory.tables import Alarm, Event, HookSignature, Label
 from .conftest import SECRET
 
 NUMBERS = (
-    "rx_power rx_delta_1h tx_power temperature voltage bias_current crc_errors fec_corrected packet_loss cpu "
+    "rx_power tx_power temperature voltage bias_current crc_errors fec_corrected packet_loss cpu "
     "memory uptime_hours reboots_24h"
 ).split()
 

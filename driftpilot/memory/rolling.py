@@ -1,0 +1,218 @@
+"""Rolling features: what an entity's recent readings say beside its newest one.
+
+A schema with ``rolling`` (:class:`~driftpilot.memory.schemas.Rolling`) makes every event carry,
+for each rolling number, the change since the entity's previous reading, the mean and deviation
+of its last ``k`` readings, and the hours since it last restarted (came back after a silence
+longer than ``restart_factor`` times the median of its recent gaps). They are derived once, when
+the event is served or stored, and stored with it: training reads exactly what serving computed.
+
+One function derives them (:meth:`RollingHistory.derive`): for a whole recorded stream at once,
+tick by tick for a driver, or request by request through the state saved in ``entity_state``;
+the three give the same features (the tests check it). The arithmetic is pandas' grouped
+``diff`` and ``rolling`` over the entity's kept readings followed by the new ones.
+
+What cannot be known is NaN, imputed as at training: the first delta of an entity (or after a
+restart), the deviation of fewer than two readings, the hours since a restart never seen. A
+reading not newer than the entity's last one (late, or re-sent) derives nothing and does not
+move the history.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from driftpilot.memory.db import chunks
+from driftpilot.memory.schemas import SINCE_RESTART, ModelSchema
+from driftpilot.memory.tables import EntityState
+from driftpilot.memory.times import utcnow
+
+_HOUR = np.timedelta64(3600, "s")
+
+
+class RollingHistory:
+    """The last readings of each entity, and the rolling features they give new readings.
+
+    Keeps, per entity, its last ``k + 1`` readings (``k`` for the rolling statistics, one more
+    gap for the median that tells a restart), whether each began a restart, and the time of the
+    last restart.
+    """
+
+    def __init__(self, schema: ModelSchema) -> None:
+        if schema.rolling is None:
+            raise ValueError("the schema has no rolling features (set its 'rolling')")
+        self.numbers = schema.rolling_numbers
+        self.k = schema.rolling.k
+        self.factor = schema.rolling.restart_factor
+        self.names = [f.name for f in schema.derived_features]
+        self._kept = pd.DataFrame(
+            {
+                "entity": pd.Series([], dtype=object),
+                "time": pd.Series([], dtype="datetime64[us]"),
+                "restart": pd.Series([], dtype=bool),
+                **{c: pd.Series([], dtype=np.float64) for c in self.numbers},
+            }
+        )
+        self._anchor: dict[str, pd.Timestamp] = {}
+        self.moved: set[str] = set()
+
+    # ------------------------------------------------------------------ derivation
+
+    def derive(
+        self, entities: Sequence[str], times: Sequence[Any], numbers: Mapping[str, Sequence[Any] | np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """The derived features of a batch of readings (any order, several per entity), in the
+        batch's order; the history moves to include them."""
+        n = len(entities)
+        moments = pd.to_datetime(pd.Series(list(times), dtype=object), utc=True)
+        new = pd.DataFrame(
+            {
+                "entity": pd.Series(np.asarray(entities, dtype=object), dtype=object),
+                "time": moments.dt.tz_localize(None).dt.as_unit("us"),
+                "restart": False,
+                **{c: pd.to_numeric(pd.Series(list(numbers[c]), dtype=object), errors="coerce") for c in self.numbers},
+            }
+        )
+        new["_position"] = np.arange(n)
+        out = {name: np.full(n, np.nan) for name in self.names}
+        if n == 0:
+            return out
+        new = new.sort_values(["entity", "time"], kind="stable")
+        kept = self._kept[self._kept["entity"].isin(set(new["entity"]))]
+        last = kept.groupby("entity")["time"].max()
+        before = last.reindex(new["entity"]).to_numpy(dtype="datetime64[us]")
+        previous = new.groupby("entity")["time"].shift().to_numpy(dtype="datetime64[us]")
+        at = new["time"].to_numpy(dtype="datetime64[us]")
+        # NaT compares False: an entity without history, a batch's first reading of an entity.
+        late = (at <= before) | (at == previous)
+        fresh = new[~late]
+        if fresh.empty:
+            return out
+        rows = pd.concat([kept.assign(_position=-1), fresh], ignore_index=True)
+        rows = rows.sort_values(["entity", "time"], kind="stable").reset_index(drop=True)
+        derived, restart = self._features(rows)
+        ours = rows["_position"].to_numpy() >= 0
+        positions = rows.loc[ours, "_position"].to_numpy(dtype=np.int64)
+        for name in self.names:
+            out[name][positions] = derived[name][ours]
+        rows["restart"] = restart
+        self._keep(rows)
+        return out
+
+    def _features(self, rows: pd.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        by_entity = rows.groupby("entity", sort=False)
+        gap = by_entity["time"].diff() / _HOUR
+        # The median of the entity's k gaps before this one: a gap far beyond it is a restart.
+        usual = (
+            gap.groupby(rows["entity"], sort=False)
+            .shift()
+            .groupby(rows["entity"], sort=False)
+            .rolling(self.k, min_periods=1)
+            .median()
+            .reset_index(level=0, drop=True)
+            .sort_index()
+        )
+        kept_flag = rows["restart"].to_numpy(dtype=bool)
+        new_rows = rows["_position"].to_numpy() >= 0
+        seen = (gap > self.factor * usual).to_numpy(dtype=bool)
+        restart = np.where(new_rows, seen, kept_flag)
+        segment = pd.Series(restart.astype(np.int64), index=rows.index).groupby(rows["entity"], sort=False).cumsum()
+        keys = [rows["entity"], segment]
+        out: dict[str, np.ndarray] = {}
+        for c in self.numbers:
+            values = rows[c].astype(np.float64)
+            grouped = values.groupby(keys, sort=False)
+            out[f"{c}__delta"] = grouped.diff().to_numpy()
+            window = grouped.rolling(self.k, min_periods=1)
+            out[f"{c}__mean{self.k}"] = window.mean().reset_index(level=[0, 1], drop=True).sort_index().to_numpy()
+            spread = values.groupby(keys, sort=False).rolling(self.k, min_periods=2).std()
+            out[f"{c}__std{self.k}"] = spread.reset_index(level=[0, 1], drop=True).sort_index().to_numpy()
+        anchor = pd.Series(rows["time"].where(restart), index=rows.index).groupby(rows["entity"], sort=False).ffill()
+        known = rows["entity"].map(self._anchor)
+        anchor = anchor.fillna(known) if len(self._anchor) else anchor
+        out[SINCE_RESTART] = ((rows["time"] - anchor) / _HOUR).to_numpy(dtype=np.float64, na_value=np.nan)
+        self._anchor.update({str(e): t for e, t in anchor.groupby(rows["entity"], sort=False).last().dropna().items()})
+        return out, restart
+
+    def _keep(self, rows: pd.DataFrame) -> None:
+        tail = rows.groupby("entity", sort=False).tail(self.k + 1)
+        others = self._kept[~self._kept["entity"].isin(set(rows["entity"]))]
+        self._kept = pd.concat([others, tail.drop(columns="_position")], ignore_index=True)
+        self.moved.update(str(e) for e in rows["entity"].unique())
+
+    # ------------------------------------------------------------------ state
+
+    def state_of(self, entity: str) -> dict[str, Any]:
+        """An entity's history as plain JSON values (missing numbers are null)."""
+        rows = self._kept[self._kept["entity"] == entity]
+        anchor = self._anchor.get(entity)
+        return {
+            "time": [t.isoformat() for t in rows["time"]],
+            "restart": [bool(r) for r in rows["restart"]],
+            "numbers": {c: [None if v != v else float(v) for v in rows[c]] for c in self.numbers},
+            "anchor": None if anchor is None or pd.isna(anchor) else anchor.isoformat(),
+        }
+
+    def restore(self, states: Mapping[str, Mapping[str, Any]]) -> None:
+        """Take the histories of ``states`` (entity -> :meth:`state_of`), replacing theirs."""
+        frames = []
+        for entity, state in states.items():
+            times = pd.to_datetime(pd.Series(state["time"], dtype=object)).dt.as_unit("us")
+            numbers = state.get("numbers", {})
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "entity": pd.Series([entity] * len(times), dtype=object),
+                        "time": times,
+                        "restart": pd.Series(state["restart"], dtype=bool),
+                        **{
+                            c: pd.Series(numbers.get(c, [None] * len(times)), dtype=object).astype(np.float64)
+                            for c in self.numbers
+                        },
+                    }
+                )
+            )
+            if state.get("anchor"):
+                self._anchor[entity] = pd.Timestamp(state["anchor"])
+        if frames:
+            others = self._kept[~self._kept["entity"].isin(set(states))]
+            self._kept = pd.concat([others, *frames], ignore_index=True)
+
+
+def load_history(session: Session, model_id: int, schema: ModelSchema, entities: Sequence[str]) -> RollingHistory:
+    """The stored histories of ``entities`` (the others start empty)."""
+    history = RollingHistory(schema)
+    states: dict[str, Any] = {}
+    for part in chunks(sorted(set(entities))):
+        found = session.execute(
+            sa.select(EntityState.entity, EntityState.state).where(
+                EntityState.model_id == model_id, EntityState.entity.in_(part)
+            )
+        ).all()
+        states.update({entity: json.loads(state) for entity, state in found})
+    history.restore(states)
+    return history
+
+
+def save_history(session: Session, model_id: int, history: RollingHistory) -> None:
+    """Store the histories that moved, in the caller's transaction (it commits)."""
+    moved = sorted(history.moved)
+    if not moved:
+        return
+    for part in chunks(moved):
+        session.execute(sa.delete(EntityState).where(EntityState.model_id == model_id, EntityState.entity.in_(part)))
+    now = utcnow()
+    session.execute(
+        sa.insert(EntityState),
+        [
+            {"model_id": model_id, "entity": e, "state": json.dumps(history.state_of(e)), "updated_at": now}
+            for e in moved
+        ],
+    )
+    history.moved.clear()
