@@ -15,7 +15,7 @@ the run carries their plain dump for the Release Manager, which judges them agai
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -30,8 +30,9 @@ from driftpilot.memory.schemas import ModelSchema
 from driftpilot.memory.tables import ManagedModel, Snapshot, Version
 from driftpilot.models.base import CLASS_WEIGHTS, TorchClassifier, TrainingReport
 from driftpilot.policies import PolicyVerdict, RetrainFacts, StartCanaryFacts, Usage
+from driftpilot.tools.augment import Augmented
 from driftpilot.tools.evaluation import Evaluation, evaluate_candidate
-from driftpilot.tools.training import UpdatePlan, plan_update, train_candidate
+from driftpilot.tools.training import UpdatePlan, augmented_set, plan_update, train_candidate
 
 
 def trainer(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
@@ -90,7 +91,7 @@ def trainer(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
                 verdicts=[retrain],
             )
             return {"candidate": None, "outcome": "training_failed", "last_decision": decision.id}
-        return _register(ctx, session, state, model, champion, snapshot, final, attempts, retrain)
+        return _register(ctx, session, state, model, champion, snapshot, final, attempts, retrain, work.augmented)
 
 
 def _retrain_facts(schema: ModelSchema, snapshot: Snapshot) -> RetrainFacts:
@@ -121,6 +122,8 @@ class _Work:
     #: Earlier champions (newest first) that compete as they are, and how to load one.
     earlier: list[int]
     load: Callable[[int | None], TorchClassifier]
+    #: The training set with synthetic rows for its rare classes (policy ``data.augmentation``).
+    augmented: Augmented | None = None
 
 
 def _prepare(
@@ -164,6 +167,7 @@ def _prepare(
         load=lambda number: ctx.registry.load(
             versions.get_version(session=session, model_id=model.id, number=int(number or 0))
         ),
+        augmented=augmented_set(parent, frame, labels, ctx.seed) if ctx.policy.policy.data.augmentation else None,
     )
 
 
@@ -247,6 +251,9 @@ def _train(ctx: AgentContext, work: _Work, usage: Usage, attempts: list[_Attempt
         other = () if work.parent.hidden else type(work.parent).default_hidden
         shape = "a model of the other shape competes; the newest labels choose"
         rivals.append(UpdatePlan("scratch", hidden=other, reasons=[shape]))
+    if work.augmented is not None and work.plan.mode != "reuse":
+        reason = f"the same training with synthetic rows for the rare classes competes ({work.augmented.summary()})"
+        rivals.append(replace(work.plan, augment=True, reasons=[*work.plan.reasons, reason]))
     for number in work.earlier:
         reason = "an earlier champion competes: the world it knew may have come back"
         rivals.append(UpdatePlan("reuse", reasons=[reason], version=number))
@@ -265,10 +272,11 @@ def _attempt(ctx: AgentContext, work: _Work, plan: UpdatePlan, usage: Usage) -> 
         if plan.mode == "reuse":
             candidate = work.load(plan.version)
         else:
+            augmented = work.augmented if plan.augment else None
             candidate = train_candidate(
                 work.parent,
-                work.frame,
-                work.labels,
+                work.frame if augmented is None else augmented.rows,
+                work.labels if augmented is None else augmented.labels,
                 plan,
                 class_weight=CLASS_WEIGHTS[policy.evaluation.metric],
                 on_epoch=ctx.on_epoch,
@@ -307,6 +315,7 @@ def _register(
     final: _Attempt,
     attempts: list[_Attempt],
     retrain: PolicyVerdict,
+    augmented: Augmented | None,
 ) -> dict[str, Any]:
     """Register the last candidate (for a release, or rejected and kept for audit) and log why."""
     # A challenger answers no finding: the champion is not known to be losing, so one not ahead
@@ -344,6 +353,7 @@ def _register(
             "version": version.number,
             "plan": final.plan.as_dict(),
             "attempts": [a.summary() for a in attempts],
+            "augmentation": _augmentation_effect(attempts, augmented),
             "evaluation": compared,
             "comparison_table": table,
             "training": final.report.as_dict(),
@@ -397,6 +407,23 @@ def _trained_before(session: Session, state: LoopState, model: ManagedModel) -> 
         "evaluation": carried,
         "outcome": outcome,
         "last_decision": decision.id,
+    }
+
+
+def _augmentation_effect(attempts: list[_Attempt], augmented: Augmented | None) -> dict[str, Any] | None:
+    """What augmenting the rare classes did to the candidate: the metric on the newest labels of
+    the plan trained with the synthetic rows, less that of the same plan without them."""
+    rival = next((a for a in attempts if a.plan.augment), None)
+    if augmented is None or rival is None:
+        return None
+    plain = next(a for a in attempts if a.plan == replace(rival.plan, augment=False, reasons=a.plan.reasons))
+    return {
+        "summary": augmented.summary(),
+        "added": augmented.added,
+        "effect": round(rival.evaluation.candidate_metric - plain.evaluation.candidate_metric, 4),
+        "augmented_metric": rival.evaluation.candidate_metric,
+        "plain_metric": plain.evaluation.candidate_metric,
+        "gate_passed": rival.verdict.allowed,
     }
 
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import numpy as np
 
 from driftpilot.models.base import Columns, EpochCallback, TorchClassifier
+from driftpilot.tools.augment import Augmented, augment_tabular
 
 Strategy = Literal["auto", "incremental", "full"]
 
@@ -39,11 +40,17 @@ class UpdatePlan:
     #: The earlier version served again (mode ``reuse``): a world that comes back (a season, a
     #: rule restored) finds the model that knew it.
     version: int | None = None
+    #: Trained on the training set with synthetic rows for its rare classes (:func:`augmented_set`).
+    augment: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def describe(self) -> str:
+        what = self._training()
+        return f"{what}, on the training set augmented for its rare classes" if self.augment else what
+
+    def _training(self) -> str:
         if self.mode == "reuse":
             return f"version {self.version} again, as it served before (nothing trained)"
         if self.mode == "scratch":
@@ -160,3 +167,24 @@ def train_candidate(
         new_classes="grow",
         on_epoch=on_epoch,
     )
+
+
+def augmented_set(
+    parent: TorchClassifier, frame: Any, labels: Sequence[str] | np.ndarray, seed: int
+) -> Augmented | None:
+    """The training set with synthetic rows for its rare classes (:func:`augment_tabular` on the
+    parent's features), or None when no class is rare or the family reads other than numbers and
+    categories (a text family's synthetic texts would need encoding: not done here)."""
+    kinds = dict(parent.features)
+    if any(kind not in ("number", "category") for kind in kinds.values()):
+        return None
+    if any(name not in frame for name in kinds):
+        return None
+    augmented = augment_tabular(
+        frame[list(kinds)].reset_index(drop=True),
+        np.asarray(labels),
+        numbers=[n for n, k in kinds.items() if k == "number"],
+        categories=[n for n, k in kinds.items() if k == "category"],
+        seed=seed,
+    )
+    return None if augmented.method == "none" else augmented

@@ -36,6 +36,8 @@ POLICY = {
     "name": "trainer-test",
     "budgets": {"max_retrains_per_day": 100},
     "evaluation": {"metric": "balanced_accuracy"},
+    # The attempts each test counts; augmentation has a test of its own.
+    "data": {"augmentation": False},
 }
 RUNS = itertools.count(1)
 #: Rows and epochs of the under-trained champion.
@@ -419,3 +421,25 @@ def test_under_the_default_metric_candidates_are_trained_for_accuracy_and_chosen
     assert out["outcome"] == "candidate"
     assert world.registry.load(version).class_weight is None
     assert world.registry.load(_champion(world)).class_weight == "balanced"
+
+
+def test_rare_classes_make_an_augmented_rival_whose_effect_the_decision_records(world):
+    # A snapshot where one failure class is left with a handful of rows: rare by the rule.
+    ids = [i for i in world.train if world.labels[i] == "online"][:1500]
+    rare = [i for i in world.train if world.labels[i] == "fibre"][:4]
+    others = [i for i in world.train if world.labels[i] not in ("online", "fibre")]
+    policy = policy_from_mapping({**POLICY, "data": {"augmentation": True}})
+
+    world.run(world.snapshot(ids + rare + others), policy=policy)
+
+    decision = world.last_decision()
+    evidence = decision["evidence"]
+    augmented = [a for a in evidence["attempts"] if a["plan"]["augment"]]
+    plain = [a for a in evidence["attempts"] if not a["plan"]["augment"]]
+    assert len(augmented) == 1 and augmented[0]["plan"]["mode"] == plain[0]["plan"]["mode"]
+    assert "synthetic rows for the rare classes" in " ".join(augmented[0]["plan"]["reasons"])
+    effect = evidence["augmentation"]
+    assert effect["added"]["fibre"] > 0 and "fibre +" in effect["summary"]
+    assert effect["effect"] == pytest.approx(augmented[0]["candidate_metric"] - plain[0]["candidate_metric"], abs=1e-4)
+    if evidence["plan"]["augment"]:
+        assert "augmented for its rare classes" in decision["rationale"]
