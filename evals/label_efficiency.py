@@ -38,9 +38,16 @@ Also measured:
   first window until its recall on the test split reaches 80 %. driftpilot runs without a drifted
   slice, with the queries unlike any labelled one as the slice (``+novel``), and with the queries
   whose most similar labelled query is of an intent the first model did not know (``+new-class``:
-  the slice a "new classes" finding names).
+  the slice a "new classes" finding names). **expansion** (issue: corpus expansion for new
+  intents): the pool's unknown queries (:func:`driftpilot.tools.expansion.unknown_queries`) are
+  clustered (:func:`~driftpilot.tools.expansion.cluster_unknown`), a person names each cluster
+  as a new intent or merges it into an old one (simulated by an oracle: the majority true intent
+  of the cluster's members; naming costs no label), and up to half of the window's labels are
+  asked around the clusters' centres (:func:`~driftpilot.tools.expansion.around`), the rest by
+  driftpilot's selection; ``expansion+new-class`` gives that selection the +new-class slice.
 
     .venv/bin/python evals/label_efficiency.py [--quick] [--seeds 0,1,2,3,4] [--classifier logistic]
+    .venv/bin/python evals/label_efficiency.py --emerging-only [--emerging-strategies expansion,driftpilot] [--out DIR]
 """
 
 from __future__ import annotations
@@ -62,6 +69,7 @@ sys.path.insert(0, str(ROOT))
 
 from driftpilot.config import Settings  # noqa: E402
 from driftpilot.tools.active import select_for_labels, uncertainty_scores  # noqa: E402
+from driftpilot.tools.expansion import around, cluster_unknown, unknown_queries  # noqa: E402
 
 RESULTS = ROOT / "evals" / "results"
 STRATEGIES = ("driftpilot", "random", "margin")
@@ -252,7 +260,18 @@ WARMUP_ROWS, WARMUP_LABELS, WINDOW, WINDOW_LABELS, RECALL = 1000, 200, 250, 50, 
 RECENT_ROWS = 1000
 #: Share of labelled rows whose nearest labelled neighbour is farther than the novelty threshold.
 NOVELTY_QUANTILE = 0.05
-EMERGING_STRATEGIES = ("driftpilot", "driftpilot+novel", "driftpilot+new-class", "random", "margin")
+EMERGING_STRATEGIES = (
+    "driftpilot",
+    "driftpilot+novel",
+    "driftpilot+new-class",
+    "expansion",
+    "expansion+new-class",
+    "random",
+    "margin",
+)
+#: Most of a window's labels asked around the clusters of unknown queries (the rest by driftpilot's
+#: selection): half, the neutral split, as for the drifted slice of ``select_for_labels``.
+EXPANSION_SHARE = 0.5
 
 
 def novel_rows(window: np.ndarray, labelled: np.ndarray) -> np.ndarray:
@@ -286,6 +305,8 @@ def emerging_run(strategy: str, data: Data, fit: Fit, vectors: dict[str, np.ndar
     spent = {c: 0 for c in emerging}
     reached: dict[int, int] = {}
     model = fit(x[labelled], y[labelled], seed)
+    texts = stream["text"].tolist()
+    shown: list[dict[str, Any]] = []
     for round_, start in enumerate(range(WARMUP_ROWS, len(stream), WINDOW)):
         window = np.arange(start, min(start + WINDOW, len(stream)))
         # The pool: the unlabelled queries among the most recent RECENT_ROWS (the curator's window).
@@ -298,15 +319,26 @@ def emerging_run(strategy: str, data: Data, fit: Fit, vectors: dict[str, np.ndar
             if strategy == "margin":
                 batch = rows[np.argsort(-uncertainty_scores(probabilities), kind="stable")[:n]]
             else:
+                asked = np.zeros(0, dtype=np.int64)
+                if strategy.startswith("expansion"):
+                    asked, clusters = expansion_picks(x, y, texts, rows, labelled, model, probabilities, n, seed)
+                    shown += [c | {"window": round_} for c in clusters]
                 drifted = None
+                keep = ~np.isin(rows, asked)
+                left = rows[keep]
                 if strategy == "driftpilot+novel":
-                    drifted = novel_rows(x[rows], x[labelled])
-                elif strategy == "driftpilot+new-class":
-                    drifted = near_new_class(x[rows], x[labelled], np.isin(y[labelled], y[warmup], invert=True))
+                    drifted = novel_rows(x[left], x[labelled])
+                elif strategy.endswith("+new-class"):
+                    drifted = near_new_class(x[left], x[labelled], np.isin(y[labelled], y[warmup], invert=True))
                 chosen = select_for_labels(
-                    x[rows], probabilities, n, labelled=x[labelled], drifted=drifted, seed=1000 * seed + round_
+                    x[left],
+                    probabilities[keep],
+                    n - len(asked),
+                    labelled=x[labelled],
+                    drifted=drifted,
+                    seed=1000 * seed + round_,
                 )
-                batch = rows[chosen.indices]
+                batch = np.concatenate([asked, left[chosen.indices]])
         labelled += batch.tolist()
         model = fit(x[labelled], y[labelled], seed)
         predicted = model.predict(data.test)
@@ -317,10 +349,63 @@ def emerging_run(strategy: str, data: Data, fit: Fit, vectors: dict[str, np.ndar
             spent[c] += n
             if float((predicted[data.test_y == c] == c).mean()) >= RECALL:
                 reached[c] = spent[c]
-    return {
+    out: dict[str, Any] = {
         "labels_spent": {data.intents[c]: reached.get(c) for c in emerging},
         "spent_by_end": {data.intents[c]: spent[c] for c in emerging},
     }
+    if strategy.startswith("expansion"):
+        for cluster in shown:
+            cluster["oracle_name"] = data.intents[cluster["oracle_name"]]
+        out["clusters"] = shown
+    return out
+
+
+def expansion_picks(
+    x: np.ndarray,
+    y: np.ndarray,
+    texts: list[str],
+    rows: np.ndarray,
+    labelled: list[int],
+    model: Model,
+    probabilities: np.ndarray,
+    n: int,
+    seed: int,
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Labels asked around the clusters of the pool's unknown queries, and what a person was shown.
+
+    The person is an oracle: each cluster is named by the majority true intent of its members, a
+    new intent when no labelled query has it yet, else merged into that old one (a real person
+    reads the examples and may err). Either way the labels asked around it are counted like any
+    other; naming one costs none. Up to ``EXPANSION_SHARE`` of the window's labels go around the
+    clusters, largest first, shared evenly and at most a cluster's size each.
+    """
+    unknown = rows[
+        unknown_queries(x[rows], probabilities, x[labelled], labelled_probabilities=model.predict_proba(x[labelled]))
+    ]
+    clusters = cluster_unknown(x[unknown], [texts[i] for i in unknown], seed=seed)
+    known = set(y[labelled].tolist())
+    budget = int(round(EXPANSION_SHARE * n))
+    asked: list[int] = []
+    shown = []
+    for i, cluster in enumerate(clusters):
+        members = y[unknown[cluster.members]]
+        name = int(np.bincount(members).argmax())
+        k = min(len(cluster), -(-(budget - len(asked)) // (len(clusters) - i)))
+        near = around(cluster, x, np.setdiff1d(rows, asked), k)
+        asked += near.tolist()
+        shown.append(
+            {
+                "suggested_name": cluster.suggested_name,
+                "size": len(cluster),
+                "cohesion": round(cluster.cohesion, 3),
+                "oracle_name": name,
+                "purity": round(float((members == name).mean()), 3),
+                "new_intent": name not in known,
+                "asked": len(near),
+                "asked_of_oracle_intent": int((y[near] == name).sum()),
+            }
+        )
+    return np.asarray(asked, dtype=np.int64), shown
 
 
 def emerging(data: Data, fit: Fit, seeds: list[int], strategies: list[str]) -> dict[str, Any]:
@@ -341,8 +426,30 @@ def emerging(data: Data, fit: Fit, seeds: list[int], strategies: list[str]) -> d
             "seconds": round(time.perf_counter() - started, 1),
             "runs": runs,
         }
+        if strategy.startswith("expansion"):
+            per_strategy[strategy]["clusters"] = clusters_shown(runs)
         print(f"emerging {strategy}: median {median:.0f} labels, {len(reached)}/{len(values)} reached", flush=True)
     return per_strategy
+
+
+def clusters_shown(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the person was shown over the runs: clusters per window, how many were new intents, how
+    pure they were, and how many of the labels asked around them were of the intent they were named."""
+    clusters = [c for r in runs for c in r["clusters"]]
+    windows = sum(len({c["window"] for c in r["clusters"]}) for r in runs)
+    asked = sum(c["asked"] for c in clusters)
+    of_named = sum(c["asked_of_oracle_intent"] for c in clusters)
+    new_intents = {(i, c["oracle_name"]) for i, r in enumerate(runs) for c in r["clusters"] if c["new_intent"]}
+    return {
+        "shown": len(clusters),
+        "windows_with_clusters": windows,
+        "per_window_with_clusters": round(len(clusters) / windows, 2) if windows else None,
+        "named_new_intent": sum(c["new_intent"] for c in clusters),
+        "new_intents_named": len(new_intents),
+        "median_purity": float(np.median([c["purity"] for c in clusters])) if clusters else None,
+        "labels_asked_around": asked,
+        "share_of_named_intent": round(of_named / asked, 3) if asked else None,
+    }
 
 
 def summarise(runs: dict[str, list[dict[str, Any]]], seeds: list[int]) -> dict[str, Any]:
@@ -467,35 +574,64 @@ def markdown(results: dict[str, Any]) -> str:
             f"| at random | {cold['accuracy']['random']:.4f} |",
             f"| 2 per intent (needs the labels; the curves' start) | {cold['accuracy']['two_per_intent']:.4f} |",
         ]
-    new = results.get("emerging")
-    if new:
-        lines += [
-            "",
-            f"Emerging intents: the Banking77 stream of the training split (50 intents at first, 27 emerging), "
-            f"{WARMUP_LABELS} labels drawn at random among its first {WARMUP_ROWS:,} queries, then "
-            f"{WINDOW_LABELS} labels asked per window of {WINDOW} queries, among the unlabelled ones of the last "
-            f"{RECENT_ROWS:,} queries, the classifier retrained after each. Labels spent from a new intent's "
-            f"first window until its test recall reaches {RECALL:.0%}, over the new intents of every seed "
-            "(one that never does before the stream ends counts as never). The drifted slice given to "
-            "driftpilot: none; +novel: the queries unlike any labelled one (farther than all but "
-            f"{NOVELTY_QUANTILE:.0%} of labelled queries are from their nearest labelled neighbour); "
-            "+new-class: the queries whose most similar labelled query is of an intent the first model did "
-            "not know (what a 'new classes' finding names).",
-            "",
-            "| strategy | labels to 80 % recall, median | median of those that reached it | reached it |",
-            "| --- | ---: | ---: | ---: |",
-        ]
-        for strategy, row in new.items():
-            median, among = row["median_labels"], row["median_labels_of_those_reached"]
-            lines.append(
-                f"| {strategy} | {'not reached' if median is None else f'{median:.0f}'} | "
-                f"{'-' if among is None else f'{among:.0f}'} | {row['reached']} of {row['intents']} |"
-            )
+    if results.get("emerging"):
+        lines += ["", *emerging_markdown(results["emerging"])]
     if results.get("png"):
         lines += ["", f"![curves]({results['png']})"]
     lines.append("")
     lines.append(f"Run time: {results['seconds']:.0f} s.")
     return "\n".join(lines)
+
+
+def classifier_name(classifier: str) -> str:
+    return classifier if classifier != "logistic" else f"logistic regression, C={LOGISTIC_C:g}"
+
+
+def emerging_markdown(new: dict[str, Any]) -> list[str]:
+    """The emerging-intents table, and what the expansion strategies showed a person."""
+    lines = [
+        f"Emerging intents: the Banking77 stream of the training split (50 intents at first, 27 emerging), "
+        f"{WARMUP_LABELS} labels drawn at random among its first {WARMUP_ROWS:,} queries, then "
+        f"{WINDOW_LABELS} labels asked per window of {WINDOW} queries, among the unlabelled ones of the last "
+        f"{RECENT_ROWS:,} queries, the classifier retrained after each. Labels spent from a new intent's "
+        f"first window until its test recall reaches {RECALL:.0%}, over the new intents of every seed "
+        "(one that never does before the stream ends counts as never). The drifted slice given to "
+        "driftpilot: none; +novel: the queries unlike any labelled one (farther than all but "
+        f"{NOVELTY_QUANTILE:.0%} of labelled queries are from their nearest labelled neighbour); "
+        "+new-class: the queries whose most similar labelled query is of an intent the first model did "
+        "not know (what a 'new classes' finding names). expansion: the window's unknown queries "
+        "(driftpilot.tools.expansion: unsure and far from every labelled class centre) are clustered, a "
+        "person names each cluster (an oracle: the majority true intent of its members), and up to "
+        f"{EXPANSION_SHARE:.0%} of the window's labels are asked around the clusters' centres, the rest "
+        "by driftpilot's selection (expansion+new-class: with the +new-class slice).",
+        "",
+        "| strategy | labels to 80 % recall, median | median of those that reached it | reached it |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for strategy, row in new.items():
+        median, among = row["median_labels"], row["median_labels_of_those_reached"]
+        lines.append(
+            f"| {strategy} | {'not reached' if median is None else f'{median:.0f}'} | "
+            f"{'-' if among is None else f'{among:.0f}'} | {row['reached']} of {row['intents']} |"
+        )
+    shown = {strategy: row["clusters"] for strategy, row in new.items() if "clusters" in row}
+    if shown:
+        lines += [
+            "",
+            "What the person was shown (over all seeds):",
+            "",
+            "| strategy | clusters | per window shown | named a new intent | new intents named | "
+            "median purity | labels asked around | of the named intent |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for strategy, c in shown.items():
+            share = "-" if c["share_of_named_intent"] is None else f"{c['share_of_named_intent']:.0%}"
+            purity = "-" if c["median_purity"] is None else f"{c['median_purity']:.2f}"
+            lines.append(
+                f"| {strategy} | {c['shown']} | {c['per_window_with_clusters'] or 0:.1f} | {c['named_new_intent']} | "
+                f"{c['new_intents_named']} | {purity} | {c['labels_asked_around']} | {share} |"
+            )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -510,7 +646,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-emerging", dest="emerging", action="store_false", help="skip the emerging-intents stream table"
     )
-    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument(
+        "--emerging-only",
+        action="store_true",
+        help="only the emerging-intents stream table; its JSON and Markdown are written only with --out",
+    )
+    parser.add_argument("--emerging-strategies", default=",".join(EMERGING_STRATEGIES))
+    parser.add_argument("--out", default=None, help=f"folder of the JSON, Markdown and PNG (default {RESULTS})")
     args = parser.parse_args(argv)
     from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
@@ -522,8 +664,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    emerging_strategies = [s.strip() for s in args.emerging_strategies.split(",") if s.strip()]
+    unknown = sorted(set(emerging_strategies) - set(EMERGING_STRATEGIES))
+    if unknown:
+        parser.error(f"unknown emerging strategies {unknown}; choose among {', '.join(EMERGING_STRATEGIES)}")
     data = load(args.quick)
     fit = CLASSIFIERS[args.classifier]
+    if args.emerging_only:
+        return emerging_only(data, fit, seeds, emerging_strategies, args, started)
     full = fit(data.train, data.train_y, 0).accuracy(data.test, data.test_y)
     target = TARGET_SHARE * full
     print(f"full-data accuracy {full:.4f}; target {target:.4f}", flush=True)
@@ -537,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{strategy} seed {seed}: {result['labels_to_target']} labels ({result['seconds']:.0f} s)", flush=True
             )
     results: dict[str, Any] = {
-        "classifier": args.classifier if args.classifier != "logistic" else f"logistic regression, C={LOGISTIC_C:g}",
+        "classifier": classifier_name(args.classifier),
         "seeds": seeds,
         "quick": args.quick,
         "batch": BATCH,
@@ -560,9 +708,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cold:
         results["cold_start"] = cold_start(data, fit, seeds)
     if args.emerging:
-        results["emerging"] = emerging(data, fit, seeds, list(EMERGING_STRATEGIES))
+        results["emerging"] = emerging(data, fit, seeds, emerging_strategies)
     results["runs"] = runs
-    out = Path(args.out)
+    out = Path(args.out or RESULTS)
     out.mkdir(parents=True, exist_ok=True)
     suffix = ("_quick" if args.quick else "") + ("" if args.classifier == "logistic" else f"_{args.classifier}")
     png = out / f"label_efficiency{suffix}.png"
@@ -572,6 +720,31 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     (out / f"label_efficiency{suffix}.json").write_text(json.dumps(results, indent=2, default=float))
     (out / f"label_efficiency{suffix}.md").write_text(text + "\n")
+    return 0
+
+
+def emerging_only(
+    data: Data, fit: Fit, seeds: list[int], strategies: list[str], args: argparse.Namespace, started: float
+) -> int:
+    """The emerging-intents table alone: printed, and written only into an ``--out`` folder given
+    (a partial run must not overwrite the full run's record in evals/results/)."""
+    new = emerging(data, fit, seeds, strategies)
+    text = "\n".join(["# Emerging intents (Banking77 stream)", "", *emerging_markdown(new)])
+    print(text)
+    if args.out:
+        results = {
+            "classifier": classifier_name(args.classifier),
+            "seeds": seeds,
+            "quick": args.quick,
+            "emerging": new,
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        suffix = ("_quick" if args.quick else "") + ("" if args.classifier == "logistic" else f"_{args.classifier}")
+        (out / f"label_efficiency_emerging{suffix}.json").write_text(json.dumps(results, indent=2, default=float))
+        (out / f"label_efficiency_emerging{suffix}.md").write_text(text + "\n")
+        print(f"written: {out / f'label_efficiency_emerging{suffix}.json'} and .md", flush=True)
     return 0
 
 

@@ -232,8 +232,9 @@ class _OneClass:
 def _fit_logistic(stream: Stream, positions: Sequence[int]) -> Pipeline | _OneClass:
     """A fresh pipeline (scaler and one-hot encoder, then logistic regression) fitted on ``positions``."""
     from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
+    from sklearn.pipeline import Pipeline, make_pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     y = stream.labels[np.asarray(positions, dtype=np.int64)]
@@ -249,7 +250,9 @@ def _fit_logistic(stream: Stream, positions: Sequence[int]) -> Pipeline | _OneCl
     categories = [name for name, kind in stream.kinds if kind == "category"]
     encoders: list[tuple[str, Any, list[str]]] = []
     if numbers:
-        encoders.append(("numbers", StandardScaler(), numbers))
+        # A missing reading (or a rolling feature not known yet) is imputed as the loop's model
+        # imputes it: by the training median.
+        encoders.append(("numbers", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numbers))
     if categories:
         encoders.append(("categories", OneHotEncoder(handle_unknown="ignore"), categories))
     pipeline = Pipeline([("features", ColumnTransformer(encoders)), ("classify", LogisticRegression(max_iter=1000))])
@@ -271,4 +274,8 @@ def _rows_as_dicts(stream: Stream, positions: Sequence[int] | range) -> list[dic
         values = stream.features[name][index]
         columns.append((name, values.astype(float).tolist() if kind == "number" else values.astype(str).tolist()))
     names = [name for name, _ in columns]
-    return [dict(zip(names, row, strict=True)) for row in zip(*(v for _, v in columns), strict=True)]
+    # A missing number is left out of the row: river's learners take absent keys as missing.
+    return [
+        {name: value for name, value in zip(names, row, strict=True) if value == value}
+        for row in zip(*(v for _, v in columns), strict=True)
+    ]

@@ -60,7 +60,7 @@ def register_from_csv(
         kept.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(config.policy_path, kept)
         label = str(kept.resolve())
-    stream = Stream(data.features, data.labels, [(s.name, s.kind) for s in data.specs])
+    stream = Stream(data.features, data.labels, [(s.name, s.kind) for s in data.model_specs])
     keys = [f"history-{r}" for r in data.rows]
     model_id, first, _ = register_with_history(
         replace(config, warmup=n),

@@ -51,7 +51,8 @@ from driftpilot.loop.outbox import Outbox
 from driftpilot.loop.schedule import CheckSchedule
 from driftpilot.memory import db, decisions, events, label_requests, managed, versions
 from driftpilot.memory.ingest import EventBatch, event_ids
-from driftpilot.memory.schemas import FeatureSpec, ModelSchema
+from driftpilot.memory.rolling import RollingHistory, telemetry_rolling
+from driftpilot.memory.schemas import FeatureSpec, ModelSchema, Rolling
 from driftpilot.models.base import CLASS_WEIGHTS, TorchClassifier
 from driftpilot.models.families import family
 from driftpilot.models.intent_mlp import IntentMLP
@@ -137,6 +138,28 @@ class RecordedStream:
     warnings: list[str] = field(default_factory=list)
     #: A text stream's raw texts (its features hold their vectors): stored on the events, for the corpus.
     texts: list[str | None] | None = None
+    #: The rolling features a telemetry stream gets (:func:`~driftpilot.memory.rolling.telemetry_rolling`),
+    #: derived over the whole stream once; their columns are in ``features``.
+    rolling: Rolling | None = None
+    derived: list[FeatureSpec] = field(default_factory=list)
+
+    @property
+    def model_specs(self) -> list[FeatureSpec]:
+        """What a model of the stream reads: its columns, then the rolling features."""
+        return [*self.specs, *self.derived]
+
+
+def schema_of(config: ReplayConfig, data: RecordedStream) -> ModelSchema:
+    """The managed model's schema for a recorded stream."""
+    return ModelSchema(
+        features=data.specs,
+        target=config.target,
+        classes=data.classes,
+        entity_key=config.entity_col or "row",
+        timestamp=config.time_col or "time",
+        slice_keys=config.slice_cols,
+        rolling=data.rolling,
+    )
 
 
 def read_stream(config: ReplayConfig, encoding: Callable[[int, int], None] | None = None) -> RecordedStream:
@@ -264,7 +287,7 @@ def read_stream(config: ReplayConfig, encoding: Callable[[int, int], None] | Non
             features[name] = vectors[:, j].astype(np.float64)
             specs.append(FeatureSpec(name=name, kind="number"))
         task = "text_classification"
-    return RecordedStream(
+    data = RecordedStream(
         texts=frame[config.text_col].astype(str).tolist() if config.text_col else None,
         rows=frame["__row"].to_numpy(),
         times=times,
@@ -277,6 +300,16 @@ def read_stream(config: ReplayConfig, encoding: Callable[[int, int], None] | Non
         task=task,
         warnings=warnings,
     )
+    if config.entity_col and config.time_col and not config.text_col:
+        data.rolling = telemetry_rolling(entities, times)
+    if data.rolling is not None:
+        # Derived once over the whole stream, in time order: what serving and ingest derive
+        # reading by reading (the same function, tested to agree).
+        schema = schema_of(config, data)
+        numbers = {name: features[name] for name in schema.rolling_numbers}
+        features.update(RollingHistory(schema).derive(entities, times, numbers))
+        data.derived = schema.derived_features
+    return data
 
 
 # ----------------------------------------------------------------------------- labels
@@ -380,7 +413,7 @@ def run_replay(
     with sessions() as session:
         if any(m.name == name for m in managed.list_models(session=session)):
             raise FileExistsError(f"the database already holds a model '{name}'; give the replay a fresh one")
-    stream = Stream(data.features, data.labels, [(s.name, s.kind) for s in data.specs])
+    stream = Stream(data.features, data.labels, [(s.name, s.kind) for s in data.model_specs])
     keys = [f"row-{r}" for r in data.rows]
     position_of = {k: i for i, k in enumerate(keys)}
     gate = LabelReveal(n, config.warmup, config.label_delay, config.label_budget, config.request_share, config.seed)
@@ -521,14 +554,7 @@ def register_with_history(
     policy's file, or ``"default"``), store its first ``config.warmup`` rows as labelled history,
     and train version 1 on them, as champion. Returns the model's id, version 1 and the family's
     usual shape (the periodic baseline's)."""
-    schema = ModelSchema(
-        features=data.specs,
-        target=config.target,
-        classes=data.classes,
-        entity_key=config.entity_col or "row",
-        timestamp=config.time_col or "time",
-        slice_keys=config.slice_cols,
-    )
+    schema = schema_of(config, data)
     with sessions() as session:
         model_id = managed.register_model(
             session=session, name=name, task=data.task, family=family_name, schema=schema, policy=policy_label
@@ -633,7 +659,7 @@ def _first_model(
     if text and len(text) == len(data.specs):
         raise ValueError(f"--family {family_name} takes numbers and categories; a text-only stream needs intent_mlp")
     return cls(
-        [(s.name, s.kind) for s in data.specs],
+        [(s.name, s.kind) for s in data.model_specs],
         classes,
         seed=config.seed,
         device=config.device,

@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from driftpilot.memory.db import chunks
-from driftpilot.memory.schemas import SINCE_RESTART, ModelSchema
+from driftpilot.memory.schemas import SINCE_RESTART, ModelSchema, Rolling
 from driftpilot.memory.tables import EntityState
 from driftpilot.memory.times import utcnow
 
@@ -216,3 +216,42 @@ def save_history(session: Session, model_id: int, history: RollingHistory) -> No
         ],
     )
     history.moved.clear()
+
+
+#: Least readings of the median entity for a recorded stream to get rolling features: twice the
+#: window, so that most readings have a full one.
+TELEMETRY_READINGS = 2 * Rolling().k
+#: Largest spread of an entity's gaps (median absolute deviation over the median gap, median over
+#: entities) for its readings to count as a cadence: telemetry every 15 minutes, not purchases.
+TELEMETRY_JITTER = 0.25
+
+
+def telemetry_rolling(entities: Sequence[str], times: Sequence[Any]) -> Rolling | None:
+    """The rolling features a recorded stream gets, derived from what it is: :class:`Rolling`'s
+    defaults when its entities report again and again at a regular cadence (the median entity has
+    :data:`TELEMETRY_READINGS` readings or more, its gaps vary by :data:`TELEMETRY_JITTER` of the
+    usual gap or less), else None (one row per customer, or events at random moments, have no
+    history to roll over).
+
+    >>> from datetime import datetime, timedelta
+    >>> t0 = datetime(2026, 1, 1)
+    >>> ticks = [(f"e{i}", t0 + timedelta(minutes=15 * j)) for j in range(10) for i in range(3)]
+    >>> telemetry_rolling([e for e, _ in ticks], [t for _, t in ticks])
+    Rolling(k=4, restart_factor=3.0, numbers=None)
+    >>> telemetry_rolling([f"row-{i}" for i in range(30)], [t for _, t in ticks]) is None
+    True
+    """
+    frame = pd.DataFrame(
+        {"entity": list(entities), "time": pd.to_datetime(pd.Series(list(times), dtype=object), utc=True)}
+    )
+    if frame.empty or frame.groupby("entity").size().median() < TELEMETRY_READINGS:
+        return None
+    frame = frame.sort_values(["entity", "time"], kind="stable")
+    gaps = (frame.groupby("entity")["time"].diff() / _HOUR).dropna()
+    entity = frame.loc[gaps.index, "entity"]
+    usual = gaps.groupby(entity).transform("median")
+    spread = (gaps - usual).abs().groupby(entity).median() / gaps.groupby(entity).median()
+    spread = spread.replace([np.inf, -np.inf], np.nan).dropna()
+    if spread.empty or spread.median() > TELEMETRY_JITTER:
+        return None
+    return Rolling()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -67,9 +68,9 @@ def replay(tmp_path_factory: pytest.TempPathFactory):
     position = {f"row-{r}": p for p, r in enumerate(_order(data))}
     real_events, real_labels = outbox_module.ingest_events, outbox_module.ingest_labels
 
-    def spy_events(*, session, model, events):  # noqa: ANN001, ANN202
+    def spy_events(*, session, model, events, **rest):  # noqa: ANN001, ANN003, ANN202
         latest_event["position"] = max(latest_event["position"], max(position[k] for k in events.keys))
-        return real_events(session=session, model=model, events=events)
+        return real_events(session=session, model=model, events=events, **rest)
 
     def spy_labels(*, session, model, labels):  # noqa: ANN001, ANN202
         seen_by_ingest.append((latest_event["position"], [dict(x) for x in labels]))
@@ -337,3 +338,30 @@ def test_cli_replay_prints_the_scores_and_refuses_bad_input(tmp_path, capsys):
     assert "Checks: " in printed and " blind, " in printed
     assert bad == 2
     assert "--target 'nope' is not a column" in capsys.readouterr().err
+
+
+def test_a_telemetry_stream_gets_rolling_features_and_a_stream_of_one_off_rows_none(tmp_path) -> None:
+    data = tmp_path / "stream.csv"
+    frame = _stream()
+    frame.to_csv(data, index=False)
+    config = ReplayConfig(data=data, target="outcome", out=tmp_path / "out", time_col="time", entity_col="device")
+
+    # 300 devices read every 50 minutes: a cadence, so each reading gets its device's history.
+    telemetry = read_stream(config)
+    # Without an entity column every row is its own entity: nothing to roll over.
+    one_off = read_stream(replace(config, entity_col=None))
+
+    assert telemetry.rolling is not None and one_off.rolling is None and one_off.derived == []
+    assert [s.name for s in telemetry.derived][:3] == ["a__delta", "a__mean4", "a__std4"]
+    ordered = frame.sort_values("time", kind="stable")
+    first = ordered.groupby("device").head(2).groupby("device")["a"].agg(list)
+    # The second reading of a device: its delta is the change since the first.
+    second = {device: values[1] - values[0] for device, values in first.items()}
+    rows = {int(r): p for p, r in enumerate(telemetry.rows)}
+    deltas = telemetry.features["a__delta"]
+    checked = 0
+    for device, group in ordered.groupby("device"):
+        row = group.index[1]
+        assert deltas[rows[row]] == pytest.approx(second[device])
+        checked += 1
+    assert checked == 300

@@ -20,13 +20,16 @@ from driftpilot.memory.events import events_by_ids, last_group, window
 from driftpilot.memory.ingest import ingest_alarm, ingest_events, ingest_labels
 from driftpilot.memory.label_requests import add_label_requests, mark_answered
 from driftpilot.memory.leases import take_lease
+from driftpilot.memory.managed import register_model
 from driftpilot.memory.quarantine import add_quarantine
 from driftpilot.memory.releases import end_release, serving_at, start_release
+from driftpilot.memory.schemas import Rolling
 from driftpilot.memory.snapshots import create_snapshot, snapshot_frame
 from driftpilot.memory.tables import Base, Event, ManagedModel, UTCDateTime
 from driftpilot.memory.tokens import create_token
 from driftpilot.memory.versions import add_version, version_of_run
 
+from .conftest import ONT_SCHEMA
 from .helpers import T0, event
 
 PLUS_TWO = timezone(timedelta(hours=2))
@@ -38,6 +41,10 @@ T0_PLUS_TWO = AWARE_T0.astimezone(PLUS_TWO)
 def _fill_every_table(session: Session, model: ManagedModel) -> None:
     """At least one row in every table with a time column, times given in mixed forms."""
     ingest_events(session=session, model="ont", events=[event(i) for i in range(3)])
+    # A model with rolling features keeps its entities' readings (entity_state).
+    rolling = ONT_SCHEMA.model_copy(update={"rolling": Rolling()})
+    register_model(session=session, name="ont-rolling", task="tabular", family="mlp", schema=rolling)
+    ingest_events(session=session, model="ont-rolling", events=[event(i) for i in range(3)])
     ingest_labels(
         session=session,
         model="ont",

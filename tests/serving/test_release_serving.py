@@ -35,10 +35,12 @@ def world(tmp_path: Path):
             family="tabular_mlp",
             schema=schema_of_ont(),
         )
-        # What the versions learn does not matter here, only that they are real saved models.
-        labels = np.where(np.arange(len(tick)) % 5 == 0, "fibre", "online")
+        # What the versions learn does not matter here, only that they are real saved models that
+        # disagree on a good share of the tick (each calls "fibre" another share of weakest Rx).
+        weakest = np.argsort(np.argsort(tick.features["rx_power"])) / len(tick)
         for seed in (0, 1, 2):
-            mlp = TabularMLP(FEATURES, CLASSES, epochs=1, seed=seed, hidden=(8,)).fit(tick.features, labels)
+            labels = np.where(weakest < 0.2 + 0.15 * seed, "fibre", "online")
+            mlp = TabularMLP(FEATURES, CLASSES, epochs=20, seed=seed, hidden=(8,)).fit(tick.features, labels)
             version = registry.register(
                 session=session,
                 model_id=model.id,
