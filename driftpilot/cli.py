@@ -502,8 +502,43 @@ def cmd_corpus(args: argparse.Namespace) -> int:
             for item in diff["removed_items"]:
                 print(f"  - #{item['event_id']}: {item['label']}")
             return 0
+        if verb in ("clusters", "name-cluster"):
+            return _expansion(args, session)
         change = _corpus_change(args, session, corpus)
     print(change.message + (f" (decision #{change.decision_id})" if change.decision_id else ""))
+    return 0
+
+
+def _expansion(args: argparse.Namespace, session: Any) -> int:
+    """``corpus clusters`` (propose new intents) and ``corpus name-cluster`` (a person names one)."""
+    from driftpilot.agents import expansion
+    from driftpilot.models.registry import Registry
+
+    registry = Registry(_settings(args).artifact_dir)
+    if args.corpus_command == "name-cluster":
+        change = expansion.name(
+            session,
+            registry,
+            args.model,
+            proposal=args.proposal,
+            cluster=args.cluster,
+            label=args.label,
+            by=_who(args),
+            k=args.around,
+        )
+        print(change.message + (f" (decision #{change.decision_id})" if change.decision_id else ""))
+        return 0
+    change, clusters = expansion.propose(session, registry, args.model, by=_who(args))
+    if args.json:
+        print(json.dumps({"proposal": change.decision_id, "clusters": clusters}))
+        return 0
+    print(f"proposal {change.decision_id}: {len(clusters)} clusters of queries the model does not know")
+    for i, cluster in enumerate(clusters):
+        print(f"  {i}: {cluster['suggested_name']!r}  {cluster['size']} queries, cohesion {cluster['cohesion']:.2f}")
+        for example in cluster["examples"][:3]:
+            print(f"       - {example}")
+    if clusters:
+        print(f"name one: driftpilot corpus name-cluster {args.model} {change.decision_id} CLUSTER NAME")
     return 0
 
 
@@ -762,7 +797,20 @@ def _corpus_parsers(sub: Any) -> None:
     diff.add_argument("b", type=int)
     diff.add_argument("--limit", type=int, default=50, help="items listed of each kind")
     diff.add_argument("--json", action="store_true")
-    for verb in (relabel, delete, restore, add, imported, snapshot):
+    clusters = verbs.add_parser(
+        "clusters", help="a text model's recent queries it does not know, in clusters with suggested names"
+    )
+    clusters.add_argument("model")
+    clusters.add_argument("--json", action="store_true")
+    named = verbs.add_parser(
+        "name-cluster", help="name a proposed cluster: a new intent, or an old one it merges into; asks labels near it"
+    )
+    named.add_argument("model")
+    named.add_argument("proposal", type=int, help="the proposal's decision id (corpus clusters prints it)")
+    named.add_argument("cluster", type=int, help="the cluster's number in the proposal")
+    named.add_argument("label", help="the intent it becomes")
+    named.add_argument("--around", type=int, default=20, help="unlabelled queries nearest it asked for labels")
+    for verb in (relabel, delete, restore, add, imported, snapshot, clusters, named):
         verb.add_argument("--by", help="who makes the change (default: your login name)")
     corpus.set_defaults(func=cmd_corpus)
 

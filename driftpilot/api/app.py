@@ -123,7 +123,7 @@ def create_app(
     lock = threading.Lock()
     app.include_router(ingest_router(sessions, settings, metrics, on_alarm or (lambda models: None)))
     app.include_router(audit_router(sessions))
-    app.include_router(corpus_router(sessions, settings))
+    app.include_router(corpus_router(sessions, settings, registry))
     reader = Depends(allow(*READERS))
 
     def serving_of(name: str) -> Serving:

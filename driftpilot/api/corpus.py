@@ -17,10 +17,12 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session, sessionmaker
 
+from driftpilot.agents import expansion
 from driftpilot.api.auth import READERS, OperatorCaller, allow
 from driftpilot.config import Settings
 from driftpilot.memory import corpus, managed
 from driftpilot.memory.ingest import IngestError
+from driftpilot.models.registry import Registry
 from driftpilot.serving.texts import text_features
 
 #: Items per page of ``GET /models/{name}/corpus``.
@@ -41,6 +43,15 @@ class ItemsBody(BaseModel):
     reason: str = ""
 
 
+class NameBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    #: The class the cluster becomes: a new intent, or an old one it merges into.
+    label: str = Field(min_length=1)
+    #: Unlabelled queries nearest the cluster asked for labels.
+    around: int = Field(default=20, ge=0, le=500)
+
+
 class RowsBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -55,7 +66,7 @@ def _refused(exc: Exception) -> HTTPException:
     return HTTPException(status_code=422, detail=str(exc))
 
 
-def corpus_router(sessions: sessionmaker[Session], settings: Settings) -> APIRouter:
+def corpus_router(sessions: sessionmaker[Session], settings: Settings, registry: Registry) -> APIRouter:
     router = APIRouter(tags=["corpus"])
     reader = [Depends(allow(*READERS))]
     texts = text_features(settings.embedding_cache_dir)
@@ -72,6 +83,27 @@ def corpus_router(sessions: sessionmaker[Session], settings: Settings) -> APIRou
 
     def encoded(session: Session, name: str, rows: list[Any]) -> list[Any]:
         return texts.encode_rows(managed.model_schema(managed.get_model(session=session, name=name)), rows)
+
+    @router.post("/models/{name}/clusters")
+    def clusters(name: str, caller: OperatorCaller) -> dict[str, Any]:
+        """Cluster the recent queries the champion does not know (a text model's), each with
+        examples and a suggested name: a proposal people name clusters of, by its decision id."""
+
+        def propose(session: Session) -> dict[str, Any]:
+            change, found = expansion.propose(session, registry, name, by=caller.name)
+            return {"proposal": change.decision_id, "clusters": found}
+
+        return run(propose)
+
+    @router.post("/models/{name}/clusters/{proposal}/{cluster}/name")
+    def name_cluster(name: str, proposal: int, cluster: int, body: NameBody, caller: OperatorCaller) -> dict[str, Any]:
+        """Name a proposed cluster as a new intent (the model's classes grow) or merge it into an
+        old one; the unlabelled queries nearest it are asked for labels."""
+        return run(
+            lambda s: expansion.name(
+                s, registry, name, proposal=proposal, cluster=cluster, label=body.label, by=caller.name, k=body.around
+            ).as_dict()
+        )
 
     @router.get("/models/{name}/corpus", dependencies=reader)
     def listed(

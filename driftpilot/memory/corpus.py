@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from driftpilot.memory.db import chunks, committing, insert_columns_ignoring_duplicates, one_transaction
 from driftpilot.memory.decisions import record_decision
 from driftpilot.memory.ingest import IngestError, check_events, ingest_events
+from driftpilot.memory.label_requests import add_label_requests
 from driftpilot.memory.managed import get_model, model_schema
 from driftpilot.memory.schemas import ModelSchema
 from driftpilot.memory.snapshots import content_hash, create_snapshot, get_snapshot
@@ -40,6 +41,7 @@ from driftpilot.memory.tables import (
     EXCLUSION_KINDS,
     LABEL_SOURCES,
     CorpusExclusion,
+    Decision,
     Event,
     Label,
     LabelRequest,
@@ -864,3 +866,120 @@ def skip_request(
             outcome="skipped",
         )
     return CorpusChange(1, decision, f"request {request.id} skipped")
+
+
+# --------------------------------------------------------------------------- new intents
+
+#: The decision that shows people the Curator's clusters of queries the model does not know.
+PROPOSE_ACTION = "corpus_clusters"
+#: The decision of a person naming one of them (a new class, or merged into an old one).
+NAME_ACTION = "corpus_name_cluster"
+
+
+def record_clusters(
+    *, session: Session, model: str, clusters: Sequence[Mapping[str, Any]], by: str, time: datetime | None = None
+) -> CorpusChange:
+    """Log the clusters shown to people (each with its members' event ids, examples, suggested
+    name): the proposal a person names a cluster of, by the decision's id."""
+    who, now = _who(by), to_utc(time or utcnow())
+    with one_transaction(session):
+        row = get_model(session=session, name=model)
+        names = ", ".join(
+            f"{i}: {c['suggested_name']!r} ({len(c['event_ids'])} queries)" for i, c in enumerate(clusters)
+        )
+        decision = _log(
+            session,
+            row,
+            action=PROPOSE_ACTION,
+            by=who,
+            time=now,
+            evidence={"clusters": [dict(c) for c in clusters]},
+            rationale=(
+                f"{len(clusters)} clusters of queries the model does not know, shown to {who}: {names}."
+                if clusters
+                else f"No cluster of queries the model does not know stands out (shown to {who})."
+            ),
+        )
+    return CorpusChange(len(clusters), decision, f"{len(clusters)} clusters proposed")
+
+
+def proposed_cluster(*, session: Session, model: str, proposal: int, cluster: int) -> dict[str, Any]:
+    """Cluster ``cluster`` of the proposal logged as decision ``proposal`` of ``model``."""
+    row = get_model(session=session, name=model)
+    decision = session.get(Decision, proposal)
+    if decision is None or decision.model_id != row.id or decision.action != PROPOSE_ACTION:
+        raise CorpusError(f"decision {proposal} is not a proposal of clusters of model {model!r}")
+    clusters = (decision.evidence or {}).get("clusters", [])
+    if not 0 <= cluster < len(clusters):
+        raise CorpusError(f"proposal {proposal} has clusters 0 to {len(clusters) - 1}, not {cluster}")
+    return dict(clusters[cluster])
+
+
+def name_cluster(
+    *,
+    session: Session,
+    model: str,
+    proposal: int,
+    cluster: int,
+    name: str,
+    by: str,
+    around: Sequence[int],
+    time: datetime | None = None,
+) -> CorpusChange:
+    """A person names a proposed cluster: a new class of the model (its schema grows) or an old
+    one it merges into; the events ``around`` it are asked for labels, each request saying why.
+    All of it in one transaction; naming a cluster again as it was named changes nothing, and
+    under another name is refused."""
+    who, now = _who(by), to_utc(time or utcnow())
+    label = name.strip() if isinstance(name, str) else ""
+    if not label:
+        raise CorpusError("a cluster is named by a non-empty class name")
+    with one_transaction(session):
+        row = get_model(session=session, name=model)
+        shown = proposed_cluster(session=session, model=model, proposal=proposal, cluster=cluster)
+        earlier = session.scalars(
+            sa.select(Decision).where(Decision.model_id == row.id, Decision.action == NAME_ACTION)
+        ).all()
+        for decision in earlier:
+            said = decision.evidence or {}
+            if (said.get("proposal"), said.get("cluster")) == (proposal, cluster):
+                if said.get("name") == label:
+                    return CorpusChange(0, None, f"cluster {cluster} of proposal {proposal} is named {label!r} already")
+                raise CorpusError(
+                    f"cluster {cluster} of proposal {proposal} was named {said.get('name')!r} already (decision "
+                    f"{decision.id}); relabel its items to change it"
+                )
+        schema = model_schema(row)
+        new = label not in schema.classes
+        if new:
+            grown = ModelSchema.model_validate({**schema.model_dump(mode="json"), "classes": [*schema.classes, label]})
+            row.schema = grown.model_dump(mode="json")
+        ids = [int(i) for i in around]
+        what = "a new class" if new else "an old class"
+        reason = f"near the queries {who} named {label!r} ({what}): cluster {cluster} of proposal {proposal}"
+        asked = add_label_requests(
+            session=session, model_id=row.id, event_ids=ids, reasons=[reason] * len(ids), time=now
+        )
+        decision_id = _log(
+            session,
+            row,
+            action=NAME_ACTION,
+            by=who,
+            time=now,
+            evidence={
+                "proposal": proposal,
+                "cluster": cluster,
+                "name": label,
+                "new_class": new,
+                "suggested_name": shown.get("suggested_name"),
+                "members": len(shown.get("event_ids", [])),
+                "asked": ids,
+            },
+            rationale=(
+                f"{who} named cluster {cluster} of proposal {proposal} (suggested {shown.get('suggested_name')!r}, "
+                f"{len(shown.get('event_ids', []))} queries) {label!r}: "
+                + (f"a new class of model {model!r}" if new else f"merged into class {label!r}")
+                + f"; {asked} queries around it are asked for labels."
+            ),
+        )
+    return CorpusChange(asked + int(new), decision_id, f"cluster {cluster} named {label!r}; {asked} label requests")

@@ -179,7 +179,7 @@ def unknown_queries(
     probabilities: np.ndarray,
     labelled_vectors: np.ndarray,
     *,
-    confidence: float = CONFIDENCE,
+    confidence: float | None = CONFIDENCE,
     far_quantile: float = FAR_QUANTILE,
     labelled_probabilities: np.ndarray | None = None,
 ) -> np.ndarray:
@@ -198,6 +198,8 @@ def unknown_queries(
         A query is unsure when its top probability is below this, in (0, 1]. The default, 0.5,
         is less than even odds on the model's best guess: a property of probabilities, not of a
         stream (with two classes the top probability is never below it: pass a higher one).
+        ``None`` judges by distance alone: a small network's softmax is sure of queries far from
+        all it was taught (Hendrycks & Gimpel, ICLR 2017), so its probabilities cannot say unknown.
     far_quantile
         In (0, 1). With ``labelled_probabilities``: a query is far when its cosine distance to
         the nearest class centre is above this quantile of the labelled queries' distances to
@@ -234,8 +236,8 @@ def unknown_queries(
     >>> unknown_queries(queries, probabilities, labelled, confidence=0.6, labelled_probabilities=one_hot).tolist()
     [1]
     """
-    if not 0.0 < confidence <= 1.0:
-        raise ValueError(f"confidence must be in (0, 1], got {confidence}")
+    if confidence is not None and not 0.0 < confidence <= 1.0:
+        raise ValueError(f"confidence must be in (0, 1] or None, got {confidence}")
     if not 0.0 < far_quantile < 1.0:
         raise ValueError(f"far_quantile must be in (0, 1), got {far_quantile}")
     queries = _unit_rows("vectors", vectors)
@@ -256,6 +258,8 @@ def unknown_queries(
                 f"got {membership.shape[1]}"
             )
         distance, threshold = _far_from_centres(queries, known, membership.argmax(axis=1), far_quantile)
+    if confidence is None:
+        return np.flatnonzero(distance > threshold).astype(np.int64)
     top = probs.max(axis=1) if probs.shape[1] else np.zeros(len(probs))
     return np.flatnonzero((top < confidence) & (distance > threshold)).astype(np.int64)
 

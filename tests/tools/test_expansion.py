@@ -364,3 +364,13 @@ def test_errors_name_the_wrong_input(stream: dict[str, np.ndarray]) -> None:
 
 def test_cluster_is_exported() -> None:
     assert "Cluster" in expansion.__all__ and Cluster.__name__ == "Cluster"
+
+
+def test_without_a_confidence_unknown_is_judged_by_distance_alone() -> None:
+    labelled = np.array([[1.0, 0.0], [0.99, 0.1], [0.0, 1.0], [0.1, 0.99]])
+    queries = np.array([[1.0, 0.02], [0.7, 0.7], [0.72, 0.69]])
+    # A network sure of everything: its probabilities cannot tell the two far queries.
+    sure = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+
+    assert unknown_queries(queries, sure, labelled, confidence=0.6).tolist() == []
+    assert unknown_queries(queries, sure, labelled, confidence=None).tolist() == [1, 2]
