@@ -252,7 +252,8 @@ def _fit_logistic(stream: Stream, positions: Sequence[int]) -> Pipeline | _OneCl
     if numbers:
         # A missing reading (or a rolling feature not known yet) is imputed as the loop's model
         # imputes it: by the training median.
-        encoders.append(("numbers", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numbers))
+        imputer = SimpleImputer(strategy="median", keep_empty_features=True)
+        encoders.append(("numbers", make_pipeline(imputer, StandardScaler()), numbers))
     if categories:
         encoders.append(("categories", OneHotEncoder(handle_unknown="ignore"), categories))
     pipeline = Pipeline([("features", ColumnTransformer(encoders)), ("classify", LogisticRegression(max_iter=1000))])

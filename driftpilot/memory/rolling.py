@@ -126,13 +126,18 @@ class RollingHistory:
         keys = [rows["entity"], segment]
         out: dict[str, np.ndarray] = {}
         for c in self.numbers:
-            values = rows[c].astype(np.float64)
-            grouped = values.groupby(keys, sort=False)
+            grouped = rows[c].astype(np.float64).groupby(keys, sort=False)
             out[f"{c}__delta"] = grouped.diff().to_numpy()
-            window = grouped.rolling(self.k, min_periods=1)
-            out[f"{c}__mean{self.k}"] = window.mean().reset_index(level=[0, 1], drop=True).sort_index().to_numpy()
-            spread = values.groupby(keys, sort=False).rolling(self.k, min_periods=2).std()
-            out[f"{c}__std{self.k}"] = spread.reset_index(level=[0, 1], drop=True).sort_index().to_numpy()
+            # The last k readings side by side, each window computed on its own: pandas' rolling
+            # sums carry rounding from every earlier reading, so a whole stream and the same
+            # readings one by one from saved state would differ in the last digits.
+            window = np.column_stack([grouped.shift(j).to_numpy() for j in range(self.k)])
+            known = (~np.isnan(window)).sum(axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean = np.nansum(window, axis=1) / known
+                spread = np.sqrt(np.nansum((window - mean[:, None]) ** 2, axis=1) / (known - 1))
+            out[f"{c}__mean{self.k}"] = np.where(known >= 1, mean, np.nan)
+            out[f"{c}__std{self.k}"] = np.where(known >= 2, spread, np.nan)
         anchor = pd.Series(rows["time"].where(restart), index=rows.index).groupby(rows["entity"], sort=False).ffill()
         known = rows["entity"].map(self._anchor)
         anchor = anchor.fillna(known) if len(self._anchor) else anchor

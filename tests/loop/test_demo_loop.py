@@ -210,7 +210,7 @@ def test_the_model_reads_rolling_features_derived_from_each_modems_readings(demo
     )
 
     for name in derived:
-        pd.testing.assert_series_equal(stored[name], pd.Series(again[name], name=name), check_exact=False)
+        pd.testing.assert_series_equal(stored[name], pd.Series(again[name], name=name), check_exact=True)
     assert stored["rx_power__delta"].notna().mean() > 0.95
     # Version 1 reads them.
     assert set(derived) <= {name for name, _ in Registry(demo.out / "artifacts").load(first).features}

@@ -109,8 +109,8 @@ def test_a_whole_stream_tick_by_tick_and_request_by_request_give_the_same_featur
     ]
     one_by_one = _derive_one_by_one(SCHEMA, entities, hours, values)
 
-    pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True), whole)
-    pd.testing.assert_frame_equal(one_by_one, whole)
+    pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True), whole, check_exact=True)
+    pd.testing.assert_frame_equal(one_by_one, whole, check_exact=True)
     assert whole["hours_since_restart"].notna().sum() > 0  # e1 restarted
 
 
