@@ -32,7 +32,7 @@ from driftpilot.models.base import CLASS_WEIGHTS, TorchClassifier, TrainingRepor
 from driftpilot.policies import PolicyVerdict, RetrainFacts, StartCanaryFacts, Usage
 from driftpilot.tools.augment import Augmented
 from driftpilot.tools.evaluation import Evaluation, evaluate_candidate
-from driftpilot.tools.training import UpdatePlan, augmented_set, plan_update, train_candidate
+from driftpilot.tools.training import UpdatePlan, augmented_set, augmented_texts, plan_update, train_candidate
 
 
 def trainer(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
@@ -167,8 +167,21 @@ def _prepare(
         load=lambda number: ctx.registry.load(
             versions.get_version(session=session, model_id=model.id, number=int(number or 0))
         ),
-        augmented=augmented_set(parent, frame, labels, ctx.seed) if ctx.policy.policy.data.augmentation else None,
+        augmented=_augmented(ctx, session, parent, frame, labels),
     )
+
+
+def _augmented(
+    ctx: AgentContext, session: Session, parent: TorchClassifier, frame: pd.DataFrame, labels: Any
+) -> Augmented | None:
+    """The training set with synthetic rows for its rare classes, when the policy asks for it:
+    tabular rows SMOTE-style, a text family's texts varied and encoded again."""
+    if not ctx.policy.policy.data.augmentation:
+        return None
+    if any(kind == "text" for _, kind in parent.features):
+        stored = events.texts(session=session, ids=frame["id"].tolist())
+        return augmented_texts(parent, frame, [stored.get(int(i)) for i in frame["id"]], labels, ctx.seed)
+    return augmented_set(parent, frame, labels, ctx.seed)
 
 
 #: Earlier champions a retrain lets compete as they are (the newest ones).

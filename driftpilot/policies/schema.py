@@ -158,8 +158,9 @@ class Data(_Section):
     #: self-training does to what is served) uses none.
     pseudo_label_share: float = Field(default=0.0, ge=0, lt=1)
     #: A retrain whose training set holds rare classes (fewer rows than half the median class)
-    #: also trains its plan on the set with synthetic rows for them (SMOTE-style; noise for a
-    #: one-row class); the newest labels choose, and the decision records the effect measured.
+    #: also trains its plan on the set with synthetic rows for them (tabular: SMOTE-style, noise
+    #: for a one-row class; text: varied texts encoded again); the newest labels choose, and the
+    #: decision records the effect measured.
     augmentation: bool = True
 
 

@@ -9,13 +9,14 @@ family.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 
 from driftpilot.models.base import Columns, EpochCallback, TorchClassifier
-from driftpilot.tools.augment import Augmented, augment_tabular
+from driftpilot.tools.augment import Augmented, augment_tabular, augment_texts
 
 Strategy = Literal["auto", "incremental", "full"]
 
@@ -188,3 +189,28 @@ def augmented_set(
         seed=seed,
     )
     return None if augmented.method == "none" else augmented
+
+
+def augmented_texts(
+    parent: TorchClassifier,
+    frame: Any,
+    texts: Sequence[str | None],
+    labels: Sequence[str] | np.ndarray,
+    seed: int,
+) -> Augmented | None:
+    """A text family's training set with variants of its rare classes' texts (typos, words
+    dropped or swapped, paraphrase templates: :func:`augment_texts`), each encoded as the family
+    encodes its texts, or None when no class is rare, a text is missing, or the family reads more
+    than one text or has no encoder."""
+    kinds = dict(parent.features)
+    encoder = getattr(parent, "encoder", None)
+    if list(kinds.values()) != ["text"] or encoder is None or any(t is None for t in texts):
+        return None
+    augmented = augment_texts([str(t) for t in texts], np.asarray(labels), seed=seed)
+    if augmented.method == "none":
+        return None
+    (name,) = kinds
+    vectors = np.asarray(encoder.encode(augmented.rows["text"][augmented.synthetic].tolist()), dtype=np.float64)
+    columns = [f"{name}_e{j:03d}" for j in range(vectors.shape[1])]
+    rows = pd.concat([frame[columns].reset_index(drop=True), pd.DataFrame(vectors, columns=columns)], ignore_index=True)
+    return replace(augmented, rows=rows)
