@@ -67,6 +67,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from driftpilot.agents.expansion import FAR_QUANTILE as CURATOR_FAR_QUANTILE  # noqa: E402
 from driftpilot.config import Settings  # noqa: E402
 from driftpilot.tools.active import select_for_labels, uncertainty_scores  # noqa: E402
 from driftpilot.tools.expansion import around, cluster_unknown, unknown_queries  # noqa: E402
@@ -379,10 +380,23 @@ def expansion_picks(
     other; naming one costs none. Up to ``EXPANSION_SHARE`` of the window's labels go around the
     clusters, largest first, shared evenly and at most a cluster's size each.
     """
+    # As the Curator judges unknown (driftpilot.agents.expansion): by distance alone, beyond the
+    # reach of 9 in 10 of each class's labelled queries, classes by the labels people gave.
+    classes = np.unique(y[labelled])
+    members = (y[labelled][:, None] == classes[None, :]).astype(float)
     unknown = rows[
-        unknown_queries(x[rows], probabilities, x[labelled], labelled_probabilities=model.predict_proba(x[labelled]))
+        unknown_queries(
+            x[rows],
+            probabilities,
+            x[labelled],
+            confidence=None,
+            far_quantile=CURATOR_FAR_QUANTILE,
+            labelled_probabilities=members,
+        )
     ]
-    clusters = cluster_unknown(x[unknown], [texts[i] for i in unknown], seed=seed)
+    clusters = cluster_unknown(
+        x[unknown], [texts[i] for i in unknown], seed=seed, background_texts=[texts[i] for i in labelled]
+    )
     known = set(y[labelled].tolist())
     budget = int(round(EXPANSION_SHARE * n))
     asked: list[int] = []
