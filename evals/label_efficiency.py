@@ -39,7 +39,8 @@ Also measured:
   slice, with the queries unlike any labelled one as the slice (``+novel``), and with the queries
   whose most similar labelled query is of an intent the first model did not know (``+new-class``:
   the slice a "new classes" finding names). **expansion** (issue: corpus expansion for new
-  intents): the pool's unknown queries (:func:`driftpilot.tools.expansion.unknown_queries`) are
+  intents): the pool's unknown queries (:func:`driftpilot.tools.expansion.unknown_queries`, judged
+  as :mod:`driftpilot.agents.expansion` judges them: by distance to the labelled classes) are
   clustered (:func:`~driftpilot.tools.expansion.cluster_unknown`), a person names each cluster
   as a new intent or merges it into an old one (simulated by an oracle: the majority true intent
   of the cluster's members; naming costs no label), and up to half of the window's labels are
@@ -614,7 +615,8 @@ def emerging_markdown(new: dict[str, Any]) -> list[str]:
         f"{NOVELTY_QUANTILE:.0%} of labelled queries are from their nearest labelled neighbour); "
         "+new-class: the queries whose most similar labelled query is of an intent the first model did "
         "not know (what a 'new classes' finding names). expansion: the window's unknown queries "
-        "(driftpilot.tools.expansion: unsure and far from every labelled class centre) are clustered, a "
+        "(as the Curator judges them: farther from every labelled class centre than 9 in 10 of the class's "
+        "labelled queries) are clustered, a "
         "person names each cluster (an oracle: the majority true intent of its members), and up to "
         f"{EXPANSION_SHARE:.0%} of the window's labels are asked around the clusters' centres, the rest "
         "by driftpilot's selection (expansion+new-class: with the +new-class slice).",

@@ -41,6 +41,8 @@ ACCESS: dict[tuple[str, str], set[str] | None] = {
     ("POST", "/models/{name}/corpus"): {"operator"},
     ("POST", "/models/{name}/corpus/import"): {"operator"},
     ("POST", "/models/{name}/snapshots"): {"operator"},
+    ("POST", "/models/{name}/clusters"): {"operator"},
+    ("POST", "/models/{name}/clusters/{proposal}/{cluster}/name"): {"operator"},
     ("GET", "/models/{name}/snapshots"): READ,
     ("GET", "/models/{name}/snapshots/diff"): READ,
     ("GET", "/models/{name}/label-requests"): READ,
@@ -55,7 +57,15 @@ ACCESS: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/healthz"): None,  # open to anyone
 }
 _AGES = itertools.count()
-PARAMS = {"name": "ont-offline", "approval_id": "1", "decision_id": "1", "event_id": "1", "request_id": "1"}
+PARAMS = {
+    "name": "ont-offline",
+    "approval_id": "1",
+    "decision_id": "1",
+    "event_id": "1",
+    "request_id": "1",
+    "proposal": "1",
+    "cluster": "0",
+}
 
 
 def _call(client, method: str, path: str, headers: dict[str, str]):
