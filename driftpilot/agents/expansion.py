@@ -1,7 +1,7 @@
 """The Data Curator's corpus expansion: intents nobody has named yet, shown to people to name.
 
-:func:`propose` clusters the recent queries the champion does not know (unsure, and far from
-every labelled class: :func:`driftpilot.tools.expansion.unknown_queries`), and logs the clusters,
+:func:`propose` clusters the recent queries the champion does not know (far from every labelled
+class, by distance alone: :func:`driftpilot.tools.expansion.unknown_queries`), and logs the clusters,
 each with examples and a suggested name, as a decision people answer by its id. :func:`name`
 records a person naming one (a new intent grows the model's classes; an old one merges it) and
 asks for labels on the unlabelled queries nearest the cluster (:func:`~driftpilot.tools.
@@ -39,29 +39,24 @@ FAR_QUANTILE = 0.9
 
 @dataclass(frozen=True)
 class _Queries:
-    """A text model's events as what expansion reads: vectors, texts, ids, the champion's view."""
+    """A text model's events as what expansion reads: their ids, sentence vectors and texts."""
 
     ids: np.ndarray
     vectors: np.ndarray
     texts: list[str]
-    probabilities: np.ndarray
-    classes: list[str]
 
 
-def _queries(session: Session, registry: Registry, model: ManagedModel, frame: pd.DataFrame) -> _Queries:
+def _queries(session: Session, columns: list[str], frame: pd.DataFrame) -> _Queries:
+    ids = frame["id"].to_numpy(dtype=np.int64)
+    stored = events.texts(session=session, ids=ids.tolist())
+    return _Queries(ids, frame[columns].to_numpy(dtype=np.float64), [stored.get(int(i)) or "" for i in ids])
+
+
+def _text_columns(model: ManagedModel) -> list[str]:
     blocks = embedding_blocks(managed.model_schema(model).feature_names)
     if not blocks:
         raise CorpusError(f"model {model.name!r} reads no text: corpus expansion is for text models")
-    champion = versions.champion(session=session, model_id=model.id)
-    if champion is None:
-        raise CorpusError(f"model {model.name!r} has no champion to tell known queries from unknown ones")
-    columns = next(iter(blocks.values()))
-    ids = frame["id"].to_numpy(dtype=np.int64)
-    stored = events.texts(session=session, ids=ids.tolist())
-    texts = [stored.get(int(i)) or "" for i in ids]
-    scorer = registry.load(champion)
-    probabilities = scorer.predict_proba(frame) if len(frame) else np.zeros((0, len(scorer.classes)))
-    return _Queries(ids, frame[columns].to_numpy(dtype=np.float64), texts, probabilities, list(scorer.classes))
+    return next(iter(blocks.values()))
 
 
 def propose(
@@ -76,16 +71,22 @@ def propose(
     labelled = frame[frame["label"].notna()]
     if len(labelled) < 2:
         raise CorpusError(f"model {model_name!r} has {len(labelled)} labelled queries: too few to tell the unknown")
-    pool, known = _queries(session, registry, model, unlabelled), _queries(session, registry, model, labelled)
+    columns = _text_columns(model)
+    champion = versions.champion(session=session, model_id=model.id)
+    if champion is None:
+        raise CorpusError(f"model {model_name!r} has no champion to tell known queries from unknown ones")
+    scorer = registry.load(champion)
+    pool, known = _queries(session, columns, unlabelled), _queries(session, columns, labelled)
     clusters: list[dict[str, Any]] = []
     if len(pool.ids):
         # Class memberships are the labels people gave (one-hot), not the champion's guesses.
         # (A class the champion does not know yet, named since, is left out until it learns it.)
-        members = (labelled["label"].to_numpy()[:, None] == np.asarray(known.classes)[None, :]).astype(float)
+        classes = np.asarray(list(scorer.classes))
+        members = (labelled["label"].to_numpy()[:, None] == classes[None, :]).astype(float)
         taught = members.any(axis=1)
         unknown = unknown_queries(
             pool.vectors,
-            pool.probabilities,
+            scorer.predict_proba(unlabelled),  # only the pool's: unknown is judged by distance here
             known.vectors[taught],
             confidence=None,
             far_quantile=FAR_QUANTILE,
@@ -125,8 +126,7 @@ def name(
     pool = frame[frame["label"].isna()].tail(RECENT)
     asked: list[int] = []
     if len(members) and len(pool) and k:
-        blocks = embedding_blocks(managed.model_schema(model).feature_names)
-        columns = next(iter(blocks.values()))
+        columns = _text_columns(model)
         centre = members[columns].to_numpy(dtype=np.float64).mean(axis=0)
         near = around(centre, pool[columns].to_numpy(dtype=np.float64), None, min(k, len(pool)))
         asked = pool["id"].to_numpy(dtype=np.int64)[near].tolist()

@@ -175,7 +175,7 @@ def augmented_set(
 ) -> Augmented | None:
     """The training set with synthetic rows for its rare classes (:func:`augment_tabular` on the
     parent's features), or None when no class is rare or the family reads other than numbers and
-    categories (a text family's synthetic texts would need encoding: not done here)."""
+    categories (a text family's set is :func:`augmented_texts`')."""
     kinds = dict(parent.features)
     if any(kind not in ("number", "category") for kind in kinds.values()):
         return None
