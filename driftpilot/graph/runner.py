@@ -78,12 +78,17 @@ class LoopRunner:
     """Runs the loop for managed models: resumes a waiting run, or starts a new one.
 
     A model's scheduled runs share one thread (``<model>:main``) and its alarm-triggered runs
-    another (``<model>:alarms``), so a run that waits for canary evidence is found and resumed
-    after a restart from the checkpointer alone.
+    a few others (``<model>:alarms``, ``<model>:alarms-2``, ...), so a run that waits for canary
+    evidence is found and resumed after a restart from the checkpointer alone, and an alarm's run
+    never has to wait behind another alarm's run that waits.
     """
 
+    #: The threads alarm-triggered runs use: a new alarm's run starts on one that holds no
+    #: unfinished run (see :meth:`driftpilot.loop.driver.Driver.free_alarm_threads`). Their number
+    #: bounds the alarm runs of a model that wait at once; a further alarm waits until one ends.
+    ALARM_THREADS = ("alarms", "alarms-2", "alarms-3", "alarms-4")
     #: The threads a model's runs use: scheduled checks, and runs an alarm triggers.
-    THREADS = ("main", "alarms")
+    THREADS = ("main", *ALARM_THREADS)
 
     def __init__(self, context: AgentContext, checkpointer: Any) -> None:
         self.context = context
@@ -112,6 +117,12 @@ class LoopRunner:
         """Whether the thread holds an unfinished run: one waiting at an interrupt (labels, canary
         evidence, a person), or one a crash stopped between two agents."""
         return bool(self.graph.get_state(self._config(model, thread)).next)
+
+    def at_interrupt(self, model: str, thread: str = "main") -> bool:
+        """Whether the thread's unfinished run waits at an interrupt (labels, canary evidence, a
+        person), rather than having been stopped by a crash between two agents."""
+        snapshot = self.graph.get_state(self._config(model, thread))
+        return bool(snapshot.next) and any(task.interrupts for task in snapshot.tasks)
 
     def step(self, model: str, now: datetime, trigger: dict[str, Any], thread: str = "main") -> dict[str, Any]:
         """Resume the model's unfinished run, or start a new run.

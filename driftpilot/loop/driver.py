@@ -5,7 +5,8 @@ the live database) feeds memory and keeps the clock, and at each :class:`Moment`
 due — the Monitor's scheduled check, a look at the runs that wait (for labels, canary evidence, a
 person), the alarms that arrived. The :class:`Driver` does the rest the same way everywhere: the
 events and labels gathered so far are written first, so the loop never misses what has arrived;
-alarm runs go on their own thread, the rest in thread order; a check's plan sets the next one's
+alarm runs go on alarm threads of their own (a few, so that one alarm's waiting run does not
+hold up the next), the rest in thread order; a check's plan sets the next one's
 wants; whether any run still waits is remembered (a source may pace itself by it); and what is
 served is refreshed after any run, the only thing that changes it.
 
@@ -41,7 +42,7 @@ class Moment:
     check: bool = False
     #: Look at the runs that wait, and resume them.
     resume: bool = False
-    #: Keys of the alarms that arrived, each run on the alarms thread.
+    #: Keys of the alarms that arrived, each run on a free alarm thread.
     alarms: Sequence[str] = ()
     #: Called after a look that ran anything (replay: the people behind the queue take the
     #: Curator's new requests).
@@ -83,33 +84,60 @@ class Driver:
         self.before_runs = before_runs
         #: Whether a run waited after the last look (an unfinished run needs looking at again).
         self.waiting = False
+        #: Alarms that arrived while every alarm thread held a waiting run, in arrival order.
+        self._queued: list[str] = []
 
     def run(self, source: Source) -> None:
         """Drive the loop through every moment of ``source``."""
         for moment in source(self):
             self.step(moment)
 
-    def step(self, moment: Moment) -> list[str]:
+    def step(self, moment: Moment) -> list[tuple[str, dict[str, Any]]]:
         """Run what is due at ``moment``: its alarms, then the check and the waiting runs; returns
-        the threads the look ran."""
-        self.alarms(moment.now, moment.alarms)
+        the runs it made, as (thread, trigger)."""
+        alarmed = self.alarms(moment.now, moment.alarms)
         ran = self.look(moment.now, check=moment.check, resume=moment.resume)
         if ran and moment.after_runs is not None:
             moment.after_runs()
-        return ran
+        return [(thread, {"kind": "alarm", "alarm": key}) for key, thread in alarmed] + [
+            (thread, self.trigger) for thread in ran
+        ]
 
     def flush(self) -> None:
         if self.outbox is not None:
             self.outbox.flush(self.sessions)
 
-    def alarms(self, now: datetime, keys: Sequence[str]) -> None:
-        """Run each alarm's own run now, on the alarms thread, next to any waiting run."""
+    def free_alarm_threads(self, now: datetime) -> list[str]:
+        """The alarm threads a new alarm's run may start on, in order.
+
+        A run a crash stopped is finished first: starting another run on its thread would abandon
+        it, and its alarm, whose mark has moved, would never be run. A run that waits at an
+        interrupt keeps its thread until it ends.
+        """
+        free = []
+        for thread in LoopRunner.ALARM_THREADS:
+            if self.runner.waiting(self.model, thread) and not self.runner.at_interrupt(self.model, thread):
+                self.runner.step(self.model, now, {"kind": "alarm"}, thread=thread)
+            if not self.runner.waiting(self.model, thread):
+                free.append(thread)
+        return free
+
+    def alarms(self, now: datetime, keys: Sequence[str]) -> list[tuple[str, str]]:
+        """Start each alarm's own run now, each on a free alarm thread, next to any waiting run;
+        returns the (alarm, thread) started. Alarms for which no thread is free (every alarm
+        thread holds a run that waits) are kept, in order, and started first at a later call."""
+        keys = [*self._queued, *keys]
         if not keys:
-            return
-        self.flush()
-        for key in keys:
-            self.runner.step(self.model, now, {"kind": "alarm", "alarm": key}, thread="alarms")
+            return []
+        free = self.free_alarm_threads(now)
+        started = list(zip(keys, free, strict=False))
+        self._queued = keys[len(started) :]
+        if started:
+            self.flush()
+            for key, thread in started:
+                self.runner.step(self.model, now, {"kind": "alarm", "alarm": key}, thread=thread)
         self._after()
+        return started
 
     def look(self, now: datetime, *, check: bool, resume: bool) -> list[str]:
         """Run the scheduled check when ``check``, and resume the waiting runs when ``resume``;

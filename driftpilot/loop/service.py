@@ -222,6 +222,13 @@ class ServiceLoop:
         state.marks = (marks[0], marks[1])
         state.schedule.saw(rows=n_events, labels=n_labels)
         if alarms:
+            # Only as many as there are alarm threads free; the mark stays before the rest, which
+            # the next passes find again (in whichever process then holds the model).
+            free = state.driver.free_alarm_threads(now)
+            if len(free) < len(alarms):
+                log.info("%d alarms of model %s wait for an alarm run to end", len(alarms) - len(free), row.name)
+            alarms = alarms[: len(free)]
+        if alarms:
             with self.sessions() as session:
                 if not move_alarm_mark(session=session, model_id=row.id, holder=self.holder, mark=alarms[-1][0]):
                     return []  # the model was taken over meanwhile
@@ -233,9 +240,8 @@ class ServiceLoop:
         resume = state.next_resume is None or now >= state.next_resume
         if resume:
             state.next_resume = now + self.resume_every
-        threads = state.driver.step(Moment(now, check=check, resume=resume, alarms=keys))
-        runs = [Run(row.name, "alarms", {"kind": "alarm", "alarm": key}) for key in keys]
-        return runs + [Run(row.name, thread, state.driver.trigger) for thread in threads]
+        ran = state.driver.step(Moment(now, check=check, resume=resume, alarms=keys))
+        return [Run(row.name, thread, trigger) for thread, trigger in ran]
 
 
 @contextmanager

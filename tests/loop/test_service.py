@@ -204,3 +204,73 @@ def test_an_alarm_wakes_a_sleeping_loop_and_stop_gives_the_leases_back(tmp_path)
     assert not worker.is_alive()
     with sessions() as session:
         assert [lease.holder for lease in session.scalars(sa.select(LoopLease))] == [""]
+
+
+def _siren(sessions, key: str, at: datetime) -> None:
+    with sessions() as session:
+        ingest_alarm(
+            session=session,
+            alarm={
+                "key": key,
+                "name": "SiteDown",
+                "severity": "critical",
+                "status": "firing",
+                "starts_at": at,
+                "model": "credit",
+            },
+        )
+
+
+def test_no_alarm_is_lost_to_a_crashed_run_or_to_runs_that_wait(tmp_path, monkeypatch) -> None:
+    """An alarm's run that a crash stopped is finished before the next alarm's run starts (it
+    used to be resumed in the next alarm's place, and that alarm was never run); alarm runs that
+    wait each hold a thread of their own, and an alarm with no thread free waits its turn."""
+    from langgraph.types import interrupt
+
+    from driftpilot.graph import build
+
+    crashed: list[str] = []
+    waits = {"a-2", "a-3", "a-4", "a-5"}
+
+    def monitor(state, runtime):
+        alarm = state["trigger"].get("alarm")
+        if alarm == "a-1" and not crashed:
+            crashed.append(alarm)
+            raise RuntimeError("the process died here")
+        if alarm in waits:
+            interrupt({"waiting_for": "a person"})  # resumed by the loop's next look at waiting runs
+        return build_monitor(state, runtime)
+
+    build_monitor = build.monitor
+    monkeypatch.setattr(build, "monitor", monitor)
+    home = tmp_path / "home"
+    assert _register(home, "credit") == 0
+    sessions = db.connect(f"sqlite:///{home / 'driftpilot.sqlite'}")
+    start = datetime.now(UTC).replace(microsecond=0)
+    with sqlite_checkpointer(home / "checkpoints.sqlite") as checkpointer:
+        loop = _loop(home, sessions, checkpointer, "loop-a")
+        _siren(sessions, "a-1", start)
+        try:
+            loop.run_once(start)
+            raise AssertionError("the crash was not raised")
+        except RuntimeError as crash:
+            assert "died here" in str(crash)
+        for key in ("a-2", "a-3", "a-4", "a-5", "a-6"):
+            _siren(sessions, key, start)
+        second = loop.run_once(start + timedelta(minutes=1))
+        after_second = _monitor_runs(sessions)
+        third = loop.run_once(start + timedelta(minutes=20))  # the waiting runs are looked at again
+        fourth = loop.run_once(start + timedelta(minutes=21))
+
+    # a-1's run was finished first (on its own thread), then four alarm threads took a-2..a-5.
+    assert [(r.thread, r.trigger.get("alarm")) for r in second] == [
+        ("alarms", "a-2"),
+        ("alarms-2", "a-3"),
+        ("alarms-3", "a-4"),
+        ("alarms-4", "a-5"),
+    ]
+    assert [r.split("/alarm/")[1] for r in after_second] == ["a-1"]
+    assert sorted(r.thread for r in third) == ["alarms", "alarms-2", "alarms-3", "alarms-4"]
+    assert [(r.thread, r.trigger.get("alarm")) for r in fourth] == [("alarms", "a-6")]
+    alarm_runs = [r.split("/alarm/")[1] for r in _monitor_runs(sessions) if "/alarm/" in r]
+    assert sorted(alarm_runs) == ["a-1", "a-2", "a-3", "a-4", "a-5", "a-6"]  # each run once
