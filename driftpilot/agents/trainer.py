@@ -261,7 +261,7 @@ def _train(ctx: AgentContext, work: _Work, usage: Usage, attempts: list[_Attempt
         # The other shape competes too: a linear model where the champion has hidden layers (a
         # concept a hyperplane draws is learnt from fewer labels without them), hidden layers
         # where it is linear.
-        other = () if work.parent.hidden else type(work.parent).default_hidden
+        other = () if work.parent.hidden else type(work.parent).hidden_layers
         shape = "a model of the other shape competes; the newest labels choose"
         rivals.append(UpdatePlan("scratch", hidden=other, reasons=[shape]))
     if work.augmented is not None and work.plan.mode != "reuse":

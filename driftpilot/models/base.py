@@ -244,6 +244,9 @@ class TorchClassifier:
     family: ClassVar[str] = ""
     #: The hidden layers a model of the family has unless told otherwise.
     default_hidden: ClassVar[tuple[int, ...]] = (64, 32)
+    #: The family's hidden layers when it has some: the shape the Trainer lets compete with a
+    #: linear champion (see :func:`driftpilot.agents.trainer`).
+    hidden_layers: ClassVar[tuple[int, ...]] = (64, 32)
     #: What the last fit did (``None`` for a model loaded without one).
     report_: TrainingReport | None = None
     #: The learnt feature encoding and the network (set by ``fit`` or ``load``).

@@ -1,8 +1,10 @@
-"""Intent family (the customer-service classifier): sentence embeddings and an MLP head.
+"""Intent family (the customer-service classifier): sentence embeddings and a classifier head.
 
 The teacher reads a text feature (kind ``"text"``) through all-MiniLM-L6-v2
 (:class:`~driftpilot.models.text_encoder.SentenceEncoder`, offline, cached by text hash) and
-classifies its 384 numbers with an MLP. Where the caller has encoded the texts already — the
+classifies its 384 numbers with a head: linear by default, an MLP (one hidden layer of 256) when
+the Trainer's evidence prefers it (under the ``auto`` strategy the other shape competes at every
+retrain, and the newest labels choose). Where the caller has encoded the texts already — the
 replay does, once per stream, and hands the vectors on as ``<text>_e000`` … ``<text>_e383`` —
 those columns are used as they are and the encoder is never loaded. New intents grow the head
 (``fit(..., new_classes="grow")``); the encoder stays frozen.
@@ -11,6 +13,18 @@ The encoder's own layers are not unfrozen: fine-tuning them would void every cac
 each version and put 22 M parameters into the artifact the edge downloads; the frozen
 embeddings with a trained head already separate Banking77's intents well (see
 ``evals/results/incremental_bench.md``).
+
+Why the head is linear by default: on the frozen vectors a hyperplane per intent is all Banking77
+needs, and it is the better model by every measure the loop reads. Trained on the whole training
+split it scores 0.9273 on the test split where the MLP scores 0.9244; its fit is convex (solved to
+convergence by L-BFGS: the same model on any CPU, no validation rows held out of a few hundred
+labels, in seconds); and its probabilities are not the saturated ones of the MLP, whose top
+probability had a median of 1.0 even on queries of intents it never saw (issue 18). Active
+learning, pseudo-labels and confident learning all read those probabilities. Starting from 2
+labels per intent, the Curator's selection brought the linear head to 97 % of its full-data
+accuracy with 0.37 of the labels random sampling needed; the MLP, whose early-stopped fits move
+by a point from one batch of labels to the next, needed 0.49 (``evals/label_efficiency.py
+--classifier intent_mlp``, five seeds).
 
 Examples
 --------
@@ -108,7 +122,7 @@ class SentenceEncoding:
 
 
 class IntentMLP(TorchClassifier):
-    """Frozen all-MiniLM-L6-v2 sentence vectors, then an MLP head.
+    """Frozen all-MiniLM-L6-v2 sentence vectors, then a linear head (or an MLP head: ``hidden``).
 
     Parameters
     ----------
@@ -118,12 +132,13 @@ class IntentMLP(TorchClassifier):
         The sentence encoder to use for raw text (one shared by the caller, with its cache);
         by default one is created, in memory only, the first time raw text arrives.
 
-    The other parameters are :class:`~driftpilot.models.base.TorchClassifier`'s; the hidden
-    layers default to one of 256.
+    The other parameters are :class:`~driftpilot.models.base.TorchClassifier`'s; the head is
+    linear unless ``hidden`` says otherwise (see the module's note).
     """
 
     family = "intent_mlp"
-    default_hidden = (256,)
+    default_hidden = ()
+    hidden_layers = (256,)
 
     def __init__(
         self, features: FeatureList, classes: Any, *, encoder: SentenceEncoder | None = None, **kwargs: Any

@@ -36,7 +36,13 @@ def _texts(n: int, seed: int, *, classes=("balance", "card_lost")):
 CASES = {
     "tabular_mlp": (lambda **kw: TabularMLP(TABULAR, ["no", "yes"], **kw), _tabular, "maybe"),
     "hashed_mlp": (lambda **kw: HashedMLP(TABULAR, ["no", "yes"], **kw), _tabular, "maybe"),
-    "intent_mlp": (lambda **kw: IntentMLP([("query", "text")], ["balance", "card_lost"], **kw), _texts, "refund"),
+    # The intent family is linear by default; these checks train its shape with hidden layers,
+    # the one the Trainer lets compete (the linear shape of every family is checked below).
+    "intent_mlp": (
+        lambda **kw: IntentMLP([("query", "text")], ["balance", "card_lost"], **({"hidden": (256,)} | kw)),
+        _texts,
+        "refund",
+    ),
 }
 
 
@@ -67,6 +73,18 @@ def test_fit_learns_and_is_reproducible(name):
     assert report.mode == "scratch" and report.validation_rows == 80 and report.rows == 720
     assert len(report.curves) == report.epochs <= 25
     assert all(c.val_loss is not None for c in report.curves)
+
+
+def test_the_intent_head_is_linear_unless_told_and_its_rival_has_a_hidden_layer():
+    x, y = _texts(400, 0)
+    model = IntentMLP([("query", "text")], ["balance", "card_lost"], seed=0).fit(x, y)
+    again = IntentMLP([("query", "text")], ["balance", "card_lost"], seed=5).fit(x, y)
+
+    assert model.hidden == () and model.report_ is not None and model.report_.validation_rows == 0
+    assert "L-BFGS" in model.report_.lr_source  # convex, solved to convergence on every row
+    # Convex: another seed (another starting point) converges to the same model, to the solver tolerance.
+    assert np.abs(model.predict_proba(x) - again.predict_proba(x)).max() < 1e-3
+    assert (IntentMLP.hidden_layers, TabularMLP.default_hidden) == ((256,), TabularMLP.hidden_layers)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
