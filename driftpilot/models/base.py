@@ -59,6 +59,14 @@ UPDATE_BATCH_FACTOR = 4
 UPDATE_MIN_STEPS = 25
 #: Most L-BFGS iterations of a linear fit from scratch (it usually converges in far fewer).
 LINEAR_MAX_ITER = 200
+#: The strengths ``C`` a linear fit chooses among, half a decade apart from the strongest; the walk
+#: stops at the first that does worse on held-out loss. scikit-learn's fixed ``C = 1`` suits a
+#: handful of standardised columns, not 384 scaled sentence components: on Banking77 it scored
+#: 0.922 on clean labels and 0.827 with 10 % of them flipped, where ``C`` chosen this way
+#: (about 0.03 on the scaled vectors, 10 on unit-length ones) scored 0.929 and 0.918.
+LINEAR_STRENGTHS: tuple[float, ...] = tuple(float(10.0**k) for k in np.arange(-3.0, 1.01, 0.5))
+#: Fewest rows for choosing ``C`` on held-out rows (a fifth of them); fewer are fitted at ``C = 1``.
+LINEAR_SEARCH_MIN_ROWS = 200
 #: The rate an update starts from when its parent's report is lost (half of it, see ``fit``).
 DEFAULT_UPDATE_LR = 3e-3
 #: The class weighting a fit takes for each metric models are judged by: balanced accuracy
@@ -577,8 +585,9 @@ class TorchClassifier:
         started: float,
         on_epoch: EpochCallback | None,
     ) -> TorchClassifier:
-        """Fit a linear ``net`` by full-batch L-BFGS with scikit-learn's default penalty: the
-        (class-weighted) mean cross-entropy plus ``||W||² / (2 n)``, i.e. ``C = 1``.
+        """Fit a linear ``net`` by full-batch L-BFGS on the (class-weighted) mean cross-entropy
+        plus ``||W||² / (2 C n)``, scikit-learn's penalty, with ``C`` chosen by held-out loss
+        (:func:`_linear_strength`).
 
         Written here rather than delegated to scikit-learn so that the model stays one torch
         network (the same save, update and ONNX export as every family), and the fit gives the
@@ -586,23 +595,11 @@ class TorchClassifier:
         import torch
 
         rows = len(target)
-        penalty = 1.0 / (2 * rows)
-        optimizer = torch.optim.LBFGS(
-            net.parameters(), lr=1.0, max_iter=LINEAR_MAX_ITER, tolerance_grad=1e-6, line_search_fn="strong_wolfe"
-        )
-        net.train()
-
-        def closure() -> Any:
-            optimizer.zero_grad()
-            loss = loss_fn(net(x), target) + penalty * net.head.weight.pow(2).sum()
-            loss.backward()
-            return loss
-
-        optimizer.step(closure)
+        strength, strength_source = _linear_strength(net, x, target, loss_fn)
+        iterations = _lbfgs(net, x, target, loss_fn, strength)
         net.eval()
         with torch.no_grad():
             loss = float(loss_fn(net(x), target))
-        iterations = int(optimizer.state[optimizer._params[0]].get("n_iter", 0))
         curve = Curve(1, loss, None, None, 1.0)
         if on_epoch is not None:
             on_epoch(asdict(curve) | {"max_epochs": 1})
@@ -614,7 +611,7 @@ class TorchClassifier:
             penalty="none",
             strength=0.0,
             lr=0.0,
-            lr_source=f"none: L-BFGS to convergence ({iterations} iterations)",
+            lr_source=f"none: L-BFGS to convergence ({iterations} iterations), C = {strength:g} ({strength_source})",
             batch_size=rows,
             batch_reason="full batch (L-BFGS)",
             rows=rows,
@@ -854,3 +851,48 @@ def lr_range_test(
         lr *= factor
     net.load_state_dict(saved)
     return float(min(max(best_lr / 10, low), 0.05))
+
+
+def _lbfgs(net: Any, x: Any, target: Any, loss_fn: Any, strength: float) -> int:
+    """Fit the linear ``net`` in place to convergence: the mean loss plus ``||W||² / (2 C n)``;
+    returns the iterations taken."""
+    import torch
+
+    penalty = 1.0 / (2 * strength * len(target))
+    optimizer = torch.optim.LBFGS(
+        net.parameters(), lr=1.0, max_iter=LINEAR_MAX_ITER, tolerance_grad=1e-6, line_search_fn="strong_wolfe"
+    )
+    net.train()
+
+    def closure() -> Any:
+        optimizer.zero_grad()
+        loss = loss_fn(net(x), target) + penalty * net.head.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return int(optimizer.state[optimizer._params[0]].get("n_iter", 0))
+
+
+def _linear_strength(net: Any, x: Any, target: Any, loss_fn: Any) -> tuple[float, str]:
+    """The ``C`` of :data:`LINEAR_STRENGTHS` with the least loss on a fifth of the rows held out
+    (the same fifth for the same rows, whatever the seed: a convex fit then gives one model), and
+    how it was chosen. Each strength starts from the previous one's solution; ``net`` is not
+    changed."""
+    import torch
+
+    rows = len(target)
+    if rows < LINEAR_SEARCH_MIN_ROWS:
+        return 1.0, f"scikit-learn's default: fewer than {LINEAR_SEARCH_MIN_ROWS} rows to hold some out"
+    order = np.random.default_rng(0).permutation(rows)
+    held, fit = order[: rows // 5], order[rows // 5 :]
+    trial = copy.deepcopy(net)
+    best, chosen = math.inf, LINEAR_STRENGTHS[0]
+    for strength in LINEAR_STRENGTHS:
+        _lbfgs(trial, x[fit], target[fit], loss_fn, strength)
+        with torch.no_grad():
+            loss = float(loss_fn(trial.eval()(x[held]), target[held]))
+        if loss >= best:
+            break
+        best, chosen = loss, strength
+    return chosen, f"least loss on {len(held):,} held-out rows among {LINEAR_STRENGTHS[0]:g} to {LINEAR_STRENGTHS[-1]:g}"

@@ -87,6 +87,27 @@ def test_the_intent_head_is_linear_unless_told_and_its_rival_has_a_hidden_layer(
     assert (IntentMLP.hidden_layers, TabularMLP.default_hidden) == ((256,), TabularMLP.hidden_layers)
 
 
+def test_a_linear_fit_chooses_its_strength_on_held_out_rows(monkeypatch):
+    from driftpilot.models import base
+
+    x, y = _texts(600, 3)
+    noisy = y.copy()
+    noisy[::6] = np.where(y[::6] == "balance", "card_lost", "balance")  # a sixth of the labels flipped
+    test_x, test_y = _texts(600, 4)
+    chosen = IntentMLP([("query", "text")], ["balance", "card_lost"], seed=0).fit(x, noisy)
+    few = IntentMLP([("query", "text")], ["balance", "card_lost"], seed=0).fit(
+        {k: v[:150] for k, v in x.items()}, noisy[:150]
+    )
+    monkeypatch.setattr(base, "LINEAR_STRENGTHS", (1.0,))  # scikit-learn's fixed default
+    fixed = IntentMLP([("query", "text")], ["balance", "card_lost"], seed=0).fit(x, noisy)
+
+    assert chosen.report_ is not None and "held-out rows" in chosen.report_.lr_source
+    strength = float(chosen.report_.lr_source.split("C = ")[1].split(" ")[0])
+    assert strength < 1.0  # 384 noisy dimensions and 480 rows want more than the default penalty
+    assert (chosen.predict(test_x) == test_y).mean() > (fixed.predict(test_x) == test_y).mean()
+    assert few.report_ is not None and "C = 1 (scikit-learn's default: fewer than 200 rows" in few.report_.lr_source
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_every_family_also_comes_linear(name, tmp_path):
     # The Trainer lets a linear model (no hidden layer) of the champion's family compete: each
