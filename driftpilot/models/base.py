@@ -895,4 +895,5 @@ def _linear_strength(net: Any, x: Any, target: Any, loss_fn: Any) -> tuple[float
         if loss >= best:
             break
         best, chosen = loss, strength
-    return chosen, f"least loss on {len(held):,} held-out rows among {LINEAR_STRENGTHS[0]:g} to {LINEAR_STRENGTHS[-1]:g}"
+    among = f"{LINEAR_STRENGTHS[0]:g} to {LINEAR_STRENGTHS[-1]:g}"
+    return chosen, f"least loss on {len(held):,} held-out rows among {among}"
