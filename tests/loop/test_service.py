@@ -206,7 +206,8 @@ def test_an_alarm_wakes_a_sleeping_loop_and_stop_gives_the_leases_back(tmp_path)
         assert [lease.holder for lease in session.scalars(sa.select(LoopLease))] == [""]
 
 
-def _siren(sessions, key: str, at: datetime) -> None:
+def _siren(sessions, key: str, at: datetime, model: str = "credit") -> None:
+    """A firing SiteDown alarm ``key`` for ``model``, stored as the alarm hook stores it."""
     with sessions() as session:
         ingest_alarm(
             session=session,
@@ -216,7 +217,7 @@ def _siren(sessions, key: str, at: datetime) -> None:
                 "severity": "critical",
                 "status": "firing",
                 "starts_at": at,
-                "model": "credit",
+                "model": model,
             },
         )
 

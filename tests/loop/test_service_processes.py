@@ -14,10 +14,9 @@ import pytest
 import sqlalchemy as sa
 
 from driftpilot.memory import db
-from driftpilot.memory.ingest import ingest_alarm
 from driftpilot.memory.tables import Decision, LoopLease
 
-from .test_service import _register
+from .test_service import _register, _siren
 
 MODELS = ("north", "south", "east")
 
@@ -30,18 +29,7 @@ def _loop_process(home, url, log):
 
 
 def _alarm(sessions, key: str, model: str) -> None:
-    with sessions() as session:
-        ingest_alarm(
-            session=session,
-            alarm={
-                "key": key,
-                "name": "SiteDown",
-                "severity": "critical",
-                "status": "firing",
-                "starts_at": datetime.now(UTC),
-                "model": model,
-            },
-        )
+    _siren(sessions, key, datetime.now(UTC), model)
 
 
 def _alarm_runs(sessions) -> Counter[str]:
