@@ -86,7 +86,7 @@ def propose(
         taught = members.any(axis=1)
         unknown = unknown_queries(
             pool.vectors,
-            scorer.predict_proba(unlabelled),  # only the pool's: unknown is judged by distance here
+            None,  # unknown is judged by distance alone (see the module's note): no model run
             known.vectors[taught],
             confidence=None,
             far_quantile=FAR_QUANTILE,

@@ -176,7 +176,7 @@ class Cluster:
 
 def unknown_queries(
     vectors: np.ndarray,
-    probabilities: np.ndarray,
+    probabilities: np.ndarray | None,
     labelled_vectors: np.ndarray,
     *,
     confidence: float | None = CONFIDENCE,
@@ -191,7 +191,8 @@ def unknown_queries(
         The queries' sentence vectors, one row each (cosine similarity is used: the length of a
         row does not matter, but an all-zero row has no direction and is refused).
     probabilities
-        The model's class probabilities on the queries, one row per query.
+        The model's class probabilities on the queries, one row per query; ``None`` (no model run
+        for nothing) when ``confidence`` is ``None``.
     labelled_vectors
         Vectors of the labelled queries (at least two), in the same space.
     confidence
@@ -210,7 +211,7 @@ def unknown_queries(
         its own kind.
     labelled_probabilities
         Which class each labelled query belongs to, one row per labelled query and the columns of
-        ``probabilities``: their labels one-hot, or the model's probabilities on them (each
+        ``probabilities`` (when given): their labels one-hot, or the model's probabilities on them (each
         counts for the class of its largest entry). Class centres are steadier than single
         neighbours, which a mislabelled or odd query can stand in for.
 
@@ -247,18 +248,23 @@ def unknown_queries(
             f"labelled_vectors must hold at least 2 labelled queries to measure what 'far' is, got {len(known)} "
             "(with no model yet, ask for representative labels first: select_for_labels with probabilities=None)"
         )
-    probs = _finite_matrix("probabilities", probabilities, rows=len(queries))
+    if probabilities is None and confidence is not None:
+        raise ValueError(
+            f"probabilities are needed to judge confidence {confidence} "
+            "(pass confidence=None to judge by distance alone)"
+        )
+    probs = None if probabilities is None else _finite_matrix("probabilities", probabilities, rows=len(queries))
     if labelled_probabilities is None:
         distance, threshold = _far_from_neighbours(queries, known, far_quantile)
     else:
         membership = _finite_matrix("labelled_probabilities", labelled_probabilities, rows=len(known))
-        if membership.shape[1] != probs.shape[1]:
+        if probs is not None and membership.shape[1] != probs.shape[1]:
             raise ValueError(
                 f"labelled_probabilities must have the {probs.shape[1]} class columns of probabilities, "
                 f"got {membership.shape[1]}"
             )
         distance, threshold = _far_from_centres(queries, known, membership.argmax(axis=1), far_quantile)
-    if confidence is None:
+    if confidence is None or probs is None:
         return np.flatnonzero(distance > threshold).astype(np.int64)
     top = probs.max(axis=1) if probs.shape[1] else np.zeros(len(probs))
     return np.flatnonzero((top < confidence) & (distance > threshold)).astype(np.int64)

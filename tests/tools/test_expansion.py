@@ -374,3 +374,21 @@ def test_without_a_confidence_unknown_is_judged_by_distance_alone() -> None:
 
     assert unknown_queries(queries, sure, labelled, confidence=0.6).tolist() == []
     assert unknown_queries(queries, sure, labelled, confidence=None).tolist() == [1, 2]
+
+
+def test_judged_by_distance_alone_no_probabilities_are_needed(stream: dict[str, np.ndarray]) -> None:
+    membership = _one_hot(stream["labelled_classes"], 3)
+    with_model = unknown_queries(
+        stream["queries"],
+        stream["probabilities"],
+        stream["labelled"],
+        confidence=None,
+        labelled_probabilities=membership,
+    )
+    without = unknown_queries(
+        stream["queries"], None, stream["labelled"], confidence=None, labelled_probabilities=membership
+    )
+
+    assert without.tolist() == with_model.tolist() and len(without)
+    with pytest.raises(ValueError, match="probabilities are needed to judge confidence 0.5"):
+        unknown_queries(stream["queries"], None, stream["labelled"])
