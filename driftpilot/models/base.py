@@ -257,7 +257,7 @@ class TorchClassifier:
     #: linear champion (see :func:`driftpilot.agents.trainer`).
     hidden_layers: ClassVar[tuple[int, ...]] = (64, 32)
     #: Share of each row's target spread evenly over the classes (PyTorch's ``label_smoothing``):
-    #: a wrong label then costs the fit a bounded loss, not an unbounded one. None for a family
+    #: a wrong label then costs the fit a bounded loss, not an unbounded one. Zero for a family
     #: unless its data call for it (see the intent family).
     label_smoothing: ClassVar[float] = 0.0
     #: What the last fit did (``None`` for a model loaded without one).
