@@ -26,7 +26,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, HTTPException, Query
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import FileResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session, sessionmaker
@@ -39,9 +39,9 @@ from driftpilot.api.corpus import corpus_router
 from driftpilot.api.ingest import ingest_router
 from driftpilot.config import Settings
 from driftpilot.loop.metrics import LoopMetrics
-from driftpilot.memory import approvals, managed, releases, tokens
+from driftpilot.memory import approvals, managed, releases, tokens, versions
 from driftpilot.memory.decisions import decision_as_dict
-from driftpilot.models.registry import ArtifactError, Registry
+from driftpilot.models.registry import ArtifactError, Registry, artifact_file
 from driftpilot.policies import PolicyEngine, load_policy, model_policy_path
 from driftpilot.serving.rollback import manual_rollback
 from driftpilot.serving.routing import Serving, assignment, who_served
@@ -194,6 +194,29 @@ def create_app(
                 return assignment(session, model=name, entity=entity, group=group)
         except LookupError as exc:
             raise _refuse(exc) from exc
+
+    @app.get("/models/{name}/versions/{number}/artifacts/{artifact}", dependencies=[Depends(allow(*EVERYONE))])
+    def artifact(name: str, number: int, artifact: str) -> FileResponse:
+        """One artifact of a version, byte for byte: what an edge node downloads after
+        ``/assignment`` names the version. The bytes are checked against the sha256 recorded at
+        registration before they are sent (409 if they no longer match), and the sum goes with
+        them in ``X-Checksum-Sha256`` for the node to check on arrival."""
+        try:
+            with sessions() as session:
+                row = managed.get_model(session=session, name=name)
+                try:
+                    version = versions.get_version(session=session, model_id=row.id, number=number)
+                except LookupError:
+                    raise LookupError(f"model '{name}' has no version {number}") from None
+                path, digest = artifact_file(version, artifact)
+        except (LookupError, ArtifactError) as exc:
+            raise _refuse(exc) from exc
+        return FileResponse(
+            path,
+            media_type="application/octet-stream",
+            filename=path.name,
+            headers={"X-Checksum-Sha256": digest, "ETag": f'"{digest}"'},
+        )
 
     @app.get("/models/{name}/serving-history", dependencies=[reader])
     def history(name: str) -> list[dict[str, Any]]:

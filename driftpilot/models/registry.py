@@ -33,15 +33,34 @@ def sha256_of(path: Path) -> str:
 
 def verify_artifacts(version: Version) -> None:
     """Raise :class:`ArtifactError` unless every artifact exists with its recorded sha256."""
-    for name, meta in (version.artifacts or {}).items():
-        path = Path(meta["path"])
-        if not path.exists():
-            raise ArtifactError(f"version {version.number}: artifact '{name}' is missing at {path}")
-        actual = sha256_of(path)
-        if actual != meta["sha256"]:
-            raise ArtifactError(
-                f"version {version.number}: artifact '{name}' at {path} has sha256 {actual}, expected {meta['sha256']}"
-            )
+    for name in version.artifacts or {}:
+        artifact_file(version, name)
+
+
+def artifact_file(version: Version, name: str) -> tuple[Path, str]:
+    """The path of ``version``'s artifact ``name`` and its sha256, after checking the bytes on
+    disk still have that sum (what is handed to an edge node must be what was released).
+
+    Raises
+    ------
+    LookupError
+        When the version has no artifact of that name (the message lists the ones it has).
+    ArtifactError
+        When the file is missing or its bytes no longer match the recorded sum.
+    """
+    artifacts = version.artifacts or {}
+    if name not in artifacts:
+        raise LookupError(f"version {version.number} has no artifact '{name}'; it has {sorted(artifacts)}")
+    meta = artifacts[name]
+    path = Path(meta["path"])
+    if not path.exists():
+        raise ArtifactError(f"version {version.number}: artifact '{name}' is missing at {path}")
+    actual = sha256_of(path)
+    if actual != meta["sha256"]:
+        raise ArtifactError(
+            f"version {version.number}: artifact '{name}' at {path} has sha256 {actual}, expected {meta['sha256']}"
+        )
+    return path, str(meta["sha256"])
 
 
 class Registry:

@@ -21,6 +21,7 @@ ACCESS: dict[tuple[str, str], set[str] | None] = {
     ("POST", "/hooks/alertmanager"): {"ingest"},
     ("POST", "/hooks/alarms"): {"ingest"},
     ("GET", "/models/{name}/assignment"): {"ingest", "operator", "auditor"},
+    ("GET", "/models/{name}/versions/{number}/artifacts/{artifact}"): {"ingest", "operator", "auditor"},
     ("POST", "/models/{name}/rollback"): {"operator"},
     ("POST", "/models/{name}/chat"): {"operator"},
     ("POST", "/approvals/{approval_id}"): {"operator"},
@@ -65,6 +66,8 @@ PARAMS = {
     "request_id": "1",
     "proposal": "1",
     "cluster": "0",
+    "number": "1",
+    "artifact": "onnx",
 }
 
 

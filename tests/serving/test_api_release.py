@@ -78,3 +78,36 @@ def test_the_api_names_what_was_wrong(world, bearer):  # noqa: F811
     assert missing_feature.status_code == 422 and "firmware" in missing_feature.json()["detail"]
     assert imputed.status_code == 200 and len(imputed.json()["answers"]) == 1
     assert empty.status_code == 422
+
+
+def test_an_edge_node_downloads_the_assigned_artifacts_checked_against_their_sums(world, bearer, tmp_path):  # noqa: F811
+    import hashlib
+    from pathlib import Path
+
+    sessions, registry, model_id, tick = world
+    client = TestClient(create_app(sessions, registry), headers=bearer(sessions, "ingest", "gateway-7"))
+    entity = str(tick.entities[0])
+    assigned = client.get(f"/models/{MODEL_NAME}/assignment", params={"entity": entity}).json()
+    base = f"/models/{MODEL_NAME}/versions/{assigned['version']}/artifacts"
+
+    for name, digest in assigned["artifacts"].items():
+        got = client.get(f"{base}/{name}")
+        assert got.status_code == 200, got.text
+        assert hashlib.sha256(got.content).hexdigest() == digest == got.headers["x-checksum-sha256"]
+
+    unknown = client.get(f"{base}/weights.bin")
+    no_version = client.get(f"/models/{MODEL_NAME}/versions/99/artifacts/onnx")
+    assert unknown.status_code == 404 and "no artifact 'weights.bin'" in unknown.json()["detail"]
+    assert "'onnx'" in unknown.json()["detail"]  # the names it has
+    assert (no_version.status_code, no_version.json()["detail"]) == (404, f"model '{MODEL_NAME}' has no version 99")
+
+    with sessions() as session:
+        path = Path(
+            versions.get_version(session=session, model_id=model_id, number=assigned["version"]).artifacts["onnx"][
+                "path"
+            ]
+        )
+    path.write_bytes(path.read_bytes() + b"tampered")
+    corrupt = client.get(f"{base}/onnx")
+    assert corrupt.status_code == 409 and "artifact 'onnx'" in corrupt.json()["detail"]
+    assert "expected " + assigned["artifacts"]["onnx"] in corrupt.json()["detail"]
