@@ -10,9 +10,9 @@ no server; a queue library would add a dependency to every node for the same two
 
 >>> import tempfile, pathlib
 >>> box = Outbox(pathlib.Path(tempfile.mkdtemp()) / "outbox.db")
->>> box.put([{"key": "n1/1", "entity": "ont-1"}, {"key": "n1/2", "entity": "ont-2"}])
+>>> box.put([{"key": "n1/1", "entity": "device-1"}, {"key": "n1/2", "entity": "device-2"}])
 2
->>> box.put([{"key": "n1/1", "entity": "ont-1"}])  # the same record again: nothing new
+>>> box.put([{"key": "n1/1", "entity": "device-1"}])  # the same record again: nothing new
 0
 >>> [record["key"] for _, record in box.oldest(10)], len(box)
 (['n1/1', 'n1/2'], 2)
@@ -56,6 +56,12 @@ class Outbox:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
             "key TEXT NOT NULL UNIQUE, body TEXT NOT NULL)"
+        )
+        # Records the server refused for what they hold (not for being unreachable): kept, with the
+        # server's reason, for a person to read, instead of blocking every record behind them.
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS refused (seq INTEGER PRIMARY KEY, key TEXT NOT NULL, "
+            "body TEXT NOT NULL, reason TEXT NOT NULL)"
         )
 
     def put(self, records: Iterable[Mapping[str, Any]]) -> int:
@@ -105,6 +111,27 @@ class Outbox:
         """Forget the records the server has acknowledged (unknown numbers are ignored)."""
         with self._lock:
             self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(int(s),) for s in seqs])
+
+    def refuse(self, seq: int, reason: str) -> None:
+        """Move record ``seq`` out of the queue into the refused records, with ``reason``."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT INTO refused (seq, key, body, reason) SELECT seq, key, body, ? FROM outbox WHERE seq = ?",
+                    (reason, int(seq)),
+                )
+                self._db.execute("DELETE FROM outbox WHERE seq = ?", (int(seq),))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def refused(self) -> list[tuple[dict[str, Any], str]]:
+        """The records the server refused, oldest first, each with the server's reason."""
+        with self._lock:
+            rows = self._db.execute("SELECT body, reason FROM refused ORDER BY seq").fetchall()
+        return [(json.loads(body), str(reason)) for body, reason in rows]
 
     def __len__(self) -> int:
         with self._lock:
