@@ -708,7 +708,19 @@ class TorchClassifier:
         }
         paths["config"].write_text(json.dumps(meta, indent=2, sort_keys=True))
         self.export_onnx(paths["onnx"])
+        edge = self.edge_onnx(paths["onnx"])
+        if edge is not None:
+            import onnx
+
+            paths["edge"] = folder / "edge.onnx"
+            onnx.save(edge, str(paths["edge"]))
         return paths
+
+    def edge_onnx(self, net_path: Path) -> Any:
+        """The self-contained graph an edge node runs (raw fields in, see
+        :mod:`driftpilot.models.edge_export`), or ``None`` for a family whose encoding has no
+        ONNX form yet."""
+        return None
 
     @classmethod
     def load(cls, folder: Path) -> TorchClassifier:

@@ -245,6 +245,12 @@ class TabularMLP(TorchClassifier):
             first.bias.copy_(old_first.bias)
         return {"body.0.weight": mask}
 
+    def edge_onnx(self, net_path: Any) -> Any:
+        """Raw numbers and categories in: :func:`~driftpilot.models.edge_export.tabular_edge_graph`."""
+        from driftpilot.models.edge_export import tabular_edge_graph
+
+        return tabular_edge_graph(self.encoding_, net_path, self.classes)
+
     @property
     def preprocessor_(self) -> Preprocessor:
         """The learnt feature encoding (an alias of ``encoding_``)."""

@@ -198,3 +198,31 @@ def test_registry_refuses_an_artifact_that_fails_its_checksum(tmp_path):
 
     with pytest.raises(ArtifactError, match="artifact 'weights'.*sha256"):
         Registry(tmp_path / "art").load(version)
+
+
+def test_the_edge_graph_takes_raw_fields_and_encodes_them_as_the_model_does(tmp_path):
+    import json
+
+    import onnx
+    import onnxruntime as ort
+
+    x, y = _data(400, 2)
+    model = TabularMLP(FEATURES, ["no", "yes"], epochs=5, seed=0).fit(x, y)
+    paths = model.save(tmp_path / "v1")
+    prep = model.preprocessor_
+    test, _ = _data(200, 3)
+    test = {k: np.array(v, dtype=object if k in prep.categorical else np.float64) for k, v in test.items()}
+    for name in prep.numeric:
+        test[name][::7] = np.nan  # readings that did not come: the stored median, as in Python
+    test[prep.categorical[0]][::5] = "never-seen"  # all zeros, as in Python
+
+    session = ort.InferenceSession(str(paths["edge"]), providers=["CPUExecutionProvider"])
+    meta = onnx.load(str(paths["edge"])).metadata_props
+    props = {p.key: json.loads(p.value) for p in meta}
+    numbers = np.column_stack([test[n] for n in props["driftpilot.numbers"]]).astype(np.float32)
+    categories = np.column_stack([test[n].astype(str) for n in props["driftpilot.categories"]]).astype(object)
+    (proba,) = session.run(None, {"numbers": numbers, "categories": categories})
+
+    assert (props["driftpilot.numbers"], props["driftpilot.categories"]) == (prep.numeric, prep.categorical)
+    assert props["driftpilot.classes"] == model.classes
+    assert np.abs(proba - model.predict_proba(test)).max() < 1e-5
