@@ -77,6 +77,8 @@ from driftpilot.tools.active import select_for_labels, uncertainty_scores  # noq
 from driftpilot.tools.expansion import around, cluster_unknown, unknown_queries  # noqa: E402
 
 RESULTS = ROOT / "evals" / "results"
+#: Per-seed detail too large to commit (see .gitignore's evals/out/).
+RUNS_DIR = ROOT / "evals" / "out"
 STRATEGIES = ("driftpilot", "random", "margin")
 BATCH = 200
 START_PER_INTENT = 2
@@ -757,12 +759,17 @@ def emerging_only(
             "classifier": classifier_name(args.classifier),
             "seeds": seeds,
             "quick": args.quick,
-            "emerging": new,
+            # The table's figures; each seed's per-intent labels and clusters shown (250 KB for
+            # five seeds) go to evals/out/, outside the committed results.
+            "emerging": {strategy: {k: v for k, v in row.items() if k != "runs"} for strategy, row in new.items()},
             "seconds": round(time.perf_counter() - started, 1),
         }
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         suffix = ("_quick" if args.quick else "") + ("" if args.classifier == "logistic" else f"_{args.classifier}")
+        runs = {strategy: row.get("runs") for strategy, row in new.items()}
+        RUNS_DIR.mkdir(parents=True, exist_ok=True)
+        (RUNS_DIR / f"label_efficiency_emerging{suffix}_runs.json").write_text(json.dumps(runs, default=float))
         (out / f"label_efficiency_emerging{suffix}.json").write_text(json.dumps(results, indent=2, default=float))
         (out / f"label_efficiency_emerging{suffix}.md").write_text(text + "\n")
         print(f"written: {out / f'label_efficiency_emerging{suffix}.json'} and .md", flush=True)

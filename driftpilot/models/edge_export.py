@@ -39,8 +39,9 @@ def tabular_edge_graph(prep: Preprocessor, net_path: Path, classes: list[str]) -
     from onnx import TensorProto, compose, helper
 
     net = onnx.load(str(net_path))
-    opset = max(EDGE_OPSET, *(o.version for o in net.opset_import if o.domain in ("", "ai.onnx")))
-    if opset != _opset(net):
+    net_opset = max(o.version for o in net.opset_import if o.domain in ("", "ai.onnx"))
+    opset = max(EDGE_OPSET, net_opset)
+    if opset != net_opset:
         net = onnx.version_converter.convert_version(net, opset)
     nodes: list[Any] = []
     inits: list[Any] = []
@@ -110,7 +111,3 @@ def tabular_edge_graph(prep: Preprocessor, net_path: Path, classes: list[str]) -
     )
     onnx.checker.check_model(model)
     return model
-
-
-def _opset(model: Any) -> int:
-    return max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))

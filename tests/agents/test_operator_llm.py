@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import socket
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import cast
@@ -30,6 +29,7 @@ from driftpilot.memory.schemas import FeatureSpec, ModelSchema
 from driftpilot.models.registry import Registry
 from driftpilot.policies import PolicyEngine
 from driftpilot.policies.loader import policy_from_mapping
+from tests.live import free_port
 
 from .fake_openai import FakeOpenAI, Reply
 
@@ -113,12 +113,6 @@ def _operator_decisions(world) -> list[dict]:
 
 def _chat(server: FakeOpenAI):
     return chat_model(Settings(openai_api_key=None, openai_base_url=server.base_url), model_name="fake-gpt")
-
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_chat_model_needs_a_key_or_a_server():
@@ -272,7 +266,7 @@ def test_without_a_model_the_grammar_plans_and_says_what_it_did_not_understand(w
 
 
 def test_an_unreachable_model_falls_back_to_the_grammar(world):
-    down = chat_model(Settings(openai_base_url=f"http://127.0.0.1:{_closed_port()}/v1"), model_name="fake-gpt")
+    down = chat_model(Settings(openai_base_url=f"http://127.0.0.1:{free_port()}/v1"), model_name="fake-gpt")
 
     reply = operate(_context(world, "L4"), NAME, "rollback 1", NOW, chat=down)
 
@@ -294,7 +288,7 @@ def test_narrate_keeps_what_the_model_saw_and_is_none_when_it_fails(caplog):
         told = narrate(chat, evidence, draft)
         with caplog.at_level(logging.WARNING, logger="driftpilot.agents.llm"):
             garbled = narrate(chat, evidence, draft)
-    down = chat_model(Settings(openai_base_url=f"http://127.0.0.1:{_closed_port()}/v1"))
+    down = chat_model(Settings(openai_base_url=f"http://127.0.0.1:{free_port()}/v1"))
     with caplog.at_level(logging.WARNING, logger="driftpilot.agents.llm"):
         unreachable = narrate(down, evidence, draft)
 
@@ -358,7 +352,7 @@ def test_the_diagnostician_keeps_its_rationale_and_adds_the_narrative_beside_it(
 
     with FakeOpenAI([Reply(text="There is too little data yet to say why accuracy fell.")]) as server:
         told = diagnose(_chat(server))
-    down = diagnose(chat_model(Settings(openai_base_url=f"http://127.0.0.1:{_closed_port()}/v1")))
+    down = diagnose(chat_model(Settings(openai_base_url=f"http://127.0.0.1:{free_port()}/v1")))
     plain = diagnose(None)
 
     assert told["rationale"] == down["rationale"] == plain["rationale"] == rationale

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,13 +12,8 @@ import httpx
 import pytest
 
 from driftpilot import cli
+from tests.live import free_port
 from tests.loop.test_service import _register
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _serving(tmp_path, capsys, *options: str):
@@ -29,7 +23,7 @@ def _serving(tmp_path, capsys, *options: str):
     assert _register(home, "credit") == 0
     assert cli.main(["--home", str(home), "token", "create", "--role", "ingest", "--name", "relay"]) == 0
     headers = {"Authorization": f"Bearer {capsys.readouterr().out.strip().splitlines()[-1]}"}
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "serve.log").open("wb")
     server = subprocess.Popen(
         [sys.executable, "-m", "driftpilot.cli", "--home", str(home), "serve", "--port", str(port), *options],

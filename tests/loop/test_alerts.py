@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -28,6 +27,7 @@ from driftpilot.loop.alerts import RULES, AlertSender, alerts_from_decisions
 from driftpilot.memory import alerts, db, decisions, managed
 from driftpilot.memory.schemas import FeatureSpec, ModelSchema
 from driftpilot.memory.tables import Decision
+from tests.live import free_port, serving
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -315,12 +315,6 @@ def receiver() -> Iterator[Receiver]:
     server.server.server_close()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_an_alert_goes_to_alertmanager_as_its_v2_list_and_to_the_webhook_as_json(
     sessions: sessionmaker[Session], model_id: int, receiver: Receiver
 ) -> None:
@@ -406,7 +400,7 @@ def test_an_unreachable_alertmanager_is_a_failed_attempt_and_so_is_a_partial_del
     sessions: sessionmaker[Session], model_id: int, receiver: Receiver
 ) -> None:
     _decide(sessions, model_id, "diagnostician", "diagnose", "fix_data")
-    nobody = f"http://127.0.0.1:{_free_port()}"
+    nobody = f"http://127.0.0.1:{free_port()}"
     sender = AlertSender(sessions, alertmanager_url=nobody, webhook_url=receiver.url + "/hook", timeout=2.0)
 
     [alert] = sender.run_once(NOW)
@@ -492,7 +486,7 @@ def running_alertmanager(tmp_path: Path, config_text: str = ALERTMANAGER_CONFIG)
     config = tmp_path / "alertmanager.yml"
     config.write_text(config_text)
     log = tmp_path / "alertmanager.log"
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     command = [
         binary,
         f"--config.file={config}",
@@ -568,8 +562,6 @@ def test_alertmanager_hands_driftpilot_s_alert_back_through_the_hook_as_an_alarm
 ) -> None:
     """driftpilot → Alertmanager's API → Alertmanager's webhook receiver → ``/hooks/alertmanager``
     on a live server: the alarm path a deployment wires up, end to end, over real HTTP."""
-    import uvicorn
-
     from driftpilot.api import create_app
     from driftpilot.config import Settings
     from driftpilot.memory.tables import Alarm
@@ -579,12 +571,8 @@ def test_alertmanager_hands_driftpilot_s_alert_back_through_the_hook_as_an_alarm
     with sessions() as session:
         _, token = create_token(session=session, name="alertmanager", role="ingest")
     app = create_app(sessions, Registry(tmp_path / "artifacts"), settings=Settings(home=tmp_path))
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    config = ROUND_TRIP_CONFIG.format(hook=f"http://127.0.0.1:{port}/hooks/alertmanager", token=token)
-    try:
+    with serving(app, free_port()) as base:
+        config = ROUND_TRIP_CONFIG.format(hook=f"{base}/hooks/alertmanager", token=token)
         with running_alertmanager(tmp_path, config) as alertmanager:
             _decide(sessions, model_id, "release_manager", "rollback", "rolled_back", rationale="v3 rolled back.")
             [sent] = AlertSender(sessions, alertmanager_url=alertmanager).run_once(datetime.now(UTC))
@@ -594,9 +582,6 @@ def test_alertmanager_hands_driftpilot_s_alert_back_through_the_hook_as_an_alarm
                 with sessions() as session:
                     alarms = list(session.scalars(sa.select(Alarm)))
                 time.sleep(0.2)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
     assert sent.status == "sent"
     [alarm] = alarms

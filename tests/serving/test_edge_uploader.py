@@ -3,12 +3,6 @@ server is down, a record the server refuses is set aside with its reason, the re
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import sqlalchemy as sa
 
 from driftpilot.api import create_app
@@ -16,32 +10,10 @@ from driftpilot.edge.outbox import Outbox
 from driftpilot.edge.uploader import Uploader
 from driftpilot.loop.demo import MODEL_NAME
 from driftpilot.memory.tables import Event
+from tests.live import free_port, serving
 
 from .test_api_release import _events
 from .test_release_serving import world  # noqa: F401 - the fixture
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextmanager
-def _serving(app, port: int) -> Iterator[None]:
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def test_the_outbox_reaches_the_server_once_it_is_back_and_a_bad_record_does_not_block_the_rest(
@@ -55,14 +27,14 @@ def test_the_outbox_reaches_the_server_once_it_is_back_and_a_bad_record_does_not
     bad = dict(good[3], key="gw7/bad", features={k: v for k, v in good[3]["features"].items() if k != "firmware"})
     box = Outbox(tmp_path / "node" / "outbox.db")
     box.put(good[:3] + [bad] + good[3:])
-    port = _free_port()
+    port = free_port()
     uploader = Uploader(box, f"http://127.0.0.1:{port}", MODEL_NAME, token, batch=4, timeout=5)
 
     down = uploader.drain()  # nothing listens yet
     assert (down.sent, down.refused) == (0, 0) and "unreachable" in (down.error or "")
     assert len(box) == 8
 
-    with _serving(create_app(sessions, registry), port):
+    with serving(create_app(sessions, registry), port):
         up = uploader.drain()
         box.put(good[:2])  # a node restarted before it knew they had gone: sent again
         again = uploader.drain()
