@@ -31,6 +31,7 @@ from driftpilot.memory.tables import ManagedModel, Snapshot, Version
 from driftpilot.models.base import CLASS_WEIGHTS, TorchClassifier, TrainingReport
 from driftpilot.policies import PolicyVerdict, RetrainFacts, StartCanaryFacts, Usage
 from driftpilot.tools.augment import Augmented
+from driftpilot.tools.distill import distil_student
 from driftpilot.tools.evaluation import Evaluation, evaluate_candidate
 from driftpilot.tools.training import UpdatePlan, augmented_set, augmented_texts, plan_update, train_candidate
 
@@ -91,7 +92,8 @@ def trainer(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
                 verdicts=[retrain],
             )
             return {"candidate": None, "outcome": "training_failed", "last_decision": decision.id}
-        return _register(ctx, session, state, model, champion, snapshot, final, attempts, retrain, work.augmented)
+        edge = _edge_student(ctx, session, work, schema, final, usage) if not _behind(state, final) else _EdgeStudent()
+        return _register(ctx, session, state, model, champion, snapshot, final, attempts, retrain, work.augmented, edge)
 
 
 def _retrain_facts(schema: ModelSchema, snapshot: Snapshot) -> RetrainFacts:
@@ -124,6 +126,8 @@ class _Work:
     load: Callable[[int | None], TorchClassifier]
     #: The training set with synthetic rows for its rare classes (policy ``data.augmentation``).
     augmented: Augmented | None = None
+    #: The champion's edge student, loaded (``None`` when it has none).
+    load_student: Callable[[], TorchClassifier | None] = lambda: None
 
 
 def _prepare(
@@ -168,6 +172,7 @@ def _prepare(
             versions.get_version(session=session, model_id=model.id, number=int(number or 0))
         ),
         augmented=_augmented(ctx, session, parent, frame, labels),
+        load_student=lambda: ctx.registry.load_student(champion),
     )
 
 
@@ -329,12 +334,13 @@ def _register(
     attempts: list[_Attempt],
     retrain: PolicyVerdict,
     augmented: Augmented | None,
+    edge: _EdgeStudent,
 ) -> dict[str, Any]:
     """Register the last candidate (for a release, or rejected and kept for audit) and log why."""
     # A challenger answers no finding: the champion is not known to be losing, so one not ahead
     # of it on the newest labels has nothing to release for (a retrain may give up a little there
     # for what the finding says it mends, within the policy's max_regression).
-    behind = bool(state.get("challenge")) and final.evaluation.candidate_metric <= final.evaluation.champion_metric
+    behind = _behind(state, final)
     accepted = final.verdict.allowed and not behind
     compared, table = final.evaluation.as_dict(), final.evaluation.table()
     # Kept without a share: the Release Manager asks for the share of each step it starts.
@@ -349,7 +355,9 @@ def _register(
         snapshot_id=snapshot.id,
         stage="candidate" if accepted else "rejected",
         metrics=_metrics(champion, snapshot.n_rows, final)
-        | {"evaluation": compared, "comparison_table": table, "run_id": state["run_id"], "gate_facts": gate_facts},
+        | {"evaluation": compared, "comparison_table": table, "run_id": state["run_id"], "gate_facts": gate_facts}
+        | ({"student": edge.summary} if edge.summary else {}),
+        student=edge.student if accepted else None,
     )
     decision = record(
         session,
@@ -370,8 +378,9 @@ def _register(
             "evaluation": compared,
             "comparison_table": table,
             "training": final.report.as_dict(),
+            "student": edge.summary,
         },
-        verdicts=[retrain, final.verdict],
+        verdicts=[retrain, final.verdict, *([edge.verdict] if edge.verdict else [])],
     )
     versions.set_decision(session=session, version_id=version.id, decision_id=decision.id)
     carried: EvaluationState = {**compared, "gate_facts": gate_facts}
@@ -381,6 +390,78 @@ def _register(
         "outcome": "candidate" if accepted else "rejected",
         "last_decision": decision.id,
     }
+
+
+def _behind(state: LoopState, final: _Attempt) -> bool:
+    """A challenger not ahead of the champion on the newest labels (it is not released)."""
+    return bool(state.get("challenge")) and final.evaluation.candidate_metric <= final.evaluation.champion_metric
+
+
+@dataclass(frozen=True)
+class _EdgeStudent:
+    """The candidate's edge student when it earned its place (``None`` otherwise), what the
+    decision records of it, and the gate's verdict on it."""
+
+    student: TorchClassifier | None = None
+    summary: dict[str, Any] | None = None
+    verdict: PolicyVerdict | None = None
+
+
+def _edge_student(
+    ctx: AgentContext, session: Session, work: _Work, schema: ModelSchema, final: _Attempt, usage: Usage
+) -> _EdgeStudent:
+    """Distil a candidate that passed the gate into its edge student, judged by the same gate
+    against the student the nodes run now (the champion's), and released with its teacher only if
+    it passes and its int8 graph answers as it does (``driftpilot.tools.distill``). The first
+    student replaces nothing: its comparison with its teacher is recorded, not gated."""
+    policy = ctx.policy.policy
+    if not (policy.training.distil and final.verdict.allowed):
+        return _EdgeStudent()
+    teacher = final.candidate
+    frames = [_with_texts(session, teacher, f) for f in (work.frame, work.recent, work.old, work.golden)]
+    try:
+        incumbent = work.load_student()
+        made = distil_student(
+            teacher, frames[0], work.labels, frames[1], derived=[f.name for f in schema.derived_features]
+        )
+        evaluation = evaluate_candidate(
+            made.student,
+            incumbent or teacher,
+            recent=frames[1],
+            old=frames[2],
+            golden=frames[3],
+            slice_columns=work.slice_columns,
+            min_slice_samples=policy.evaluation.min_slice_samples,
+            metric=policy.evaluation.metric,
+        )
+    except ValueError as exc:
+        return _EdgeStudent(summary={"released": False, "reason": f"no student: {exc}"})
+    verdict = None
+    reasons = []
+    if incumbent is not None:
+        facts = _gate_facts(evaluation, False, share=policy.release.canary_share)
+        verdict = ctx.policy.check("start_canary", facts, usage)
+        if not verdict.allowed:
+            reasons.append("the gate against the champion's student: " + "; ".join(verdict.reasons))
+    if not made.parity_passed:
+        reasons.append(f"its int8 graph agrees with it on {made.parity.agreement:.2%} of held-out rows")
+    summary = made.summary() | {
+        "compared_with": "the champion's student" if incumbent is not None else "its teacher (the first student)",
+        "evaluation": evaluation.as_dict(),
+        "released": not reasons,
+        "reason": "; ".join(reasons) or None,
+    }
+    return _EdgeStudent(None if reasons else made.student, summary, verdict)
+
+
+def _with_texts(session: Session, teacher: TorchClassifier, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the raw text of a text teacher's feature (stored beside its sentence
+    vector, which is what the frame's features hold): what a student reads instead."""
+    texts = [name for name, kind in teacher.features if kind == "text" and name not in frame]
+    if not texts or frame.empty:
+        return frame
+    found = events.texts(session=session, ids=frame["id"].tolist())
+    return frame.assign(**{texts[0]: [found.get(int(i)) for i in frame["id"]]})
 
 
 def _trained_before(session: Session, state: LoopState, model: ManagedModel) -> dict[str, Any] | None:

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from driftpilot.models.edge_export import edge_feeds
+
 __all__ = ["EdgeModel", "Loaded", "SwapRefused"]
 
 
@@ -35,24 +37,13 @@ class Loaded:
     version: int
     sha256: str
     session: Any
-    numbers: list[str]
-    categories: list[str]
+    meta: dict[str, str]
     classes: list[str]
 
     def predict_proba(self, events: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Class probabilities for raw events (a missing or ``None`` number is a missing reading;
-        a missing category is unknown)."""
-        feeds: dict[str, np.ndarray] = {}
-        if self.numbers:
-            feeds["numbers"] = np.array(
-                [[_number(e.get(name)) for name in self.numbers] for e in events], dtype=np.float32
-            ).reshape(len(events), len(self.numbers))
-        if self.categories:
-            feeds["categories"] = np.array(
-                [["" if e.get(name) is None else str(e[name]) for name in self.categories] for e in events],
-                dtype=object,
-            ).reshape(len(events), len(self.categories))
-        (probabilities,) = self.session.run(["probabilities"], feeds)
+        a missing category is unknown, a missing text empty)."""
+        (probabilities,) = self.session.run(["probabilities"], edge_feeds(self.meta, events))
         return np.asarray(probabilities)
 
 
@@ -105,13 +96,11 @@ def _load(path: Path, version: int, sha256: str) -> Loaded:
     options.intra_op_num_threads = 1  # a node's cores are few and serve requests one by one
     try:
         session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-        props = session.get_modelmeta().custom_metadata_map
-        numbers, categories, classes = (
-            list(json.loads(props[f"driftpilot.{key}"])) for key in ("numbers", "categories", "classes")
-        )
+        meta = dict(session.get_modelmeta().custom_metadata_map)
+        classes = list(json.loads(meta["driftpilot.classes"]))
     except Exception as exc:  # onnxruntime raises its own types; any of them means "do not serve"
         raise SwapRefused(f"version {version}: {path.name} does not load as an edge model: {exc}") from exc
-    loaded = Loaded(version, sha256, session, numbers, categories, classes)
+    loaded = Loaded(version, sha256, session, meta, classes)
     try:
         probe = loaded.predict_proba([{}])
     except Exception as exc:
@@ -122,7 +111,3 @@ def _load(path: Path, version: int, sha256: str) -> Loaded:
             f"probe row; expected one per class ({len(classes)}) summing to 1"
         )
     return loaded
-
-
-def _number(value: Any) -> float:
-    return float("nan") if value is None else float(value)

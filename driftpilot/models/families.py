@@ -8,6 +8,7 @@ from pathlib import Path
 from driftpilot.models.base import TorchClassifier
 from driftpilot.models.hashed_mlp import HashedMLP
 from driftpilot.models.intent_mlp import IntentMLP
+from driftpilot.models.ngram_student import NgramStudent
 from driftpilot.models.tabular_mlp import TabularMLP
 
 FAMILIES: dict[str, type[TorchClassifier]] = {
@@ -15,12 +16,14 @@ FAMILIES: dict[str, type[TorchClassifier]] = {
     IntentMLP.family: IntentMLP,
     HashedMLP.family: HashedMLP,
 }
+#: Families made only by distillation from a teacher, for edge nodes (never a managed model's own).
+STUDENTS: dict[str, type[TorchClassifier]] = {NgramStudent.family: NgramStudent}
 
 
 def family(name: str) -> type[TorchClassifier]:
     """The class of the family called ``name``."""
     try:
-        return FAMILIES[name]
+        return (FAMILIES | STUDENTS)[name]
     except KeyError:
         raise ValueError(f"unknown model family {name!r}; known: {sorted(FAMILIES)}") from None
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from driftpilot.memory import versions
 from driftpilot.memory.tables import Version
 from driftpilot.models.base import TorchClassifier
+from driftpilot.models.edge_export import student_artifacts
 from driftpilot.models.families import load_model
 
 
@@ -89,8 +90,14 @@ class Registry:
         snapshot_id: int | None = None,
         decision_id: int | None = None,
         stage: str = "candidate",
+        student: TorchClassifier | None = None,
     ) -> Version:
         """Save ``model``'s artifacts (weights, config, ONNX), then record the version.
+
+        ``student``, the edge model distilled from ``model``, is saved beside it as the version's
+        ``student_*`` artifacts, among them ``student_edge_int8``: what an edge node assigned the
+        version downloads (:data:`EDGE_ARTIFACT`). A student moves with its teacher: a node
+        defers to the teacher of the same version, and a rollback takes both back.
 
         The files are written first, into a fresh folder: if recording fails, the folder is
         removed and nothing refers to it.
@@ -98,6 +105,8 @@ class Registry:
         folder = self.root / model_name / uuid.uuid4().hex[:16]
         try:
             paths = model.save(folder)
+            if student is not None:
+                paths |= student_artifacts(student, folder / "student")
             artifacts = {name: {"path": str(path), "sha256": sha256_of(path)} for name, path in paths.items()}
             version = versions.add_version(
                 session=session,
@@ -115,6 +124,13 @@ class Registry:
             raise
         self._loaded[(model_id, version.number)] = model
         return version
+
+    def load_student(self, version: Version) -> TorchClassifier | None:
+        """The edge student released with ``version`` (``None`` when it went out without one)."""
+        if "student_weights" not in (version.artifacts or {}):
+            return None
+        verify_artifacts(version)
+        return load_model(Path(version.artifacts["student_weights"]["path"]).parent)
 
     def load(self, version: Version) -> TorchClassifier:
         key = (version.model_id, version.number)

@@ -188,6 +188,10 @@ class Training(_Section):
     #: Labels newer than the last training that make a challenger due (doubled after each one
     #: that did not replace the champion, until one does).
     challenger_every_labels: Annotated[int, Field(ge=1)] | Auto = "auto"
+    #: Distil every candidate that passes the gate into a student for edge nodes, released with
+    #: it when the student passes the same gate against its teacher and its int8 graph answers
+    #: as it does (``driftpilot.tools.distill``).
+    distil: bool = True
 
 
 class Evaluation(_Section):

@@ -27,6 +27,7 @@ from driftpilot.memory.rolling import load_history
 from driftpilot.memory.schemas import ModelSchema
 from driftpilot.memory.tables import ServingChange
 from driftpilot.memory.times import to_utc
+from driftpilot.models.edge_export import EDGE_ARTIFACT
 from driftpilot.models.registry import Registry
 from driftpilot.tools.cohort import canary_mask, in_canary
 
@@ -302,11 +303,23 @@ def assignment(session: Session, *, model: str, entity: str, group: str | None =
     if number is None:
         raise LookupError(f"model '{model}' has no version to serve")
     version = versions.get_version(session=session, model_id=row.id, number=number)
+    artifacts = version.artifacts or {}
+    student = (version.metrics or {}).get("student") or {}
     return {
         "model": model,
         "entity": entity,
         "version": number,
         "stage": version.stage,
-        "artifacts": {name: meta.get("sha256") for name, meta in version.artifacts.items()},
+        "artifacts": {name: meta.get("sha256") for name, meta in artifacts.items()},
+        # What a node runs: the version's student, or why it has none (the node then keeps the
+        # last one it ran).
+        "edge": (
+            {"artifact": EDGE_ARTIFACT, "sha256": artifacts[EDGE_ARTIFACT]["sha256"]}
+            if EDGE_ARTIFACT in artifacts
+            else {
+                "artifact": None,
+                "reason": student.get("reason") or f"version {number} was released without a student",
+            }
+        ),
         "serving_change": route.change_id,
     }

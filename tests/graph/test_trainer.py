@@ -8,11 +8,14 @@ is asserted of training holds on any CPU.
 from __future__ import annotations
 
 import itertools
+import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import cast
 
 import numpy as np
+import onnx
 import pytest
 from langgraph.runtime import Runtime
 
@@ -23,7 +26,8 @@ from driftpilot.agents.trainer import trainer
 from driftpilot.loop.demo import MODEL_NAME, schema_of_ont
 from driftpilot.memory import db, decisions, events, managed, snapshots, versions
 from driftpilot.memory.ingest import EventBatch, ingest_events, ingest_labels
-from driftpilot.models.registry import Registry
+from driftpilot.models.edge_export import EDGE_ARTIFACT
+from driftpilot.models.registry import Registry, artifact_file
 from driftpilot.models.tabular_mlp import TabularMLP
 from driftpilot.policies import PolicyEngine, StartCanaryFacts, Usage, evaluate
 from driftpilot.policies.loader import policy_from_mapping
@@ -443,3 +447,63 @@ def test_rare_classes_make_an_augmented_rival_whose_effect_the_decision_records(
     assert effect["effect"] == pytest.approx(augmented[0]["candidate_metric"] - plain[0]["candidate_metric"], abs=1e-4)
     if evidence["plan"]["augment"]:
         assert "augmented for its rare classes" in decision["rationale"]
+
+
+def test_an_accepted_candidate_goes_out_with_an_edge_student_judged_by_the_same_gate(world):
+    out = world.run(world.snapshot(world.train))
+
+    decision = world.last_decision()
+    student = decision["evidence"]["student"]
+    assert out["outcome"] == "candidate"
+    assert student["released"] is True, student["reason"]
+    # Distilled on the event's own fields: what the server derives from an entity's history is
+    # not something a node sees.
+    derived = {f.name for f in schema_of_ont().derived_features}
+    assert set(student["features"]) == {name for name, _ in FEATURES} - derived
+    assert set(student["features_left_out"]) == {name for name, _ in FEATURES} & derived
+    assert student["family"] == "tabular_mlp" and student["training"]["mode"] == "distilled"
+    assert student["teacher_agreement"] > 0.9
+    assert student["parity"]["passed"] and student["parity"]["agreement"] >= 0.995
+    # The champion went out without a student: this first one replaces nothing at the edge, and
+    # its comparison with its teacher is recorded (a later one is gated against the champion's).
+    assert student["compared_with"] == "its teacher (the first student)"
+    assert student["evaluation"]["metric"] == "balanced_accuracy"
+    assert student["evaluation"]["champion_metric"] - student["evaluation"]["candidate_metric"] < 0.1
+    with world.sessions() as session:
+        version = versions.get_version(session=session, model_id=world.model_id, number=out["candidate"])
+        assert version.metrics["student"]["teacher_agreement"] == student["teacher_agreement"]
+        path, _ = artifact_file(version, EDGE_ARTIFACT)
+    # The node's artifact is the int8 graph on raw fields, its columns in its metadata.
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    columns = json.loads(meta["driftpilot.numbers"]) + json.loads(meta["driftpilot.categories"])
+    assert sorted(columns) == sorted(student["features"])
+
+
+def test_a_student_whose_int8_graph_disagrees_stays_home_and_the_decision_says_why(world, monkeypatch):
+    real = trainer_module.distil_student
+
+    def disagreeing(*args, **kwargs):
+        made = real(*args, **kwargs)
+        made.parity = replace(made.parity, agreement=0.97, disagreements=[{"row": 3}])
+        return made
+
+    monkeypatch.setattr(trainer_module, "distil_student", disagreeing)
+    out = world.run(world.snapshot(world.train))
+
+    student = world.last_decision()["evidence"]["student"]
+    assert out["outcome"] == "candidate"  # the teacher still goes out; the edge keeps its last student
+    assert student["released"] is False
+    assert "int8 graph agrees with it on 97.00%" in student["reason"]
+    assert student["parity"]["disagreements"] == [{"row": 3}]
+    with world.sessions() as session:
+        version = versions.get_version(session=session, model_id=world.model_id, number=out["candidate"])
+        assert EDGE_ARTIFACT not in version.artifacts
+
+
+def test_the_policy_can_turn_distillation_off(world):
+    out = world.run(world.snapshot(world.train), policy=policy_from_mapping(POLICY | {"training": {"distil": False}}))
+
+    assert world.last_decision()["evidence"]["student"] is None
+    with world.sessions() as session:
+        version = versions.get_version(session=session, model_id=world.model_id, number=out["candidate"])
+        assert not [name for name in version.artifacts if name.startswith("student")]
