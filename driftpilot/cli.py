@@ -612,6 +612,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_edge_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from driftpilot.edge.node import EdgeNode
+    from driftpilot.edge.serve import Rounds, node_app
+
+    node = EdgeNode(
+        server=args.server,
+        model=args.model,
+        node_id=args.node_id,
+        token=args.token,
+        folder=args.folder or Path(f"edge-{args.node_id}"),
+        group=args.group,
+        defer=not args.no_defer,
+    )
+    rounds = Rounds(node, poll_seconds=args.poll_seconds, upload_seconds=args.upload_seconds)
+    uvicorn.run(node_app(node, rounds), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from driftpilot.memory import managed, versions
 
@@ -969,6 +989,24 @@ def build_parser() -> argparse.ArgumentParser:
                 "--fd", type=int, help="serve on this inherited listening socket (how --workers starts its processes)"
             )
         service.set_defaults(func=cmd_serve, no_loop=False, workers=1, fd=None)
+
+    edge = sub.add_parser("edge", help="run an edge node: the assigned student served with onnxruntime")
+    edge_sub = edge.add_subparsers(dest="edge_command", required=True)
+    node = edge_sub.add_parser(
+        "serve", help="serve the version the node's cohort is assigned, keep every answer until the server has it"
+    )
+    node.add_argument("--server", required=True, help="the driftpilot server's base URL")
+    node.add_argument("--node-id", required=True, help="the node's id: the entity the server assigns versions by")
+    node.add_argument("--token", required=True, help="a bearer token of the ingest role")
+    node.add_argument("--model", default="ont-offline", help="the managed model (default: ont-offline)")
+    node.add_argument("--group", help="the node's group (a canary by group reaches every node in it)")
+    node.add_argument("--folder", type=Path, help="the node's own disk (default: ./edge-<node-id>)")
+    node.add_argument("--host", default="127.0.0.1")
+    node.add_argument("--port", type=int, default=8081)
+    node.add_argument("--poll-seconds", type=float, default=30.0, help="how often to take the assignment")
+    node.add_argument("--upload-seconds", type=float, default=5.0, help="how often to send the outbox")
+    node.add_argument("--no-defer", action="store_true", help="answer everything with the student (no cascade)")
+    node.set_defaults(func=cmd_edge_serve)
 
     served = sub.add_parser("served", help="which version served an entity at a time, and why")
     served.add_argument("model")

@@ -458,7 +458,7 @@ def _with_texts(session: Session, teacher: TorchClassifier, frame: pd.DataFrame)
     """``frame`` with the raw text of a text teacher's feature (stored beside its sentence
     vector, which is what the frame's features hold): what a student reads instead."""
     texts = [name for name, kind in teacher.features if kind == "text" and name not in frame]
-    if not texts or frame.empty:
+    if not texts or frame.empty or "id" not in frame:
         return frame
     found = events.texts(session=session, ids=frame["id"].tolist())
     return frame.assign(**{texts[0]: [found.get(int(i)) for i in frame["id"]]})

@@ -60,6 +60,11 @@ class EventIn(BaseModel):
     served_version: int | None = Field(default=None, description="The version that scored it.")
     prediction: str | None = Field(default=None, description="The class it predicted.")
     probabilities: dict[str, float] | None = None
+    answered_by: str | None = Field(
+        default=None,
+        max_length=200,
+        description='Who answered: "server", or an edge node ("edge:<node>", and why when it did not defer).',
+    )
 
 
 class EventsIn(BaseModel):

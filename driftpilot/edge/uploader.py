@@ -8,18 +8,15 @@ stored once. When the server refuses a batch for what it holds (409, 422), the b
 again one record at a time, so that only the records the server refuses are set aside (with its
 reason, :meth:`~driftpilot.edge.outbox.Outbox.refused`) and the rest go through.
 
-Written on the standard library's ``urllib`` rather than an HTTP client library: a node needs
-onnxruntime and little else, and one JSON POST a round is all the uploader does.
+The calls go through :mod:`driftpilot.edge.http` (the standard library's ``urllib``).
 """
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from driftpilot.edge.http import detail, post_json
 from driftpilot.edge.outbox import Outbox
 
 __all__ = ["Sent", "Uploader"]
@@ -95,21 +92,5 @@ class Uploader:
 
     def _post(self, events: list[dict[str, Any]]) -> tuple[int | None, str]:
         """(HTTP status or ``None`` when the server was not reached, the answer's detail)."""
-        request = urllib.request.Request(
-            self.url,
-            data=json.dumps({"events": events}).encode(),
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
-            method="POST",
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as answer:
-                return int(answer.status), answer.read().decode(errors="replace")
-        except urllib.error.HTTPError as exc:
-            body = exc.read().decode(errors="replace")
-            try:
-                detail = str(json.loads(body).get("detail", body))
-            except (ValueError, AttributeError):
-                detail = body
-            return int(exc.code), detail or str(exc.reason)
-        except (urllib.error.URLError, OSError) as exc:
-            return None, f"{self.url} unreachable: {getattr(exc, 'reason', exc)}"
+        status, body, _ = post_json(self.url, self.token, {"events": events}, timeout=self.timeout)
+        return status, detail(status, body)

@@ -50,6 +50,7 @@ EVENT_FIELDS = (
     "prediction",
     "probabilities",
     "text",
+    "answered_by",
 )
 LABEL_FIELDS = ("event_key", "value", "source", "confidence", "time")
 ALARM_FIELDS = (
@@ -107,6 +108,9 @@ class EventBatch:
     prediction: list[str | None] | None = None
     probabilities: np.ndarray | None = None
     texts: list[str | None] | None = None
+    #: Who answered each event: ``"server"``, or an edge node (``"edge:<node>"``), with why when
+    #: a node answered what it would have deferred (``None``: not said).
+    answered_by: list[str | None] | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -174,6 +178,7 @@ def ingest_events(
                     "prediction": columns["prediction"][part],
                     "probabilities": _json_probabilities(schema.classes, columns["probabilities"], part),
                     "text": columns["texts"][part],
+                    "answered_by": columns["answered_by"][part],
                 },
                 unique=("model_id", "key"),
                 json_text=("features", "probabilities"),
@@ -288,6 +293,7 @@ def _batch_from_mappings(events: Sequence[Mapping[str, Any]], schema: ModelSchem
     served: list[Any] = []
     predictions: list[Any] = []
     texts: list[Any] = []
+    answered: list[Any] = []
     numbers = {spec.name for spec in schema.features if spec.kind == "number"}
     probabilities = np.full((len(events), len(classes)), np.nan)
     class_index = {c: j for j, c in enumerate(classes)}
@@ -340,6 +346,7 @@ def _batch_from_mappings(events: Sequence[Mapping[str, Any]], schema: ModelSchem
         served.append(event.get("served_version"))
         predictions.append(event.get("prediction"))
         texts.append(event.get("text"))
+        answered.append(event.get("answered_by"))
     return EventBatch(
         keys=keys,
         times=times,
@@ -350,6 +357,7 @@ def _batch_from_mappings(events: Sequence[Mapping[str, Any]], schema: ModelSchem
         prediction=predictions,
         probabilities=probabilities,
         texts=texts if any(t is not None for t in texts) else None,
+        answered_by=answered if any(a is not None for a in answered) else None,
     )
 
 
@@ -420,6 +428,11 @@ def _validated_columns(batch: EventBatch, schema: ModelSchema) -> dict[str, Any]
     else:
         check_length("texts", batch.texts)
         texts = _string_column(batch.texts, keys, "field 'text'", optional=True)
+    if batch.answered_by is None:
+        answered_by: list[Any] = [None] * n
+    else:
+        check_length("answered_by", batch.answered_by)
+        answered_by = _string_column(batch.answered_by, keys, "field 'answered_by'", optional=True)
     return {
         "keys": keys,
         "times": times,
@@ -430,6 +443,7 @@ def _validated_columns(batch: EventBatch, schema: ModelSchema) -> dict[str, Any]
         "prediction": predictions,
         "probabilities": probabilities,
         "texts": texts,
+        "answered_by": answered_by,
     }
 
 

@@ -162,6 +162,9 @@ class Event(Base):
     #: A text model's raw text (its features hold the text's sentence vector): what people read,
     #: search and relabel in the corpus.
     text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: Who answered: ``"server"``, or an edge node (``"edge:<node>"``, with why when it answered
+    #: what it would have deferred to the server); ``None`` when the client did not say.
+    answered_by: Mapped[str | None] = mapped_column(String, nullable=True)
 
 
 class Label(Base):

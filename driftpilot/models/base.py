@@ -278,6 +278,9 @@ class TorchClassifier:
     label_smoothing: ClassVar[float] = 0.0
     #: What the last fit did (``None`` for a model loaded without one).
     report_: TrainingReport | None = None
+    #: An edge student's confidence below which a node defers a request to the server's teacher
+    #: (chosen when it is distilled, see :mod:`driftpilot.tools.distill`); ``None`` for others.
+    defer_below_: float | None = None
     #: The learnt feature encoding and the network (set by ``fit`` or ``load``).
     encoding_: Encoding
     net_: Any
@@ -830,6 +833,7 @@ class TorchClassifier:
             "config": self.config(),
             "encoding": self.encoding_.to_dict(),
             "training": self.report_.as_dict() if self.report_ else None,
+            "defer_below": self.defer_below_,
         }
         paths["config"].write_text(json.dumps(meta, indent=2, sort_keys=True))
         self.export_onnx(paths["onnx"])
@@ -837,6 +841,8 @@ class TorchClassifier:
         if edge is not None:
             import onnx
 
+            if self.defer_below_ is not None:
+                edge.metadata_props.add(key="driftpilot.defer_below", value=repr(float(self.defer_below_)))
             paths["edge"] = folder / "edge.onnx"
             onnx.save(edge, str(paths["edge"]))
         return paths
@@ -859,6 +865,7 @@ class TorchClassifier:
         model.net_.eval()
         training = meta.get("training")
         model.report_ = _report_from_dict(training) if training else None
+        model.defer_below_ = meta.get("defer_below")
         return model
 
     def export_onnx(self, path: Path) -> None:

@@ -345,8 +345,9 @@ def agreement(model: TorchClassifier, graph: Path, columns: Columns, *, batch: i
     meta = session.get_modelmeta().custom_metadata_map
     expected = np.asarray(model.predict_proba(columns))
     n = expected.shape[0]
-    names = list(columns)
-    events = [{name: _plain(columns[name][i]) for name in names} for i in range(n)]
+    # By position (a frame's index may be anything), as objects (None stays None).
+    values = {name: np.asarray(columns[name], dtype=object) for name in columns}
+    events = [{name: _plain(column[i]) for name, column in values.items()} for i in range(n)]
     got = (
         np.vstack(
             [session.run(["probabilities"], edge_feeds(meta, events[i : i + batch]))[0] for i in range(0, n, batch)]

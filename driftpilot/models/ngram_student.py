@@ -70,7 +70,9 @@ def tokens(text: str) -> list[str]:
 
 
 def word_ngrams(toks: Sequence[str], lo: int = WORD_NGRAMS[0], hi: int = WORD_NGRAMS[1]) -> list[str]:
-    """>>> word_ngrams(["top", "up", "failed"])
+    """Word n-grams of the tokens, shortest first.
+
+    >>> word_ngrams(["top", "up", "failed"])
     ['top', 'up', 'failed', 'top up', 'up failed']
     """
     return [" ".join(toks[i : i + n]) for n in range(lo, hi + 1) for i in range(len(toks) - n + 1)]

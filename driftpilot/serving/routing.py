@@ -223,6 +223,7 @@ class Serving:
             served_version=[int(v) for v in served],
             prediction=prediction,
             probabilities=probabilities,
+            answered_by=["server"] * len(keys),
         )
         with self.sessions() as session:
             result = ingest_events(session=session, model=self.model_name, events=batch, history=history)

@@ -10,7 +10,7 @@ Every family's teacher has a student an edge node can run with onnxruntime alone
   hidden layer of :data:`STUDENT_HIDDEN`, on the event's own fields only: features derived on the
   server from an entity's history (the rolling ones) are left out, since a node sees one reading.
 
-:func:`distil_student` trains the student on the teacher's logits softened at a temperature plus
+:func:`distil_student` trains the student on the teacher's logits softened (Hinton et al.'s T) plus
 the hard labels (:meth:`~driftpilot.models.base.TorchClassifier.distil`), measures how often it
 agrees with its teacher, exports its self-contained graph, quantizes it to int8 and checks the int8
 graph against the Python student on held-out rows (:data:`PARITY` or it is refused, with the rows
@@ -33,12 +33,16 @@ from driftpilot.models.edge_export import EDGE_ARTIFACT, Agreement, agreement, s
 from driftpilot.models.ngram_student import NgramStudent
 from driftpilot.models.tabular_mlp import TabularMLP
 
-__all__ = ["PARITY", "STUDENT_HIDDEN", "Distilled", "distil_student", "student_for"]
+__all__ = ["EDGE_SHARE", "PARITY", "STUDENT_HIDDEN", "Distilled", "distil_student", "student_for"]
 
 #: Least share of held-out rows on which the int8 edge graph must answer as the Python student.
 PARITY = 0.995
 #: Hidden layer of a tabular student (the teachers have 64 and 32).
 STUDENT_HIDDEN = (16,)
+#: Share of requests an edge node answers with its student; it defers the rest, those its student
+#: is least sure of, to the server's teacher. The threshold that gives this share is taken from
+#: the student's confidence on held-out rows and travels in its graph (``driftpilot.defer_below``).
+EDGE_SHARE = 0.8
 #: Least probability a teacher's logit is taken from (``log 0`` has no softened form).
 _FLOOR = 1e-7
 
@@ -97,6 +101,8 @@ class Distilled:
             "parity": self.parity.as_dict() | {"required": PARITY, "passed": self.parity_passed},
             "bytes_fp32": self.bytes_fp32,
             "bytes_int8": self.bytes_int8,
+            "defer_below": self.student.defer_below_,
+            "edge_share": EDGE_SHARE,
             "training": self.student.report_.as_dict() if self.student.report_ else None,
         }
 
@@ -125,6 +131,8 @@ def distil_student(
     given = [v if v in known else None for v in given]
     student.distil(rows, teacher_logits(teacher, rows), given)
     agree = float((student.predict(held_out) == teacher.predict(held_out)).mean())
+    confidence = np.asarray(student.predict_proba(held_out)).max(axis=1)
+    student.defer_below_ = float(np.quantile(confidence, 1 - EDGE_SHARE))
     with tempfile.TemporaryDirectory(prefix="driftpilot-student-") as folder:
         paths = student_artifacts(student, Path(folder))
         parity = agreement(student, paths[EDGE_ARTIFACT], held_out)

@@ -47,7 +47,7 @@ def test_migrate_creates_every_table_and_matches_the_models(session: Session) ->
 
     assert tables == TABLES
     assert differences == []
-    assert version == "0007"
+    assert version == "0008"
 
 
 def test_sqlite_connections_are_durable_and_enforce_foreign_keys(tmp_path) -> None:
