@@ -132,25 +132,30 @@ def export_minilm_teacher(teacher: Any, folder: Path) -> tuple[Path, str]:
     scale = float(np.sqrt(teacher.encoding_.dimensions))
 
     class Teacher(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert, self.head = bert, head
+
         def forward(self, input_ids: Any, attention_mask: Any) -> Any:
-            hidden = bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
             mask = attention_mask.unsqueeze(-1).float()
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             unit = torch.nn.functional.normalize(pooled, dim=1)
-            return torch.softmax(head(unit * scale), dim=1)
+            return torch.softmax(self.head(unit * scale), dim=1)
 
     path = folder / "teacher.onnx"
     example = (torch.ones(1, 8, dtype=torch.int64), torch.ones(1, 8, dtype=torch.int64))
-    torch.onnx.export(
-        Teacher().eval(),
-        example,
-        str(path),
-        input_names=["input_ids", "attention_mask"],
-        output_names=["probabilities"],
-        dynamic_axes={"input_ids": {0: "n", 1: "t"}, "attention_mask": {0: "n", 1: "t"}, "probabilities": {0: "n"}},
-        dynamo=False,
-        opset_version=17,
-    )
+    with torch.no_grad():
+        torch.onnx.export(
+            Teacher().eval(),
+            example,
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["probabilities"],
+            dynamic_axes={"input_ids": {0: "n", 1: "t"}, "attention_mask": {0: "n", 1: "t"}, "probabilities": {0: "n"}},
+            dynamo=False,
+            opset_version=17,
+        )
     return path, str(source)
 
 

@@ -507,3 +507,42 @@ def test_the_policy_can_turn_distillation_off(world):
     with world.sessions() as session:
         version = versions.get_version(session=session, model_id=world.model_id, number=out["candidate"])
         assert not [name for name in version.artifacts if name.startswith("student")]
+
+
+class _Oracle:
+    """An incumbent student that reads the truth off the holdout (or always says one class)."""
+
+    classes = list(CLASSES)
+
+    def __init__(self, constant: str | None = None) -> None:
+        self.constant = constant
+
+    def predict_proba(self, frame):
+        answer = [self.constant] * len(frame) if self.constant else list(frame["label"])
+        return (np.asarray(answer)[:, None] == np.asarray(self.classes)).astype(float)
+
+    def predict(self, frame):
+        return np.asarray(self.classes)[self.predict_proba(frame).argmax(axis=1)]
+
+    def size_bytes(self):
+        return 1
+
+
+@pytest.mark.parametrize(("incumbent", "released"), [(_Oracle(), False), (_Oracle("online"), True)])
+def test_a_later_student_must_pass_the_gate_against_the_student_the_nodes_run(world, monkeypatch, incumbent, released):
+    monkeypatch.setattr(world.registry, "load_student", lambda version: incumbent)
+    out = world.run(world.snapshot(world.train))
+
+    decision = world.last_decision()
+    student = decision["evidence"]["student"]
+    assert out["outcome"] == "candidate"
+    assert student["compared_with"] == "the champion's student"
+    assert student["released"] is released
+    # The student's own verdict is logged beside the teacher's.
+    assert [v["action"] for v in decision["policy_verdicts"]] == ["retrain", "start_canary", "start_canary"]
+    assert decision["policy_verdicts"][2]["allowed"] is released
+    if not released:
+        assert student["reason"].startswith("the gate against the champion's student: ")
+    with world.sessions() as session:
+        version = versions.get_version(session=session, model_id=world.model_id, number=out["candidate"])
+        assert (EDGE_ARTIFACT in version.artifacts) is released
