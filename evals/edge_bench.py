@@ -8,9 +8,12 @@ teacher otherwise) on the intent family (issue 19).
   (:func:`driftpilot.tools.distill.distil_student`): n-grams and a linear layer in one graph on
   the raw string.
 - **ont** and **offers**: the scenarios' streams, the first 70 % of time to train on and the rest
-  to test. The ONT teacher is the tabular MLP (its own ``edge.onnx`` takes raw fields); the offers
-  teacher is the hashed-embedding MLP, whose encoding has no ONNX form (its ``model.onnx`` is
-  timed on encoded rows, a lower bound of what it would cost at the edge).
+  to test. The ONT teacher is the tabular MLP on each reading and its ONT's rolling features, as
+  the loop trains it (its own ``edge.onnx`` takes raw fields); its student reads the reading alone,
+  as a node sees it. The offers teacher is the hashed-embedding MLP, whose encoding has no ONNX
+  form (its ``model.onnx`` is timed on encoded rows, a lower bound of what it would cost at the
+  edge).
+- Each teacher's graph is also quantized to int8 (``teacher_int8``), as the students are.
 
 All models are trained on 85 % of the training rows; the other 15 % choose the cascade's
 threshold, the student's top probability above which a target share (80 %) of requests is
@@ -29,6 +32,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from driftpilot.config import Settings  # noqa: E402
-from driftpilot.models.edge_export import EDGE_ARTIFACT, edge_feeds, student_artifacts  # noqa: E402
+from driftpilot.models.edge_export import EDGE_ARTIFACT, edge_feeds, quantize, student_artifacts  # noqa: E402
 from driftpilot.tools.distill import distil_student  # noqa: E402
 
 RESULTS = ROOT / "evals" / "results"
@@ -200,10 +204,11 @@ def run_family(
     teacher_graph: tuple[str, Path, dict[str, Any]],
     events: list[dict[str, Any]],
     teacher_events: list[dict[str, Any]] | None = None,
+    derived: Sequence[str] = (),
 ) -> dict[str, Any]:
     fit, calibration = split(train, y_train)
     started = time.perf_counter()
-    made = distil_student(teacher, train.iloc[fit], y_train[fit], train.iloc[calibration])
+    made = distil_student(teacher, train.iloc[fit], y_train[fit], train.iloc[calibration], derived=derived)
     seconds = time.perf_counter() - started
     student = made.student
     paths = student_artifacts(student, folder / f"{name}_student")
@@ -212,6 +217,8 @@ def run_family(
     result = {
         "rows": {"train": int(len(fit)), "calibration": int(len(calibration)), "test": int(len(y_test))},
         "teacher": {"accuracy": round(teacher_acc, 4)} | measure(kind, path, teacher_events or events, extra),
+        "teacher_int8": {"accuracy": round(teacher_int8(kind, path, test, y_test, teacher, extra), 4)}
+        | measure(kind, path.with_name(path.stem + "_int8.onnx"), teacher_events or events, extra),
         "student_fp32": {"accuracy": round(student_acc, 4)} | measure("edge", paths["student_edge"], events),
         "student_int8": {"accuracy": round(_graph_accuracy(paths[EDGE_ARTIFACT], test, y_test, student.classes), 4)}
         | measure("edge", paths[EDGE_ARTIFACT], events),
@@ -234,6 +241,33 @@ def run_family(
     }
     print(name, json.dumps(result["ratios"]), flush=True)
     return result
+
+
+def teacher_int8(kind: str, path: Path, test: pd.DataFrame, labels: np.ndarray, teacher: Any, extra: dict) -> float:
+    """Accuracy of the teacher's graph with int8 weights (written beside it), on the test rows."""
+    import onnxruntime as ort
+
+    quantized = quantize(path, path.with_name(path.stem + "_int8.onnx"))
+    classes = np.asarray(teacher.classes)
+    if kind == "edge":
+        return _graph_accuracy(quantized, test, labels, list(classes))
+    session = ort.InferenceSession(str(quantized), providers=["CPUExecutionProvider"])
+    if kind == "encoded":
+        x = teacher.encoding_.transform(test)
+        got = session.run(["probabilities"], {"x": x.astype(np.float32)})[0]
+        return float((classes[got.argmax(axis=1)] == labels).mean())
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(extra["tokenizer"], local_files_only=True)
+    texts = list(test["text"])
+    found = []
+    for start in range(0, len(texts), 64):
+        tokens = tokenizer(
+            texts[start : start + 64], return_tensors="np", padding=True, truncation=True, max_length=128
+        )
+        feeds = {k: tokens[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
+        found.append(session.run(["probabilities"], feeds)[0])
+    return float((classes[np.vstack(found).argmax(axis=1)] == labels).mean())
 
 
 def _graph_accuracy(path: Path, frame: pd.DataFrame, labels: np.ndarray, classes: list[str]) -> float:
@@ -280,20 +314,39 @@ def _in_time(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 def ont(folder: Path) -> dict[str, Any]:
+    from driftpilot.loop.demo import schema_of_ont, with_rolling
+    from driftpilot.memory.rolling import RollingHistory
     from driftpilot.models.tabular_mlp import TabularMLP
-    from driftpilot.scenarios.ont import CLASSES, FEATURES, OntScenarioConfig, OntSimulator
+    from driftpilot.scenarios.ont import CLASSES, OntScenarioConfig, OntSimulator
 
-    ticks = list(OntSimulator(OntScenarioConfig(n_onts=400, days=4.0, seed=7)).ticks())
+    # The teacher as the loop trains it: each reading with its ONT's rolling features (the last
+    # hour's change, mean and spread, hours since a restart), which a node seeing one reading has
+    # not; the student does without them.
+    schema = schema_of_ont()
+    history = RollingHistory(schema)
+    ticks = [with_rolling(history, t) for t in OntSimulator(OntScenarioConfig(n_onts=400, days=4.0, seed=7)).ticks()]
     frame = pd.DataFrame({k: np.concatenate([t.features[k] for t in ticks]) for k in ticks[0].features})
     labels = np.concatenate([t.labels for t in ticks]).astype(str)
     train_rows, test_rows = _in_time(frame)
     train, test = frame.iloc[train_rows].reset_index(drop=True), frame.iloc[test_rows].reset_index(drop=True)
     y_train, y_test = labels[train_rows], labels[test_rows]
     fit, _ = split(train, y_train)
-    teacher = TabularMLP(list(FEATURES), list(CLASSES), seed=0).fit(train.iloc[fit], y_train[fit])
+    features = [(f.name, f.kind) for f in schema.model_features]
+    teacher = TabularMLP(features, list(CLASSES), seed=0).fit(train.iloc[fit], y_train[fit])
     saved = teacher.save(folder / "ont_teacher")
-    events = _events(test)
-    return run_family("ont", teacher, train, y_train, test, y_test, folder, ("edge", saved["edge"], {}), events)
+    derived = [f.name for f in schema.derived_features]
+    return run_family(
+        "ont",
+        teacher,
+        train,
+        y_train,
+        test,
+        y_test,
+        folder,
+        ("edge", saved["edge"], {}),
+        _events(test),
+        derived=derived,
+    )
 
 
 def offers(folder: Path) -> dict[str, Any]:
@@ -338,7 +391,7 @@ def markdown(results: dict[str, Any]) -> str:
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for family, r in results["families"].items():
-        for model in ("teacher", "student_fp32", "student_int8"):
+        for model in ("teacher", "teacher_int8", "student_fp32", "student_int8"):
             m = r[model]
             cells = [family, model, f"{m['accuracy']:.4f}", f"{m['bytes']:,}"]
             cells += [f"{m['p50_ms']:.3f}", f"{m['p99_ms']:.3f}", str(m["peak_mib"])]
