@@ -172,7 +172,7 @@ def _prepare(
             versions.get_version(session=session, model_id=model.id, number=int(number or 0))
         ),
         augmented=_augmented(ctx, session, parent, frame, labels),
-        load_student=lambda: ctx.registry.load_student(champion),
+        load_student=lambda: _champion_student(ctx, session, champion),
     )
 
 
@@ -357,8 +357,8 @@ def _register(
         metrics=_metrics(champion, snapshot.n_rows, final)
         | {"evaluation": compared, "comparison_table": table, "run_id": state["run_id"], "gate_facts": gate_facts}
         | ({"student": edge.summary} if edge.summary else {}),
-        student=edge.student if accepted else None,
     )
+    student = _register_student(ctx, session, state, model, version, snapshot, edge) if accepted else None
     decision = record(
         session,
         state,
@@ -378,11 +378,13 @@ def _register(
             "evaluation": compared,
             "comparison_table": table,
             "training": final.report.as_dict(),
-            "student": edge.summary,
+            "student": edge.summary | {"version": student.number} if student and edge.summary else edge.summary,
         },
         verdicts=[retrain, final.verdict, *([edge.verdict] if edge.verdict else [])],
     )
-    versions.set_decision(session=session, version_id=version.id, decision_id=decision.id)
+    for made in (version, student):
+        if made is not None:
+            versions.set_decision(session=session, version_id=made.id, decision_id=decision.id)
     carried: EvaluationState = {**compared, "gate_facts": gate_facts}
     return {
         "candidate": version.number if accepted else None,
@@ -452,6 +454,38 @@ def _edge_student(
         "reason": "; ".join(reasons) or None,
     }
     return _EdgeStudent(None if reasons else made.student, summary, verdict)
+
+
+def _register_student(
+    ctx: AgentContext,
+    session: Session,
+    state: LoopState,
+    model: ManagedModel,
+    teacher: Version,
+    snapshot: Snapshot,
+    edge: _EdgeStudent,
+) -> Version | None:
+    """The student as a version of its own (stage ``student``, its teacher's as parent), with its
+    evaluation and the gate's facts: what edge nodes assigned the teacher download."""
+    if edge.student is None or edge.summary is None:
+        return None
+    return ctx.registry.register(
+        session=session,
+        model_id=model.id,
+        model_name=model.name,
+        model=edge.student,
+        time=now_of(state),
+        parent_id=teacher.id,
+        snapshot_id=snapshot.id,
+        stage="student",
+        metrics={"student_of": teacher.number} | edge.summary,
+    )
+
+
+def _champion_student(ctx: AgentContext, session: Session, champion: Version) -> TorchClassifier | None:
+    """The student the nodes run now: the champion's (``None`` when it went out without one)."""
+    student = versions.student_of(session=session, version=champion)
+    return ctx.registry.load(student) if student is not None else None
 
 
 def _with_texts(session: Session, teacher: TorchClassifier, frame: pd.DataFrame) -> pd.DataFrame:

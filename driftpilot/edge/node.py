@@ -115,27 +115,30 @@ class EdgeNode:
         version, edge = int(assigned["version"]), assigned.get("edge") or {}
         if not edge.get("artifact"):
             return f"version {version} has no edge model ({edge.get('reason')}); serving {self._serving()}"
+        # The student is a version of its own: the node serves (and reports) that number.
+        student = int(edge["version"])
+        which = f"version {student} (the student of version {version})"
         current = self.model.current
         if current is not None and current.sha256 == edge["sha256"]:
-            return f"version {version} already serving"
-        url = f"{self._model_url()}/versions/{version}/artifacts/{quote(edge['artifact'])}"
-        status, data, headers = get(url, self.token, timeout=max(self.timeout, 30.0))
+            return f"{which} already serving"
+        url = f"{self._model_url()}/versions/{student}/artifacts/{quote(edge['artifact'])}"
+        status, data, _ = get(url, self.token, timeout=max(self.timeout, 30.0))
         if status != 200:
-            return self._refused(version, f"download refused (HTTP {status}): {detail(status, data)}")
-        file = self.folder / "versions" / f"v{version}-{edge['sha256'][:16]}.onnx"
+            return self._refused(student, f"download refused (HTTP {status}): {detail(status, data)}")
+        file = self.folder / "versions" / f"v{student}-{edge['sha256'][:16]}.onnx"
         partial = file.with_suffix(".part")
         partial.write_bytes(data)
         os.replace(partial, file)
         try:
-            self.model.swap(file, version=version, sha256=edge["sha256"])
+            self.model.swap(file, version=student, sha256=edge["sha256"])
         except SwapRefused as exc:
             file.unlink(missing_ok=True)
-            return self._refused(version, str(exc))
-        kept = {"version": version, "sha256": edge["sha256"], "file": str(file.relative_to(self.folder))}
+            return self._refused(student, str(exc))
+        kept = {"version": student, "sha256": edge["sha256"], "file": str(file.relative_to(self.folder))}
         partial = self.folder / "current.json.part"
         partial.write_text(json.dumps(kept))
         os.replace(partial, self.folder / "current.json")
-        return f"version {version} swapped in"
+        return f"{which} swapped in"
 
     def _refused(self, version: int, reason: str) -> str:
         self.refusals = [*self.refusals, {"version": version, "reason": reason}][-_KEEP_REFUSALS:]
@@ -153,18 +156,18 @@ class EdgeNode:
         """Answer ``events`` (``{"key", "time"?, "entity"?, "group"?, "features"}`` each; entity
         and group default to the node's): see the module's note. Raises ``LookupError`` before a
         first version is loaded and ``ValueError`` for an event without a key or features."""
-        events = [self._complete(e) for e in events]
-        loaded, probabilities = self.model.predict([e["features"] for e in events])
+        completed = [self._complete(e) for e in events]
+        loaded, probabilities = self.model.predict([e["features"] for e in completed])
         threshold = loaded.meta.get("driftpilot.defer_below")
         sure = probabilities.max(axis=1) >= (float(threshold) if threshold and self.defer else 0.0)
-        unsure = [i for i in range(len(events)) if not sure[i]]
+        unsure = [i for i in range(len(completed)) if not sure[i]]
         answers: dict[int, dict[str, Any]] = {}
         why_here = f"edge:{self.node_id}"
         if unsure:
             status, body, _ = post_json(
                 f"{self._model_url()}/predict",
                 self.token,
-                {"events": [events[i] for i in unsure]},
+                {"events": [completed[i] for i in unsure]},
                 timeout=self.timeout,
             )
             if status == 200:
@@ -173,7 +176,7 @@ class EdgeNode:
             else:
                 why_here += f" (server did not answer: HTTP {status})" if status else " (server unreachable)"
         records = []
-        for i, event in enumerate(events):
+        for i, event in enumerate(completed):
             if i in answers:
                 continue
             row = probabilities[i]
@@ -195,7 +198,7 @@ class EdgeNode:
                 }
             )
         self.outbox.put(records)  # durable before anyone hears the answer
-        return [answers[i] for i in range(len(events))]
+        return [answers[i] for i in range(len(completed))]
 
     def _complete(self, event: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(event.get("key"), str) or not event["key"]:

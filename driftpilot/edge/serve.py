@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -85,7 +85,7 @@ def node_app(node: EdgeNode, rounds: Rounds | None = None) -> FastAPI:
     """The node's routes; ``rounds`` (started and stopped with the app) keep it current."""
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> Iterator[None]:  # type: ignore[misc]
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if rounds is not None:
             rounds.start()
         try:

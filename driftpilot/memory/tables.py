@@ -45,6 +45,8 @@ VERSION_STAGES = (
     "archived",
     "rolled_back",
     "rejected",
+    # Distilled from its parent for edge nodes; goes out with its parent, never served centrally.
+    "student",
 )
 LABEL_REQUEST_STATUSES = ("open", "answered", "skipped", "expired")
 """A request waits for a person (``open``) until they answer it, skip it (they cannot tell), or

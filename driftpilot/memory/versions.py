@@ -111,6 +111,12 @@ def champion(*, session: Session, model_id: int) -> Version | None:
     return session.scalars(stmt).first()
 
 
+def student_of(*, session: Session, version: Version) -> Version | None:
+    """The edge student distilled from ``version`` (``None`` when it went out without one)."""
+    stmt = sa.select(Version).where(Version.parent_id == version.id, Version.stage == "student")
+    return session.scalars(stmt.order_by(Version.number.desc())).first()
+
+
 def set_stage(*, session: Session, version_id: int, stage: str) -> Version:
     """Move a version to ``stage``; a new champion archives the previous one, atomically."""
     _check_stage(stage)

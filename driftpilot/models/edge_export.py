@@ -27,6 +27,7 @@ the weights), and :func:`agreement` measures how often a graph answers as the Py
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,16 +53,16 @@ __all__ = [
 ]
 
 #: The artifact an edge node runs: the student's self-contained graph with int8 weights.
-EDGE_ARTIFACT = "student_edge_int8"
+EDGE_ARTIFACT = "edge_int8"
 
 
 def student_artifacts(student: TorchClassifier, folder: Path) -> dict[str, Path]:
-    """Save ``student`` to ``folder`` and quantize its edge graph; the paths by artifact name."""
-    saved = student.save(folder)
-    if "edge" not in saved:
+    """Save ``student`` to ``folder`` with its edge graph quantized to int8 (:data:`EDGE_ARTIFACT`);
+    the paths by artifact name."""
+    paths = student.save(folder)
+    if "edge" not in paths:
         raise ValueError(f"a {student.family} student has no edge graph to run on a node")
-    paths = {f"student_{name}": path for name, path in saved.items()}
-    paths[EDGE_ARTIFACT] = quantize(saved["edge"], folder / "edge.int8.onnx")
+    paths[EDGE_ARTIFACT] = quantize(paths["edge"], folder / "edge.int8.onnx")
     return paths
 
 
@@ -279,12 +280,25 @@ def _ngram_pool(vocabulary: dict[str, int], split: Any) -> tuple[list[str], list
     return pool, indexes, counts, longest
 
 
+class _PreprocessingAdvice(logging.Filter):
+    """Drops the quantizer's advice to run its shape pre-processing (logged on the root logger at
+    every call): it matters for static quantization of large graphs, not for these."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Please consider to run pre-processing before quantization")
+
+
+_ADVICE = _PreprocessingAdvice()
+
+
 def quantize(source: Path, target: Path) -> Path:
     """Write ``source``'s graph with int8 weights to ``target`` (onnxruntime's dynamic
     quantization: weights stored as int8, activations quantized on the fly), metadata kept."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    if _ADVICE not in logging.getLogger().filters:
+        logging.getLogger().addFilter(_ADVICE)
     quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
     # quantize_dynamic drops the model's metadata: put it back, the node reads its columns there.
     original, quantized = onnx.load(str(source)), onnx.load(str(target))

@@ -90,23 +90,18 @@ class Registry:
         snapshot_id: int | None = None,
         decision_id: int | None = None,
         stage: str = "candidate",
-        student: TorchClassifier | None = None,
     ) -> Version:
         """Save ``model``'s artifacts (weights, config, ONNX), then record the version.
 
-        ``student``, the edge model distilled from ``model``, is saved beside it as the version's
-        ``student_*`` artifacts, among them ``student_edge_int8``: what an edge node assigned the
-        version downloads (:data:`EDGE_ARTIFACT`). A student moves with its teacher: a node
-        defers to the teacher of the same version, and a rollback takes both back.
+        A ``student`` (an edge model distilled from its parent version) also gets its edge graph
+        with int8 weights, :data:`EDGE_ARTIFACT`: what an edge node downloads.
 
         The files are written first, into a fresh folder: if recording fails, the folder is
         removed and nothing refers to it.
         """
         folder = self.root / model_name / uuid.uuid4().hex[:16]
         try:
-            paths = model.save(folder)
-            if student is not None:
-                paths |= student_artifacts(student, folder / "student")
+            paths = student_artifacts(model, folder) if stage == "student" else model.save(folder)
             artifacts = {name: {"path": str(path), "sha256": sha256_of(path)} for name, path in paths.items()}
             version = versions.add_version(
                 session=session,
@@ -124,13 +119,6 @@ class Registry:
             raise
         self._loaded[(model_id, version.number)] = model
         return version
-
-    def load_student(self, version: Version) -> TorchClassifier | None:
-        """The edge student released with ``version`` (``None`` when it went out without one)."""
-        if "student_weights" not in (version.artifacts or {}):
-            return None
-        verify_artifacts(version)
-        return load_model(Path(version.artifacts["student_weights"]["path"]).parent)
 
     def load(self, version: Version) -> TorchClassifier:
         key = (version.model_id, version.number)

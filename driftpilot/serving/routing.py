@@ -304,22 +304,22 @@ def assignment(session: Session, *, model: str, entity: str, group: str | None =
     if number is None:
         raise LookupError(f"model '{model}' has no version to serve")
     version = versions.get_version(session=session, model_id=row.id, number=number)
-    artifacts = version.artifacts or {}
-    student = (version.metrics or {}).get("student") or {}
+    student = versions.student_of(session=session, version=version)
     return {
         "model": model,
         "entity": entity,
         "version": number,
         "stage": version.stage,
-        "artifacts": {name: meta.get("sha256") for name, meta in artifacts.items()},
-        # What a node runs: the version's student, or why it has none (the node then keeps the
-        # last one it ran).
+        "artifacts": {name: meta.get("sha256") for name, meta in (version.artifacts or {}).items()},
+        # What a node runs: the version's student (a version of its own), or why it has none (the
+        # node then keeps the last one it ran).
         "edge": (
-            {"artifact": EDGE_ARTIFACT, "sha256": artifacts[EDGE_ARTIFACT]["sha256"]}
-            if EDGE_ARTIFACT in artifacts
+            {"version": student.number, "artifact": EDGE_ARTIFACT, "sha256": student.artifacts[EDGE_ARTIFACT]["sha256"]}
+            if student is not None and EDGE_ARTIFACT in (student.artifacts or {})
             else {
                 "artifact": None,
-                "reason": student.get("reason") or f"version {number} was released without a student",
+                "reason": ((version.metrics or {}).get("student") or {}).get("reason")
+                or f"version {number} has no student",
             }
         ),
         "serving_change": route.change_id,

@@ -136,7 +136,7 @@ def distil_student(
     with tempfile.TemporaryDirectory(prefix="driftpilot-student-") as folder:
         paths = student_artifacts(student, Path(folder))
         parity = agreement(student, paths[EDGE_ARTIFACT], held_out)
-        sizes = paths["student_edge"].stat().st_size, paths[EDGE_ARTIFACT].stat().st_size
+        sizes = paths["edge"].stat().st_size, paths[EDGE_ARTIFACT].stat().st_size
     return Distilled(
         student=student,
         rows=len(rows),

@@ -472,7 +472,17 @@ def test_an_accepted_candidate_goes_out_with_an_edge_student_judged_by_the_same_
     with world.sessions() as session:
         version = versions.get_version(session=session, model_id=world.model_id, number=out["candidate"])
         assert version.metrics["student"]["teacher_agreement"] == student["teacher_agreement"]
-        path, _ = artifact_file(version, EDGE_ARTIFACT)
+        # A version of its own: stage "student", its teacher as parent, the same decision.
+        own = versions.student_of(session=session, version=version)
+        assert own is not None and (own.number, own.stage) == (student["version"], "student")
+        assert (own.parent_id, own.decision_id, own.metrics["student_of"]) == (
+            version.id,
+            version.decision_id,
+            version.number,
+        )
+        assert own.metrics["teacher_agreement"] == student["teacher_agreement"]
+        assert EDGE_ARTIFACT not in version.artifacts
+        path, _ = artifact_file(own, EDGE_ARTIFACT)
     # The node's artifact is the int8 graph on raw fields, its columns in its metadata.
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     columns = json.loads(meta["driftpilot.numbers"]) + json.loads(meta["driftpilot.categories"])
@@ -497,7 +507,7 @@ def test_a_student_whose_int8_graph_disagrees_stays_home_and_the_decision_says_w
     assert student["parity"]["disagreements"] == [{"row": 3}]
     with world.sessions() as session:
         version = versions.get_version(session=session, model_id=world.model_id, number=out["candidate"])
-        assert EDGE_ARTIFACT not in version.artifacts
+        assert versions.student_of(session=session, version=version) is None
 
 
 def test_the_policy_can_turn_distillation_off(world):
@@ -506,7 +516,7 @@ def test_the_policy_can_turn_distillation_off(world):
     assert world.last_decision()["evidence"]["student"] is None
     with world.sessions() as session:
         version = versions.get_version(session=session, model_id=world.model_id, number=out["candidate"])
-        assert not [name for name in version.artifacts if name.startswith("student")]
+        assert versions.student_of(session=session, version=version) is None
 
 
 class _Oracle:
@@ -530,7 +540,7 @@ class _Oracle:
 
 @pytest.mark.parametrize(("incumbent", "released"), [(_Oracle(), False), (_Oracle("online"), True)])
 def test_a_later_student_must_pass_the_gate_against_the_student_the_nodes_run(world, monkeypatch, incumbent, released):
-    monkeypatch.setattr(world.registry, "load_student", lambda version: incumbent)
+    monkeypatch.setattr(trainer_module, "_champion_student", lambda *args: incumbent)
     out = world.run(world.snapshot(world.train))
 
     decision = world.last_decision()
@@ -545,4 +555,4 @@ def test_a_later_student_must_pass_the_gate_against_the_student_the_nodes_run(wo
         assert student["reason"].startswith("the gate against the champion's student: ")
     with world.sessions() as session:
         version = versions.get_version(session=session, model_id=world.model_id, number=out["candidate"])
-        assert (EDGE_ARTIFACT in version.artifacts) is released
+        assert (versions.student_of(session=session, version=version) is not None) is released

@@ -47,21 +47,15 @@ def fleet(tmp_path):
             family="tabular_mlp",
             schema=schema_of_ont(),
         )
-        for seed in (0, 1, 2):
+        for seed in (0, 1, 2):  # versions 1, 3 and 5, their students 2, 4 and 6
             teacher = TabularMLP(FEATURES, CLASSES, epochs=4, seed=seed, hidden=(16,)).fit(frame, labels)
             made = distil_student(teacher, frame.iloc[::2], labels[::2], frame.iloc[1::2])
-            registry.register(
-                session=session,
-                model_id=model.id,
-                model_name=MODEL_NAME,
-                model=teacher,
-                time=START,
-                stage="champion" if seed == 0 else "candidate",
-                student=made.student,
-            )
+            common = {"session": session, "model_id": model.id, "model_name": MODEL_NAME, "time": START}
+            version = registry.register(model=teacher, stage="champion" if seed == 0 else "candidate", **common)
+            registry.register(model=made.student, stage="student", parent_id=version.id, **common)
         releases.log_serving(session=session, model_id=model.id, at=START, run_id="boot", reason="version 1 serves")
-        v1, v2 = (versions.get_version(session=session, model_id=model.id, number=n) for n in (1, 2))
-        # Version 2 goes out to half of the groups (OLT ports): one node's group is among them.
+        v1, v2 = (versions.get_version(session=session, model_id=model.id, number=n) for n in (1, 3))
+        # Version 3 goes out to half of the groups (OLT ports): one node's group is among them.
         releases.start_release(
             session=session,
             model_id=model.id,
@@ -71,8 +65,8 @@ def fleet(tmp_path):
             plan=[0.5],
             cohort="group",
             salt="s",
-            run_id="release-2",
-            reason="version 2 to half of the groups",
+            run_id="release-3",
+            reason="version 3 to half of the groups",
         )
         by_version: dict[int, str] = {}
         for i in range(200):
@@ -106,52 +100,57 @@ def _stored(sessions, model_id) -> dict[str, tuple[int, str]]:
         return {key: (version, by) for key, version, by in rows}
 
 
+#: Each teacher version's student: a version of its own, registered right after it.
+STUDENT = {1: 2, 3: 4, 5: 6}
+
+
 def test_two_nodes_serve_their_cohorts_versions_through_an_outage_and_lose_nothing(fleet, bearer, tmp_path):
     sessions, registry, model_id, frame = fleet["sessions"], fleet["registry"], fleet["model_id"], fleet["frame"]
-    assert set(fleet["groups"]) == {1, 2}  # one group on each side of the release
+    assert set(fleet["groups"]) == {1, 3}  # one group on each side of the release
     token = bearer(sessions, "ingest", "edge-fleet")["Authorization"].removeprefix("Bearer ")
     port = free_port()
     server = f"http://127.0.0.1:{port}"
     nodes = {
-        version: EdgeNode(
+        teacher: EdgeNode(
             server=server,
             model=MODEL_NAME,
-            node_id=f"gw-{version}",
+            node_id=f"gw-{teacher}",
             token=token,
-            folder=tmp_path / f"gw-{version}",
+            folder=tmp_path / f"gw-{teacher}",
             group=group,
             timeout=3,
         )
-        for version, group in fleet["groups"].items()
+        for teacher, group in fleet["groups"].items()
     }
-    sent: dict[int, list[str]] = {1: [], 2: []}
-    with serving(node_app(nodes[1]), free_port()) as url1, serving(node_app(nodes[2]), free_port()) as url2:
-        urls = {1: url1, 2: url2}
+    sent: dict[int, list[str]] = {1: [], 3: []}
+    with serving(node_app(nodes[1]), free_port()) as url1, serving(node_app(nodes[3]), free_port()) as url3:
+        urls = {1: url1, 3: url3}
         with serving(create_app(sessions, registry), port):
-            for version, node in nodes.items():
-                assert node.poll() == f"version {version} swapped in"
-                assert node.poll() == f"version {version} already serving"
-            for version, url in urls.items():
-                events = _events(frame, f"up-{version}", range(0, 60))
+            for teacher, node in nodes.items():
+                which = f"version {STUDENT[teacher]} (the student of version {teacher})"
+                assert node.poll() == f"{which} swapped in"
+                assert node.poll() == f"{which} already serving"
+            for teacher, url in urls.items():
+                events = _events(frame, f"up-{teacher}", range(0, 60))
                 answers = _post(f"{url}/predict", {"events": events})["answers"]
-                sent[version] += [e["key"] for e in events]
-                assert {a["version"] for a in answers} == {version}
-                by = {a["answered_by"] for a in answers}
+                sent[teacher] += [e["key"] for e in events]
+                here = f"edge:gw-{teacher}"
                 # The student answers most; what it is least sure of, the server's teacher does.
-                assert f"edge:gw-{version}" in by
-                local = sum(a["answered_by"] == f"edge:gw-{version}" for a in answers)
-                assert local >= len(answers) // 2
+                local = [a for a in answers if a["answered_by"] == here]
+                assert len(local) >= len(answers) // 2
+                assert {a["version"] for a in local} == {STUDENT[teacher]}
+                assert {a["version"] for a in answers if a["answered_by"] == "server"} <= {teacher}
 
         # The server is down: the nodes keep answering with their students, and keep every answer.
-        for version, url in urls.items():
-            events = _events(frame, f"down-{version}", range(60, 100))
+        for teacher, url in urls.items():
+            events = _events(frame, f"down-{teacher}", range(60, 100))
             answers = _post(f"{url}/predict", {"events": events})["answers"]
-            sent[version] += [e["key"] for e in events]
-            assert {a["version"] for a in answers} == {version}
-            assert all(a["answered_by"].startswith(f"edge:gw-{version}") for a in answers)
-            assert "unreachable" in nodes[version].poll()
-            assert nodes[version].model.current.version == version
-            assert len(nodes[version].outbox) > 0
+            sent[teacher] += [e["key"] for e in events]
+            assert {a["version"] for a in answers} == {STUDENT[teacher]}
+            assert all(a["answered_by"].startswith(f"edge:gw-{teacher}") for a in answers)
+            assert "unreachable" in nodes[teacher].poll()
+            assert nodes[teacher].model.current.version == STUDENT[teacher]
+            assert len(nodes[teacher].outbox) > 0
 
         # Back: the outboxes drain, every prediction is on the server once, with who answered it.
         with serving(create_app(sessions, registry), port):
@@ -160,11 +159,12 @@ def test_two_nodes_serve_their_cohorts_versions_through_an_outage_and_lose_nothi
                 assert done.error is None and done.refused == 0
                 assert len(node.outbox) == 0
             stored = _stored(sessions, model_id)
-            for version, keys in sent.items():
-                assert {stored[k][0] for k in keys} == {version}
-            assert sorted(stored) == sorted(sent[1] + sent[2])
+            assert sorted(stored) == sorted(sent[1] + sent[3])
+            for teacher, keys in sent.items():
+                # Each answered by the node's student or by the teacher of its cohort.
+                assert {stored[k][0] for k in keys} <= {teacher, STUDENT[teacher]}
             answered_by = {by for _, by in stored.values()}
-            assert "server" in answered_by and "edge:gw-2" in answered_by
+            assert {"server", "edge:gw-1", "edge:gw-3"} <= answered_by
             assert any("unreachable" in (by or "") for by in answered_by)
 
             # A rollback on the server reaches the node at its next poll.
@@ -176,33 +176,33 @@ def test_two_nodes_serve_their_cohorts_versions_through_an_outage_and_lose_nothi
                     version_id=v1.id,
                     at=START + timedelta(days=1),
                     run_id="rollback",
-                    reason="version 2 hurt",
+                    reason="version 3 hurt",
                 )
-            assert nodes[2].poll() == "version 1 swapped in"
+            assert nodes[3].poll() == "version 2 (the student of version 1) swapped in"
 
-            # A corrupt artifact: version 3's student is damaged on the server's disk. The server
-            # will not send it, the node says why, and keeps serving version 1.
+            # A corrupt artifact: version 5's student is damaged on the server's disk. The server
+            # will not send it, the node says why, and keeps serving version 1's student.
             with sessions() as session:
-                v3 = versions.get_version(session=session, model_id=model_id, number=3)
-                path = Path(v3.artifacts[EDGE_ARTIFACT]["path"])
+                v5 = versions.get_version(session=session, model_id=model_id, number=5)
+                student = versions.get_version(session=session, model_id=model_id, number=6)
+                path = Path(student.artifacts[EDGE_ARTIFACT]["path"])
                 releases.restore_version(
                     session=session,
                     model_id=model_id,
-                    version_id=v3.id,
+                    version_id=v5.id,
                     at=START + timedelta(days=2),
-                    run_id="release-3",
-                    reason="version 3",
+                    run_id="release-5",
+                    reason="version 5",
                 )
             path.write_bytes(path.read_bytes()[:-100] + b"x" * 100)
             outcome = nodes[1].poll()
-            assert (
-                outcome.startswith("version 3 refused: download refused (HTTP 409)") and "serving version 1" in outcome
-            )
-            assert nodes[1].status()["refusals"][-1]["version"] == 3
+            assert outcome.startswith("version 6 refused: download refused (HTTP 409)"), outcome
+            assert "serving version 2" in outcome
+            assert nodes[1].status()["refusals"][-1]["version"] == 6
             answers = _post(f"{url1}/predict", {"events": _events(frame, "after", range(100, 120))})["answers"]
-            # The node's student is still version 1's; what it defers, the server's version 3 answers.
-            assert {a["version"] for a in answers if a["answered_by"] == "edge:gw-1"} == {1}
-            assert {a["version"] for a in answers if a["answered_by"] == "server"} <= {3}
+            # The node's student is still version 1's; what it defers, the server's version 5 answers.
+            assert {a["version"] for a in answers if a["answered_by"] == "edge:gw-1"} == {2}
+            assert {a["version"] for a in answers if a["answered_by"] == "server"} <= {5}
 
 
 def test_a_node_refuses_a_graph_that_does_not_match_and_serves_its_last_good_one_after_a_restart(
@@ -220,14 +220,14 @@ def test_a_node_refuses_a_graph_that_does_not_match_and_serves_its_last_good_one
     with pytest.raises(LookupError):
         node.answer(_events(fleet["frame"], "early", range(1)))
     with serving(create_app(sessions, registry), port):
-        assert node.poll() == "version 1 swapped in"
+        assert node.poll() == "version 2 (the student of version 1) swapped in"
     node.close()
 
     # Restarted while the server is down: the node serves what it ran, checked again.
     again = EdgeNode(
         server=f"http://127.0.0.1:{port}", model=MODEL_NAME, node_id="gw", token=token, folder=folder, group=group
     )
-    assert again.model.current is not None and again.model.current.version == 1
+    assert again.model.current is not None and again.model.current.version == 2
     # Its file damaged on the node's own disk: refused at the restart, and said.
     kept = json.loads((folder / "current.json").read_text())
     (folder / kept["file"]).write_bytes(b"not a graph")
