@@ -438,7 +438,7 @@ def _facts(session: Session, model: ManagedModel, call: Call, now: datetime) -> 
     if call.name == "rollback":
         if call.arguments.get("version") is not None:
             target = _version(session, model, call.arguments["version"])
-            if target.stage in ("candidate", "shadow", "rejected"):
+            if target.stage in ("candidate", "shadow", "rejected", "student"):
                 raise ValueError(f"version {target.number} of '{model.name}' never served ({target.stage})")
         return RollbackFacts(), []
     target = _version(session, model, call.arguments["version"])

@@ -823,7 +823,8 @@ def _write_outputs(
     predictions.to_csv(files["predictions"], index=False)
     with sessions() as session:
         logged = [decisions.decision_as_dict(d) for d in decisions.list_decisions(session=session, model_id=model_id)]
-        n_versions = len(versions.list_versions(session=session, model_id=model_id))
+        # Versions trained (an edge student goes with its teacher: not counted on its own).
+        n_versions = sum(v.stage != "student" for v in versions.list_versions(session=session, model_id=model_id))
     with files["decisions"].open("w") as handle:
         for d in logged:
             handle.write(json.dumps(d, default=str) + "\n")

@@ -65,7 +65,7 @@ def manual_rollback(
             target = versions.get_version(session=session, model_id=row.id, number=version)
         except LookupError:
             raise LookupError(f"model '{model}' has no version {version}") from None
-        if target.stage in ("rejected", "candidate", "shadow") or not target.artifacts:
+        if target.stage in ("rejected", "candidate", "shadow", "student") or not target.artifacts:
             raise ValueError(
                 f"version {version} of '{model}' was never served ({target.stage}); refusing to roll back to it"
             )

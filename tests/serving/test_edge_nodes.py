@@ -238,3 +238,15 @@ def test_a_node_refuses_a_graph_that_does_not_match_and_serves_its_last_good_one
     assert "has sha256 " + hashlib.sha256(b"not a graph").hexdigest() in damaged.refusals[0]["reason"]
     with pytest.raises(ValueError, match="needs a non-empty 'key'"):
         again.answer([{"features": {}}])
+
+
+def test_a_student_is_never_a_rollback_target_on_the_server(fleet, bearer):
+    from fastapi.testclient import TestClient
+
+    sessions = fleet["sessions"]
+    client = TestClient(create_app(sessions, fleet["registry"]), headers=bearer(sessions, "operator", "ops"))
+
+    refused = client.post(f"/models/{MODEL_NAME}/rollback", json={"version": 2})
+
+    assert refused.status_code in (409, 422), refused.text
+    assert "version 2 of 'ont-offline' was never served (student)" in refused.json()["detail"]
