@@ -92,7 +92,9 @@ def trainer(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
                 verdicts=[retrain],
             )
             return {"candidate": None, "outcome": "training_failed", "last_decision": decision.id}
-        edge = _edge_student(ctx, session, work, schema, final, usage) if not _behind(state, final) else _EdgeStudent()
+        edge = (
+            _edge_student(ctx, session, work, model, final, usage, now) if not _behind(state, final) else _EdgeStudent()
+        )
         return _register(ctx, session, state, model, champion, snapshot, final, attempts, retrain, work.augmented, edge)
 
 
@@ -410,7 +412,7 @@ class _EdgeStudent:
 
 
 def _edge_student(
-    ctx: AgentContext, session: Session, work: _Work, schema: ModelSchema, final: _Attempt, usage: Usage
+    ctx: AgentContext, session: Session, work: _Work, model: ManagedModel, final: _Attempt, usage: Usage, now: datetime
 ) -> _EdgeStudent:
     """Distil a candidate that passed the gate into its edge student, judged by the same gate
     against the student the nodes run now (the champion's), and released with its teacher only if
@@ -420,12 +422,14 @@ def _edge_student(
     if not (policy.training.distil and final.verdict.allowed):
         return _EdgeStudent()
     teacher = final.candidate
-    frames = [_with_texts(session, teacher, f) for f in (work.frame, work.recent, work.old, work.golden)]
+    unlabelled = _unlabelled_recent(session, model, work, now)
+    rows = pd.concat([work.frame, unlabelled], ignore_index=True) if len(unlabelled) else work.frame
+    labels = [*work.labels, *([None] * len(unlabelled))]
+    frames = [_with_texts(session, teacher, f) for f in (rows, work.recent, work.old, work.golden)]
+    derived = [f.name for f in managed.model_schema(model).derived_features]
     try:
         incumbent = work.load_student()
-        made = distil_student(
-            teacher, frames[0], work.labels, frames[1], derived=[f.name for f in schema.derived_features]
-        )
+        made = distil_student(teacher, frames[0], labels, frames[1], derived=derived)
         evaluation = evaluate_candidate(
             made.student,
             incumbent or teacher,
@@ -486,6 +490,17 @@ def _champion_student(ctx: AgentContext, session: Session, champion: Version) ->
     """The student the nodes run now: the champion's (``None`` when it went out without one)."""
     student = versions.student_of(session=session, version=champion)
     return ctx.registry.load(student) if student is not None else None
+
+
+def _unlabelled_recent(session: Session, model: ManagedModel, work: _Work, now: datetime) -> pd.DataFrame:
+    """The newest events without a label since the recent holdout began, at most as many as the
+    snapshot's rows: a student learns from the teacher's answers on them too (what the nodes will
+    see next), not from labels alone."""
+    if work.recent.empty or "time" not in work.recent:
+        return work.frame.iloc[:0]
+    window = events.window(session=session, model_id=model.id, start=work.recent["time"].min(), end=now, visible_at=now)
+    unlabelled = window[window["label"].isna()]
+    return unlabelled.iloc[-len(work.frame) :] if len(work.frame) else unlabelled.iloc[:0]
 
 
 def _with_texts(session: Session, teacher: TorchClassifier, frame: pd.DataFrame) -> pd.DataFrame:

@@ -556,3 +556,24 @@ def test_a_later_student_must_pass_the_gate_against_the_student_the_nodes_run(wo
     with world.sessions() as session:
         version = versions.get_version(session=session, model_id=world.model_id, number=out["candidate"])
         assert (versions.student_of(session=session, version=version) is not None) is released
+
+
+def test_a_student_also_learns_from_the_newest_unlabelled_events(world):
+    tick = next(iter(OntSimulator(OntScenarioConfig(n_onts=40, days=0.1, seed=9, outages=())).ticks()))
+    with world.sessions() as session:
+        ingest_events(
+            session=session,
+            model=MODEL_NAME,
+            events=EventBatch(
+                keys=[f"unlabelled/{e}" for e in tick.entities],
+                times=[world.now - timedelta(minutes=1)] * len(tick),
+                entities=list(tick.entities),
+                groups=list(tick.groups),
+                features=tick.features,
+            ),
+        )
+    out = world.run(world.snapshot(world.train))
+
+    student = world.last_decision()["evidence"]["student"]
+    assert out["outcome"] == "candidate" and student["released"] is True
+    assert student["rows"] - student["labelled_rows"] == len(tick)
