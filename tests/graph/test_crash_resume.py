@@ -46,7 +46,9 @@ def _killed(folder: Path, where: str) -> None:
 def _facts(context) -> dict:
     with context.sessions() as session:
         model_id = 1
-        candidates = [v for v in versions.list_versions(session=session, model_id=model_id) if v.number > 1]
+        every = versions.list_versions(session=session, model_id=model_id)
+        parent = {v.id: v.number for v in every}
+        candidates = [v for v in every if v.number > 1]
         retrains = decisions.list_decisions(session=session, model_id=model_id, agent="trainer", action="retrain")
         starts = [
             d
@@ -54,7 +56,9 @@ def _facts(context) -> dict:
             if d.outcome in ("shadow_started", "canary_started")
         ]
         return {
-            "versions": [(v.number, v.stage) for v in candidates],
+            "versions": [(v.number, v.stage) for v in candidates if v.stage != "student"],
+            # Edge students, by the number of the version each was distilled from.
+            "students": [parent[v.parent_id] for v in candidates if v.stage == "student"],
             "retrains": [(d.run_id, d.outcome) for d in retrains],
             "recovered": [bool(d.evidence.get("recovered")) for d in [*retrains, *starts]],
             "releases": [(r.id, r.phase) for r in releases.list_releases(session=session, model_id=model_id)],
@@ -102,6 +106,12 @@ def test_a_run_killed_mid_step_resumes_without_doing_anything_twice(
 
     assert len(fits) == trainings
     assert after["versions"] == [(2, "shadow")]
+    # The candidate's edge student, once: registered after its teacher in the same step, so a run
+    # killed once the teacher was written resumes without one (the nodes keep theirs) and never
+    # makes two.
+    assert after["students"] in ([], [2]) and again["students"] == after["students"]
+    if where == "fit":  # trained on resume: distilled on resume
+        assert after["students"] == [2]
     assert after["retrains"] == [(RUN_ID, "candidate")]
     assert after["releases"] == [(1, "shadow")]
     assert after["release_decisions"] == 1
