@@ -496,11 +496,13 @@ def _unlabelled_recent(session: Session, model: ManagedModel, work: _Work, now: 
     """The newest events without a label since the recent holdout began, at most as many as the
     snapshot's rows: a student learns from the teacher's answers on them too (what the nodes will
     see next), not from labels alone."""
-    if work.recent.empty or "time" not in work.recent:
+    if work.recent.empty or "time" not in work.recent or work.frame.empty:
         return work.frame.iloc[:0]
-    window = events.window(session=session, model_id=model.id, start=work.recent["time"].min(), end=now, visible_at=now)
-    unlabelled = window[window["label"].isna()]
-    return unlabelled.iloc[-len(work.frame) :] if len(work.frame) else unlabelled.iloc[:0]
+    start = work.recent["time"].min()
+    window = events.window(
+        session=session, model_id=model.id, start=start, end=now, visible_at=now, limit=len(work.frame)
+    )
+    return window[window["label"].isna()]
 
 
 def _with_texts(session: Session, teacher: TorchClassifier, frame: pd.DataFrame) -> pd.DataFrame:
