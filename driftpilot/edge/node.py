@@ -126,18 +126,14 @@ class EdgeNode:
         if status != 200:
             return self._refused(student, f"download refused (HTTP {status}): {detail(status, data)}")
         file = self.folder / "versions" / f"v{student}-{edge['sha256'][:16]}.onnx"
-        partial = file.with_suffix(".part")
-        partial.write_bytes(data)
-        os.replace(partial, file)
+        _write_atomically(file, data)
         try:
             self.model.swap(file, version=student, sha256=edge["sha256"])
         except SwapRefused as exc:
             file.unlink(missing_ok=True)
             return self._refused(student, str(exc))
         kept = {"version": student, "sha256": edge["sha256"], "file": str(file.relative_to(self.folder))}
-        partial = self.folder / "current.json.part"
-        partial.write_text(json.dumps(kept))
-        os.replace(partial, self.folder / "current.json")
+        _write_atomically(self.folder / "current.json", json.dumps(kept).encode())
         return f"{which} swapped in"
 
     def _refused(self, version: int, reason: str) -> str:
@@ -237,3 +233,10 @@ class EdgeNode:
 
     def close(self) -> None:
         self.outbox.close()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """``path`` holds ``data`` whole or keeps what it held: written beside it, then renamed."""
+    partial = path.with_name(path.name + ".part")
+    partial.write_bytes(data)
+    os.replace(partial, path)
