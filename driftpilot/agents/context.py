@@ -43,6 +43,12 @@ class AgentContext:
     on_epoch: Callable[[dict[str, Any]], None] | None = None
     #: The optional chat model (see :mod:`driftpilot.agents.llm`); None keeps every agent deterministic.
     chat: Any = None
+    #: Runs federated training (Flower, :mod:`driftpilot.edge`, wired in by the loop: agents do
+    #: not import the edge). Called with the starting model, the nodes' rows (None: the nodes of
+    #: a SuperLink hold their own), the server's own labelled rows to screen updates on, and the
+    #: policy's ``federated`` section; returns the model and the run's record. None: the loop
+    #: that built this context cannot federate, and the Trainer says so when the policy asks.
+    federate: Callable[..., tuple[Any, dict[str, Any]]] | None = None
 
 
 def now_of(state: LoopState) -> datetime:
@@ -61,6 +67,12 @@ def usage_today(session: Session, model: ManagedModel, now: datetime) -> Usage:
             session=session, model_id=model.id, since=day, until=until
         ),
         compute_seconds_today=versions.training_seconds(session=session, model_id=model.id, since=day, until=until),
+        federated_rounds_today=sum(
+            int((d.evidence or {}).get("rounds_run", 0))
+            for d in decisions.list_decisions(
+                session=session, model_id=model.id, action="federate", since=day, until=until
+            )
+        ),
     )
 
 

@@ -39,6 +39,7 @@ def curator(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     ctx = runtime.context
     training = ctx.policy.policy.training
     now = now_of(state)
+    federated = (state.get("trigger") or {}).get("kind") == "federated"
     with ctx.sessions() as session:
         model = managed.get_model(session=session, name=state["model"])
         done = decisions.run_decision(
@@ -65,8 +66,9 @@ def curator(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
         if len(recent) >= plan.min_training_labels:
             # Cleaned before it is counted: what cleaning keeps out is no label to learn from.
             recent, report = cleaned(session, model, recent, ctx.policy.policy, ctx.seed)
-        if len(recent) < plan.min_training_labels and state.get("challenge"):
-            # A challenger learns from the labels there are; nobody is asked for more on its behalf.
+        if len(recent) < plan.min_training_labels and (state.get("challenge") or federated):
+            # A challenger (or a federated training, whose nodes hold the rows it learns from)
+            # makes do with the labels there are; nobody is asked for more on its behalf.
             decision = record(
                 session,
                 state,
@@ -74,8 +76,9 @@ def curator(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
                 agent="curator",
                 action="curate",
                 outcome="not_enough_labels",
-                rationale=f"No challenger: {len(recent)} labelled events in the last {plan.recent_hours:g} h, "
-                f"{plan.min_training_labels} needed; no labels are asked for a challenger.",
+                rationale=f"No {'federated training' if federated else 'challenger'}: {len(recent)} labelled "
+                f"events in the last {plan.recent_hours:g} h, "
+                f"{plan.min_training_labels} needed to judge its candidate; no labels are asked for it.",
                 evidence={"labelled": len(recent), "needed": plan.min_training_labels, "plan": plan.as_dict()},
             )
             return {"outcome": "not_enough_labels", "last_decision": decision.id}
@@ -142,6 +145,11 @@ def _snapshot(
             action="curate",
             outcome="snapshot",
             rationale=_challenge_sentence(state.get("challenge"))
+            + (
+                "A federated training was asked for: this snapshot's holdouts judge its candidate. "
+                if (state.get("trigger") or {}).get("kind") == "federated"
+                else ""
+            )
             + _snapshot_sentence(snapshot.id, curated.stats, plan, changed, len(curated.recent_holdout_ids))
             + cleaning_sentence(report)
             + (f" {len(pseudo)} pseudo-labels added." if len(pseudo) else ""),

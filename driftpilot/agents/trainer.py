@@ -29,7 +29,7 @@ from driftpilot.memory import decisions, events, golden, managed, snapshots, ver
 from driftpilot.memory.schemas import ModelSchema
 from driftpilot.memory.tables import ManagedModel, Snapshot, Version
 from driftpilot.models.base import CLASS_WEIGHTS, TorchClassifier, TrainingReport
-from driftpilot.policies import PolicyVerdict, RetrainFacts, StartCanaryFacts, Usage
+from driftpilot.policies import FederateFacts, PolicyVerdict, RetrainFacts, StartCanaryFacts, Usage
 from driftpilot.tools.augment import Augmented
 from driftpilot.tools.distill import distil_student
 from driftpilot.tools.evaluation import Evaluation, evaluate_candidate
@@ -70,8 +70,16 @@ def trainer(state: LoopState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
             return {"candidate": None, "outcome": "retrain_denied", "last_decision": decision.id}
         work = _prepare(ctx, session, state, model, schema, champion, snapshot, now)
         attempts: list[_Attempt] = []
+        federated_trigger = (state.get("trigger") or {}).get("kind") == "federated"
         try:
-            final = _train(ctx, work, usage, attempts)
+            final = _train(
+                ctx,
+                work,
+                usage,
+                attempts,
+                federate=lambda: _federated(ctx, session, state, model, work, usage),
+                federated_only=federated_trigger,
+            )
         except _TrainingFailed as failed:
             # A set the family cannot train on (empty, one class, features not of its schema):
             # said in the log, nothing registered.
@@ -215,6 +223,8 @@ class _Attempt:
     evaluation: Evaluation
     gate: StartCanaryFacts
     verdict: PolicyVerdict
+    #: What a federated training did (strategy, nodes, rounds; see ``driftpilot.edge``).
+    federated: dict[str, Any] | None = None
 
     @property
     def report(self) -> TrainingReport:
@@ -234,7 +244,7 @@ class _Attempt:
             "candidate_recent": self.evaluation.candidate_recent,
             "candidate_metric": self.evaluation.candidate_metric,
             "candidate_old": self.evaluation.candidate_old,
-        }
+        } | ({"federated": _federated_summary(self.federated)} if self.federated else {})
 
 
 class _TrainingFailed(Exception):
@@ -246,7 +256,14 @@ class _TrainingFailed(Exception):
         self.error = error
 
 
-def _train(ctx: AgentContext, work: _Work, usage: Usage, attempts: list[_Attempt]) -> _Attempt:
+def _train(
+    ctx: AgentContext,
+    work: _Work,
+    usage: Usage,
+    attempts: list[_Attempt],
+    federate: Callable[[], _Attempt | None] = lambda: None,
+    federated_only: bool = False,
+) -> _Attempt:
     """Train as planned; an update that fails the gate is tried again as a full retrain when the
     policy says so. Under the ``auto`` strategy an update also competes with a full retrain on the
     same snapshot, and a model of the other shape (linear, or with hidden layers) with both; the
@@ -255,8 +272,17 @@ def _train(ctx: AgentContext, work: _Work, usage: Usage, attempts: list[_Attempt
     fresh start can lose what the update keeps.) Each attempt is appended to ``attempts``; the
     chosen one is returned."""
     training = ctx.policy.policy.training
+    if federated_only:
+        only = federate()
+        if only is None:
+            raise _TrainingFailed(UpdatePlan("federated"), ValueError("the federated training made no candidate"))
+        attempts.append(only)
+        return only
     attempt = _attempt(ctx, work, work.plan, usage)
     attempts.append(attempt)
+    federated = federate()
+    if federated is not None:
+        attempts.append(federated)
     rivals: list[UpdatePlan] = []
     if work.plan.mode == "update" and not attempt.verdict.allowed and training.fallback_to_full:
         reason = "the incremental update failed the evaluation gate: " + "; ".join(attempt.verdict.reasons)
@@ -301,6 +327,15 @@ def _attempt(ctx: AgentContext, work: _Work, plan: UpdatePlan, usage: Usage) -> 
                 class_weight=CLASS_WEIGHTS[policy.evaluation.metric],
                 on_epoch=ctx.on_epoch,
             )
+    except ValueError as exc:
+        raise _TrainingFailed(plan, exc) from exc
+    return _judged(ctx, work, plan, candidate, usage)
+
+
+def _judged(ctx: AgentContext, work: _Work, plan: UpdatePlan, candidate: TorchClassifier, usage: Usage) -> _Attempt:
+    """Evaluate ``candidate`` against the champion and ask the gate."""
+    policy = ctx.policy.policy
+    try:
         evaluation = evaluate_candidate(
             candidate,
             work.parent,
@@ -317,6 +352,122 @@ def _attempt(ctx: AgentContext, work: _Work, plan: UpdatePlan, usage: Usage) -> 
     # Manager asks again, at the share and time it starts one.
     gate = _gate_facts(evaluation, work.concept_changed, share=policy.release.canary_share)
     return _Attempt(plan, candidate, evaluation, gate, ctx.policy.check("start_canary", gate, usage))
+
+
+#: Fewest labelled rows of a group that make it a node of a simulated federation.
+FEDERATED_MIN_NODE_ROWS = 20
+
+
+def _federated(
+    ctx: AgentContext, session: Session, state: LoopState, model: ManagedModel, work: _Work, usage: Usage
+) -> _Attempt | None:
+    """A candidate made by federated rounds from the champion, when the policy's ``federated.mode``
+    asks for one, within its budget of rounds; judged by the same evaluation and gate as every
+    attempt. Its own decision (``federate``) records what the rounds did, or why none ran."""
+    settings = ctx.policy.policy.federated
+    if settings.mode == "off":
+        return None
+
+    def log(outcome: str, rationale: str, evidence: dict[str, Any], verdicts: list[PolicyVerdict]) -> None:
+        record(
+            session,
+            state,
+            model,
+            agent="trainer",
+            action="federate",
+            outcome=outcome,
+            rationale=rationale,
+            evidence={"mode": settings.mode} | evidence,
+            verdicts=verdicts,
+        )
+
+    nodes = _simulated_nodes(work) if settings.mode == "simulation" else None
+    facts = FederateFacts(rounds=settings.rounds, nodes=len(nodes) if nodes is not None else None)
+    verdict = ctx.policy.check("federate", facts, usage, at=now_of(state))
+    if ctx.federate is None or not verdict.allowed:
+        why = "; ".join(verdict.reasons) if not verdict.allowed else "this loop was started without federation"
+        log("denied", f"No federated training: {why}.", {"nodes": facts.nodes}, [verdict])
+        return None
+    recent = work.recent
+    check = (recent.drop(columns=["label"]), recent["label"].astype(str).to_numpy()) if len(recent) else None
+    try:
+        candidate, done = ctx.federate(work.parent, nodes, check, settings)
+    except (RuntimeError, ValueError, OSError) as exc:
+        log("failed", f"The federated training failed: {exc}. Nothing was registered.", {"error": str(exc)}, [verdict])
+        return None
+    candidate.report_ = _federated_report(work.parent, done)
+    log(
+        "trained",
+        f"Federated training over {len(done['nodes'])} node(s), {settings.rounds} round(s): strategy "
+        f"{done['strategy']} ({'; '.join(done['reasons'])})"
+        + (f"; outliers flagged: {', '.join(done['outliers'])}" if done["outliers"] else "")
+        + ". Its candidate is judged as every other.",
+        done | {"rounds_run": len(done["rounds"])},
+        [verdict],
+    )
+    plan = UpdatePlan("federated", reasons=[f"the policy's federated mode is {settings.mode}"])
+    attempt = _judged(ctx, work, plan, candidate, usage)
+    return replace(attempt, federated=done)
+
+
+def _simulated_nodes(work: _Work) -> dict[str, tuple[pd.DataFrame, Any]]:
+    """The snapshot split by its events' group (the schema's group key): one node per group with
+    at least :data:`FEDERATED_MIN_NODE_ROWS` labelled rows."""
+    if "group" not in work.frame.columns:
+        return {}
+    groups = work.frame["group"].astype(str)
+    return {
+        str(g): (work.frame[mask].drop(columns=["label"], errors="ignore").reset_index(drop=True), work.labels[mask])
+        for g in sorted(groups.unique())
+        if (mask := (groups == g).to_numpy()).sum() >= FEDERATED_MIN_NODE_ROWS
+    }
+
+
+def _federated_report(parent: TorchClassifier, done: dict[str, Any]) -> TrainingReport:
+    """What a federated candidate's training was, in the form every fit reports it."""
+    rounds = len(done["rounds"])
+    base = parent.report_ or TrainingReport(**_EMPTY_REPORT)
+    return replace(
+        base,
+        mode="federated",
+        lr_source="each node's local update (half the lineage's rate), averaged by the strategy",
+        rows=int(sum(done["samples"].values())),
+        validation_rows=0,
+        max_epochs=rounds,
+        epochs=rounds,
+        best_epoch=rounds,
+        stopped_early=False,
+        new_classes=[],
+        seconds=float(done["seconds"]),
+        curves=[],
+    )
+
+
+_EMPTY_REPORT: dict[str, Any] = {
+    "mode": "scratch",
+    "scope": "all",
+    "penalty": "none",
+    "strength": 0.0,
+    "lr": 0.0,
+    "lr_source": "",
+    "batch_size": 0,
+    "batch_reason": "",
+    "rows": 0,
+    "validation_rows": 0,
+    "max_epochs": 0,
+    "epochs": 0,
+    "best_epoch": 0,
+    "stopped_early": False,
+    "new_classes": [],
+    "seconds": 0.0,
+    "device": "cpu",
+    "curves": [],
+}
+
+
+def _federated_summary(done: dict[str, Any]) -> dict[str, Any]:
+    keys = ("strategy", "final_strategy", "nodes", "outliers", "dropped", "dp")
+    return {k: done.get(k) for k in keys} | {"rounds": len(done.get("rounds", []))}
 
 
 def _gate_facts(evaluation: Evaluation, concept_changed: bool, share: float | None) -> StartCanaryFacts:

@@ -2,6 +2,7 @@
 
 ::
 
+    (a federated trigger ─► curator ─► trainer: a federated candidate, judged like any other)
     monitor ─healthy─► end
        │  ├─blind (too few labels to judge)─► monitoring_sample (ask for labels, within budget) ─► end
        │  └─healthy or blind, a challenger due (enough new labels)─► curator (asks no labels) ─► trainer …
@@ -36,6 +37,12 @@ from driftpilot.agents.release_manager import (
 )
 from driftpilot.agents.state import LoopState
 from driftpilot.agents.trainer import trainer
+
+
+def at_start(state: LoopState) -> Literal["monitor", "curator"]:
+    """A federated training asked for (``driftpilot fl start``) goes straight to the Curator, for
+    the snapshot whose holdouts judge its candidate; every other run starts with a look."""
+    return "curator" if (state.get("trigger") or {}).get("kind") == "federated" else "monitor"
 
 
 def after_monitor(state: LoopState) -> Literal["diagnostician", "curator", "monitoring_sample", "__end__"]:
@@ -78,7 +85,7 @@ def build_graph(checkpointer: Any) -> Any:
     builder.add_node("release_manager", release_manager)
     builder.add_node("approval_gate", approval_gate)
     builder.add_node("canary_judge", canary_judge)
-    builder.add_edge(START, "monitor")
+    builder.add_conditional_edges(START, at_start)
     builder.add_conditional_edges("monitor", after_monitor)
     builder.add_edge("monitoring_sample", "__end__")
     builder.add_conditional_edges("diagnostician", after_diagnosis)

@@ -24,6 +24,7 @@ from driftpilot.agents.context import AgentContext
 from driftpilot.graph.runner import LoopRunner, open_checkpointer
 from driftpilot.loop.bootstrap import register_first_version
 from driftpilot.loop.driver import Driver, Moment
+from driftpilot.loop.federation import federate
 from driftpilot.loop.home import fresh_home
 from driftpilot.loop.outbox import Outbox
 from driftpilot.memory import db, decisions, events, label_requests, managed, versions
@@ -148,7 +149,9 @@ def run_demo(
     # A policy file given alone is watched: changed while the demo runs, it is read again (or refused).
     engine = PolicyEngine(policy, None if choices else config.policy_path)
     registry = Registry(out / "artifacts")
-    context = AgentContext(sessions=sessions, registry=registry, policy=engine, seed=config.seed, on_epoch=on_epoch)
+    context = AgentContext(
+        sessions=sessions, registry=registry, policy=engine, seed=config.seed, on_epoch=on_epoch, federate=federate
+    )
 
     simulator = OntSimulator(
         OntScenarioConfig(n_onts=config.onts, days=config.days, seed=config.seed, **_scenario(config.scenario))

@@ -46,6 +46,7 @@ from driftpilot.graph.runner import LoopRunner, open_checkpointer
 from driftpilot.loop.baselines import BASELINES, Baseline, Periodic, PeriodicLogistic, RiverARF, Static, Stream
 from driftpilot.loop.bootstrap import register_first_version
 from driftpilot.loop.driver import Driver, Moment
+from driftpilot.loop.federation import federate
 from driftpilot.loop.home import fresh_home
 from driftpilot.loop.outbox import Outbox
 from driftpilot.loop.schedule import CheckSchedule
@@ -408,7 +409,12 @@ def run_replay(
             warn(message)
     registry = Registry(out / "artifacts")
     context = AgentContext(
-        sessions=sessions, registry=registry, policy=PolicyEngine(policy), seed=config.seed, on_epoch=on_epoch
+        sessions=sessions,
+        registry=registry,
+        policy=PolicyEngine(policy),
+        seed=config.seed,
+        on_epoch=on_epoch,
+        federate=federate,
     )
     with sessions() as session:
         if any(m.name == name for m in managed.list_models(session=session)):

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from driftpilot.agents.context import AgentContext
 from driftpilot.graph.runner import LoopRunner, open_checkpointer
 from driftpilot.loop.driver import Driver, Moment
+from driftpilot.loop.federation import federate
 from driftpilot.loop.metrics import LoopMetrics
 from driftpilot.loop.schedule import CheckSchedule
 from driftpilot.memory import events, managed
@@ -179,7 +180,7 @@ class ServiceLoop:
         if row.name not in self.models:
             path = model_policy_path(row.policy, self.policy_path)
             engine = PolicyEngine.from_file(path) if path else PolicyEngine(load_policy())
-            context = AgentContext(sessions=self.sessions, registry=self.registry, policy=engine)
+            context = AgentContext(sessions=self.sessions, registry=self.registry, policy=engine, federate=federate)
             every = engine.policy.monitor.check_every_minutes
             schedule = CheckSchedule(now, timedelta(minutes=every))
             driver = Driver(

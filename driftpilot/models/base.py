@@ -457,15 +457,10 @@ class TorchClassifier:
         order = rng.permutation(len(y))
         n_val = int(len(y) * self.validation_share) if len(y) >= 200 else 0
         val_idx, fit_idx = order[:n_val], order[n_val:]
-        counts = np.bincount(target.numpy()[fit_idx], minlength=len(self.classes)).astype(np.float64)
-        # Balanced: classes weighted by the square root of their inverse frequency (offline ONTs
-        # and rare intents count, without letting a handful of rows dominate the loss). A class
-        # absent from the rows weighs nothing either way.
-        weights = np.where(counts > 0, len(fit_idx) / (len(self.classes) * np.maximum(counts, 1)), 0.0)
-        if self.class_weight is None:
-            weights = (counts > 0).astype(np.float64)
+        counts = np.bincount(target.numpy()[fit_idx], minlength=len(self.classes))
         loss_fn = torch.nn.CrossEntropyLoss(
-            weight=torch.tensor(np.sqrt(weights), dtype=torch.float32), label_smoothing=self.label_smoothing
+            weight=torch.tensor(self.class_loss_weights(counts), dtype=torch.float32),
+            label_smoothing=self.label_smoothing,
         )
 
         if self.batch_size:
@@ -789,6 +784,150 @@ class TorchClassifier:
         """Bytes of the network's parameters (what an edge device downloads, before ONNX framing)."""
         return int(sum(p.numel() * p.element_size() for p in self.net_.parameters()))
 
+    # -- federated rounds --------------------------------------------------------------------
+    def class_loss_weights(self, counts: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The loss's weight of each class, given how many rows of each (in ``classes`` order).
+
+        Balanced: classes weighted by the square root of their inverse frequency (offline ONTs
+        and rare intents count, without letting a handful of rows dominate the loss). A class
+        absent from the rows weighs nothing either way.
+        """
+        counts = np.asarray(counts, dtype=np.float64)
+        if self.class_weight is None:
+            return (counts > 0).astype(np.float64)
+        weights = np.where(counts > 0, counts.sum() / (len(self.classes) * np.maximum(counts, 1)), 0.0)
+        return np.sqrt(weights)
+
+    def weights(self) -> list[np.ndarray]:
+        """The network's parameters as NumPy arrays, in ``state_dict`` order: what a federated
+        round sends (Flower's ``ArrayRecord`` carries them)."""
+        return [t.detach().cpu().numpy().copy() for t in self.net_.state_dict().values()]
+
+    def set_weights(self, arrays: Sequence[np.ndarray]) -> None:
+        """Load ``arrays`` (as :meth:`weights` gives them) into the network.
+
+        Raises ``ValueError`` naming the first array whose count or shape differs: an update
+        from a node with another model is refused whole, never loaded in part.
+        """
+        import torch
+
+        state = self.net_.state_dict()
+        if len(arrays) != len(state):
+            raise ValueError(f"expected {len(state)} weight arrays, got {len(arrays)}")
+        for (name, tensor), array in zip(state.items(), arrays, strict=True):
+            if tuple(np.shape(array)) != tuple(tensor.shape):
+                shape = tuple(np.shape(array))
+                raise ValueError(f"weights {name!r} have shape {shape}, expected {tuple(tensor.shape)}")
+        pairs = zip(state.items(), arrays, strict=True)
+        self.net_.load_state_dict({name: torch.as_tensor(np.asarray(a), dtype=t.dtype) for (name, t), a in pairs})
+
+    def train_locally(
+        self,
+        columns: Columns,
+        y: Sequence[str] | np.ndarray,
+        *,
+        epochs: int,
+        proximal_mu: float = 0.0,
+        class_weights: Sequence[float] | None = None,
+        seed: int = 0,
+    ) -> dict[str, float]:
+        """One node's part of a federated round: a few epochs on its own rows from the weights
+        it was sent, the encoding kept (every node must send weights of one shape).
+
+        With ``proximal_mu > 0`` the loss gains FedProx's proximal term
+        ``mu/2 * ||w - w_round||^2`` (Li et al., MLSys 2020), which keeps a node whose data
+        differ from the others' from drifting far from the round's model. The step size is the
+        one an update of the lineage takes (half its last full training's rate), from a fresh
+        Adam each round. ``class_weights`` are the loss's weights per class: the ones the pooled
+        class counts of all nodes give (:meth:`class_loss_weights`), so that every node minimises
+        its share of one objective, the one training on the union would; without them the node's
+        own counts set them. Labels outside ``classes`` are refused: a round cannot grow the output
+        layer on one node alone. Returns the training loss and the rows trained on.
+        """
+        import torch
+
+        y = np.asarray(y).astype(str)
+        if len(y) == 0:
+            raise ValueError("cannot train on an empty training set")
+        unknown = sorted(str(v) for v in set(y) - set(self.classes))
+        if unknown:
+            raise ValueError(f"labels {unknown} are not among the classes {self.classes}")
+        missing = self._missing_features(columns)
+        if missing:
+            raise ValueError(f"features {missing} of the {self.family} schema are missing from the training data")
+        x = torch.from_numpy(self.encoding_.transform(columns))
+        index = {c: i for i, c in enumerate(self.classes)}
+        target = torch.from_numpy(np.array([index[v] for v in y], dtype=np.int64))
+        weights = (
+            self.class_loss_weights(np.bincount(target.numpy(), minlength=len(self.classes)))
+            if class_weights is None
+            else np.asarray(class_weights, dtype=np.float64)
+        )
+        if len(weights) != len(self.classes):
+            raise ValueError(f"{len(weights)} class weights given for {len(self.classes)} classes")
+        loss_fn = torch.nn.CrossEntropyLoss(
+            weight=torch.tensor(weights, dtype=torch.float32), label_smoothing=self.label_smoothing
+        )
+        # The steps an update of the lineage takes (see ``fit``): up to UPDATE_BATCH_FACTOR times
+        # the last full training's batch, at half its rate scaled for the batch.
+        report = self.report_
+        base_lr = (report.base_lr or report.lr) if report is not None else None
+        base_batch = (report.base_batch_size or report.batch_size) if report is not None else 64
+        per_epoch = 2 ** int(math.log2(max(len(y) / UPDATE_MIN_STEPS, 32)))
+        batch = max(1, min(UPDATE_BATCH_FACTOR * base_batch, per_epoch))
+        lr = (base_lr or DEFAULT_UPDATE_LR * 2) / 2 * math.sqrt(batch / base_batch)
+        torch.manual_seed(seed)
+        net = self.net_
+        net.train()
+        for p in net.parameters():
+            p.requires_grad_(True)
+        anchor = {n: p.detach().clone() for n, p in net.named_parameters()}
+        proximal = (
+            _PenaltyGradient(net, anchor, {n: torch.ones_like(p) for n, p in anchor.items()})
+            if proximal_mu > 0
+            else None
+        )
+        optimizer = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=self.weight_decay)
+        generator = torch.Generator().manual_seed(seed)
+        total = 0.0
+        for _epoch in range(max(1, epochs)):
+            total = 0.0
+            for batch_idx in torch.randperm(len(y), generator=generator).split(batch):
+                optimizer.zero_grad()
+                loss = loss_fn(net(x[batch_idx]), target[batch_idx])
+                loss.backward()
+                if proximal is not None:
+                    proximal.add(proximal_mu)
+                optimizer.step()
+                total += float(loss.detach()) * len(batch_idx)
+        net.eval()
+        return {"train_loss": total / len(y), "rows": float(len(y)), "lr": float(lr)}
+
+    def meta(self) -> dict[str, Any]:
+        """Everything but the weights: settings, encoding, training report, edge threshold (what
+        ``model.json`` holds, and what a federated round sends its nodes once)."""
+        return {
+            "config": self.config(),
+            "encoding": self.encoding_.to_dict(),
+            "training": self.report_.as_dict() if self.report_ else None,
+            "defer_below": self.defer_below_,
+        }
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any], arrays: Sequence[np.ndarray] | None = None) -> TorchClassifier:
+        """A model rebuilt from :meth:`meta`, with ``arrays`` as its weights when given (else the
+        network's fresh initialisation)."""
+        model = cls.from_config(meta["config"])
+        model.encoding_ = model._encoding_from_dict(meta["encoding"])
+        model.net_ = model._build(model.encoding_, len(model.classes))
+        if arrays is not None:
+            model.set_weights(arrays)
+        model.net_.eval()
+        training = meta.get("training")
+        model.report_ = _report_from_dict(training) if training else None
+        model.defer_below_ = meta.get("defer_below")
+        return model
+
     # -- persistence -------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         return {
@@ -829,13 +968,7 @@ class TorchClassifier:
         folder.mkdir(parents=True, exist_ok=True)
         paths = {"weights": folder / "weights.pt", "config": folder / "model.json", "onnx": folder / "model.onnx"}
         torch.save(self.net_.state_dict(), paths["weights"])
-        meta = {
-            "config": self.config(),
-            "encoding": self.encoding_.to_dict(),
-            "training": self.report_.as_dict() if self.report_ else None,
-            "defer_below": self.defer_below_,
-        }
-        paths["config"].write_text(json.dumps(meta, indent=2, sort_keys=True))
+        paths["config"].write_text(json.dumps(self.meta(), indent=2, sort_keys=True))
         self.export_onnx(paths["onnx"])
         edge = self.edge_onnx(paths["onnx"])
         if edge is not None:
@@ -857,15 +990,9 @@ class TorchClassifier:
     def load(cls, folder: Path) -> TorchClassifier:
         import torch
 
-        meta = json.loads((folder / "model.json").read_text())
-        model = cls.from_config(meta["config"])
-        model.encoding_ = model._encoding_from_dict(meta["encoding"])
-        model.net_ = model._build(model.encoding_, len(model.classes))
+        model = cls.from_meta(json.loads((folder / "model.json").read_text()))
         model.net_.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
         model.net_.eval()
-        training = meta.get("training")
-        model.report_ = _report_from_dict(training) if training else None
-        model.defer_below_ = meta.get("defer_below")
         return model
 
     def export_onnx(self, path: Path) -> None:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from driftpilot.models.base import TorchClassifier
 from driftpilot.models.hashed_mlp import HashedMLP
@@ -32,3 +36,8 @@ def load_model(folder: Path) -> TorchClassifier:
     """A saved model, loaded by the family its ``model.json`` names."""
     meta = json.loads((folder / "model.json").read_text())
     return family(meta["config"]["family"]).load(folder)
+
+
+def model_from_meta(meta: Mapping[str, Any], arrays: Sequence[np.ndarray] | None = None) -> TorchClassifier:
+    """A model rebuilt from its :meth:`~TorchClassifier.meta` (and weights), by the family it names."""
+    return family(meta["config"]["family"]).from_meta(meta, arrays)

@@ -15,6 +15,7 @@ from driftpilot.policies.engine import (
 from driftpilot.policies.facts import (
     ActionFacts,
     AlertFacts,
+    FederateFacts,
     PromoteFacts,
     QuarantineFacts,
     RequestLabelsFacts,
@@ -26,6 +27,7 @@ from driftpilot.policies.loader import PolicyError, load_policy, model_policy_pa
 from driftpilot.policies.schema import (
     Autonomy,
     Budgets,
+    Federated,
     Monitor,
     Policy,
     Release,
@@ -38,6 +40,8 @@ __all__ = [
     "AlertFacts",
     "Autonomy",
     "Budgets",
+    "FederateFacts",
+    "Federated",
     "Monitor",
     "Policy",
     "PolicyEngine",

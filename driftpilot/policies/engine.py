@@ -24,6 +24,7 @@ from driftpilot.policies.facts import (
     Action,
     ActionFacts,
     AlertFacts,
+    FederateFacts,
     PromoteFacts,
     QuarantineFacts,
     RequestLabelsFacts,
@@ -92,6 +93,7 @@ class Usage(BaseModel):
     retrains_today: int = Field(default=0, ge=0)
     labels_requested_today: int = Field(default=0, ge=0)
     compute_seconds_today: float = Field(default=0.0, ge=0)
+    federated_rounds_today: int = Field(default=0, ge=0)
 
 
 def _fmt(value: float | str | None) -> str:
@@ -444,6 +446,37 @@ def _promote(policy: Policy, facts: PromoteFacts, usage: Usage) -> list[RuleVerd
     return verdicts
 
 
+def _federate(policy: Policy, facts: FederateFacts, usage: Usage) -> list[RuleVerdict]:
+    limit = policy.budgets.max_federated_rounds_per_day
+    used = usage.federated_rounds_today
+    fits = used + facts.rounds <= limit
+    least = policy.federated.min_nodes
+    return [
+        RuleVerdict(
+            rule="federated_rounds_budget",
+            passed=fits,
+            observed=used + facts.rounds,
+            limit=limit,
+            reason=f"federated rounds today: {used}, with this run's {facts.rounds} "
+            + ("within" if fits else "beyond")
+            + f" the limit of {limit} a day",
+        ),
+        RuleVerdict(
+            rule="federated_min_nodes",
+            passed=facts.nodes is None or facts.nodes >= least,
+            observed=facts.nodes,
+            limit=least,
+            reason=(
+                f"the nodes are known once they connect: the run waits for the {least} it needs"
+                if facts.nodes is None
+                else f"{facts.nodes} node(s) to train on, "
+                + ("at least" if facts.nodes >= least else "fewer than")
+                + f" the {least} a federated run needs"
+            ),
+        ),
+    ]
+
+
 def _no_guardrail(policy: Policy, facts: BaseModel, usage: Usage) -> list[RuleVerdict]:
     # A rollback restores what was served before and must never be blocked by a budget;
     # quarantine and alert change nothing that is served. Only autonomy applies to them.
@@ -453,6 +486,7 @@ def _no_guardrail(policy: Policy, facts: BaseModel, usage: Usage) -> list[RuleVe
 #: Each action's facts model and its guardrails.
 _RULES: dict[str, tuple[type[BaseModel], Callable[[Policy, Any, Usage], list[RuleVerdict]]]] = {
     "retrain": (RetrainFacts, _retrain),
+    "federate": (FederateFacts, _federate),
     "request_labels": (RequestLabelsFacts, _request_labels),
     "start_canary": (StartCanaryFacts, _start_canary),
     "promote": (PromoteFacts, _promote),

@@ -33,6 +33,7 @@ __all__ = [
     "ActionFacts",
     "AlertFacts",
     "PromoteFacts",
+    "FederateFacts",
     "QuarantineFacts",
     "RequestLabelsFacts",
     "RetrainFacts",
@@ -43,6 +44,7 @@ __all__ = [
 #: The actions the policy engine judges.
 Action = Literal[
     "retrain",
+    "federate",
     "request_labels",
     "start_canary",
     "promote",
@@ -71,6 +73,17 @@ class RetrainFacts(_Facts):
     min_training_labels: int | None = Field(default=None, ge=1)
     #: The model's feature names, checked against the policy's ``data.never_train_on``.
     features: list[str] | None = None
+
+
+class FederateFacts(_Facts):
+    """What a federated training would take: its rounds and the nodes connected."""
+
+    action: ClassVar[Action] = "federate"
+
+    rounds: int = Field(ge=1)
+    #: Nodes to train on; None when they are known only once they connect (a SuperLink's), and
+    #: the run itself waits for ``federated.min_nodes`` of them.
+    nodes: int | None = Field(default=None, ge=0)
 
 
 class RequestLabelsFacts(_Facts):
@@ -151,5 +164,12 @@ class AlertFacts(_Facts):
 
 
 ActionFacts = (
-    RetrainFacts | RequestLabelsFacts | StartCanaryFacts | PromoteFacts | RollbackFacts | QuarantineFacts | AlertFacts
+    RetrainFacts
+    | FederateFacts
+    | RequestLabelsFacts
+    | StartCanaryFacts
+    | PromoteFacts
+    | RollbackFacts
+    | QuarantineFacts
+    | AlertFacts
 )

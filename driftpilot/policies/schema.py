@@ -21,6 +21,7 @@ __all__ = [
     "Changes",
     "Data",
     "Evaluation",
+    "Federated",
     "Freeze",
     "Guards",
     "Monitor",
@@ -76,6 +77,8 @@ class Budgets(_Section):
     max_retrains_per_day: int = Field(default=6, ge=1)
     max_labels_per_day: int = Field(default=2000, ge=1)
     max_compute_seconds_per_day: float | None = Field(default=None, gt=0)
+    #: Federated rounds (each one a message to every node and an update back) per day.
+    max_federated_rounds_per_day: int = Field(default=20, ge=1)
 
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -194,6 +197,40 @@ class Training(_Section):
     distil: bool = True
 
 
+#: How federated training runs: not at all; over simulated nodes, the training snapshot split by
+#: the schema's group key (a rehearsal on this machine, in-process); or over the real edge nodes
+#: of a Flower SuperLink (``superlink``, its Control API's address).
+FederatedMode = Literal["off", "simulation", "superlink"]
+FederatedStrategy = Literal["auto", "fedavg", "fedprox", "fedmedian", "fedtrimmedavg", "krum"]
+
+
+class Federated(_Section):
+    """Training where the data live, with Flower: each node trains on its own rows and only
+    weights travel (``driftpilot.edge``). A federated round is one more way for the Trainer to
+    make a candidate, evaluated, gated and released like any other."""
+
+    mode: FederatedMode = "off"
+    #: ``auto``: FedAvg, FedProx when the nodes' data differ, updates screened every round and a
+    #: robust aggregation once one is out of line (see :mod:`driftpilot.edge.strategy`).
+    strategy: FederatedStrategy = "auto"
+    rounds: int = Field(default=5, ge=1)
+    local_epochs: int = Field(default=2, ge=1)
+    #: Fewest nodes a run needs (four or more let updates be screened for outliers).
+    min_nodes: int = Field(default=4, ge=1)
+    #: Differential privacy: Gaussian noise (times the clipping norm) on the aggregate; 0 is off.
+    #: The ε spent is written in the decision.
+    dp_noise_multiplier: float = Field(default=0.0, ge=0)
+    dp_clipping_norm: float = Field(default=1.0, gt=0)
+    #: The SuperLink's Control API (``host:port``) when ``mode`` is ``superlink``.
+    superlink: str | None = None
+
+    @model_validator(mode="after")
+    def _superlink_named(self) -> Federated:
+        if self.mode == "superlink" and not self.superlink:
+            raise ValueError("federated.mode 'superlink' needs federated.superlink, the SuperLink's host:port")
+        return self
+
+
 class Evaluation(_Section):
     """What a candidate may give up against the champion before it may go to a canary (beside
     ``release.max_regression`` on the recent holdout)."""
@@ -309,3 +346,4 @@ class Policy(_Section):
     release: Release = Field(default_factory=Release)
     changes: Changes = Field(default_factory=Changes)
     data: Data = Field(default_factory=Data)
+    federated: Federated = Field(default_factory=Federated)

@@ -30,7 +30,7 @@ HEAD_ONLY_CAUSES = frozenset({"prior_shift"})
 class UpdatePlan:
     """How a candidate is trained: from scratch, or as an update of the champion."""
 
-    mode: Literal["update", "scratch", "reuse"]
+    mode: Literal["update", "scratch", "reuse", "federated"]
     scope: Literal["all", "head"] = "all"
     penalty: Literal["ewc", "l2sp", "none"] = "none"
     strength: float = 0.0
@@ -52,6 +52,8 @@ class UpdatePlan:
         return f"{what}, on the training set augmented for its rare classes" if self.augment else what
 
     def _training(self) -> str:
+        if self.mode == "federated":
+            return "a federated training across edge nodes (Flower), each on its own rows"
         if self.mode == "reuse":
             return f"version {self.version} again, as it served before (nothing trained)"
         if self.mode == "scratch":
@@ -146,8 +148,8 @@ def train_candidate(
     A plan to reuse an earlier version is the caller's to load: nothing is trained for it.
     ``class_weight`` is the candidate's (see :class:`~driftpilot.models.base.TorchClassifier`),
     whatever its parent's was: the policy's metric of today decides, not the first version's."""
-    if plan.mode == "reuse":
-        raise ValueError(f"version {plan.version} is loaded, not trained: the caller reuses it")
+    if plan.mode in ("reuse", "federated"):
+        raise ValueError(f"a {plan.mode} candidate is the caller's to make: nothing is trained here")
     config = parent.config() | {"class_weight": class_weight}
     if plan.mode == "scratch" and plan.hidden is not None:
         config["hidden"] = list(plan.hidden)

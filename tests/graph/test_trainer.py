@@ -24,6 +24,7 @@ from driftpilot.agents.context import AgentContext
 from driftpilot.agents.state import LoopState
 from driftpilot.agents.trainer import trainer
 from driftpilot.loop.demo import MODEL_NAME, schema_of_ont
+from driftpilot.loop.federation import federate
 from driftpilot.memory import db, decisions, events, managed, snapshots, versions
 from driftpilot.memory.ingest import EventBatch, ingest_events, ingest_labels
 from driftpilot.models.edge_export import EDGE_ARTIFACT
@@ -51,13 +52,13 @@ CLEAR_GAIN = 0.03
 
 
 class World(SimpleNamespace):
-    def state(self, snapshot_id: int, cause: str = "covariate_drift") -> dict:
+    def state(self, snapshot_id: int, cause: str = "covariate_drift", trigger: str = "test") -> dict:
         return {
             "model": MODEL_NAME,
             # Each run its own id: a run that finds its own version (a resume) does not train again.
             "run_id": f"test/{next(RUNS)}",
             "now": self.now.isoformat(),
-            "trigger": {"kind": "test"},
+            "trigger": {"kind": trigger},
             "diagnosis": {"cause": cause},
             "snapshot_id": snapshot_id,
         }
@@ -74,15 +75,23 @@ class World(SimpleNamespace):
                 stats={"recent_holdout_ids": list(recent or self.recent), "old_holdout_ids": list(old or self.old)},
             ).id
 
-    def run(self, snapshot_id: int, *, cause: str = "covariate_drift", policy=None) -> dict:
+    def run(
+        self, snapshot_id: int, *, cause: str = "covariate_drift", policy=None, federate=None, trigger="test"
+    ) -> dict:
         context = AgentContext(
             sessions=self.sessions,
             registry=self.registry,
             policy=PolicyEngine(policy or policy_from_mapping(POLICY)),
             seed=0,
+            federate=federate,
         )
         runtime = cast(Runtime[AgentContext], SimpleNamespace(context=context))
-        return trainer(cast(LoopState, self.state(snapshot_id, cause)), runtime)
+        return trainer(cast(LoopState, self.state(snapshot_id, cause, trigger)), runtime)
+
+    def decisions(self, action: str) -> list[dict]:
+        with self.sessions() as session:
+            found = decisions.list_decisions(session=session, model_id=self.model_id, action=action)
+            return [decisions.decision_as_dict(d) for d in found]
 
     def last_decision(self):
         with self.sessions() as session:
@@ -577,3 +586,64 @@ def test_a_student_also_learns_from_the_newest_unlabelled_events(world):
     student = world.last_decision()["evidence"]["student"]
     assert out["outcome"] == "candidate" and student["released"] is True
     assert student["rows"] - student["labelled_rows"] == len(tick)
+
+
+#: Federated rounds over the snapshot's OLT ports as simulated nodes, small enough to be quick.
+FEDERATED = {"mode": "simulation", "rounds": 2, "local_epochs": 1, "min_nodes": 4}
+
+
+def test_a_federated_candidate_competes_and_its_own_decision_records_the_rounds(world):
+    policy = policy_from_mapping(POLICY | {"federated": FEDERATED, "training": {"distil": False}})
+    before = len(world.decisions("federate"))
+    world.run(world.snapshot(world.train), policy=policy, federate=federate)
+    federated = world.decisions("federate")[before:]
+    assert [d["outcome"] for d in federated] == ["trained"]
+    done = federated[0]["evidence"]
+    # One node per OLT port of the snapshot (the demo schema's group key), each with its rows.
+    assert len(done["nodes"]) >= 8 and all(done["samples"][n] > 0 for n in done["nodes"])
+    assert done["rounds_run"] == 2 and len(done["bytes_per_round"]) == 2
+    assert done["strategy"] in ("fedavg", "fedprox") and done["reasons"]
+    assert {"label_distance", "input_shift", "accuracy_spread"} <= set(done["evidence"])
+    assert [v["rule"] for v in federated[0]["policy_verdicts"][0]["verdicts"]] == [
+        "autonomy",
+        "federated_rounds_budget",
+        "federated_min_nodes",
+    ]
+    retrain = world.last_decision()
+    plans = [a["plan"]["mode"] for a in retrain["evidence"]["attempts"]]
+    assert plans[:2] == ["update", "federated"]
+    summary = retrain["evidence"]["attempts"][1]["federated"]
+    assert summary["rounds"] == 2 and summary["nodes"] == done["nodes"]
+
+
+def test_on_a_federated_trigger_the_federated_candidate_is_the_one_judged_and_registered(world):
+    policy = policy_from_mapping(POLICY | {"federated": FEDERATED, "training": {"distil": False}})
+    out = world.run(world.snapshot(world.train), policy=policy, federate=federate, trigger="federated")
+    retrain = world.last_decision()
+    assert [a["plan"]["mode"] for a in retrain["evidence"]["attempts"]] == ["federated"]
+    assert retrain["evidence"]["training"]["mode"] == "federated"
+    assert "federated training across edge nodes" in retrain["rationale"]
+    # Judged by the same gate as every candidate: a verdict on the comparison with the champion.
+    assert retrain["policy_verdicts"][1]["action"] == "start_canary"
+    assert out["outcome"] in ("candidate", "rejected")
+    assert out["candidate"] == (retrain["evidence"]["version"] if out["outcome"] == "candidate" else None)
+
+
+def test_the_budget_of_federated_rounds_is_kept(world):
+    tight = POLICY | {"budgets": {"max_retrains_per_day": 100, "max_federated_rounds_per_day": 1}}
+    policy = policy_from_mapping(tight | {"federated": FEDERATED, "training": {"distil": False}})
+    before = len(world.decisions("federate"))
+    world.run(world.snapshot(world.train), policy=policy, federate=federate)
+    denied = world.decisions("federate")[before:]
+    assert [d["outcome"] for d in denied] == ["denied"]
+    assert "beyond the limit of 1 a day" in denied[0]["rationale"]
+    assert [a["plan"]["mode"] for a in world.last_decision()["evidence"]["attempts"]][:2] != ["update", "federated"]
+
+
+def test_a_loop_started_without_federation_says_so(world):
+    policy = policy_from_mapping(POLICY | {"federated": FEDERATED, "training": {"distil": False}})
+    before = len(world.decisions("federate"))
+    world.run(world.snapshot(world.train), policy=policy)
+    said = world.decisions("federate")[before:]
+    assert [d["outcome"] for d in said] == ["denied"]
+    assert "started without federation" in said[0]["rationale"]
