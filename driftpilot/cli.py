@@ -632,6 +632,27 @@ def cmd_edge_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fl_start(args: argparse.Namespace) -> int:
+    from driftpilot.loop.federation import start_federated_run
+
+    settings = _settings(args)
+    done = start_federated_run(
+        _sessions(args),
+        settings,
+        model=args.model,
+        superlink=args.superlink,
+        rounds=args.rounds,
+        strategy=args.strategy,
+        min_nodes=args.min_nodes,
+        policy_path=Path(args.policy) if args.policy else None,
+    )
+    for decision in done["decisions"]:
+        print(f"#{decision['id']} {decision['agent']} {decision['action']}: {decision['outcome']}")
+        print(f"    {decision['rationale']}")
+    print(f"outcome: {done['outcome']}" + (f", candidate version {done['candidate']}" if done.get("candidate") else ""))
+    return 0 if done["outcome"] not in ("training_failed", "retrain_denied") else 1
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from driftpilot.memory import managed, versions
 
@@ -1007,6 +1028,29 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--upload-seconds", type=float, default=5.0, help="how often to send the outbox")
     node.add_argument("--no-defer", action="store_true", help="answer everything with the student (no cascade)")
     node.set_defaults(func=cmd_edge_serve)
+
+    fl = sub.add_parser("fl", help="federated training with Flower: the edge nodes train, only weights travel")
+    fl_sub = fl.add_subparsers(dest="fl_command", required=True)
+    fl_start = fl_sub.add_parser(
+        "start",
+        help="train MODEL's champion over a SuperLink's nodes; the Trainer gates the candidate and the "
+        "Release Manager releases it like any other",
+    )
+    fl_start.add_argument("model", help="the managed model")
+    fl_start.add_argument(
+        "--superlink", help="the SuperLink's Control API, host:port (default: the policy's federated.superlink)"
+    )
+    fl_start.add_argument("--rounds", type=int, help="rounds of this run (default: the policy's federated.rounds)")
+    fl_start.add_argument(
+        "--strategy",
+        choices=["auto", "fedavg", "fedprox", "fedmedian", "fedtrimmedavg", "krum"],
+        help="how updates are combined (default: the policy's federated.strategy)",
+    )
+    fl_start.add_argument(
+        "--min-nodes", type=int, help="fewest nodes the run waits for (default: the policy's federated.min_nodes)"
+    )
+    fl_start.add_argument("--policy", help="the policy YAML (default: the model's own, else the shipped one)")
+    fl_start.set_defaults(func=cmd_fl_start)
 
     served = sub.add_parser("served", help="which version served an entity at a time, and why")
     served.add_argument("model")

@@ -75,7 +75,11 @@ def settings_to_run_config(settings: FederatedSettings, model_dir: Path, out_dir
     A ``round_timeout`` of None (wait for every node) has no run-config form, since the ServerApp
     reads a number: it becomes a day.
     """
-    config: dict[str, Any] = {"model-dir": str(Path(model_dir).resolve()), "out-dir": str(Path(out_dir).resolve())}
+    config: dict[str, Any] = {
+        "model-dir": str(Path(model_dir).resolve()),
+        "out-dir": str(Path(out_dir).resolve()),
+        "check-path": "",
+    }
     for f in fields(settings):
         if f.name not in RUN_CONFIG_KEYS:
             continue
@@ -139,6 +143,7 @@ def run_on_superlink(
     insecure: bool = True,
     root_certificates: Path | None = None,
     timeout: float = 1800,
+    check: Path | None = None,
 ) -> FederatedOutcome:
     """Train the model saved in ``start`` on the nodes of the SuperLink whose Control API listens
     at ``control_address`` (``HOST:PORT``); the result is written to ``out_dir`` and returned.
@@ -147,7 +152,9 @@ def run_on_superlink(
     bundle) verifies the SuperLink's certificate (None: the system's roots). Raises
     ``RuntimeError`` when the SuperLink cannot be reached (naming ``control_address``), refuses the
     run, or the run fails (with the SuperLink's status details and the tail of the run's log) or
-    does not finish within ``timeout`` seconds (the run is then stopped).
+    does not finish within ``timeout`` seconds (the run is then stopped). ``check``: a Parquet
+    file of the server's own labelled rows (a ``target`` column) that the ServerApp screens
+    updates on, readable where the SuperLink runs.
     """
     import grpc  # type: ignore[import-untyped]  # no stubs installed; flwr.* is ignored likewise
     from flwr.cli.build import build_fab_from_disk
@@ -160,6 +167,8 @@ def run_on_superlink(
 
     out_dir = Path(out_dir)
     run_config = settings_to_run_config(settings, Path(start), out_dir)
+    if check is not None:
+        run_config["check-path"] = str(Path(check).resolve())
     with tempfile.TemporaryDirectory(prefix="driftpilot-fab-") as tmp:
         write_app(Path(tmp))
         _config, _warnings = load_and_validate(Path(tmp) / "pyproject.toml")

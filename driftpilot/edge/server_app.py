@@ -31,6 +31,7 @@ from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping
 
 from driftpilot.edge import strategy as strategies
 from driftpilot.edge.task import load_model as rebuild
+from driftpilot.edge.task import read_rows
 from driftpilot.models.base import TorchClassifier
 from driftpilot.models.families import load_model
 
@@ -263,7 +264,9 @@ def main(grid: Grid, context: Context) -> None:
         dp_clip=float(config.get("dp-clip", 1.0)),
         dp_delta=float(config.get("dp-delta", 1e-5)),
     )
-    outcome = run_rounds(grid, start, settings)
+    check_path = str(config.get("check-path", "") or "")
+    check = read_rows(check_path, settings.target) if check_path else None
+    outcome = run_rounds(grid, start, settings, check)
     write_outcome(outcome, Path(str(config["out-dir"])))
 
 

@@ -287,7 +287,7 @@ class Screened(FedAvg):
             for n, m in valid.items()
         }
         harm = None
-        if self.check is not None and len(updates) >= SCREEN_MIN_NODES:
+        if self.check is not None and updates:
             base = self.check(start)
             harm = {}
             for node, msg in valid.items():

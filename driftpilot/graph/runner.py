@@ -88,7 +88,8 @@ class LoopRunner:
     #: bounds the alarm runs of a model that wait at once; a further alarm waits until one ends.
     ALARM_THREADS = ("alarms", "alarms-2", "alarms-3", "alarms-4")
     #: The threads a model's runs use: scheduled checks, and runs an alarm triggers.
-    THREADS = ("main", *ALARM_THREADS)
+    #: ... and the one a federated training asked for runs on (``driftpilot fl start``).
+    THREADS = ("main", *ALARM_THREADS, "federated")
 
     def __init__(self, context: AgentContext, checkpointer: Any) -> None:
         self.context = context

@@ -8,6 +8,7 @@ place that knows both the policy's ``federated`` section and :mod:`driftpilot.ed
 from __future__ import annotations
 
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,8 +60,80 @@ def federate(
         with tempfile.TemporaryDirectory(prefix="driftpilot-fl-") as tmp:
             folder = Path(tmp)
             start.save(folder / "start")
+            rows = None
+            if check is not None:
+                rows = folder / "check.parquet"
+                check[0].assign(**{settings.target: np.asarray(check[1]).astype(str)}).to_parquet(rows, index=False)
             done = run_on_superlink(
-                folder / "start", settings, control_address=str(policy.superlink), out_dir=folder / "out"
+                folder / "start",
+                settings,
+                control_address=str(policy.superlink),
+                out_dir=folder / "out",
+                check=rows,
             )
         return done.model, done.record
     raise ValueError(f"federated.mode {policy.mode!r} trains nothing")
+
+
+def start_federated_run(
+    sessions: Any,
+    settings: Any,
+    *,
+    model: str,
+    superlink: str | None = None,
+    rounds: int | None = None,
+    strategy: str | None = None,
+    min_nodes: int | None = None,
+    policy_path: Path | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """One run of the loop for ``model`` on a federated trigger (``driftpilot fl start``): the
+    Curator's snapshot, a candidate trained over the SuperLink's nodes from the champion, judged
+    by the Trainer's gate and, when it passes, released by the Release Manager as any candidate
+    (its canary is then watched by the service's loop, on the model's ``federated`` thread).
+
+    Raises ``LookupError`` for an unknown model and ``ValueError`` when no SuperLink is named.
+    """
+    from driftpilot.agents.context import AgentContext
+    from driftpilot.graph.runner import LoopRunner, open_checkpointer
+    from driftpilot.memory import decisions, managed
+    from driftpilot.models.registry import Registry
+    from driftpilot.policies import PolicyEngine, load_policy, model_policy_path
+
+    with sessions() as session:
+        row = managed.get_model(session=session, name=model)
+        stored = row.policy
+    path = policy_path or model_policy_path(stored)
+    policy = load_policy(path)
+    federated = policy.federated.model_copy(
+        update={"mode": "superlink"}
+        | ({"superlink": superlink} if superlink else {})
+        | ({"rounds": rounds} if rounds else {})
+        | ({"strategy": strategy} if strategy else {})
+        | ({"min_nodes": min_nodes} if min_nodes else {})
+    )
+    if not federated.superlink:
+        raise ValueError("no SuperLink to train on: pass --superlink HOST:PORT or set the policy's federated.superlink")
+    engine = PolicyEngine(policy.model_copy(update={"federated": federated}))
+    context = AgentContext(
+        sessions=sessions, registry=Registry(settings.artifact_dir), policy=engine, federate=federate
+    )
+    moment = now or datetime.now(UTC)
+    with open_checkpointer(
+        settings.db_url if settings.database_url else None, settings.home / "checkpoints.sqlite"
+    ) as saver:
+        out = LoopRunner(context, saver).step(
+            model, moment, {"kind": "federated", "superlink": federated.superlink}, thread="federated"
+        )
+    with sessions() as session:
+        run = [
+            decisions.decision_as_dict(d)
+            for d in decisions.list_decisions(session=session, model_id=row.id, since=moment)
+            if d.run_id == out.get("run_id")
+        ]
+    return {
+        "outcome": out.get("outcome"),
+        "candidate": out.get("candidate"),
+        "run_id": out.get("run_id"),
+        "decisions": run,
+    }
