@@ -389,13 +389,27 @@ def cmd_models_register(args: argparse.Namespace) -> int:
         embedding_cache=settings.embedding_cache_dir,
     )
     done = register_from_csv(
-        config, _sessions(args), Registry(settings.artifact_dir), name=args.name, home=settings.home
+        config,
+        _sessions(args),
+        Registry(settings.artifact_dir),
+        name=args.name,
+        home=settings.home,
+        from_model=args.from_model,
     )
     print(
         f"registered {done['model']} ({done['family']}): version 1 trained on {done['rows']:,} labelled rows, "
         f"classes {', '.join(done['classes'])}; policy {done['policy']}"
     )
     print(f"features: {', '.join(done['features'])}")
+    transfer = done.get("transfer")
+    if transfer:
+        print(
+            f"from {transfer['from']}: "
+            + ("chosen" if transfer.get("chosen") else "not chosen (a model trained from scratch scored higher)")
+            + f"; shared features {', '.join(transfer['shared_features'])}"
+            + (f"; new features {', '.join(transfer['new_features'])}" if transfer["new_features"] else "")
+            + (f"; new classes {', '.join(transfer['new_classes'])}" if transfer["new_classes"] else "")
+        )
     return 0
 
 
@@ -969,6 +983,13 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--entity-col", help="column of entity ids (canary cohorts hash them)")
     register.add_argument("--feature-cols", help="comma-separated features (default: all but target/time/entity)")
     register.add_argument("--policy", help="the model's policy YAML (default: the service's, else the shipped one)")
+    register.add_argument(
+        "--from",
+        dest="from_model",
+        metavar="OTHER",
+        help="a related managed model (another region or device line) whose champion's weights version 1 may "
+        "start from: shared features mapped, new ones at zero, classes remapped (the newest fifth chooses)",
+    )
     register.set_defaults(func=cmd_models_register)
 
     _corpus_parsers(sub)

@@ -29,6 +29,7 @@ def register_first_version(
     source: str,
     shapes: Mapping[str, float] | None = None,
     metric: str = "balanced_accuracy",
+    transfer: Mapping[str, Any] | None = None,
 ) -> Version:
     """Record version 1 as champion, with the snapshot it learnt from and a bootstrap decision.
 
@@ -36,7 +37,8 @@ def register_first_version(
     ``score`` is its balanced accuracy on the newest labelled rows held out, whose keys
     ``holdout_keys`` names (they become the first retrain's old-concept holdout);
     ``source`` says in words where the history comes from; ``shapes``, when given, the score in
-    ``metric`` of each model shape version 1 was chosen among.
+    ``metric`` of each model shape version 1 was chosen among; ``transfer``, when one of them
+    started from a sibling model's weights, what it carried over (and whether it was chosen).
     """
     with sessions() as session:
         held = event_ids(session=session, model_id=model_id, keys=list(holdout_keys))
@@ -82,13 +84,16 @@ def register_first_version(
                 "rows": len(fit_rows),
                 "holdout_balanced_accuracy": score,
                 **({"shapes": dict(shapes), "chosen_by": metric} if shapes else {}),
+                **({"transfer": dict(transfer)} if transfer else {}),
             },
             diagnosis={},
             policy_verdicts=[],
             action="bootstrap",
             outcome="champion",
             rationale=(
-                f"Version 1 trained from scratch on {len(fit_rows)} labelled events of {source}; "
+                "Version 1 trained "
+                + (f"from {transfer['from']}'s weights" if transfer and transfer.get("chosen") else "from scratch")
+                + f" on {len(fit_rows)} labelled events of {source}; "
                 f"balanced accuracy {score:.3f} on the newest {len(holdout_keys)} held out"
                 + (
                     f" (the best in {metric.replace('_', ' ')} of "

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from driftpilot.loop.replay import ReplayConfig, Stream, read_stream, register_with_history
-from driftpilot.memory import managed
+from driftpilot.memory import decisions, managed, versions
 from driftpilot.models.families import family
 from driftpilot.models.intent_mlp import embedding_blocks
 from driftpilot.models.registry import Registry
@@ -38,13 +38,22 @@ def register_from_csv(
     name: str,
     home: Path,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    from_model: str | None = None,
 ) -> dict[str, Any]:
     """Register ``name`` from ``config.data`` (every row labelled history) and train version 1.
 
-    Refused, with nothing stored, when the name is taken, the family unknown, the policy file
+    With ``from_model`` (a related managed model: another region or device line), version 1 may
+    also start from that model's champion's weights; the held-out newest fifth chooses (see
+    :func:`driftpilot.loop.replay.register_with_history`). Refused, with nothing stored, when the
+    name is taken, the family unknown, the sibling unknown or of another family, the policy file
     invalid, or the CSV unfit (the message names the column and row).
     """
-    family_name = config.family or ("intent_mlp" if config.text_col else "tabular_mlp")
+    sibling = _sibling(sessions, registry, from_model) if from_model else None
+    family_name = config.family or (
+        sibling[1].family if sibling else ("intent_mlp" if config.text_col else "tabular_mlp")
+    )
+    if sibling is not None and sibling[1].family != family_name:
+        raise ValueError(f"--from {from_model} is a {sibling[1].family} model; {name} would be {family_name}")
     family(family_name)
     policy = load_policy(config.policy_path)
     with sessions() as session:
@@ -74,6 +83,7 @@ def register_from_csv(
         policy=policy,
         policy_label=label,
         on_epoch=on_epoch,
+        sibling=sibling,
     )
     texts = embedding_blocks([s.name for s in data.specs])
     return {
@@ -85,4 +95,24 @@ def register_from_csv(
         # A text's sentence-vector columns are named by the text itself: it is what events carry.
         "features": [s.name for s in data.specs if not any(s.name in c for c in texts.values())] + list(texts),
         "policy": label,
+        "transfer": _transfer_of(sessions, model_id),
     }
+
+
+def _sibling(sessions: sessionmaker[Session], registry: Registry, name: str) -> tuple[str, Any]:
+    """The champion of the managed model ``name``, to start a new model from."""
+    with sessions() as session:
+        known = {m.name: m for m in managed.list_models(session=session)}
+        if name not in known:
+            raise LookupError(f"--from {name}: no managed model of that name; known: {sorted(known) or 'none'}")
+        champion = versions.champion(session=session, model_id=known[name].id)
+        if champion is None:
+            raise LookupError(f"--from {name}: the model has no champion to start from")
+        return name, registry.load(champion)
+
+
+def _transfer_of(sessions: sessionmaker[Session], model_id: int) -> dict[str, Any] | None:
+    """What version 1's bootstrap decision says was carried over from a sibling (None: nothing)."""
+    with sessions() as session:
+        boot = decisions.list_decisions(session=session, model_id=model_id, action="bootstrap")
+        return (boot[-1].evidence or {}).get("transfer") if boot else None

@@ -25,6 +25,7 @@ does); a class is only learnt once labels of it are revealed. Text columns are e
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -555,11 +556,18 @@ def register_with_history(
     policy: Policy,
     policy_label: str,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    sibling: tuple[str, TorchClassifier] | None = None,
 ) -> tuple[int, TorchClassifier, TorchClassifier]:
     """Register the managed model ``name`` with the stream's schema and ``policy_label`` (the
     policy's file, or ``"default"``), store its first ``config.warmup`` rows as labelled history,
     and train version 1 on them, as champion. Returns the model's id, version 1 and the family's
-    usual shape (the periodic baseline's)."""
+    usual shape (the periodic baseline's).
+
+    With ``sibling`` (a related model's name and champion), a third candidate starts from its
+    weights (:func:`driftpilot.models.transfer.fit_transferred`: shared features mapped, new ones
+    at zero, classes remapped by name) and competes on the same held-out fifth; the decision
+    records what it carried over and whether it was chosen.
+    """
     schema = schema_of(config, data)
     with sessions() as session:
         model_id = managed.register_model(
@@ -589,8 +597,18 @@ def register_with_history(
         predicted = model.predict(stream.take(holdout))
         scores.append(balanced_accuracy(data.labels[holdout], predicted))
         chosen_by.append(BY_NAME[metric](data.labels[holdout], predicted))
-    best = int(np.argmax(chosen_by))
+    transfer = None
+    if sibling is not None:
+        carried, transfer = _transferred(sibling, stream, data, fit, CLASS_WEIGHTS[metric])
+        shapes.append(carried)
+        predicted = carried.predict(stream.take(holdout))
+        scores.append(balanced_accuracy(data.labels[holdout], predicted))
+        chosen_by.append(BY_NAME[metric](data.labels[holdout], predicted))
+    # On a tie the model that learnt from more labels, the sibling's, goes first.
+    best = max(range(len(shapes)), key=lambda i: (chosen_by[i], transfer is not None and i == len(shapes) - 1))
     first, score = shapes[best], scores[best]
+    if transfer is not None:
+        transfer["chosen"] = best == len(shapes) - 1
     register_first_version(
         sessions,
         registry,
@@ -602,10 +620,34 @@ def register_with_history(
         holdout_keys=[keys[p] for p in holdout],
         now=data.times[config.warmup - 1],
         source=f"the {config.warmup} warm-up rows of {Path(config.data).name}",
-        shapes={_shape(m): round(float(v), 4) for m, v in zip(shapes, chosen_by, strict=True)},
+        shapes={
+            ("transferred from " + sibling[0] if sibling and i == len(shapes) - 1 else _shape(m)): round(float(v), 4)
+            for i, (m, v) in enumerate(zip(shapes, chosen_by, strict=True))
+        },
         metric=metric,
+        transfer=transfer,
     )
     return model_id, first, usual
+
+
+def _transferred(
+    sibling: tuple[str, TorchClassifier],
+    stream: Stream,
+    data: RecordedStream,
+    fit: np.ndarray,
+    class_weight: str | None,
+) -> tuple[TorchClassifier, dict[str, Any]]:
+    """Version 1 started from the sibling's weights, and what it carried over."""
+    from driftpilot.models.transfer import fit_transferred
+
+    name, model = sibling
+    # Trained for the policy's metric, as the other shapes are (the sibling's own may differ).
+    model = copy.deepcopy(model)
+    model.class_weight = class_weight
+    candidate, carried = fit_transferred(
+        model, stream.kinds, sorted(set(data.labels[fit])), stream.take(fit), data.labels[fit]
+    )
+    return candidate, {"from": name} | carried
 
 
 def _span_warnings(config: ReplayConfig, data: RecordedStream, check_every_minutes: int) -> list[str]:
