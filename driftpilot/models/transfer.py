@@ -148,16 +148,25 @@ def _shared_numbers(
     return mean, scale, log, fill
 
 
+def _kinds_and_numbers(
+    parent: Any, bridge: TorchClassifier, features: FeatureList, columns: Columns
+) -> tuple[list[str], list[str], tuple[list[float], list[float], list[bool] | None, list[float] | None]]:
+    """The new model's numeric and categorical features, and the scaling of its numbers (the
+    sibling's for shared ones, fitted on ``columns`` for new ones)."""
+    numeric = [n for n, k in features if k == "number"]
+    categorical = [n for n, k in features if k == "category"]
+    numbers = _shared_numbers(
+        parent.numeric, parent.mean, parent.scale, parent.log, parent.fill, numeric, columns, not bridge.hidden
+    )
+    return numeric, categorical, numbers
+
+
 def _tabular_encoding(
     sibling: TorchClassifier, bridge: TorchClassifier, features: FeatureList, columns: Columns
 ) -> Preprocessor:
     parent = sibling.encoding_
     assert isinstance(parent, Preprocessor), "a tabular sibling has a tabular encoding"
-    numeric = [n for n, k in features if k == "number"]
-    categorical = [n for n, k in features if k == "category"]
-    mean, scale, log, fill = _shared_numbers(
-        parent.numeric, parent.mean, parent.scale, parent.log, parent.fill, numeric, columns, not bridge.hidden
-    )
+    numeric, categorical, (mean, scale, log, fill) = _kinds_and_numbers(parent, bridge, features, columns)
     vocab = {}
     for name in categorical:
         seen = sorted({str(v) for v in columns[name]})
@@ -178,11 +187,7 @@ def _hashed_encoding(
 ) -> HashedEncoding:
     parent = sibling.encoding_
     assert isinstance(parent, HashedEncoding), "a hashed sibling has a hashed encoding"
-    numeric = [n for n, k in features if k == "number"]
-    categorical = [n for n, k in features if k == "category"]
-    mean, scale, log, fill = _shared_numbers(
-        parent.numeric, parent.mean, parent.scale, parent.log, parent.fill, numeric, columns, not bridge.hidden
-    )
+    numeric, categorical, (mean, scale, log, fill) = _kinds_and_numbers(parent, bridge, features, columns)
     # The buckets hash "name=value": with the sibling's table size, a shared feature's values land
     # in the rows the sibling learnt them in.
     return HashedEncoding(numeric, categorical, parent.buckets, mean, scale, log, fill)
