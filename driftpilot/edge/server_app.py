@@ -109,7 +109,6 @@ def run_rounds(
         choice,
         model=description,
         names=lambda i: names.get(i, f"node-{i}"),
-        min_nodes=settings.min_nodes,
         seed=settings.seed,
         check=_checker(start, check),
     )

@@ -224,11 +224,12 @@ class Screened(FedAvg):
         *,
         model: ConfigRecord,
         names: Callable[[int], str],
-        min_nodes: int,
         seed: int,
         check: Callable[[list[np.ndarray]], float] | None = None,
     ) -> None:
-        super().__init__(min_available_nodes=min_nodes, min_train_nodes=min_nodes, min_evaluate_nodes=min_nodes)
+        # The run waits for ``min_nodes`` before its first round (see ``run_rounds``); after that a
+        # round goes on with the nodes still connected, rather than wait for one that left.
+        super().__init__(min_available_nodes=1, min_train_nodes=1, min_evaluate_nodes=1)
         self.choice = choice
         self.model = model
         self.check = check
@@ -268,7 +269,13 @@ class Screened(FedAvg):
         shapes = [a.shape for a in start]
         valid: dict[str, Message] = {}
         answered = set()
+        link_said = []
         for msg in replies:
+            if msg.metadata.src_node_id not in asked:
+                # The SuperLink answers for a node it lost (its own id as the sender): the reason
+                # goes with the nodes that did not answer.
+                link_said.append(str(msg.error.reason) if msg.has_error() else "an answer from no node of the round")
+                continue
             node = self.names(msg.metadata.src_node_id)
             answered.add(msg.metadata.src_node_id)
             reason = _refusal(msg, shapes)
@@ -281,7 +288,9 @@ class Screened(FedAvg):
             record.nodes[node] = {k: metrics[k] for k in metrics if k != "class-counts"}
         for node_id in asked:
             if node_id not in answered:
-                record.dropped[self.names(node_id)] = "no reply before the round's timeout (the node dropped out)"
+                record.dropped[self.names(node_id)] = "no reply before the round's timeout (the node dropped out)" + (
+                    f"; the SuperLink said: {'; '.join(sorted(set(link_said)))}" if link_said else ""
+                )
         updates = {
             n: [a - s for a, s in zip(m.content.array_records["arrays"].to_numpy_ndarrays(), start, strict=True)]
             for n, m in valid.items()

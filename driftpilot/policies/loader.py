@@ -72,8 +72,9 @@ def policy_from_mapping(data: object, *, source: str = "<mapping>") -> Policy:
     Examples
     --------
     >>> data = {"name": "bot", "budgets": {"max_retrains_per_day": 2}}
-    >>> policy_from_mapping(data).budgets
-    Budgets(max_retrains_per_day=2, max_labels_per_day=2000, max_compute_seconds_per_day=None)
+    >>> budgets = policy_from_mapping(data).budgets
+    >>> budgets.max_retrains_per_day, budgets.max_labels_per_day, budgets.max_federated_rounds_per_day
+    (2, 2000, 20)
     >>> bad = {"name": "bot", "release": {"steps": [1.5]}}
     >>> policy_from_mapping(bad, source="bot.yaml")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
