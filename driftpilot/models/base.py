@@ -836,13 +836,15 @@ class TorchClassifier:
 
         With ``proximal_mu > 0`` the loss gains FedProx's proximal term
         ``mu/2 * ||w - w_round||^2`` (Li et al., MLSys 2020), which keeps a node whose data
-        differ from the others' from drifting far from the round's model. The step size is the
-        one an update of the lineage takes (half its last full training's rate), from a fresh
-        Adam each round. ``class_weights`` are the loss's weights per class: the ones the pooled
-        class counts of all nodes give (:meth:`class_loss_weights`), so that every node minimises
-        its share of one objective, the one training on the union would; without them the node's
-        own counts set them. Labels outside ``classes`` are refused: a round cannot grow the output
-        layer on one node alone. Returns the training loss and the rows trained on.
+        differ from the others' from drifting far from the round's model. The steps are an
+        update's (see ``fit``): batches up to four times the lineage's, at half its last full
+        training's rate scaled for the batch, from a fresh Adam each round.
+
+        ``class_weights`` are the loss's weights per class: the ones the pooled class counts of
+        all nodes give (:meth:`class_loss_weights`), so that every node minimises its share of
+        one objective, the one training on the union would; without them the node's own counts
+        set them. Labels outside ``classes`` are refused: a round cannot grow the output layer
+        on one node alone. Returns the training loss, the rows trained on and the rate.
         """
         import torch
 
