@@ -424,13 +424,19 @@ def _simulated_nodes(work: _Work) -> dict[str, tuple[pd.DataFrame, Any]]:
 
 
 def _federated_report(parent: TorchClassifier, done: dict[str, Any]) -> TrainingReport:
-    """What a federated candidate's training was, in the form every fit reports it."""
+    """What a federated candidate's training was, in the form every fit reports it (the rate and
+    batch are the lineage's, which each node's local update starts from)."""
     rounds = len(done["rounds"])
-    base = parent.report_ or TrainingReport(**_EMPTY_REPORT)
-    return replace(
-        base,
+    lineage = parent.report_
+    return TrainingReport(
         mode="federated",
+        scope="all",
+        penalty="none",
+        strength=0.0,
+        lr=lineage.lr if lineage else 0.0,
         lr_source="each node's local update (half the lineage's rate), averaged by the strategy",
+        batch_size=lineage.batch_size if lineage else 0,
+        batch_reason="each node's, as an update of the lineage takes them",
         rows=int(sum(done["samples"].values())),
         validation_rows=0,
         max_epochs=rounds,
@@ -439,30 +445,11 @@ def _federated_report(parent: TorchClassifier, done: dict[str, Any]) -> Training
         stopped_early=False,
         new_classes=[],
         seconds=float(done["seconds"]),
+        device="cpu",
         curves=[],
+        base_lr=(lineage.base_lr or lineage.lr) if lineage else None,
+        base_batch_size=(lineage.base_batch_size or lineage.batch_size) if lineage else None,
     )
-
-
-_EMPTY_REPORT: dict[str, Any] = {
-    "mode": "scratch",
-    "scope": "all",
-    "penalty": "none",
-    "strength": 0.0,
-    "lr": 0.0,
-    "lr_source": "",
-    "batch_size": 0,
-    "batch_reason": "",
-    "rows": 0,
-    "validation_rows": 0,
-    "max_epochs": 0,
-    "epochs": 0,
-    "best_epoch": 0,
-    "stopped_early": False,
-    "new_classes": [],
-    "seconds": 0.0,
-    "device": "cpu",
-    "curves": [],
-}
 
 
 def _federated_summary(done: dict[str, Any]) -> dict[str, Any]:

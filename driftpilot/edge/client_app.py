@@ -55,9 +55,11 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    """Evaluate the round's model on this node's held-out rows."""
+    """Evaluate the round's model on this node's held-out rows (and describe the node's data at
+    the server's first look, round 0)."""
     data, model = _node_data(msg, context)
-    content = RecordDict({"metrics": MetricRecord(task.evaluate(model, data)), "node": _name(context)})
+    metrics = task.evaluate(model, data, describe=int(_config(msg).get("server-round", -1)) == 0)
+    content = RecordDict({"metrics": MetricRecord(metrics), "node": _name(context)})
     return Message(content=content, reply_to=msg)
 
 

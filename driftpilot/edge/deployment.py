@@ -43,25 +43,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from driftpilot.edge.server_app import FederatedOutcome, FederatedSettings, read_outcome
+from driftpilot.edge.server_app import FederatedOutcome, FederatedSettings, read_outcome, run_config_key
 
 #: The app's name and publisher, as the SuperLink lists its runs.
 APP_NAME = "driftpilot-federated"
 APP_PUBLISHER = "driftpilot"
-#: Each :class:`FederatedSettings` field and the run-config key the ServerApp reads it from.
-RUN_CONFIG_KEYS = {
-    "rounds": "rounds",
-    "local_epochs": "local-epochs",
-    "strategy": "strategy",
-    "min_nodes": "min-nodes",
-    "wait_seconds": "wait-seconds",
-    "round_timeout": "round-timeout",
-    "seed": "seed",
-    "target": "target",
-    "dp_noise": "dp-noise",
-    "dp_clip": "dp-clip",
-    "dp_delta": "dp-delta",
-}
 #: Seconds between two questions about a run's status.
 POLL_SECONDS = 1.0
 #: Seconds to wait for the Control API to answer at all.
@@ -81,14 +67,12 @@ def settings_to_run_config(settings: FederatedSettings, model_dir: Path, out_dir
         "check-path": "",
     }
     for f in fields(settings):
-        if f.name not in RUN_CONFIG_KEYS:
-            continue
         value = getattr(settings, f.name)
         if f.name == "round_timeout" and value is None:
             value = 86400.0
         if isinstance(f.default, float) or f.name == "round_timeout":
             value = float(value)
-        config[RUN_CONFIG_KEYS[f.name]] = value
+        config[run_config_key(f.name)] = value
     return config
 
 

@@ -18,8 +18,8 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -250,23 +250,28 @@ def main(grid: Grid, context: Context) -> None:
     """Run the rounds on the SuperLink's nodes; write the model and the record to ``out-dir``."""
     config = context.run_config
     start = load_model(Path(str(config["model-dir"])))
-    settings = FederatedSettings(
-        rounds=int(config.get("rounds", 3)),
-        local_epochs=int(config.get("local-epochs", 2)),
-        strategy=str(config.get("strategy", "auto")),
-        min_nodes=int(config.get("min-nodes", 2)),
-        wait_seconds=float(config.get("wait-seconds", 60.0)),
-        round_timeout=float(config.get("round-timeout", 300.0)),
-        seed=int(config.get("seed", 0)),
-        target=str(config.get("target", "label")),
-        dp_noise=float(config.get("dp-noise", 0.0)),
-        dp_clip=float(config.get("dp-clip", 1.0)),
-        dp_delta=float(config.get("dp-delta", 1e-5)),
-    )
+    settings = settings_from_run_config(config)
     check_path = str(config.get("check-path", "") or "")
     check = read_rows(check_path, settings.target) if check_path else None
     outcome = run_rounds(grid, start, settings, check)
     write_outcome(outcome, Path(str(config["out-dir"])))
+
+
+def run_config_key(field_name: str) -> str:
+    """The run-config key of a :class:`FederatedSettings` field (``local_epochs``: ``local-epochs``)."""
+    return field_name.replace("_", "-")
+
+
+def settings_from_run_config(config: Mapping[str, Any]) -> FederatedSettings:
+    """The settings a run configuration gives, each field's default where it gives none."""
+    given: dict[str, Any] = {}
+    for f in fields(FederatedSettings):
+        key = run_config_key(f.name)
+        if key in config:
+            # Every field has a default, whose type says how to read the value (None: a number).
+            kind: Callable[[Any], Any] = float if f.default is None else type(f.default)
+            given[f.name] = kind(config[key])
+    return FederatedSettings(**given)
 
 
 def write_outcome(outcome: FederatedOutcome, out: Path) -> None:

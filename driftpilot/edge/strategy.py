@@ -237,7 +237,8 @@ class Screened(FedAvg):
         self.seed = seed
         self.current = choice.strategy
         self.records: list[RoundRecord] = []
-        self._sent: dict[int, tuple[list[np.ndarray], list[int]]] = {}
+        #: The round in progress: the weights it sent and the nodes it asked.
+        self._sent: tuple[list[np.ndarray], list[int]] = ([], [])
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -247,7 +248,7 @@ class Screened(FedAvg):
         messages = list(super().configure_train(server_round, arrays, config, grid))
         for message in messages:
             message.content["model"] = self.model
-        self._sent[server_round] = (arrays.to_numpy_ndarrays(), [m.metadata.dst_node_id for m in messages])
+        self._sent = (arrays.to_numpy_ndarrays(), [m.metadata.dst_node_id for m in messages])
         record = RoundRecord(server_round, self.current)
         record.bytes_sent = int(arrays.count_bytes()) * len(messages)
         self.records.append(record)
@@ -265,7 +266,7 @@ class Screened(FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         record = self.records[-1]
-        start, asked = self._sent[server_round]
+        start, asked = self._sent
         shapes = [a.shape for a in start]
         valid: dict[str, Message] = {}
         answered = set()

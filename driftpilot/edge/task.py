@@ -118,16 +118,21 @@ def train(
     }
 
 
-def evaluate(model: TorchClassifier, data: NodeData) -> dict[str, Any]:
-    """The round's model on the node's held-out rows, and its label counts and input means, for
-    the server to judge how the nodes' data differ."""
-    rows = pd.concat([data.train, data.holdout], ignore_index=True)
-    return {
+def evaluate(model: TorchClassifier, data: NodeData, *, describe: bool = False) -> dict[str, Any]:
+    """The round's model on the node's held-out rows. With ``describe`` (the server's first look,
+    before any training) also the node's label counts and input means, for the server to judge
+    how the nodes' data differ: every node of a round is asked alike, so their replies agree."""
+    metrics: dict[str, Any] = {
         "num-examples": len(data.holdout_labels),
-        "num-rows": len(rows),
         "accuracy": accuracy(model, data.holdout, data.holdout_labels),
-        "class-counts": class_counts(model, np.concatenate([data.train_labels, data.holdout_labels])),
-        # Means of the model's inputs as it encodes them (standardised numbers, one-hot shares):
-        # how far this node's data are from the others', without a row leaving the node.
-        "input-means": [float(v) for v in model.encoding_.transform(rows).mean(axis=0)],
     }
+    if describe:
+        rows = pd.concat([data.train, data.holdout], ignore_index=True)
+        metrics |= {
+            "num-rows": len(rows),
+            "class-counts": class_counts(model, np.concatenate([data.train_labels, data.holdout_labels])),
+            # Means of the model's inputs as it encodes them (standardised numbers, one-hot
+            # shares): how far this node's data are from the others', without a row leaving it.
+            "input-means": [float(v) for v in model.encoding_.transform(rows).mean(axis=0)],
+        }
+    return metrics

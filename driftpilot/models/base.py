@@ -190,6 +190,28 @@ def auto_batch_size(
     return size, f"{rows} rows: about {max(1, rows // size)} steps an epoch at {size} a batch"
 
 
+def update_batch(parent_batch: int, rows: int, cap: int) -> int:
+    """An update's batch: up to UPDATE_BATCH_FACTOR times its parent's (warm-started near a
+    minimum, it takes fewer, larger steps; a small network's time on a CPU goes into steps, not
+    rows), at most ``cap``, but leaving at least UPDATE_MIN_STEPS steps an epoch, or a small
+    snapshot gets a handful."""
+    per_epoch = 2 ** int(math.log2(max(rows / UPDATE_MIN_STEPS, 32)))
+    return min(UPDATE_BATCH_FACTOR * parent_batch, cap, per_epoch)
+
+
+def update_rate(report: TrainingReport | None, batch: int, fallback: float | None = None) -> tuple[float, float, int]:
+    """An update's learning rate, and the rate and batch of the lineage's last full training it
+    comes from: half that rate (not the parent's own, which halving every generation would shrink
+    to nothing), scaled by the square root of the batch ratio. A parent saved without its report
+    starts from ``fallback``, else :data:`DEFAULT_UPDATE_LR`."""
+    base_lr, base_batch = fallback, batch
+    if report is not None:
+        base_lr, base_batch = report.base_lr or report.lr, report.base_batch_size or report.batch_size
+    if not base_lr:
+        base_lr, base_batch = DEFAULT_UPDATE_LR, batch
+    return base_lr / 2 * math.sqrt(batch / base_batch), base_lr, base_batch
+
+
 def _available_memory() -> int:
     try:
         import psutil
@@ -470,9 +492,7 @@ class TorchClassifier:
             # a small network's time on a CPU goes into steps, not rows (incremental_bench: four
             # times the parent's batch cut an update's time by half at the same accuracy).
             cap, _ = auto_batch_size(1 << 30, encoding.width, self.hidden)
-            # ... but at least UPDATE_MIN_STEPS steps an epoch, or a small snapshot gets a handful.
-            per_epoch = 2 ** int(math.log2(max(len(fit_idx) / UPDATE_MIN_STEPS, 32)))
-            batch_size = min(UPDATE_BATCH_FACTOR * warm_start.report_.batch_size, cap, per_epoch)
+            batch_size = update_batch(warm_start.report_.batch_size, len(fit_idx), cap)
             batch_reason = (
                 f"up to {UPDATE_BATCH_FACTOR} times the parent's {warm_start.report_.batch_size}, "
                 f"leaving at least {UPDATE_MIN_STEPS} steps an epoch"
@@ -495,15 +515,8 @@ class TorchClassifier:
 
         base_lr, base_batch = self.lr, batch_size
         if warm_start is not None:
-            parent = warm_start.report_
-            if parent is not None:
-                base_lr, base_batch = parent.base_lr or parent.lr, parent.base_batch_size or parent.batch_size
-            # Half the rate the lineage was last trained from scratch with (not the parent's own,
-            # which halving every generation would shrink to nothing), scaled for the batch.
-            if not base_lr:  # a parent saved without its report: start from the default rate
-                base_lr, base_batch = DEFAULT_UPDATE_LR, batch_size
+            lr, base_lr, base_batch = update_rate(warm_start.report_, batch_size, self.lr)
             scale = math.sqrt(batch_size / base_batch)
-            lr = base_lr / 2 * scale
             lr_source = "half the lineage's last full training's" + (
                 f", times {scale:g} for the larger batch" if scale != 1 else ""
             )
@@ -837,8 +850,7 @@ class TorchClassifier:
         With ``proximal_mu > 0`` the loss gains FedProx's proximal term
         ``mu/2 * ||w - w_round||^2`` (Li et al., MLSys 2020), which keeps a node whose data
         differ from the others' from drifting far from the round's model. The steps are an
-        update's (see ``fit``): batches up to four times the lineage's, at half its last full
-        training's rate scaled for the batch, from a fresh Adam each round.
+        update's (:func:`update_batch`, :func:`update_rate`), from a fresh Adam each round.
 
         ``class_weights`` are the loss's weights per class: the ones the pooled class counts of
         all nodes give (:meth:`class_loss_weights`), so that every node minimises its share of
@@ -870,14 +882,14 @@ class TorchClassifier:
         loss_fn = torch.nn.CrossEntropyLoss(
             weight=torch.tensor(weights, dtype=torch.float32), label_smoothing=self.label_smoothing
         )
-        # The steps an update of the lineage takes (see ``fit``): up to UPDATE_BATCH_FACTOR times
-        # the last full training's batch, at half its rate scaled for the batch.
+        # The steps an update of the lineage takes, as ``fit`` takes them.
         report = self.report_
-        base_lr = (report.base_lr or report.lr) if report is not None else None
-        base_batch = (report.base_batch_size or report.batch_size) if report is not None else 64
-        per_epoch = 2 ** int(math.log2(max(len(y) / UPDATE_MIN_STEPS, 32)))
-        batch = max(1, min(UPDATE_BATCH_FACTOR * base_batch, per_epoch))
-        lr = (base_lr or DEFAULT_UPDATE_LR * 2) / 2 * math.sqrt(batch / base_batch)
+        width = self.encoding_.width
+        if report is not None:
+            batch = update_batch(report.batch_size, len(y), auto_batch_size(1 << 30, width, self.hidden)[0])
+        else:
+            batch = auto_batch_size(len(y), width, self.hidden)[0]
+        lr, _base_lr, _base_batch = update_rate(report, batch, self.lr)
         torch.manual_seed(seed)
         net = self.net_
         net.train()

@@ -110,17 +110,12 @@ class _Adapter:
 
 
 def _shared_numbers(
-    parent_numeric: list[str],
-    parent_mean: list[float],
-    parent_scale: list[float],
-    parent_log: list[bool] | None,
-    parent_fill: list[float] | None,
-    numeric: list[str],
-    columns: Columns,
-    linear: bool,
+    parent: Any, numeric: list[str], columns: Columns, linear: bool
 ) -> tuple[list[float], list[float], list[bool], list[float]]:
-    """Scaling of ``numeric``: the sibling's for the numbers it had, fitted on ``columns`` for
-    the others."""
+    """Scaling of ``numeric``: the sibling's (its encoding ``parent``) for the numbers it had,
+    fitted on ``columns`` for the others."""
+    parent_numeric, parent_mean, parent_scale = parent.numeric, parent.mean, parent.scale
+    parent_log, parent_fill = parent.log, parent.fill
     new = [n for n in numeric if n not in parent_numeric]
     fresh_mean, fresh_scale, fresh_log = fit_scaling(new, columns, linear=linear)
     fresh_fill = fit_fill(new, columns)
@@ -155,9 +150,7 @@ def _kinds_and_numbers(
     sibling's for shared ones, fitted on ``columns`` for new ones)."""
     numeric = [n for n, k in features if k == "number"]
     categorical = [n for n, k in features if k == "category"]
-    numbers = _shared_numbers(
-        parent.numeric, parent.mean, parent.scale, parent.log, parent.fill, numeric, columns, not bridge.hidden
-    )
+    numbers = _shared_numbers(parent, numeric, columns, not bridge.hidden)
     return numeric, categorical, numbers
 
 
@@ -167,15 +160,10 @@ def _tabular_encoding(
     parent = sibling.encoding_
     assert isinstance(parent, Preprocessor), "a tabular sibling has a tabular encoding"
     numeric, categorical, (mean, scale, log, fill) = _kinds_and_numbers(parent, bridge, features, columns)
-    vocab = {}
-    for name in categorical:
-        seen = sorted({str(v) for v in columns[name]})
-        if name in parent.categorical:
-            known = list(parent.vocab[name])
-            vocab[name] = known + [v for v in seen if v not in set(known)]
-        else:
-            vocab[name] = seen
-    return Preprocessor(numeric, categorical, mean, scale, vocab, log, fill)
+    # A shared category keeps the sibling's values, in its order; values it never saw (and every
+    # value of a new category) are appended, as an update grows its encoding.
+    known = {name: list(parent.vocab.get(name, [])) for name in categorical}
+    return Preprocessor(numeric, categorical, mean, scale, known, log, fill).extended(columns)
 
 
 def _tabular_names(model: TorchClassifier, encoding: Any) -> list[str]:

@@ -33,6 +33,7 @@ from driftpilot.models.tabular_mlp import TabularMLP
 from driftpilot.policies import PolicyEngine, StartCanaryFacts, Usage, evaluate
 from driftpilot.policies.loader import policy_from_mapping
 from driftpilot.scenarios.ont import CLASSES, FEATURES, OntScenarioConfig, OntSimulator
+from tests.ont_world import ingest_ticks, register_ont
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 #: The default policy, with room for every test's retrain in one day, and the ONT operator's
@@ -113,30 +114,8 @@ def world(tmp_path_factory):
     old = rng.choice(ids[: n // 2], 400, replace=False)
     first_half = np.setdiff1d(np.arange(n // 2), old - 1)
     with sessions() as session:
-        model = managed.register_model(
-            session=session,
-            name=MODEL_NAME,
-            task="tabular_classification",
-            family="tabular_mlp",
-            schema=schema_of_ont(),
-        )
-        keys = []
-        for t in ticks:
-            batch = [f"{e}/{t.index}" for e in t.entities]
-            keys += batch
-            ingest_events(
-                session=session,
-                model=MODEL_NAME,
-                events=EventBatch(
-                    keys=batch,
-                    times=[t.time] * len(t),
-                    entities=list(t.entities),
-                    groups=list(t.groups),
-                    features=t.features,
-                    served_version=[1] * len(t),
-                    prediction=list(t.labels),
-                ),
-            )
+        model = register_ont(session)
+        keys = ingest_ticks(session, ticks)
         now = ticks[-1].time + timedelta(minutes=5)
         ingest_labels(
             session=session,

@@ -18,12 +18,13 @@ import pytest
 from driftpilot.cli import main
 from driftpilot.config import Settings
 from driftpilot.edge.deployment import LocalFederation, flower_executable
-from driftpilot.loop.demo import MODEL_NAME, schema_of_ont
-from driftpilot.memory import db, decisions, managed, versions
-from driftpilot.memory.ingest import EventBatch, ingest_events, ingest_labels
+from driftpilot.loop.demo import MODEL_NAME
+from driftpilot.memory import db, decisions, versions
+from driftpilot.memory.ingest import ingest_labels
 from driftpilot.models.registry import Registry
 from driftpilot.models.tabular_mlp import TabularMLP
 from driftpilot.scenarios.ont import CLASSES, FEATURES, OntScenarioConfig, OntSimulator
+from tests.ont_world import ingest_ticks, register_ont
 
 pytestmark = [
     pytest.mark.slow,
@@ -49,27 +50,8 @@ def _world(home):
     features = {k: np.concatenate([t.features[k] for t in ticks]) for k in ticks[0].features}
     labels = np.concatenate([t.labels for t in ticks])
     with sessions() as session:
-        model = managed.register_model(
-            session=session,
-            name=MODEL_NAME,
-            task="tabular_classification",
-            family="tabular_mlp",
-            schema=schema_of_ont(),
-        )
-        keys = []
-        for t in ticks:
-            batch = [f"{e}/{t.index}" for e in t.entities]
-            keys += batch
-            events = EventBatch(
-                keys=batch,
-                times=[t.time] * len(t),
-                entities=list(t.entities),
-                groups=list(t.groups),
-                features=t.features,
-                served_version=[1] * len(t),
-                prediction=list(t.labels),
-            )
-            ingest_events(session=session, model=MODEL_NAME, events=events)
+        model = register_ont(session)
+        keys = ingest_ticks(session, ticks)
         now = ticks[-1].time + timedelta(minutes=5)
         assert now < datetime.now(UTC)
         ingest_labels(
