@@ -18,8 +18,8 @@ import sqlalchemy as sa
 from driftpilot.api import create_app
 from driftpilot.edge.node import EdgeNode
 from driftpilot.edge.serve import node_app
-from driftpilot.loop.demo import MODEL_NAME, schema_of_ont
-from driftpilot.memory import db, managed, releases, versions
+from driftpilot.loop.demo import MODEL_NAME
+from driftpilot.memory import db, releases, versions
 from driftpilot.memory.tables import Event
 from driftpilot.models.edge_export import EDGE_ARTIFACT
 from driftpilot.models.registry import Registry
@@ -28,6 +28,7 @@ from driftpilot.scenarios.ont import CLASSES, FEATURES, OntScenarioConfig, OntSi
 from driftpilot.serving.routing import assignment
 from driftpilot.tools.distill import distil_student
 from tests.live import free_port, serving
+from tests.ont_world import register_ont
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -40,13 +41,7 @@ def fleet(tmp_path):
     frame = pd.DataFrame({k: np.concatenate([t.features[k] for t in ticks]) for k in ticks[0].features})
     labels = np.concatenate([t.labels for t in ticks]).astype(str)
     with sessions() as session:
-        model = managed.register_model(
-            session=session,
-            name=MODEL_NAME,
-            task="tabular_classification",
-            family="tabular_mlp",
-            schema=schema_of_ont(),
-        )
+        model = register_ont(session)
         for seed in (0, 1, 2):  # versions 1, 3 and 5, their students 2, 4 and 6
             teacher = TabularMLP(FEATURES, CLASSES, epochs=4, seed=seed, hidden=(16,)).fit(frame, labels)
             made = distil_student(teacher, frame.iloc[::2], labels[::2], frame.iloc[1::2])
